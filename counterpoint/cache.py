@@ -1,0 +1,182 @@
+"""Pay once per generation: a request cache and per-problem checkpoints on the output filesystem.
+
+Both live under ``<output>/_work/`` and go through Beam's ``FileSystems`` so they
+work on local disk, ``gs://`` and ``s3://`` alike. Every file is written under a
+temporary name and renamed into place, so a killed worker leaves either a whole
+entry or none — never a torn one that a resumed run would trust.
+
+* :class:`RequestCache` — key: hash of (model fingerprint, messages, sampling
+  parameters, seed, n) from :meth:`GenerationRequest.cache_key`; value: the
+  ``n`` completions. A retried bundle or a resumed run reuses them.
+* :class:`ProblemCheckpoints` — the finished state of one problem (all its
+  output rows). A rerun into the same output directory skips finished problems.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from apache_beam.io.filesystems import FileSystems
+
+from counterpoint.generators.base import Completion, GenerationRequest, Generator
+from counterpoint.schemas import content_id
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = "_work"
+
+
+def _join(*parts: str) -> str:
+    return FileSystems.join(*parts)
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with FileSystems.create(tmp) as f:
+        f.write(data)
+    try:
+        FileSystems.rename([tmp], [path])
+    except Exception:
+        # Another worker wrote the same entry first: equal content by construction.
+        FileSystems.delete([tmp])
+        if not FileSystems.exists(path):
+            raise
+
+
+def _read(path: str) -> Optional[bytes]:
+    try:
+        with FileSystems.open(path) as f:
+            return f.read()
+    except Exception:
+        return None
+
+
+def _ensure_dir(path: str) -> None:
+    try:
+        FileSystems.mkdirs(path)
+    except Exception:  # exists already, or an object store without directories
+        pass
+
+
+class RequestCache:
+    """Completions by request key under ``<root>/cache/<k[:2]>/<k>.json``."""
+
+    def __init__(self, output_dir: str, model_fingerprint: str):
+        self.root = _join(output_dir, WORK_DIR, "cache")
+        self.model_fingerprint = model_fingerprint
+        self.hits = 0
+        self.misses = 0
+        self.tokens_saved = 0
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _path(self, key: str) -> str:
+        return _join(self.root, key[:2], f"{key}.json")
+
+    def get(self, request: GenerationRequest) -> Optional[List[Completion]]:
+        raw = _read(self._path(request.cache_key(self.model_fingerprint)))
+        if raw is None:
+            return None
+        try:
+            comps = [Completion.from_dict(d) for d in json.loads(raw)["completions"]]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable cache entry for %s", request.request_id)
+            return None
+        return comps if len(comps) == request.n else None
+
+    def put(self, request: GenerationRequest, completions: Sequence[Completion]) -> None:
+        key = request.cache_key(self.model_fingerprint)
+        _ensure_dir(_join(self.root, key[:2]))
+        body = {"request_id": request.request_id, "completions": [c.to_dict() for c in completions]}
+        _atomic_write(self._path(key), json.dumps(body, ensure_ascii=False).encode("utf-8"))
+
+    def generate(self, generator: Generator, requests: Sequence[GenerationRequest]) -> List[List[Completion]]:
+        """Serves hits from the cache and sends only the misses to the engine, in one call."""
+        results: List[Optional[List[Completion]]] = [self.get(r) for r in requests]
+        missing = [i for i, r in enumerate(results) if r is None]
+        with self._lock:
+            self.hits += len(requests) - len(missing)
+            self.misses += len(missing)
+            self.tokens_saved += sum(c.num_tokens for r in results if r for c in r)
+        if missing:
+            fresh = generator.generate([requests[i] for i in missing])
+            for i, comps in zip(missing, fresh):
+                self.put(requests[i], comps)
+                results[i] = comps
+        return results  # type: ignore[return-value]
+
+
+class ProblemCheckpoints:
+    """One JSON file per finished problem under ``<output>/_work/problems/``."""
+
+    def __init__(self, output_dir: str):
+        self.root = _join(output_dir, WORK_DIR, "problems")
+
+    def _path(self, problem_id: str) -> str:
+        return _join(self.root, f"{content_id(problem_id, length=24)}.json")
+
+    def save(self, state: Dict[str, Any]) -> None:
+        _ensure_dir(self.root)
+        _atomic_write(self._path(state["problem"]["problem_id"]), json.dumps(state, ensure_ascii=False).encode("utf-8"))
+
+    def load(self, problem_id: str) -> Optional[Dict[str, Any]]:
+        raw = _read(self._path(problem_id))
+        if raw is None:
+            return None
+        try:
+            state = json.loads(raw)
+        except ValueError:
+            return None
+        return state if state.get("problem", {}).get("problem_id") == problem_id else None
+
+    def finished_paths(self) -> Dict[str, str]:
+        """Maps checkpoint file names to paths (cheap listing, no reads)."""
+        try:
+            matches = FileSystems.match([_join(self.root, "*.json")])[0].metadata_list
+        except Exception:
+            return {}
+        return {m.path.rsplit("/", 1)[-1]: m.path for m in matches}
+
+    def is_finished(self, problem_id: str, listing: Dict[str, str]) -> bool:
+        return f"{content_id(problem_id, length=24)}.json" in listing
+
+
+class CachedGenerator(Generator):
+    """A generator seen through a :class:`RequestCache`: finished requests are never paid for twice."""
+
+    kind = "cached"
+
+    def __init__(self, inner: Generator, cache: RequestCache):
+        super().__init__()
+        self.inner = inner
+        self.cache = cache
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self.inner.model_fingerprint
+
+    def load(self) -> "CachedGenerator":
+        self.inner.load()
+        return self
+
+    def _generate(self, requests):
+        return self.cache.generate(self.inner, requests)
+
+    def describe(self):
+        return self.inner.describe()

@@ -1,0 +1,66 @@
+"""Generators: one interface for sampling continuations, three engines behind it.
+
+* :class:`~counterpoint.generators.vllm_local.VLLMGenerator` — in-process ``vllm.LLM``;
+* :class:`~counterpoint.generators.openai_http.OpenAICompatibleGenerator` — a pool of
+  OpenAI-compatible vLLM servers over HTTP;
+* :class:`~counterpoint.generators.scripted.ScriptedGenerator` — deterministic, for tests.
+
+Engines are imported lazily: building a config or a scripted generator never
+imports vLLM.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from counterpoint.generators.base import (  # noqa: F401
+    Completion,
+    EngineDeadError,
+    GenerationError,
+    GenerationRequest,
+    Generator,
+    SamplingParams,
+)
+
+GENERATOR_KINDS = ("vllm", "openai", "scripted")
+
+
+def build_generator(cfg) -> Generator:
+    """Builds a (not yet loaded) generator from a :class:`counterpoint.config.GeneratorConfig`."""
+    if cfg.kind == "vllm":
+        from counterpoint.generators.vllm_local import VLLMGenerator, _on_cpu
+
+        engine_kwargs: Dict[str, Any] = dict(cfg.engine_kwargs)
+        eager = cfg.enforce_eager if cfg.enforce_eager is not None else _on_cpu()
+        engine_kwargs.setdefault("enforce_eager", eager)
+        return VLLMGenerator(
+            cfg.model,
+            seed=cfg.seed,
+            seed_mode=cfg.seed_mode,
+            max_model_len=cfg.max_model_len,
+            dtype=cfg.dtype,
+            engine_kwargs=engine_kwargs,
+        )
+    if cfg.kind == "openai":
+        from counterpoint.generators.openai_http import OpenAICompatibleGenerator
+
+        if not cfg.base_urls:
+            raise ValueError("generator.kind=openai needs generator.base_urls (e.g. http://host:8000)")
+        return OpenAICompatibleGenerator(cfg.base_urls, model=cfg.model, api_key=cfg.api_key)
+    if cfg.kind == "scripted":
+        from counterpoint.generators import scripted
+
+        opts = dict(cfg.scripted)
+        policy_name = opts.pop("policy", "chain")
+        if policy_name == "chain":
+            policy = scripted.ChainPolicy(step_error_rate=opts.pop("step_error_rate", 0.05))
+        elif policy_name == "answer_key":
+            policy = scripted.AnswerKeyPolicy(
+                answer_key=opts.pop("answer_key"),
+                p_correct=opts.pop("p_correct", 0.5),
+                p_truncate=opts.pop("p_truncate", 0.0),
+            )
+        else:
+            raise ValueError(f"unknown scripted policy {policy_name!r}; use chain or answer_key")
+        return scripted.ScriptedGenerator(policy, **opts)
+    raise ValueError(f"unknown generator kind {cfg.kind!r}; choose one of {GENERATOR_KINDS}")

@@ -1,0 +1,192 @@
+"""One interface for "sample n continuations for these requests".
+
+A :class:`GenerationRequest` is either a fresh chat (system + user messages, the
+model answers in a new assistant turn) or the continuation of a partial
+assistant message (the last message is the assistant's prefix and the model
+goes on writing it) — the latter is what Monte Carlo rollouts from step
+prefixes need. Every generator returns, per request, ``n`` :class:`Completion`
+objects in order.
+
+Generators follow Beam's ``ModelHandler`` split: construction is cheap and
+picklable (config only); :meth:`Generator.load` builds the heavy engine and is
+called once per worker process (``DoFn.setup`` through ``shared.Shared``).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import json
+from typing import Any, Dict, List, Optional, Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """Engine-independent sampling parameters (a config dataclass)."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 384
+    # Stop strings end generation early (not included in the text).
+    stop: tuple = ()
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationRequest:
+    """Sample ``n`` continuations of ``messages``.
+
+    ``continue_final_message=True`` means ``messages[-1]`` is a partial assistant
+    message to be continued (rollout from a prefix); otherwise the model answers
+    in a new assistant turn. ``seed`` identifies the request's randomness: equal
+    (messages, params, seed) ask for the same samples, which is what the request
+    cache and deterministic generators key on.
+    """
+
+    messages: tuple  # of (role, content) pairs; a tuple so the request is hashable
+    n: int = 1
+    params: SamplingParams = SamplingParams()
+    seed: int = 0
+    continue_final_message: bool = False
+    request_id: str = ""
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if not self.messages:
+            raise ValueError("a request needs at least one message")
+        if self.continue_final_message and self.messages[-1][0] != "assistant":
+            raise ValueError("continue_final_message needs a final assistant message")
+
+    @staticmethod
+    def chat(system: Optional[str], user: str, **kw) -> "GenerationRequest":
+        msgs = ((("system", system),) if system else ()) + (("user", user),)
+        return GenerationRequest(messages=msgs, **kw)
+
+    @staticmethod
+    def continuation(system: Optional[str], user: str, assistant_prefix: str, **kw) -> "GenerationRequest":
+        msgs = ((("system", system),) if system else ()) + (("user", user), ("assistant", assistant_prefix))
+        return GenerationRequest(messages=msgs, continue_final_message=True, **kw)
+
+    def message_dicts(self) -> List[Dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+    def cache_key(self, model_fingerprint: str) -> str:
+        """Hash of everything that determines the samples (model, prompt, params, seed, n)."""
+        blob = json.dumps(
+            {
+                "model": model_fingerprint,
+                "messages": self.messages,
+                "continue": self.continue_final_message,
+                "params": self.params.to_dict(),
+                "seed": self.seed,
+                "n": self.n,
+            },
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """One sampled continuation."""
+
+    text: str
+    num_tokens: int
+    finish_reason: str  # "stop" | "length" | "abort"
+    cumulative_logprob: Optional[float] = None
+    # Prompt accounting reported by the engine (same for all n samples of a request).
+    num_prompt_tokens: int = 0
+    num_cached_prompt_tokens: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: Dict[str, Any]) -> "Completion":
+        return Completion(**d)
+
+
+class GenerationError(RuntimeError):
+    """A request failed inside the generator (after the generator's own retries)."""
+
+    def __init__(self, message: str, *, retriable: bool = True, reason: str = "generation_failed"):
+        super().__init__(message)
+        self.retriable = retriable
+        #: snake_case reject reason used when the problem is finally dropped.
+        self.reason = reason
+
+
+class EngineDeadError(GenerationError):
+    """The engine itself died (process gone, CUDA error): it must be rebuilt before the next call."""
+
+    def __init__(self, message: str):
+        super().__init__(message, retriable=True, reason="engine_dead")
+
+
+class Generator(abc.ABC):
+    """Samples continuations. Subclasses implement :meth:`load` and :meth:`_generate`.
+
+    ``generate`` takes a batch of requests (many problems at once: one engine
+    call) and returns a list, aligned with the requests, of lists of ``n``
+    completions.
+    """
+
+    #: short name recorded in provenance ("vllm", "openai", "scripted").
+    kind: str = "base"
+
+    def __init__(self) -> None:
+        self._loaded = False
+
+    @property
+    @abc.abstractmethod
+    def model_id(self) -> str:
+        """Model identifier recorded in every row."""
+
+    @property
+    def model_fingerprint(self) -> str:
+        """Identity of the weights for cache keys (model id + revision/hash where known)."""
+        return self.model_id
+
+    def load(self) -> "Generator":
+        """Builds heavy state (engine, HTTP session). Idempotent."""
+        if not self._loaded:
+            self._load()
+            self._loaded = True
+        return self
+
+    def _load(self) -> None:  # pragma: no cover - trivial default
+        pass
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> List[List[Completion]]:
+        if not requests:
+            return []
+        self.load()
+        out = self._generate(list(requests))
+        if len(out) != len(requests):
+            raise GenerationError(f"{self.kind} returned {len(out)} results for {len(requests)} requests")
+        for req, comps in zip(requests, out):
+            if len(comps) != req.n:
+                raise GenerationError(f"{self.kind} returned {len(comps)} samples, asked for {req.n}")
+        return out
+
+    @abc.abstractmethod
+    def _generate(self, requests: List[GenerationRequest]) -> List[List[Completion]]:
+        """Engine call for a batch of requests."""
+
+    def close(self) -> None:
+        """Releases the engine (optional)."""
+
+    def describe(self) -> Dict[str, Any]:
+        """Provenance for the dataset card."""
+        return {"kind": self.kind, "model_id": self.model_id}

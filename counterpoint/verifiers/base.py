@@ -1,0 +1,113 @@
+"""The verifier contract: a :class:`Verdict` per (completion, gold) pair.
+
+Three outcomes, never collapsed (see ``records.VERDICTS``):
+
+* ``correct``   — the completion's final answer matches the gold answer;
+* ``incorrect`` — it clearly does not: a clean mismatch, no final answer at all,
+  or a truncated generation (a truncated sample is never a positive);
+* ``unknown``   — the verifier could not decide (hang, crash, unparsable gold or
+  answer). ``unknown`` is never counted as a wrong solution.
+
+Every non-correct verdict carries a snake_case ``reason`` from :data:`REASONS`.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import List, Optional, Sequence, Tuple
+
+from counterpoint.schemas.records import VERDICT_CORRECT, VERDICT_INCORRECT, VERDICT_UNKNOWN, VERDICTS
+
+# --- reasons vocabulary ------------------------------------------------------
+# incorrect
+REASON_TRUNCATED = "truncated"  # generation hit max_tokens
+REASON_NO_FINAL_ANSWER = "no_final_answer"  # no final answer could be found in the text
+REASON_ANSWER_MISMATCH = "answer_mismatch"  # clean comparison, not equal
+REASON_NON_NUMERIC_ANSWER = "non_numeric_answer"  # numeric verifier: final answer is not a number
+# unknown
+REASON_UNPARSABLE_GOLD = "unparsable_gold"
+REASON_UNPARSABLE_ANSWER = "unparsable_answer"  # math verifier: answer found but not parsable
+REASON_VERIFIER_TIMEOUT = "verifier_timeout"  # item exceeded the hard per-item timeout
+REASON_VERIFIER_CRASH = "verifier_crash"  # the worker process died on the item
+REASON_VERIFIER_ERROR = "verifier_error"  # an exception was raised while verifying the item
+
+INCORRECT_REASONS = (
+    REASON_TRUNCATED,
+    REASON_NO_FINAL_ANSWER,
+    REASON_ANSWER_MISMATCH,
+    REASON_NON_NUMERIC_ANSWER,
+)
+UNKNOWN_REASONS = (
+    REASON_UNPARSABLE_GOLD,
+    REASON_UNPARSABLE_ANSWER,
+    REASON_VERIFIER_TIMEOUT,
+    REASON_VERIFIER_CRASH,
+    REASON_VERIFIER_ERROR,
+)
+REASONS = INCORRECT_REASONS + UNKNOWN_REASONS
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    verdict: str  # one of records.VERDICTS
+    reason: Optional[str]  # None iff verdict == "correct"
+    final_answer: Optional[str]  # extracted final answer of the completion, None if not found
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.verdict == VERDICT_CORRECT:
+            if self.reason is not None:
+                raise ValueError(f"a correct verdict has no reason, got {self.reason!r}")
+        elif not self.reason:
+            raise ValueError(f"a {self.verdict} verdict needs a reason")
+
+    @property
+    def is_correct(self) -> bool:
+        return self.verdict == VERDICT_CORRECT
+
+
+def correct(final_answer: Optional[str]) -> Verdict:
+    return Verdict(VERDICT_CORRECT, None, final_answer)
+
+
+def incorrect(reason: str, final_answer: Optional[str]) -> Verdict:
+    return Verdict(VERDICT_INCORRECT, reason, final_answer)
+
+
+def unknown(reason: str, final_answer: Optional[str]) -> Verdict:
+    return Verdict(VERDICT_UNKNOWN, reason, final_answer)
+
+
+class Verifier(abc.ABC):
+    """Judges completions against gold answers.
+
+    Construction is cheap and the object is picklable (Beam pickles DoFns);
+    heavy resources, if any, are created lazily on first use and released by
+    :meth:`close`.
+    """
+
+    name: str = ""
+    version: str = ""
+
+    @abc.abstractmethod
+    def verify(self, completion: str, gold: str, *, truncated: bool = False) -> Verdict:
+        ...
+
+    def verify_batch(self, items: Sequence[Tuple[str, str, bool]]) -> List[Verdict]:
+        """``items`` are ``(completion, gold, truncated)``; verdicts come back in order."""
+        return [self.verify(c, g, truncated=t) for c, g, t in items]
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
