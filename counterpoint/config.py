@@ -50,6 +50,8 @@ class VerifierConfig:
     name: str = "auto"
     timeout_s: float = 5.0
     pool_size: int = 2
+    # Tests only: "module:function" run in each math-verify worker before every item (MathVerifier).
+    fault_injector: Optional[str] = None
 
 
 @dataclasses.dataclass

@@ -315,6 +315,7 @@ def test_5xx_exhausts_retries(server):
     assert ei.value.retriable is True
     assert "502" in str(ei.value)
     assert len(server.requests) == 3
+    assert gen._inflight == [0]  # every attempt released its server slot
 
 
 def test_timeout_is_retried_then_fails(server):
@@ -445,6 +446,7 @@ def test_one_failure_fails_the_batch(server):
         gen.generate([chat(f"ok{i}") for i in range(3)] + [chat("bad")] + [chat(f"ok{i}") for i in range(3, 30)])
     assert ei.value.retriable is False
     assert len(server.requests) < 31  # the rest of the batch was cancelled
+    assert gen._inflight == [0]
 
 
 def test_picklable_before_and_after_load(server, monkeypatch):
@@ -543,21 +545,23 @@ def vllm_server():
         print(f"\nvLLM server healthy after {startup_s:.1f}s (log {log_file.name})")
         yield {"url": url, "startup_s": startup_s, "log": log_file.name}
     finally:
+        # SIGTERM to the API server lets it shut its engine-core child down cleanly; whatever
+        # is left of its process group (it runs in its own session) is killed afterwards.
         if proc.poll() is None:
-            # The server runs in its own session: signal the group so the engine-core child goes too.
-            try:
-                os.killpg(proc.pid, 15)
-            except ProcessLookupError:
-                pass
+            proc.terminate()
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, 9)
-                except ProcessLookupError:
-                    pass
+                proc.kill()
                 proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, 9)
         log_file.close()
+        if proc.returncode == 0 and not os.environ.get("COUNTERPOINT_KEEP_SERVER_LOG"):
+            with contextlib.suppress(OSError):
+                os.unlink(log_file.name)
+        else:
+            print(f"vLLM server exited with {proc.returncode}; log kept at {log_file.name}")
 
 
 # A system prompt long enough to span several KV-cache blocks, so a repeated

@@ -325,9 +325,29 @@ class OpenAICompatibleGenerator(Generator):
         except Exception:
             return response.text[:500]
 
-    def _post_one(self, request: GenerationRequest, cancel: threading.Event) -> List[Completion]:
+    def _attempt(self, url: str, body: Dict[str, Any]):
+        """One POST. Returns ``(data, None, None)`` on success or ``(None, error, retry_after)``
+        for a retriable failure; raises ``GenerationError(retriable=False)`` for the others."""
         import httpx
 
+        try:
+            response = self._client.post(url, json=body)
+        except httpx.TimeoutException as e:
+            return None, f"timeout after {self.timeout_s}s from {url}: {type(e).__name__}", None
+        except httpx.TransportError as e:
+            return None, f"connection error to {url}: {type(e).__name__}: {e}", None
+        status = response.status_code
+        if status == 200:
+            try:
+                return response.json(), None, None
+            except ValueError as e:
+                raise GenerationError(f"non-JSON response from {url}: {e}", retriable=False) from e
+        msg = self._error_message(response)
+        if status in _RETRY_STATUS or status >= 500:
+            return None, f"HTTP {status} from {url}: {msg}", self._retry_after(response)
+        raise GenerationError(f"HTTP {status} from {url}: {msg}", retriable=False)
+
+    def _post_one(self, request: GenerationRequest, cancel: threading.Event) -> List[Completion]:
         body = self.request_body(request)
         last_error = "no attempt made"
         server: Optional[int] = None
@@ -336,33 +356,14 @@ class OpenAICompatibleGenerator(Generator):
             if cancel.is_set():
                 raise _Cancelled()
             server = self._acquire_server(avoid=server)
-            url = f"{self.base_urls[server]}/v1/chat/completions"
-            retry_after = None
             self._count("attempts")
             try:
-                response = self._client.post(url, json=body)
-            except httpx.TimeoutException as e:
-                last_error = f"timeout after {self.timeout_s}s from {url}: {type(e).__name__}"
-            except httpx.TransportError as e:
-                last_error = f"connection error to {url}: {type(e).__name__}: {e}"
-            else:
-                status = response.status_code
-                if status == 200:
-                    try:
-                        data = response.json()
-                    except ValueError as e:
-                        raise GenerationError(f"non-JSON response from {url}: {e}", retriable=False) from e
-                    finally:
-                        self._release_server(server)
-                    return self.parse_response(request, data)
-                msg = self._error_message(response)
-                if status in _RETRY_STATUS or status >= 500:
-                    last_error = f"HTTP {status} from {url}: {msg}"
-                    retry_after = self._retry_after(response)
-                else:
-                    self._release_server(server)
-                    raise GenerationError(f"HTTP {status} from {url}: {msg}", retriable=False)
-            self._release_server(server)
+                data, error, retry_after = self._attempt(f"{self.base_urls[server]}/v1/chat/completions", body)
+            finally:
+                self._release_server(server)
+            if error is None:
+                return self.parse_response(request, data)
+            last_error = error
             if attempt < self.max_retries:
                 delay = self._backoff(attempt, retry_after)
                 self._count("retries")

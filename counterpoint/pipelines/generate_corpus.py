@@ -179,7 +179,7 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, problems: List[Dict], read_
         "finished", main="todo")
     states = (
         split.todo
-        | "BatchForSampling" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.batch_size)
+        | "BatchForSampling" >> beam.BatchElements(min_batch_size=cfg.batch_size, max_batch_size=cfg.batch_size)
         | "Sample" >> beam.ParDo(SampleDoFn(cfg, engine, output_dir))
         | "Verify" >> beam.ParDo(VerifyDoFn(cfg, verifier))
         | "UnbatchVerified" >> beam.FlatMap(_unbatch)
@@ -187,7 +187,7 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, problems: List[Dict], read_
     if cfg.labeler:
         states = (
             states
-            | "BatchForLabeling" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.labeling_batch_size)
+            | "BatchForLabeling" >> beam.BatchElements(min_batch_size=cfg.labeling_batch_size, max_batch_size=cfg.labeling_batch_size)
             | "Label" >> beam.ParDo(LabelDoFn(cfg, engine, verifier, output_dir))
             | "UnbatchLabeled" >> beam.FlatMap(_unbatch)
         )

@@ -208,8 +208,9 @@ class VerifyDoFn(ProblemBatchDoFn):
 
         v = self.cfg.verifier
         self.suite = self._shared_verifier.acquire(
-            lambda: VerifierSuite(v.name, timeout_s=v.timeout_s, pool_size=v.pool_size),
-            tag=f"verifier:{v.name}:{v.timeout_s}:{v.pool_size}")
+            lambda: VerifierSuite(v.name, timeout_s=v.timeout_s, pool_size=v.pool_size,
+                                  fault_injector=v.fault_injector),
+            tag=f"verifier:{v.name}:{v.timeout_s}:{v.pool_size}:{v.fault_injector}")
 
     def process_problems(self, states):
         items, owners = [], []
@@ -244,8 +245,9 @@ class LabelDoFn(ProblemBatchDoFn):
 
         v = self.cfg.verifier
         self.suite = self._shared_verifier.acquire(
-            lambda: VerifierSuite(v.name, timeout_s=v.timeout_s, pool_size=v.pool_size),
-            tag=f"verifier:{v.name}:{v.timeout_s}:{v.pool_size}")
+            lambda: VerifierSuite(v.name, timeout_s=v.timeout_s, pool_size=v.pool_size,
+                                  fault_injector=v.fault_injector),
+            tag=f"verifier:{v.name}:{v.timeout_s}:{v.pool_size}:{v.fault_injector}")
 
     def process_problems(self, states):
         import dataclasses
@@ -319,6 +321,10 @@ class SplitFinished(beam.DoFn):
             if state is not None:
                 Metrics.counter(NAMESPACE, "resumed_problems").inc()
                 state["resumed"] = True
+                # Per-run counters (cache hits, stage seconds) belong to the run that made the
+                # checkpoint; this run did no such work for the problem.
+                state["stats"] = {k: v for k, v in state.get("stats", {}).items()
+                                  if k not in ("cache_hits", "cache_tokens_saved") and not k.startswith("seconds_")}
                 yield beam.pvalue.TaggedOutput("finished", state)
                 return
         yield corpus.new_state(problem)

@@ -14,24 +14,28 @@ class VerifierSuite:
     Items are ``(completion, gold, truncated, answer_type)``. Picklable until used.
     """
 
-    def __init__(self, name: str = "auto", *, timeout_s: float = 5.0, pool_size: int = 2):
+    def __init__(self, name: str = "auto", *, timeout_s: float = 5.0, pool_size: int = 2,
+                 fault_injector: Optional[str] = None):
         self.name = name
         self.timeout_s = timeout_s
         self.pool_size = pool_size
+        self.fault_injector = fault_injector  # MathVerifier only (tests inject hangs / crashes)
         self._verifiers: Dict[str, Verifier] = {}
         self._lock = threading.Lock()
 
     def __getstate__(self):
-        return {"name": self.name, "timeout_s": self.timeout_s, "pool_size": self.pool_size}
+        return {"name": self.name, "timeout_s": self.timeout_s, "pool_size": self.pool_size,
+                "fault_injector": self.fault_injector}
 
     def __setstate__(self, state):
-        self.__init__(state["name"], timeout_s=state["timeout_s"], pool_size=state["pool_size"])
+        self.__init__(state["name"], timeout_s=state["timeout_s"], pool_size=state["pool_size"],
+                      fault_injector=state.get("fault_injector"))
 
     def verifier(self, answer_type: str) -> Verifier:
         name = answer_type if self.name == "auto" else self.name
         with self._lock:
             if name not in self._verifiers:
-                kwargs = {"pool_size": self.pool_size} if name == "math" else {}
+                kwargs = {"pool_size": self.pool_size, "fault_injector": self.fault_injector} if name == "math" else {}
                 self._verifiers[name] = make_verifier(name, timeout_s=self.timeout_s, **kwargs)
             return self._verifiers[name]
 
