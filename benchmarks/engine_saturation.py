@@ -36,8 +36,8 @@ def main(argv=None):
     parser.add_argument("--k", type=int, default=4, help="rollouts per prefix")
     parser.add_argument("--search-limit", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=192)
-    parser.add_argument("--min-ops", type=int, default=2)
-    parser.add_argument("--max-ops", type=int, default=3)
+    parser.add_argument("--min-ops", type=int, default=1)
+    parser.add_argument("--max-ops", type=int, default=2)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine_saturation.json"))
     args = parser.parse_args(argv)
 

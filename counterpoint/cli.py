@@ -90,7 +90,8 @@ def cmd_push(args) -> int:
 
     plan = push_to_hub(args.dir, args.repo_id, private=args.private, dry_run=args.dry_run,
                        endpoint=args.endpoint)
-    print(plan.describe() if hasattr(plan, "describe") else plan)
+    if not args.dry_run:  # a dry run's plan is already printed by push_to_hub
+        print(plan.describe() if hasattr(plan, "describe") else plan)
     return 0
 
 

@@ -75,7 +75,7 @@ class RetryConfig:
 @dataclasses.dataclass
 class RunConfig:
     source: ProblemSourceConfig = dataclasses.field(
-        default_factory=lambda: ProblemSourceConfig(kind="procedural", num_problems=24)
+        default_factory=lambda: ProblemSourceConfig(kind="procedural", num_problems=24, min_ops=1, max_ops=3)
     )
     generator: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
     sampling: SamplingParams = dataclasses.field(default_factory=lambda: SamplingParams(temperature=0.8, top_p=0.95, max_tokens=256))
@@ -122,6 +122,10 @@ def _build(cls, data: Dict[str, Any]):
         sub = _NESTED.get((cls, name))
         if sub is not None and isinstance(value, dict):
             value = _build(sub, value)
+        elif sub is not None and not isinstance(value, sub):
+            # e.g. a YAML section whose keys are all commented out loads as None
+            raise ValueError(f"{cls.__name__}.{name} must be a mapping of {sub.__name__} keys, "
+                             f"got {type(value).__name__}")
         elif cls is SamplingParams and name == "stop":
             value = tuple(value or ())
         kwargs[name] = value

@@ -110,7 +110,10 @@ def apply_verdicts(rows: List[Dict[str, Any]], verdicts, *, verifier_name: str, 
 
 
 def _round_robin_pairs(chosen: Sequence[Dict], rejected: Sequence[Dict], cap: int):
-    """Distinct (chosen, rejected) pairs, spreading both sides before repeating either."""
+    """Distinct (chosen, rejected) pairs, spreading both sides before repeating either.
+
+    Pairs whose two completions are the same text are skipped without using up ``cap``.
+    """
     if not chosen or not rejected or cap <= 0:
         return []
     pairs, seen = [], set()
@@ -120,6 +123,8 @@ def _round_robin_pairs(chosen: Sequence[Dict], rejected: Sequence[Dict], cap: in
             j = (i + offset) % len(rejected)
             if (i, j) not in seen:
                 seen.add((i, j))
+                if chosen[i]["completion"] == rejected[j]["completion"]:
+                    continue
                 pairs.append((chosen[i], rejected[j]))
                 if len(pairs) >= cap:
                     return pairs
@@ -144,8 +149,6 @@ def outcome_rows(state: Dict[str, Any], *, max_pairs_per_problem: int, truncated
     # Shorter correct solutions first: a deterministic, mild preference for concision.
     correct.sort(key=lambda t: (t["num_generated_tokens"], t["sample_index"]))
     for chosen, rejected in _round_robin_pairs(correct, incorrect, max_pairs_per_problem):
-        if chosen["completion"] == rejected["completion"]:
-            continue
         state["preferences"].append({
             "id": f"{chosen['problem_id']}/outcome/{chosen['sample_index']}-{rejected['sample_index']}",
             "problem_id": chosen["problem_id"],

@@ -23,7 +23,8 @@ MODES = ("paragraph", "line", "step")
 
 _BOUNDARY = {
     # A boundary is the end of a run of separators that follows content.
-    "paragraph": re.compile(r"\n[ \t]*\n\s*"),
+    # ``\r`` counts as blank-line whitespace so CRLF text splits like LF text.
+    "paragraph": re.compile(r"\n[ \t\r]*\n\s*"),
     "line": re.compile(r"\n\s*"),
     "step": re.compile(r"\n\s*(?=Step\s*\d+\s*[:.)])", re.IGNORECASE),
 }

@@ -236,6 +236,11 @@ class _FakeHub(BaseHTTPRequestHandler):
 def test_push_to_local_fake_hub(validated, monkeypatch):
     out, _ = validated
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # The test session runs with HF_HUB_OFFLINE=1 (nothing may reach the internet); this upload only
+    # talks to the fake Hub on 127.0.0.1.
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     _FakeHub.log, _FakeHub.commits = [], []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeHub)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -116,7 +116,8 @@ def summarize(cfg: RunConfig, output_dir: str, configs: Sequence[str], problems_
     for s in states:
         stats.update({k: v for k, v in s["stats"].items() if isinstance(v, (int, float))})
     generated = int(sum(traj.get("num_generated_tokens", [])))
-    rollout_tokens = int(stats.get("rollout_generated_tokens", 0))
+    # Batch-level token counts are spread over a batch's problems as floats: round, never truncate.
+    rollout_tokens = int(round(stats.get("rollout_generated_tokens", 0)))
     wall = timing.get("wall_s", 0.0)
     counts = {
         "problems_in": problems_in,
@@ -133,8 +134,8 @@ def summarize(cfg: RunConfig, output_dir: str, configs: Sequence[str], problems_
         "row_rejects": len(rejects["id"]) - len(problem_rejects),
         "generated_tokens": generated,
         "rollout_generated_tokens": rollout_tokens,
-        "rollout_prompt_tokens": int(stats.get("rollout_prompt_tokens", 0)),
-        "rollout_cached_prompt_tokens": int(stats.get("rollout_cached_prompt_tokens", 0)),
+        "rollout_prompt_tokens": int(round(stats.get("rollout_prompt_tokens", 0))),
+        "rollout_cached_prompt_tokens": int(round(stats.get("rollout_cached_prompt_tokens", 0))),
         "cache_hits": int(round(stats.get("cache_hits", 0))),
         "cache_tokens_saved": int(round(stats.get("cache_tokens_saved", 0))),
     }

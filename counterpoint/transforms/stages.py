@@ -265,6 +265,9 @@ class LabelDoFn(ProblemBatchDoFn):
             tokens["generated"] += stats.get("generated_tokens", 0)
             tokens["prompt"] += stats.get("prompt_tokens", 0)
             tokens["cached"] += stats.get("cached_prompt_tokens", 0)
+            log.info("label round %d: %d trees active, %d requests, %d rollouts, %d tokens (%d cached prompt)",
+                     stats.get("round", 0), stats.get("active", 0), stats.get("requests", 0),
+                     stats.get("samples", 0), stats.get("generated_tokens", 0), stats.get("cached_prompt_tokens", 0))
 
         results = label_problems(items, self.generator, self.suite.verdicts, labeling, on_round=on_round)
         by_id = {r.problem_id: r for r in results}
