@@ -119,10 +119,15 @@ class RequestCache:
 
 
 class ProblemCheckpoints:
-    """One JSON file per finished problem under ``<output>/_work/problems/``."""
+    """One JSON file per finished problem under ``<output>/_work/problems/<fingerprint>/``.
 
-    def __init__(self, output_dir: str):
-        self.root = _join(output_dir, WORK_DIR, "problems")
+    ``fingerprint`` identifies everything that shapes a problem's rows (model, sampling,
+    prompt, verifier, labeller, pairing): a rerun with other settings starts afresh
+    instead of silently reusing results made under the old ones.
+    """
+
+    def __init__(self, output_dir: str, fingerprint: str):
+        self.root = _join(output_dir, WORK_DIR, "problems", fingerprint)
 
     def _path(self, problem_id: str) -> str:
         return _join(self.root, f"{content_id(problem_id, length=24)}.json")

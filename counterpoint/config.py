@@ -13,6 +13,7 @@ import json
 from typing import Any, Dict, List, Optional
 
 from counterpoint.generators.base import SamplingParams
+from counterpoint.schemas import content_id
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig
 from counterpoint.sources import ProblemSourceConfig
 from counterpoint.sources.mapping import FieldMapping
@@ -99,6 +100,25 @@ class RunConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return _to_jsonable(dataclasses.asdict(self))
+
+    def output_fingerprint(self) -> str:
+        """Hash of the settings that shape each problem's rows (not the source, output or sharding).
+
+        Checkpoints live under it, so a resumed run reuses only results made with the same settings.
+        """
+        d = self.to_dict()
+        shaping = {k: d[k] for k in ("generator", "sampling", "samples_per_problem", "system_prompt",
+                                     "segmentation", "verifier", "labeler", "pairing")}
+        # Where the engine runs and how fast (servers, eager mode, fault injection) does not shape rows.
+        gen = {k: v for k, v in shaping["generator"].items()
+               if k not in ("base_urls", "api_key", "enforce_eager", "engine_kwargs")}
+        gen["scripted"] = {k: v for k, v in gen["scripted"].items()
+                           if k not in ("fail_every", "hang_every", "hang_s", "die_every")}
+        shaping["generator"] = gen
+        shaping["verifier"] = {"name": d["verifier"]["name"], "timeout_s": d["verifier"]["timeout_s"]}
+        if self.labeler:
+            shaping["labeling"] = d["labeling"]
+        return content_id(shaping, length=16)
 
 
 def _to_jsonable(obj):

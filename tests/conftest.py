@@ -6,10 +6,14 @@ to download the Prism binary.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A fresh datasets cache per session: pytest reuses tmp paths across sessions, and a cached
+# build of an old output folder at the same path must never answer for a new one.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="cp-hf-datasets-")
 
 
 def pytest_configure(config):

@@ -143,7 +143,7 @@ def _snapshot(folder: Path) -> Dict[str, bytes]:
 
 def _checkpointed_ids(out: Path) -> set:
     ids = set()
-    for path in (out / "_work" / "problems").glob("*.json"):
+    for path in (out / "_work" / "problems").glob("*/*.json"):  # <settings fingerprint>/<problem>.json
         ids.add(json.loads(path.read_text(encoding="utf-8"))["problem"]["problem_id"])
     return ids
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 import uuid
 from typing import Any, Dict, List, Optional, Sequence
@@ -175,7 +176,7 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, problems: List[Dict], read_
         | "GroupByProblemId" >> beam.GroupByKey()
         | "DropDuplicateIds" >> beam.ParDo(DedupeById()).with_outputs("rejects", main="problems")
     )
-    split = deduped.problems | "SkipFinished" >> beam.ParDo(SplitFinished(output_dir)).with_outputs(
+    split = deduped.problems | "SkipFinished" >> beam.ParDo(SplitFinished(output_dir, cfg.output_fingerprint())).with_outputs(
         "finished", main="todo")
     states = (
         split.todo
@@ -194,7 +195,7 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, problems: List[Dict], read_
     processed = (
         states
         | "OutcomePairs" >> beam.Map(_outcome, cfg)
-        | "Checkpoint" >> beam.ParDo(CheckpointDoFn(output_dir))
+        | "Checkpoint" >> beam.ParDo(CheckpointDoFn(output_dir, cfg.output_fingerprint()))
     )
     all_states = (processed, split.finished) | "AllProblems" >> beam.Flatten()
     early_rejects = (
@@ -248,7 +249,11 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True,
     output_dir = cfg.output
     FileSystems.mkdirs(output_dir) if not FileSystems.exists(output_dir) else None
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    staging_dir = FileSystems.join(output_dir, WORK_DIR, "staging", run_id)
+    staging_root = FileSystems.join(output_dir, WORK_DIR, "staging")
+    if "://" not in staging_root and os.path.isdir(staging_root):
+        # Leftovers of killed runs: never part of the dataset, safe to drop.
+        shutil.rmtree(staging_root, ignore_errors=True)
+    staging_dir = FileSystems.join(staging_root, run_id)
     configs = list(schemas.OUTCOME_CONFIGS) + (list(schemas.STEP_CONFIGS) if cfg.labeler else [])
 
     t_read = time.perf_counter()

@@ -13,6 +13,7 @@ Subclasses implement one hook, :meth:`ProblemBatchDoFn.process_problems`.
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import logging
 import time
 from typing import Any, Dict, List, Optional
@@ -35,6 +36,15 @@ class _Holder:
 
     def __init__(self, value):
         self.value = value
+
+
+def _acquire_verifier_suite(handle: shared.Shared, v):
+    """One verifier suite (so one math-verify process pool) per worker process, shared by stages."""
+    from counterpoint.verifiers.suite import VerifierSuite
+
+    return handle.acquire(
+        lambda: VerifierSuite(v.name, timeout_s=v.timeout_s, pool_size=v.pool_size, fault_injector=v.fault_injector),
+        tag=f"verifier:{v.name}:{v.timeout_s}:{v.pool_size}:{v.fault_injector}")
 
 
 class ProblemBatchDoFn(beam.DoFn):
@@ -104,20 +114,24 @@ class ProblemBatchDoFn(beam.DoFn):
             self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
             raise EngineDeadError(f"{self.stage} call timed out after {timeout}s") from None
 
+    def _attempt(self, states) -> None:
+        # Each attempt works on copies: a failed (or timed-out, still running) attempt can never
+        # leave half its updates in the states that the retry or the reject path goes on with.
+        work = copy.deepcopy(states)
+        self._call_with_timeout(work)
+        for s, w in zip(states, work):
+            s.clear()
+            s.update(w)
+
     def _run_with_retries(self, states) -> Optional[GenerationError]:
         attempts = max(1, self.cfg.retry.max_attempts)
         last: Optional[GenerationError] = None
         for attempt in range(attempts):
-            snapshot = [{**s, "stats": dict(s["stats"])} for s in states]
             try:
-                self._call_with_timeout(states)
+                self._attempt(states)
                 return None
             except GenerationError as e:
                 last = e
-                # Roll back partial updates of the failed attempt.
-                for s, snap in zip(states, snapshot):
-                    s.clear()
-                    s.update(snap)
                 Metrics.counter(NAMESPACE, f"{self.stage}_retries").inc()
                 log.warning("%s attempt %d/%d failed: %s", self.stage, attempt + 1, attempts, e)
                 if isinstance(e, EngineDeadError):
@@ -204,13 +218,7 @@ class VerifyDoFn(ProblemBatchDoFn):
 
     def setup(self):
         super().setup()
-        from counterpoint.verifiers.suite import VerifierSuite
-
-        v = self.cfg.verifier
-        self.suite = self._shared_verifier.acquire(
-            lambda: VerifierSuite(v.name, timeout_s=v.timeout_s, pool_size=v.pool_size,
-                                  fault_injector=v.fault_injector),
-            tag=f"verifier:{v.name}:{v.timeout_s}:{v.pool_size}:{v.fault_injector}")
+        self.suite = _acquire_verifier_suite(self._shared_verifier, self.cfg.verifier)
 
     def process_problems(self, states):
         items, owners = [], []
@@ -241,13 +249,7 @@ class LabelDoFn(ProblemBatchDoFn):
 
     def setup(self):
         super().setup()
-        from counterpoint.verifiers.suite import VerifierSuite
-
-        v = self.cfg.verifier
-        self.suite = self._shared_verifier.acquire(
-            lambda: VerifierSuite(v.name, timeout_s=v.timeout_s, pool_size=v.pool_size,
-                                  fault_injector=v.fault_injector),
-            tag=f"verifier:{v.name}:{v.timeout_s}:{v.pool_size}:{v.fault_injector}")
+        self.suite = _acquire_verifier_suite(self._shared_verifier, self.cfg.verifier)
 
     def process_problems(self, states):
         import dataclasses
@@ -292,11 +294,12 @@ class LabelDoFn(ProblemBatchDoFn):
 class CheckpointDoFn(beam.DoFn):
     """Saves each finished problem state so a rerun can skip it (see ``counterpoint.cache``)."""
 
-    def __init__(self, output_dir: str):
+    def __init__(self, output_dir: str, fingerprint: str):
         self.output_dir = output_dir
+        self.fingerprint = fingerprint
 
     def setup(self):
-        self.store = ProblemCheckpoints(self.output_dir)
+        self.store = ProblemCheckpoints(self.output_dir, self.fingerprint)
 
     def process(self, state):
         if not state["failed"] or all(r["reason"] not in _TRANSIENT_REASONS for r in state["rejects"]):
@@ -311,11 +314,12 @@ _TRANSIENT_REASONS = {"engine_dead", "generation_failed"}
 class SplitFinished(beam.DoFn):
     """Routes problems with a checkpoint to ``finished`` (loaded) and the rest to ``todo``."""
 
-    def __init__(self, output_dir: str):
+    def __init__(self, output_dir: str, fingerprint: str):
         self.output_dir = output_dir
+        self.fingerprint = fingerprint
 
     def setup(self):
-        self.store = ProblemCheckpoints(self.output_dir)
+        self.store = ProblemCheckpoints(self.output_dir, self.fingerprint)
         self.listing = self.store.finished_paths()
 
     def process(self, problem):
