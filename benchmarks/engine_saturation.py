@@ -14,7 +14,8 @@ Reports saturation = labelling tokens/s ÷ plain tokens/s (target ≥ 0.85) and 
 prefix-cache hit share of rollout prompt tokens from vLLM's reported cached
 tokens (target ≥ 60%). Writes ``benchmarks/results/engine_saturation.json``.
 
-    python benchmarks/engine_saturation.py [--problems 16] [--samples 8] [--k 4] [--search-limit 6]
+    python benchmarks/engine_saturation.py [--problems 32] [--samples 8] [--k 4] [--search-limit 6]
+                                           [--parallel-searches 4]
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--problems", type=int, default=16)
+    parser.add_argument("--problems", type=int, default=32)
     parser.add_argument("--samples", type=int, default=8, help="K_f screening samples per problem")
     parser.add_argument("--k", type=int, default=4, help="rollouts per prefix")
     parser.add_argument("--search-limit", type=int, default=6)
+    parser.add_argument("--parallel-searches", type=int, default=4,
+                        help="binary searches in flight per tree (1 = the paper's sequential loop)")
     parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--min-ops", type=int, default=1)
     parser.add_argument("--max-ops", type=int, default=2)
@@ -75,6 +78,7 @@ def main(argv=None):
     # 2. labelling stage
     rounds = []
     cfg = LabelerConfig(labeler="omegaprm", omegaprm=OmegaPRMConfig(k=args.k, search_limit=args.search_limit,
+                                                                    parallel_searches=args.parallel_searches,
                                                                     rollout_params=params))
     t = time.perf_counter()
     results = label_problems(items, gen, suite.verdicts, cfg, on_round=rounds.append)
@@ -105,6 +109,7 @@ def main(argv=None):
         "model": gen.model_id,
         "engine_load_s": round(load_s, 2),
         "problems": args.problems, "samples": args.samples, "k": args.k, "search_limit": args.search_limit,
+        "parallel_searches": args.parallel_searches,
         "max_tokens": args.max_tokens,
         "screening": {"tokens": screen_tokens, "seconds": round(screen_s, 2),
                       "tokens_per_s": round(screen_tokens / screen_s, 2), "status": screened},

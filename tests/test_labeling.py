@@ -282,6 +282,27 @@ def test_binary_search_finds_planted_first_error_on_chain():
         assert r["n_rollouts"] <= 5 * 8
 
 
+def test_parallel_searches_keep_labels_exact_and_fill_rounds():
+    items = chain_items(3, rate=0.06)
+    q = {it.problem["problem_id"]: it.problem["question"] for it in items}
+    runs = {}
+    for width in (1, 4):
+        gen = RecordingScripted(ChainPolicy(step_error_rate=0.06))
+        rounds = []
+        cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=8, search_limit=8, parallel_searches=width),
+                            compute_values=False)
+        results = label_problems(items, gen, chain_verify, cfg, on_round=rounds.append)
+        rows = [r for res in results for r in res.step_labels]
+        for r in rows:
+            assert r["first_error_index"] == chain_first_error(q[r["problem_id"]], r["completions"])
+        runs[width] = (rows, rounds, sum(res.stats["selections"] for res in results))
+    (rows1, rounds1, sel1), (rows4, rounds4, sel4) = runs[1], runs[4]
+    # Same search budget, same number of labelled solutions, far fewer (fuller) engine rounds.
+    assert sel1 == sel4 and len(rows1) == len(rows4) >= 8
+    assert len(rounds4) * 2 <= len(rounds1)
+    assert max(r["requests"] for r in rounds4) > max(r["requests"] for r in rounds1)
+
+
 def test_chain_policy_never_repairs_a_slip():
     # The chain tests rely on it: once a prefix holds a wrong step, no continuation reaches the gold answer.
     items = chain_items(4, rate=0.3)

@@ -71,12 +71,19 @@ class OmegaPRMConfig:
     rollout_params: SamplingParams = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=384)
     max_trees: Optional[int] = None
     token_len: Optional[Callable[[str], int]] = None
+    # Binary searches a tree runs at once. 1 is the paper's sequential loop. B > 1 selects up to B
+    # candidates per tree (each selection raises N(s) at once, which spreads them like a virtual
+    # loss) and advances their searches in the same rounds: B times more rollouts per engine call,
+    # which is what keeps a batched engine busy when few trees survive screening.
+    parallel_searches: int = 1
 
     def __post_init__(self):
         if self.k < 1:
             raise ValueError("k must be >= 1")
         if not (0 < self.alpha <= 1 and 0 < self.beta <= 1):
             raise ValueError("alpha and beta must be in (0, 1]")
+        if self.parallel_searches < 1:
+            raise ValueError("parallel_searches must be >= 1")
         if self.L <= 0 or self.search_limit < 0 or self.c_puct < 0:
             raise ValueError("L must be > 0, search_limit >= 0, c_puct >= 0")
 
@@ -270,18 +277,48 @@ class OmegaPRMTree:
         sol.first_error_index = bad
         return sol
 
+    def _start_search(self):
+        cand = self.select()
+        r = cand.rollout
+        if cand.state == self.root.id and r.sample_index is not None:
+            idx, sampled = r.sample_index, True
+        else:
+            idx, sampled = self.next_index, False
+            self.next_index += 1
+        return self.search(cand, idx, sampled)
+
     def run(self):
-        """Coroutine: the whole tree construction; returns the labelled solutions in selection order."""
+        """Coroutine: the whole tree construction; returns the labelled solutions in completion order.
+
+        With ``parallel_searches == 1`` this is the paper's loop: select, search, repeat. With B > 1
+        up to B searches are in flight; each round yields the union of their asks.
+        """
         out: List[LabeledSolution] = []
-        while self.pool and self.selections < self.config.search_limit:
-            cand = self.select()
-            r = cand.rollout
-            if cand.state == self.root.id and r.sample_index is not None:
-                idx, sampled = r.sample_index, True
-            else:
-                idx, sampled = self.next_index, False
-                self.next_index += 1
-            out.append((yield from self.search(cand, idx, sampled)))
+        width = self.config.parallel_searches
+        running = []  # [search coroutine, its pending asks]
+
+        def fill():
+            while len(running) < width and self.pool and self.selections < self.config.search_limit:
+                coro = self._start_search()
+                try:
+                    running.append([coro, coro.send(None)])
+                except StopIteration as stop:
+                    out.append(stop.value)
+
+        fill()
+        while running:
+            asks = [a for _, pending in running for a in pending]
+            estimates = yield asks
+            pos, still = 0, []
+            for coro, pending in running:
+                mine = estimates[pos:pos + len(pending)]
+                pos += len(pending)
+                try:
+                    still.append([coro, coro.send(mine)])
+                except StopIteration as stop:
+                    out.append(stop.value)
+            running[:] = still
+            fill()
         self.ctx.stats["selections"] += self.selections
         self.ctx.stats["tree_states"] += len(self.states)
         self.ctx.stats["pool_left"] += len(self.pool)
