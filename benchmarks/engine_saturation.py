@@ -36,6 +36,8 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=8, help="K_f screening samples per problem")
     parser.add_argument("--k", type=int, default=4, help="rollouts per prefix")
     parser.add_argument("--search-limit", type=int, default=6)
+    parser.add_argument("--sequential-values", action="store_true",
+                        help="estimate step values after the search instead of alongside it")
     parser.add_argument("--parallel-searches", type=int, default=4,
                         help="binary searches in flight per tree (1 = the paper's sequential loop)")
     parser.add_argument("--max-tokens", type=int, default=192)
@@ -77,7 +79,7 @@ def main(argv=None):
 
     # 2. labelling stage
     rounds = []
-    cfg = LabelerConfig(labeler="omegaprm", omegaprm=OmegaPRMConfig(k=args.k, search_limit=args.search_limit,
+    cfg = LabelerConfig(labeler="omegaprm", overlap_values=not args.sequential_values, omegaprm=OmegaPRMConfig(k=args.k, search_limit=args.search_limit,
                                                                     parallel_searches=args.parallel_searches,
                                                                     rollout_params=params))
     t = time.perf_counter()
@@ -109,7 +111,7 @@ def main(argv=None):
         "model": gen.model_id,
         "engine_load_s": round(load_s, 2),
         "problems": args.problems, "samples": args.samples, "k": args.k, "search_limit": args.search_limit,
-        "parallel_searches": args.parallel_searches,
+        "parallel_searches": args.parallel_searches, "overlap_values": not args.sequential_values,
         "max_tokens": args.max_tokens,
         "screening": {"tokens": screen_tokens, "seconds": round(screen_s, 2),
                       "tokens_per_s": round(screen_tokens / screen_s, 2), "status": screened},

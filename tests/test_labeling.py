@@ -303,6 +303,25 @@ def test_parallel_searches_keep_labels_exact_and_fill_rounds():
     assert max(r["requests"] for r in rounds4) > max(r["requests"] for r in rounds1)
 
 
+def test_overlap_values_same_labels_and_values_in_fewer_rounds():
+    items = chain_items(3, rate=0.06)
+    out = {}
+    for overlap in (False, True):
+        rounds = []
+        cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=4, search_limit=4), overlap_values=overlap)
+        results = label_problems(items, ScriptedGenerator(ChainPolicy(step_error_rate=0.06)), chain_verify, cfg,
+                                 on_round=rounds.append)
+        labels = sorted((r["id"], r["labels"], r["first_error_index"]) for res in results for r in res.step_labels)
+        values = sorted((v["id"], v["q_value"], v["advantage"], v["is_first_pit"])
+                        for res in results for v in res.step_values)
+        out[overlap] = (labels, values, rounds, sum(res.stats["rollouts"] for res in results))
+    (l0, v0, r0, n0), (l1, v1, r1, n1) = out[False], out[True]
+    assert l0 == l1 and len(l0) >= 4
+    assert v0 == v1 and len(v0) > 0
+    assert n0 == n1  # the same rollouts, spent in fewer, fuller rounds
+    assert len(r1) < len(r0) and max(r["samples"] for r in r1) >= max(r["samples"] for r in r0)
+
+
 def test_chain_policy_never_repairs_a_slip():
     # The chain tests rely on it: once a prefix holds a wrong step, no continuation reaches the gold answer.
     items = chain_items(4, rate=0.3)

@@ -46,7 +46,7 @@ from counterpoint.labeling.common import (
 )
 from counterpoint.labeling.mc import mc_label
 from counterpoint.labeling.omegaprm import OmegaPRMConfig, OmegaPRMTree
-from counterpoint.labeling.scheduler import ProblemContext, RoundScheduler, VerifyFn
+from counterpoint.labeling.scheduler import ProblemContext, RoundScheduler, VerifyFn, side_by_side
 from counterpoint.schemas import records
 from counterpoint.schemas.records import PAIR_FIRST_PIT, PAIR_STEP, VERDICT_CORRECT
 from counterpoint.segmentation import segment, step_content
@@ -77,6 +77,8 @@ class LabelerConfig:
     noise_z: float = 1.96
     noise_min_n: int = 4
     first_pit_require_signal: bool = True
+    # Estimate values alongside the search instead of after it (fuller engine rounds; see _problem_task).
+    overlap_values: bool = False
 
     def __post_init__(self):
         if self.labeler not in LABELERS:
@@ -199,9 +201,19 @@ def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: Labeler
     k = config.omegaprm.k
     if labeler == "omegaprm":
         tree = OmegaPRMTree(ctx, config.omegaprm, first_discovered_index=first_discovered_index(item.trajectories))
-        sols = yield from tree.run()
+        labelling = tree.run()
     else:
-        sols = yield from mc_label(ctx, targets, k)
+        labelling = mc_label(ctx, targets, k)
+    want_values = config.compute_values and bool(targets)
+    per_traj = None
+    if want_values and config.overlap_values:
+        # Values need every step prefix of the sampled negatives anyway: asking for them alongside the
+        # search fills the first rounds, and the search's probes on those prefixes then come from the
+        # shared per-problem cache. Same rollouts in total, fewer and fuller engine rounds; the price is
+        # that a search's own n_rollouts no longer counts the probes the value pass paid for.
+        sols, per_traj = yield from side_by_side(labelling, estimate_values(ctx, targets, k))
+    else:
+        sols = yield from labelling
     label_rollouts = ctx.stats["rollouts"]
 
     step_label_rows = []
@@ -214,8 +226,9 @@ def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: Labeler
     preferences = step_pairs(ctx, sols, labeler=labeler, limit=config.max_step_pairs_per_problem, rejects=rejects)
 
     value_rows: List[dict] = []
-    if config.compute_values and targets:
-        per_traj = yield from estimate_values(ctx, targets, k)
+    if want_values:
+        if per_traj is None:
+            per_traj = yield from estimate_values(ctx, targets, k)
         correct = [r for r in roots if r.verdict == VERDICT_CORRECT and not r.truncated]
         n_pit_pairs = 0
         for r in targets:

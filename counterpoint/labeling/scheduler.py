@@ -312,3 +312,30 @@ class RoundScheduler:
         if self.on_round is not None:
             self.on_round(record)
         return answers
+
+
+def side_by_side(*searches):
+    """Runs searches of the scheduler protocol together; returns their results as a tuple.
+
+    Each round yields the concatenation of every running search's asks and hands each
+    search back its own slice of the estimates.
+    """
+    results: List[Any] = [None] * len(searches)
+    running = []
+    for i, search in enumerate(searches):
+        try:
+            running.append((i, search, list(search.send(None))))
+        except StopIteration as stop:
+            results[i] = stop.value
+    while running:
+        estimates = yield [a for _, _, asks in running for a in asks]
+        pos, still = 0, []
+        for i, search, asks in running:
+            mine = estimates[pos:pos + len(asks)]
+            pos += len(asks)
+            try:
+                still.append((i, search, list(search.send(mine))))
+            except StopIteration as stop:
+                results[i] = stop.value
+        running = still
+    return tuple(results)

@@ -57,6 +57,10 @@ class CounterpointOptions(PipelineOptions):
         parser.add_argument("--num-problems", "--num_problems", dest="cp_num_problems", type=int, default=None)
         parser.add_argument("--samples", dest="cp_samples", type=int, default=None, help="Samples per problem.")
         parser.add_argument("--labeler", dest="cp_labeler", choices=["none", "omegaprm", "mc"], default=None)
+        parser.add_argument("--rollouts", dest="cp_rollouts", type=int, default=None,
+                            help="Rollouts per prefix (OmegaPRM / MC k).")
+        parser.add_argument("--search-limit", "--search_limit", dest="cp_search_limit", type=int, default=None,
+                            help="OmegaPRM selections per problem.")
         parser.add_argument("--source", dest="cp_source", choices=["procedural", "file", "hf"], default=None)
         parser.add_argument("--input", dest="cp_input", action="append", default=None,
                             help="Problem file(s) or glob(s) for --source=file (repeatable).")
@@ -114,6 +118,13 @@ def resolve_config(options: PipelineOptions, config: Optional[RunConfig] = None)
         updates["samples_per_problem"] = o.cp_samples
     if o.cp_labeler is not None:
         updates["labeler"] = None if o.cp_labeler == "none" else o.cp_labeler
+    omega = cfg.labeling.omegaprm
+    if o.cp_rollouts is not None:
+        omega = dataclasses.replace(omega, k=o.cp_rollouts)
+    if o.cp_search_limit is not None:
+        omega = dataclasses.replace(omega, search_limit=o.cp_search_limit)
+    if omega is not cfg.labeling.omegaprm:
+        updates["labeling"] = dataclasses.replace(cfg.labeling, omegaprm=omega)
     if o.cp_batch_size is not None:
         updates["batch_size"] = o.cp_batch_size
     if o.cp_num_shards is not None:
