@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
-from counterpoint.generators.base import Completion, GenerationRequest, Generator
+from counterpoint.generators.base import Completion, GenerationRequest, Generator, PicklableLock
 from counterpoint.schemas import content_id
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def _ensure_dir(path: str) -> None:
         pass
 
 
-class RequestCache:
+class RequestCache(PicklableLock):
     """Completions by request key under ``<root>/cache/<k[:2]>/<k>.json``."""
 
     def __init__(self, output_dir: str, model_fingerprint: str):
@@ -71,15 +71,6 @@ class RequestCache:
         self.hits = 0
         self.misses = 0
         self.tokens_saved = 0
-        self._lock = threading.Lock()
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_lock", None)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def _path(self, key: str) -> str:

@@ -18,6 +18,7 @@ import abc
 import dataclasses
 import hashlib
 import json
+import threading
 from typing import Any, Dict, List, Optional, Sequence
 
 
@@ -115,6 +116,20 @@ class Completion:
     @staticmethod
     def from_dict(d: Dict[str, Any]) -> "Completion":
         return Completion(**d)
+
+
+class PicklableLock:
+    """Mixin for objects that guard counters with ``self._lock``: the lock is not pickled
+    (Beam ships objects to workers) and is recreated on the other side."""
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 class GenerationError(RuntimeError):

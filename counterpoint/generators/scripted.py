@@ -34,6 +34,7 @@ from counterpoint.generators.base import (
     GenerationError,
     GenerationRequest,
     Generator,
+    PicklableLock,
 )
 
 
@@ -183,7 +184,7 @@ class ChainPolicy(Policy):
 # ---------------------------------------------------------------------------
 # The generator
 # ---------------------------------------------------------------------------
-class ScriptedGenerator(Generator):
+class ScriptedGenerator(PicklableLock, Generator):
     """Seeded scripted engine with fault injection.
 
     Faults count engine calls (one ``generate`` call = one engine call):
@@ -222,15 +223,6 @@ class ScriptedGenerator(Generator):
         self.requests_served = 0
         self.samples_served = 0
         self._dead = False
-        self._lock = threading.Lock()
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_lock", None)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     @property
