@@ -174,5 +174,49 @@ class CachedGenerator(Generator):
     def _generate(self, requests):
         return self.cache.generate(self.inner, requests)
 
+    @property
+    def streaming(self) -> bool:
+        return self.inner.streaming
+
+    def submit(self, requests):
+        """Cache hits are ready at the next poll; misses go to the inner engine."""
+        self.load()
+        ready = self.__dict__.setdefault("_ready", [])
+        routed = self.__dict__.setdefault("_routed", {})
+        handles, misses = [], []
+        for req in requests:
+            self._next_handle = getattr(self, "_next_handle", 0) + 1
+            handle = self._next_handle
+            handles.append(handle)
+            hit = self.cache.get(req)
+            if hit is not None:
+                with self.cache._lock:
+                    self.cache.hits += 1
+                    self.cache.tokens_saved += sum(c.num_tokens for c in hit)
+                ready.append((handle, hit))
+            else:
+                misses.append((handle, req))
+        if misses:
+            with self.cache._lock:
+                self.cache.misses += len(misses)
+            for (handle, req), inner_handle in zip(misses, self.inner.submit([r for _, r in misses])):
+                routed[inner_handle] = (handle, req)
+        return handles
+
+    def poll(self):
+        ready, self._ready = self.__dict__.get("_ready", []), []
+        if ready:
+            return ready
+        routed = self.__dict__.get("_routed", {})
+        out = []
+        for inner_handle, comps in self.inner.poll():
+            entry = routed.pop(inner_handle, None)
+            if entry is None:
+                continue  # a request of an earlier, failed attempt
+            handle, req = entry
+            self.cache.put(req, comps)
+            out.append((handle, comps))
+        return out
+
     def describe(self):
         return self.inner.describe()

@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import json
 import threading
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +198,31 @@ class Generator(abc.ABC):
     @abc.abstractmethod
     def _generate(self, requests: List[GenerationRequest]) -> List[List[Completion]]:
         """Engine call for a batch of requests."""
+
+    # -- incremental interface (rollout schedulers) ---------------------------------
+    #: True when ``submit``/``poll`` overlap requests inside the engine (no batch barrier).
+    streaming: bool = False
+
+    def submit(self, requests: Sequence[GenerationRequest]) -> List[Any]:
+        """Queues ``requests``; returns one handle each. Default: held until the next :meth:`poll`."""
+        queued = self.__dict__.setdefault("_queued", [])
+        handles = []
+        for req in requests:
+            self._next_handle = getattr(self, "_next_handle", 0) + 1
+            handles.append(self._next_handle)
+            queued.append((self._next_handle, req))
+        return handles
+
+    def poll(self) -> List[Tuple[Any, List[Completion]]]:
+        """Some finished requests as ``(handle, completions)``, at least one while any is pending.
+
+        Default: everything queued goes to the engine as one :meth:`generate` call (a round).
+        """
+        queued, self._queued = self.__dict__.get("_queued", []), []
+        if not queued:
+            return []
+        outputs = self.generate([req for _, req in queued])
+        return [(handle, comps) for (handle, _), comps in zip(queued, outputs)]
 
     def close(self) -> None:
         """Releases the engine (optional)."""

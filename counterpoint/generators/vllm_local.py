@@ -197,23 +197,68 @@ class VLLMGenerator(Generator):
                 self.close()
                 raise EngineDeadError(f"vLLM engine died: {name}: {e}") from e
             raise GenerationError(f"vLLM generate failed: {name}: {e}") from e
-        results = []
-        for req, out in zip(requests, outputs):
-            n_prompt = len(out.prompt_token_ids or [])
-            cached = int(out.num_cached_tokens or 0)
-            comps = [
-                Completion(
-                    text=o.text,
-                    num_tokens=len(o.token_ids),
-                    finish_reason=o.finish_reason or "abort",
-                    cumulative_logprob=o.cumulative_logprob,
-                    num_prompt_tokens=n_prompt,
-                    num_cached_prompt_tokens=cached,
-                )
-                for o in sorted(out.outputs, key=lambda o: o.index)
-            ]
-            results.append(comps)
-        return results
+        return [self._completions(out) for out in outputs]
+
+    @staticmethod
+    def _completions(out) -> List[Completion]:
+        n_prompt = len(out.prompt_token_ids or [])
+        cached = int(out.num_cached_tokens or 0)
+        return [
+            Completion(
+                text=o.text,
+                num_tokens=len(o.token_ids),
+                finish_reason=o.finish_reason or "abort",
+                cumulative_logprob=o.cumulative_logprob,
+                num_prompt_tokens=n_prompt,
+                num_cached_prompt_tokens=cached,
+            )
+            for o in sorted(out.outputs, key=lambda o: o.index)
+        ]
+
+    # -- streaming: requests join the running batch as soon as they are submitted ----------
+    streaming = True
+
+    def submit(self, requests):
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        self.load()
+        engine = self._llm.llm_engine
+        handles = []
+        for req in requests:
+            ids = self.render(req)
+            if len(ids) + 1 > self.max_model_len:
+                raise GenerationError(f"prompt has {len(ids)} tokens, over the context of {self.max_model_len}",
+                                      retriable=False, reason="prompt_too_long")
+            params = self._sampling_params(req)
+            params.output_kind = RequestOutputKind.FINAL_ONLY
+            self._next_handle = getattr(self, "_next_handle", 0) + 1
+            handle = f"cp-stream-{self._next_handle}"
+            engine.add_request(handle, TokensPrompt(prompt_token_ids=ids), params)
+            self.__dict__.setdefault("_inflight", set()).add(handle)
+            handles.append(handle)
+        return handles
+
+    def poll(self):
+        engine = self._llm.llm_engine
+        inflight = self.__dict__.setdefault("_inflight", set())
+        try:
+            while engine.has_unfinished_requests():
+                done = [o for o in engine.step() if o.finished]
+                if done:
+                    for o in done:
+                        inflight.discard(o.request_id)
+                    return [(o.request_id, self._completions(o)) for o in done]
+        except Exception as e:
+            if inflight:
+                try:
+                    engine.abort_request(list(inflight))
+                except Exception:  # the engine is gone: nothing left to abort
+                    pass
+                inflight.clear()
+            self.close()
+            raise EngineDeadError(f"vLLM engine failed while streaming: {type(e).__name__}: {e}") from e
+        return []
 
     def close(self) -> None:
         self._llm = None

@@ -179,11 +179,21 @@ class RoundScheduler:
 
     # -- main loop --------------------------------------------------------
     def run(self, tasks: Sequence[Tuple[ProblemContext, Search]]) -> List[Any]:
-        """Runs every search to completion; returns their results in ``tasks`` order."""
+        """Runs every search to completion; returns their results in ``tasks`` order.
+
+        The engine is driven through ``submit``/``poll`` (see ``Generator``): a search
+        resumes as soon as all of its own asks are answered, and its next asks join the
+        engine while other searches' rollouts are still decoding. With a streaming engine
+        (in-process vLLM) there is no round barrier; with others each poll is one batched
+        call, i.e. classic rounds. ``rounds`` holds one stats record per poll.
+        """
         results: List[Any] = [None] * len(tasks)
         waiting = collections.deque(range(len(tasks)))
         active: Dict[int, List[RolloutAsk]] = {}
         started = set()
+        inflight: Dict[tuple, List[ProblemContext]] = {}  # ask key -> contexts waiting for it
+        handles: Dict[Any, tuple] = {}  # engine handle -> ask key
+        generated: Dict[Tuple[int, str], int] = {}  # (context, prefix) -> samples made for it
 
         def advance(i: int, value: Optional[List[Estimate]]) -> None:
             ctx, coro = tasks[i]
@@ -203,7 +213,7 @@ class RoundScheduler:
                     if a.n < 1:
                         raise ValueError(f"rollout ask needs n >= 1, got {a}")
                 if all(ctx.held(a.prefix) >= a.n for a in asks):
-                    value = [ctx.estimate(a.prefix) for a in asks]  # served from cache, same round
+                    value = [ctx.estimate(a.prefix) for a in asks]  # served from cache at once
                     continue
                 active[i] = asks
                 return
@@ -212,11 +222,54 @@ class RoundScheduler:
             while waiting and (self.max_active is None or len(active) < self.max_active):
                 advance(waiting.popleft(), None)
 
+        def submit() -> Tuple[int, int]:
+            need: Dict[tuple, int] = {}
+            n_asks = deduped = 0
+            for i in sorted(active):
+                ctx = tasks[i][0]
+                for a in active[i]:
+                    n_asks += 1
+                    missing = a.n - ctx.held(a.prefix)
+                    if missing <= 0:
+                        continue
+                    key = self._ask_key(ctx, a.prefix)
+                    if key in inflight:
+                        if key not in need:
+                            deduped += 1
+                        if not any(c is ctx for c in inflight[key]):
+                            inflight[key].append(ctx)
+                        continue
+                    if key in need:
+                        deduped += 1
+                        need[key] = max(need[key], missing)
+                        if not any(c is ctx for c in members[key]):
+                            members[key].append(ctx)
+                    else:
+                        need[key] = missing
+                        members[key] = [ctx]
+            keys = list(need)
+            if keys:
+                requests = [self.request_for(members[k][0], k[5], need[k]) for k in keys]
+                for key, handle in zip(keys, self.generator.submit(requests)):
+                    handles[handle] = key
+                    inflight[key] = members.pop(key)
+            return n_asks, deduped
+
+        members: Dict[tuple, List[ProblemContext]] = {}
         fill()
         while active:
-            answers = self._round(tasks, active)
-            for i in sorted(answers):
-                advance(i, answers[i])
+            n_asks, deduped = submit()
+            finished = self.generator.poll()
+            if not finished:
+                raise RuntimeError("engine has no finished or pending requests while searches wait")
+            self._absorb(finished, handles, inflight, generated, n_active=len(active), n_asks=n_asks,
+                         deduped=deduped)
+            for i in sorted(active):
+                ctx = tasks[i][0]
+                asks = active[i]
+                if all(ctx.held(a.prefix) >= a.n for a in asks):
+                    # New samples are attributed once, to the first ask that caused them.
+                    advance(i, [ctx.estimate(a.prefix, generated.pop((id(ctx), a.prefix), 0)) for a in asks])
             fill()
         return results
 
@@ -227,32 +280,17 @@ class RoundScheduler:
         return (ctx.problem_id, ctx.system_prompt, ctx.question, ctx.gold_answer, ctx.answer_type,
                 prefix, ctx.held(prefix))
 
-    def _round(self, tasks, active: Dict[int, List[RolloutAsk]]) -> Dict[int, List[Estimate]]:
-        need: Dict[tuple, int] = {}
-        members: Dict[tuple, List[ProblemContext]] = {}
-        n_asks = deduped = 0
-        for i in sorted(active):
-            ctx = tasks[i][0]
-            for a in active[i]:
-                n_asks += 1
-                missing = a.n - ctx.held(a.prefix)
-                if missing <= 0:
-                    continue
-                key = self._ask_key(ctx, a.prefix)
-                if key in need:
-                    deduped += 1
-                    need[key] = max(need[key], missing)
-                    if not any(c is ctx for c in members[key]):
-                        members[key].append(ctx)
-                else:
-                    need[key] = missing
-                    members[key] = [ctx]
-        keys = list(need)
-        requests = [self.request_for(members[k][0], k[5], need[k]) for k in keys]
-        outputs: List[List[Completion]] = self.generator.generate(requests)  # ONE engine call
+    def _absorb(self, finished, handles, inflight, generated, *, n_active: int, n_asks: int, deduped: int) -> None:
+        """Verifies finished requests (one verifier call), stores their rollouts, records stats."""
+        done = []
+        for handle, comps in finished:
+            key = handles.pop(handle, None)
+            if key is None:
+                continue  # left over from an earlier, failed attempt on the same engine
+            done.append((key, inflight.pop(key), comps))
         items = []
-        for key, comps in zip(keys, outputs):
-            ctx = members[key][0]
+        for key, ctxs, comps in done:
+            ctx = ctxs[0]
             for c in comps:
                 items.append((key[5] + c.text, ctx.gold_answer, c.truncated, ctx.answer_type))
         verdicts = list(self.verify(items)) if items else []  # ONE verifier call
@@ -260,10 +298,9 @@ class RoundScheduler:
             raise ValueError(f"verify returned {len(verdicts)} verdicts for {len(items)} items")
 
         stats = collections.Counter()
-        generated: Dict[Tuple[int, str], int] = {}
         pos = 0
-        for key, comps in zip(keys, outputs):
-            owner = members[key][0]  # generation is charged to the first asker's problem
+        for key, ctxs, comps in done:
+            owner = ctxs[0]  # generation is charged to the first asker's problem
             new: List[Rollout] = []
             for c in comps:
                 v = verdicts[pos]
@@ -282,24 +319,15 @@ class RoundScheduler:
                 counter["requests"] += 1
                 counter["prompt_tokens"] += comps[0].num_prompt_tokens if comps else 0
                 counter["cached_prompt_tokens"] += comps[0].num_cached_prompt_tokens if comps else 0
-            for ctx in members[key]:
+            for ctx in ctxs:
                 ctx.cache.setdefault(key[5], []).extend(new)
-            generated[(id(owner), key[5])] = len(comps)
-
-        answers: Dict[int, List[Estimate]] = {}
-        for i in sorted(active):
-            ctx = tasks[i][0]
-            ests = []
-            for a in active[i]:
-                # New samples are attributed once, to the first ask that caused them.
-                ests.append(ctx.estimate(a.prefix, generated.pop((id(ctx), a.prefix), 0)))
-            answers[i] = ests
+            generated[(id(owner), key[5])] = generated.get((id(owner), key[5]), 0) + len(comps)
         record = {
             "round": len(self.rounds),
-            "active": len(active),
+            "active": n_active,
             "asks": n_asks,
             "deduped_asks": deduped,
-            "requests": len(requests),
+            "requests": len(done),
             "samples": stats["rollouts"],
             "prompt_tokens": stats["prompt_tokens"],
             "cached_prompt_tokens": stats["cached_prompt_tokens"],
@@ -311,7 +339,7 @@ class RoundScheduler:
         self.rounds.append(record)
         if self.on_round is not None:
             self.on_round(record)
-        return answers
+
 
 
 def side_by_side(*searches):
