@@ -14,8 +14,8 @@ Reports saturation = labelling tokens/s ÷ plain tokens/s (target ≥ 0.85) and 
 prefix-cache hit share of rollout prompt tokens from vLLM's reported cached
 tokens (target ≥ 60%). Writes ``benchmarks/results/engine_saturation.json``.
 
-    python benchmarks/engine_saturation.py [--problems 32] [--samples 8] [--k 4] [--search-limit 6]
-                                           [--parallel-searches 4]
+    python benchmarks/engine_saturation.py [--problems 48] [--samples 8] [--k 4] [--search-limit 16]
+                                           [--parallel-searches 8]
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--problems", type=int, default=32)
+    parser.add_argument("--problems", type=int, default=48)
     parser.add_argument("--samples", type=int, default=8, help="K_f screening samples per problem")
     parser.add_argument("--k", type=int, default=4, help="rollouts per prefix")
-    parser.add_argument("--search-limit", type=int, default=6)
+    parser.add_argument("--search-limit", type=int, default=16)
     parser.add_argument("--sequential-values", action="store_true",
                         help="estimate step values after the search instead of alongside it")
-    parser.add_argument("--parallel-searches", type=int, default=4,
+    parser.add_argument("--parallel-searches", type=int, default=8,
                         help="binary searches in flight per tree (1 = the paper's sequential loop)")
     parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--min-ops", type=int, default=1)
