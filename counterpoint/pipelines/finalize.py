@@ -53,7 +53,8 @@ def ensure_shards(staging_dir: str, configs: Sequence[str]) -> None:
     for config in configs:
         folder = FileSystems.join(staging_dir, "data", config)
         if not _match(FileSystems.join(folder, "*.parquet")):
-            FileSystems.mkdirs(folder) if not FileSystems.exists(folder) else None
+            if not FileSystems.exists(folder):
+                FileSystems.mkdirs(folder)
             empty = schemas.table(config).arrow_schema().empty_table()
             with FileSystems.create(FileSystems.join(folder, "train-00000-of-00001.parquet")) as f:
                 pq.write_table(empty, f, compression="zstd")

@@ -258,7 +258,8 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True,
         options.view_as(StandardOptions).runner = DEFAULT_LOCAL_RUNNER
 
     output_dir = cfg.output
-    FileSystems.mkdirs(output_dir) if not FileSystems.exists(output_dir) else None
+    if not FileSystems.exists(output_dir):
+        FileSystems.mkdirs(output_dir)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     staging_root = FileSystems.join(output_dir, WORK_DIR, "staging")
     if "://" not in staging_root and os.path.isdir(staging_root):
