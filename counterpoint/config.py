@@ -18,11 +18,10 @@ from counterpoint.labeling import LabelerConfig, OmegaPRMConfig
 from counterpoint.sources import ProblemSourceConfig
 from counterpoint.sources.mapping import FieldMapping
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a careful math tutor. Solve the problem step by step. Write each step as its own "
-    "short paragraph, separated by a blank line. End with a final line of the form "
-    "'The answer is <number>.'"
-)
+# Measured with the embedded 135M model on 24 one-op procedural problems x 8 samples: this prompt
+# 14/192 correct, a longer "careful tutor" prompt 13/192, this prompt without "one step per paragraph"
+# 25/192. The paragraph instruction stays: step segmentation (and so step labels) depends on it.
+DEFAULT_SYSTEM_PROMPT = "Solve the math word problem step by step, one step per paragraph. End with 'The answer is N.'"
 
 
 @dataclasses.dataclass
@@ -76,7 +75,7 @@ class RetryConfig:
 @dataclasses.dataclass
 class RunConfig:
     source: ProblemSourceConfig = dataclasses.field(
-        default_factory=lambda: ProblemSourceConfig(kind="procedural", num_problems=24, min_ops=1, max_ops=3)
+        default_factory=lambda: ProblemSourceConfig(kind="procedural", num_problems=24, min_ops=1, max_ops=2)
     )
     generator: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
     sampling: SamplingParams = dataclasses.field(default_factory=lambda: SamplingParams(temperature=0.8, top_p=0.95, max_tokens=256))
