@@ -178,17 +178,18 @@ class VLLMGenerator(Generator):
             logprobs=0,  # the sampled token's logprob only: gives cumulative_logprob cheaply
         )
 
-    def _generate(self, requests: List[GenerationRequest]) -> List[List[Completion]]:
+    def _prompt(self, request: GenerationRequest):
+        """The engine prompt (token ids); a prompt that leaves no room to generate is refused."""
         from vllm.inputs import TokensPrompt
 
-        prompts = []
-        for req in requests:
-            ids = self.render(req)
-            if len(ids) + 1 > self.max_model_len:
-                raise GenerationError(
-                    f"prompt has {len(ids)} tokens, over the context of {self.max_model_len}", retriable=False, reason="prompt_too_long"
-                )
-            prompts.append(TokensPrompt(prompt_token_ids=ids))
+        ids = self.render(request)
+        if len(ids) + 1 > self.max_model_len:
+            raise GenerationError(f"prompt has {len(ids)} tokens, over the context of {self.max_model_len}",
+                                  retriable=False, reason="prompt_too_long")
+        return TokensPrompt(prompt_token_ids=ids)
+
+    def _generate(self, requests: List[GenerationRequest]) -> List[List[Completion]]:
+        prompts = [self._prompt(req) for req in requests]
         try:
             outputs = self._llm.generate(prompts, [self._sampling_params(r) for r in requests], use_tqdm=False)
         except Exception as e:  # the engine core process died or raised: it must be rebuilt
@@ -219,22 +220,18 @@ class VLLMGenerator(Generator):
     streaming = True
 
     def submit(self, requests):
-        from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
         self.load()
         engine = self._llm.llm_engine
         handles = []
         for req in requests:
-            ids = self.render(req)
-            if len(ids) + 1 > self.max_model_len:
-                raise GenerationError(f"prompt has {len(ids)} tokens, over the context of {self.max_model_len}",
-                                      retriable=False, reason="prompt_too_long")
+            prompt = self._prompt(req)
             params = self._sampling_params(req)
             params.output_kind = RequestOutputKind.FINAL_ONLY
             self._next_handle = getattr(self, "_next_handle", 0) + 1
             handle = f"cp-stream-{self._next_handle}"
-            engine.add_request(handle, TokensPrompt(prompt_token_ids=ids), params)
+            engine.add_request(handle, prompt, params)
             self.__dict__.setdefault("_inflight", set()).add(handle)
             handles.append(handle)
         return handles
