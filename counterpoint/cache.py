@@ -93,14 +93,19 @@ class RequestCache(PicklableLock):
         body = {"request_id": request.request_id, "completions": [c.to_dict() for c in completions]}
         _atomic_write(self._path(key), json.dumps(body, ensure_ascii=False).encode("utf-8"))
 
+    def lookup(self, requests: Sequence[GenerationRequest]) -> List[Optional[List[Completion]]]:
+        """Cached completions per request (None for a miss); counts hits, misses and tokens saved."""
+        results = [self.get(r) for r in requests]
+        with self._lock:
+            self.hits += sum(r is not None for r in results)
+            self.misses += sum(r is None for r in results)
+            self.tokens_saved += sum(c.num_tokens for r in results if r for c in r)
+        return results
+
     def generate(self, generator: Generator, requests: Sequence[GenerationRequest]) -> List[List[Completion]]:
         """Serves hits from the cache and sends only the misses to the engine, in one call."""
-        results: List[Optional[List[Completion]]] = [self.get(r) for r in requests]
+        results = self.lookup(requests)
         missing = [i for i, r in enumerate(results) if r is None]
-        with self._lock:
-            self.hits += len(requests) - len(missing)
-            self.misses += len(missing)
-            self.tokens_saved += sum(c.num_tokens for r in results if r for c in r)
         if missing:
             fresh = generator.generate([requests[i] for i in missing])
             for i, comps in zip(missing, fresh):
@@ -184,21 +189,15 @@ class CachedGenerator(Generator):
         ready = self.__dict__.setdefault("_ready", [])
         routed = self.__dict__.setdefault("_routed", {})
         handles, misses = [], []
-        for req in requests:
+        for req, hit in zip(requests, self.cache.lookup(requests)):
             self._next_handle = getattr(self, "_next_handle", 0) + 1
             handle = self._next_handle
             handles.append(handle)
-            hit = self.cache.get(req)
             if hit is not None:
-                with self.cache._lock:
-                    self.cache.hits += 1
-                    self.cache.tokens_saved += sum(c.num_tokens for c in hit)
                 ready.append((handle, hit))
             else:
                 misses.append((handle, req))
         if misses:
-            with self.cache._lock:
-                self.cache.misses += len(misses)
             for (handle, req), inner_handle in zip(misses, self.inner.submit([r for _, r in misses])):
                 routed[inner_handle] = (handle, req)
         return handles

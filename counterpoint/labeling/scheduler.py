@@ -194,6 +194,7 @@ class RoundScheduler:
         inflight: Dict[tuple, List[ProblemContext]] = {}  # ask key -> contexts waiting for it
         handles: Dict[Any, tuple] = {}  # engine handle -> ask key
         generated: Dict[Tuple[int, str], int] = {}  # (context, prefix) -> samples made for it
+        members: Dict[tuple, List[ProblemContext]] = {}  # ask key -> contexts, while being planned
 
         def advance(i: int, value: Optional[List[Estimate]]) -> None:
             ctx, coro = tasks[i]
@@ -255,7 +256,6 @@ class RoundScheduler:
                     inflight[key] = members.pop(key)
             return n_asks, deduped
 
-        members: Dict[tuple, List[ProblemContext]] = {}
         fill()
         while active:
             n_asks, deduped = submit()

@@ -165,8 +165,7 @@ def _outcome(state, cfg: RunConfig):
 
 
 def _rows(state, config):
-    spec = schemas.table(config)
-    return [spec.conform(r) for r in state.get(config, ())]
+    return corpus.rows_for(config, [state])
 
 
 def _state_summary(state) -> Dict[str, Any]:
