@@ -224,6 +224,14 @@ class Generator(abc.ABC):
         outputs = self.generate([req for _, req in queued])
         return [(handle, comps) for (handle, _), comps in zip(queued, outputs)]
 
+    @property
+    def capacity(self) -> Optional[int]:
+        """How many sequences the engine decodes at once (vLLM's ``max_num_seqs``); None if unknown.
+
+        Schedulers that keep an engine busy (the labelling scheduler) size their work from it.
+        """
+        return None
+
     def close(self) -> None:
         """Releases the engine (optional)."""
 

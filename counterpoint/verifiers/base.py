@@ -47,6 +47,32 @@ UNKNOWN_REASONS = (
 )
 REASONS = INCORRECT_REASONS + UNKNOWN_REASONS
 
+# Reason classes. A "format" failure says nothing about the reasoning: the text never states a
+# final answer the verifier can read. Such a sample is a fair outcome-level negative, but it is no
+# step-level evidence (no step label row, no Step-DPO "rejected" step is built from it).
+REASON_CLASS_FORMAT = "format"
+REASON_CLASS_ANSWER = "answer"  # a stated final answer that is wrong
+REASON_CLASS_TRUNCATED = "truncated"
+REASON_CLASS_UNDECIDED = "undecided"  # unknown verdicts
+FORMAT_FAILURE_REASONS = frozenset({REASON_NO_FINAL_ANSWER})
+
+
+def reason_class(reason: Optional[str]) -> Optional[str]:
+    """The class of a verdict reason (None for a correct verdict, whose reason is None)."""
+    if reason is None:
+        return None
+    if reason in FORMAT_FAILURE_REASONS:
+        return REASON_CLASS_FORMAT
+    if reason == REASON_TRUNCATED:
+        return REASON_CLASS_TRUNCATED
+    if reason in UNKNOWN_REASONS:
+        return REASON_CLASS_UNDECIDED
+    return REASON_CLASS_ANSWER
+
+
+def is_format_failure(reason: Optional[str]) -> bool:
+    return reason_class(reason) == REASON_CLASS_FORMAT
+
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
