@@ -1,97 +1,137 @@
-"""Pay once per generation: a request cache and per-problem checkpoints on the output filesystem.
+"""Pay once per generation: per-problem request ledgers and batched problem checkpoints.
 
-Both live under ``<output>/_work/`` and go through Beam's ``FileSystems`` so they
-work on local disk, ``gs://`` and ``s3://`` alike. Every file is written under a
-temporary name and renamed into place, so a killed worker leaves either a whole
-entry or none — never a torn one that a resumed run would trust.
+Both live under ``<output>/_work/`` (see :mod:`counterpoint.storage`) and go
+through Beam's ``FileSystems``, so local disk, ``gs://`` and ``s3://`` all work.
+Object stores bill per request, so neither writes one object per request:
 
-* :class:`RequestCache` — key: hash of (model fingerprint, messages, sampling
-  parameters, seed, n) from :meth:`GenerationRequest.cache_key`; value: the
-  ``n`` completions. A retried bundle or a resumed run reuses them.
-* :class:`ProblemCheckpoints` — the finished state of one problem (all its
-  output rows). A rerun into the same output directory skips finished problems.
+* :class:`RequestCache` — one **ledger** object per problem (requests are grouped by
+  their prompt: system + user messages) holding every finished request of that problem:
+  key = hash of (model fingerprint, messages, sampling parameters, seed, n), value = the
+  ``n`` completions. A stage flushes the ledgers it changed once per engine call (and
+  every ``flush_every_s`` while a long labelling call streams), so a retried bundle or a
+  resumed run reuses finished generations byte for byte. About one object per problem.
+* :class:`ProblemCheckpoints` — finished problem states, one gzipped JSON-lines object
+  per batch of problems (``checkpoint_batch_size``). A rerun into the same output folder
+  reads them *inside the pipeline* (:class:`ReadCheckpoints`) and joins them with the
+  problems by id, so finished problems are skipped without any per-problem lookup.
+
+Writes are atomic (a reader sees a whole object or none), so a killed worker never
+leaves a torn entry that a resumed run would trust.
 """
 
 from __future__ import annotations
 
-import json
+import collections
 import logging
 import threading
-import uuid
+import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from apache_beam.io.filesystems import FileSystems
+import apache_beam as beam
 
+from counterpoint import storage
 from counterpoint.generators.base import Completion, GenerationRequest, Generator, PicklableLock
 from counterpoint.schemas import content_id
+from counterpoint.state import ProblemState
 
 log = logging.getLogger(__name__)
 
-WORK_DIR = "_work"
+WORK_DIR = storage.WORK_DIR
 
 
-def _join(*parts: str) -> str:
-    return FileSystems.join(*parts)
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with FileSystems.create(tmp) as f:
-        f.write(data)
-    try:
-        FileSystems.rename([tmp], [path])
-    except Exception:
-        # Another worker wrote the same entry first: equal content by construction.
-        FileSystems.delete([tmp])
-        if not FileSystems.exists(path):
-            raise
-
-
-def _read(path: str) -> Optional[bytes]:
-    try:
-        with FileSystems.open(path) as f:
-            return f.read()
-    except Exception:
-        return None
-
-
-def _ensure_dir(path: str) -> None:
-    try:
-        FileSystems.mkdirs(path)
-    except Exception:  # exists already, or an object store without directories
-        pass
+def request_group(request: GenerationRequest) -> str:
+    """The ledger a request belongs to: its problem, named by the prompt (every message but the assistant's)."""
+    prompt = [m for m in request.messages if m[0] != "assistant"]
+    return content_id("ledger", prompt, length=24)
 
 
 class RequestCache(PicklableLock):
-    """Completions by request key under ``<root>/cache/<k[:2]>/<k>.json``."""
+    """Finished completions by request key, one ledger object per problem.
 
-    def __init__(self, output_dir: str, model_fingerprint: str):
-        self.root = _join(output_dir, WORK_DIR, "cache")
+    ``root`` is the cache folder of one model (``OutputLayout.cache_dir``). Loaded ledgers stay in
+    memory while their problem is being worked on (at most ``max_ledgers``, least recently used go).
+    """
+
+    def __init__(self, root: str, model_fingerprint: str, *, flush_every_s: float = 60.0, max_ledgers: int = 2048):
+        self.root = root
         self.model_fingerprint = model_fingerprint
+        self.flush_every_s = flush_every_s
+        self.max_ledgers = max_ledgers
         self.hits = 0
         self.misses = 0
         self.tokens_saved = 0
-        self._lock = threading.Lock()
+        self.objects_written = 0
+        self._init_runtime()
 
-    def _path(self, key: str) -> str:
-        return _join(self.root, key[:2], f"{key}.json")
+    def _init_runtime(self) -> None:
+        self._lock = threading.Lock()
+        self._ledgers: "collections.OrderedDict[str, Dict[str, List[dict]]]" = collections.OrderedDict()
+        self._dirty: set = set()
+        self._last_flush = time.monotonic()
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        for k in ("_ledgers", "_dirty", "_last_flush"):
+            state.pop(k, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    def _path(self, group: str) -> str:
+        return storage.join(self.root, group[:2], f"{group}.json")
+
+    def _ledger(self, group: str) -> Dict[str, List[dict]]:
+        ledger = self._ledgers.get(group)
+        if ledger is None:
+            data = storage.read_json(self._path(group))
+            ledger = data.get("entries", {}) if isinstance(data, dict) else {}
+            self._ledgers[group] = ledger
+            self._evict()
+        else:
+            self._ledgers.move_to_end(group)
+        return ledger
+
+    def _evict(self) -> None:
+        while len(self._ledgers) > self.max_ledgers:
+            victim = next((g for g in self._ledgers if g not in self._dirty), None)
+            if victim is None:
+                return
+            del self._ledgers[victim]
 
     def get(self, request: GenerationRequest) -> Optional[List[Completion]]:
-        raw = _read(self._path(request.cache_key(self.model_fingerprint)))
-        if raw is None:
+        with self._lock:
+            entry = self._ledger(request_group(request)).get(request.cache_key(self.model_fingerprint))
+        if entry is None:
             return None
         try:
-            comps = [Completion.from_dict(d) for d in json.loads(raw)["completions"]]
-        except (ValueError, KeyError, TypeError):
+            comps = [Completion.from_dict(d) for d in entry]
+        except (TypeError, KeyError):
             log.warning("ignoring unreadable cache entry for %s", request.request_id)
             return None
         return comps if len(comps) == request.n else None
 
     def put(self, request: GenerationRequest, completions: Sequence[Completion]) -> None:
-        key = request.cache_key(self.model_fingerprint)
-        _ensure_dir(_join(self.root, key[:2]))
-        body = {"request_id": request.request_id, "completions": [c.to_dict() for c in completions]}
-        _atomic_write(self._path(key), json.dumps(body, ensure_ascii=False).encode("utf-8"))
+        group = request_group(request)
+        with self._lock:
+            self._ledger(group)[request.cache_key(self.model_fingerprint)] = [c.to_dict() for c in completions]
+            self._dirty.add(group)
+
+    def flush(self, force: bool = True) -> int:
+        """Writes every changed ledger (with ``force=False`` only if ``flush_every_s`` has passed)."""
+        with self._lock:
+            if not self._dirty or (not force and time.monotonic() - self._last_flush < self.flush_every_s):
+                return 0
+            todo = [(g, dict(self._ledgers[g])) for g in self._dirty if g in self._ledgers]
+            self._dirty.clear()
+            self._last_flush = time.monotonic()
+        for group, entries in todo:
+            storage.write_json(self._path(group), {"model": self.model_fingerprint, "entries": entries}, indent=None)
+        with self._lock:
+            self.objects_written += len(todo)
+            self._evict()
+        return len(todo)
 
     def lookup(self, requests: Sequence[GenerationRequest]) -> List[Optional[List[Completion]]]:
         """Cached completions per request (None for a miss); counts hits, misses and tokens saved."""
@@ -111,47 +151,8 @@ class RequestCache(PicklableLock):
             for i, comps in zip(missing, fresh):
                 self.put(requests[i], comps)
                 results[i] = comps
+            self.flush()
         return results  # type: ignore[return-value]
-
-
-class ProblemCheckpoints:
-    """One JSON file per finished problem under ``<output>/_work/problems/<fingerprint>/``.
-
-    ``fingerprint`` identifies everything that shapes a problem's rows (model, sampling,
-    prompt, verifier, labeller, pairing): a rerun with other settings starts afresh
-    instead of silently reusing results made under the old ones.
-    """
-
-    def __init__(self, output_dir: str, fingerprint: str):
-        self.root = _join(output_dir, WORK_DIR, "problems", fingerprint)
-
-    def _path(self, problem_id: str) -> str:
-        return _join(self.root, f"{content_id(problem_id, length=24)}.json")
-
-    def save(self, state: Dict[str, Any]) -> None:
-        _ensure_dir(self.root)
-        _atomic_write(self._path(state["problem"]["problem_id"]), json.dumps(state, ensure_ascii=False).encode("utf-8"))
-
-    def load(self, problem_id: str) -> Optional[Dict[str, Any]]:
-        raw = _read(self._path(problem_id))
-        if raw is None:
-            return None
-        try:
-            state = json.loads(raw)
-        except ValueError:
-            return None
-        return state if state.get("problem", {}).get("problem_id") == problem_id else None
-
-    def finished_paths(self) -> Dict[str, str]:
-        """Maps checkpoint file names to paths (cheap listing, no reads)."""
-        try:
-            matches = FileSystems.match([_join(self.root, "*.json")])[0].metadata_list
-        except Exception:
-            return {}
-        return {m.path.rsplit("/", 1)[-1]: m.path for m in matches}
-
-    def is_finished(self, problem_id: str, listing: Dict[str, str]) -> bool:
-        return f"{content_id(problem_id, length=24)}.json" in listing
 
 
 class CachedGenerator(Generator):
@@ -171,6 +172,10 @@ class CachedGenerator(Generator):
     @property
     def model_fingerprint(self) -> str:
         return self.inner.model_fingerprint
+
+    @property
+    def capacity(self) -> Optional[int]:
+        return self.inner.capacity
 
     def load(self) -> "CachedGenerator":
         self.inner.load()
@@ -215,7 +220,64 @@ class CachedGenerator(Generator):
             handle, req = entry
             self.cache.put(req, comps)
             out.append((handle, comps))
+        self.cache.flush(force=False)
         return out
+
+    def flush(self) -> int:
+        return self.cache.flush()
 
     def describe(self):
         return self.inner.describe()
+
+
+class ProblemCheckpoints:
+    """Finished problem states, one ``ckpt-<hash>.jsonl.gz`` object per batch, under ``root``.
+
+    ``root`` is ``OutputLayout.checkpoints_dir(fingerprint)``: the fingerprint names everything
+    that shapes a problem's rows (model, sampling, prompt, verifier, labeller, pairing), so a
+    rerun with other settings starts afresh instead of silently reusing old results.
+    """
+
+    PATTERN = "ckpt-*.jsonl.gz"
+
+    def __init__(self, root: str):
+        self.root = root
+        self.objects_written = 0
+
+    def save(self, states: Sequence[ProblemState]) -> Optional[str]:
+        if not states:
+            return None
+        ids = sorted(s.problem_id for s in states)
+        path = storage.join(self.root, f"ckpt-{content_id(ids, length=24)}.jsonl.gz")
+        storage.write_jsonl_gz(path, (s.to_json() for s in states))
+        self.objects_written += 1
+        return path
+
+    def load_all(self) -> Iterable[ProblemState]:
+        """Every checkpointed state (tests and tools; the pipeline reads them with :class:`ReadCheckpoints`)."""
+        for path in storage.match(storage.join(self.root, self.PATTERN)):
+            for row in storage.read_jsonl_gz(path):
+                yield ProblemState.from_json(row)
+
+
+def _read_checkpoint_object(path: str):
+    for row in storage.read_jsonl_gz(path):
+        state = ProblemState.from_json(row)
+        yield state.problem_id, state
+
+
+class ReadCheckpoints(beam.PTransform):
+    """``(problem_id, ProblemState)`` for every checkpointed problem under ``root`` (none on a first run)."""
+
+    def __init__(self, root: str):
+        super().__init__()
+        self.root = root
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "CheckpointPattern" >> beam.Create([storage.join(self.root, ProblemCheckpoints.PATTERN)])
+            | "MatchCheckpoints" >> beam.FlatMap(storage.match)
+            | "SpreadCheckpoints" >> beam.Reshuffle()
+            | "ReadCheckpointObjects" >> beam.FlatMap(_read_checkpoint_object)
+        )

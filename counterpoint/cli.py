@@ -1,19 +1,33 @@
-"""``counterpoint`` command line: run, validate, report, push.
+"""``counterpoint`` command line: run, validate, report, push, export.
 
-    counterpoint run [--config FILE.yaml] [--output DIR] [--num-problems N] [--samples N]
-                     [--labeler omegaprm|mc] [... any Beam pipeline option, e.g. --runner=DataflowRunner]
-    counterpoint validate DIR
+    counterpoint run [--config FILE.yaml] [--output DIR] [options] [any Beam pipeline option]
+    counterpoint validate DIR [--min-rows CONFIG=N]
     counterpoint report DIR
     counterpoint push DIR --repo-id ORG/NAME [--private] [--dry-run]
+    counterpoint export DIR --format FORMAT [--output DIR]
+
+Every command takes Beam's filesystem options for remote folders
+(e.g. ``--s3_endpoint_url http://127.0.0.1:9000``, ``--project P`` for gs://).
+``counterpoint run --help`` lists every run option with its default.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import difflib
 import logging
 import sys
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
+
+RUN_EPILOG = """\
+Beam pipeline options pass through unchanged: any other --flag is handed to Apache Beam, e.g.
+  --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp --sdk_container_image=IMAGE
+  --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=EXTERNAL --environment_config=localhost:50000
+  --direct_running_mode=multi_processing --direct_num_workers=4        (local, several processes)
+  --s3_endpoint_url=http://127.0.0.1:9000                             (S3-compatible stores)
+Without --runner, Beam's FnApiRunner runs the job in this process. Run `python -m
+apache_beam.examples.wordcount --help` for the full list of Beam's options.
+"""
 
 
 def _summary_table(summary) -> str:
@@ -45,16 +59,82 @@ def _summary_table(summary) -> str:
     width = max(len(k) for k, _ in rows)
     lines = ["", "Counterpoint run summary", "-" * (width + 30)]
     lines += [f"{k.ljust(width)}  {v}" for k, v in rows]
+    for config, why in (summary.get("empty_configs") or {}).items():
+        lines.append(f"{('empty ' + config).ljust(width)}  {why}")
     ok = c["problems_in"] == c["problems_with_output"] + c["problems_rejected"]
     lines.append(f"accounting: {c['problems_in']} in = {c['problems_with_output']} with output + "
                  f"{c['problems_rejected']} rejected  [{'ok' if ok else 'MISMATCH'}]")
     return "\n".join(lines)
 
 
+def run_parser():
+    from counterpoint.config import RunConfig, add_flags
+
+    parser = argparse.ArgumentParser(
+        prog="counterpoint run", description="Run the corpus pipeline: sample, verify, label, pair, validate, write.",
+        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    add_flags(parser, with_defaults=True, cfg=RunConfig())
+    return parser
+
+
+def _beam_option_names() -> set:
+    """Every ``--flag`` some Beam ``PipelineOptions`` class (or ours) understands."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    import counterpoint.pipelines.generate_corpus  # noqa: F401  (registers CounterpointOptions)
+
+    names = set()
+
+    class Collect:
+        def add_argument(self, *flags, **kwargs):
+            names.update(f for f in flags if f.startswith("--"))
+
+        def add_argument_group(self, *a, **k):
+            return self
+
+        def __getattr__(self, _):
+            return lambda *a, **k: self
+
+    seen, todo = set(), [PipelineOptions]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                todo.append(sub)
+                try:
+                    sub._add_argparse_args(Collect())
+                except Exception:  # noqa: BLE001 - a plugin's options must not break the check
+                    pass
+    return names
+
+
+def check_unknown(unknown: Sequence[str], known_extra: Sequence[str] = ()) -> None:
+    """Fails at the door on a flag neither Counterpoint nor Beam knows (a typo would be dropped silently)."""
+    flags = [a.split("=", 1)[0] for a in unknown if a.startswith("--")]
+    if not flags:
+        return
+    beam_names = _beam_option_names() | set(known_extra)
+    bad = [f for f in flags if f not in beam_names]
+    if bad:
+        from counterpoint.config import FLAGS
+
+        ours = [n for f in FLAGS for n in f.names]
+        hints = []
+        for f in bad:
+            close = difflib.get_close_matches(f, ours + sorted(beam_names), n=1)
+            hints.append(f"{f}" + (f" (did you mean {close[0]}?)" if close else ""))
+        raise SystemExit(f"counterpoint: unknown option(s): {', '.join(hints)}. "
+                         "See `counterpoint run --help` (Beam options pass through).")
+
+
 def cmd_run(argv: List[str]) -> int:
     from counterpoint.pipelines.finalize import AccountingError, ValidationFailed
     from counterpoint.pipelines.generate_corpus import run
 
+    parser = run_parser()
+    _, unknown = parser.parse_known_args(argv)  # --help, types and choices are checked here
+    check_unknown(unknown)
     try:
         summary = run(argv)
     except ValidationFailed as e:
@@ -63,43 +143,69 @@ def cmd_run(argv: List[str]) -> int:
     except AccountingError as e:
         print(f"accounting check failed: {e}", file=sys.stderr)
         return 3
+    except (ValueError, FileNotFoundError) as e:
+        print(f"counterpoint run: {e}", file=sys.stderr)
+        return 2
     print(_summary_table(summary))
     return 0
 
 
-def cmd_validate(args) -> int:
+def _configure_storage(extra: Sequence[str]) -> None:
+    """Beam filesystem options (``--s3_endpoint_url``, ...) for commands that read remote folders."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from counterpoint import storage
+
+    check_unknown(extra)
+    storage.configure(PipelineOptions(list(extra)))
+
+
+def cmd_validate(args, extra) -> int:
+    from counterpoint.config import _min_rows
+    from counterpoint.publish.card import write_dataset_card
     from counterpoint.validation import validate_output
 
-    report = validate_output(args.dir)
-    from counterpoint.publish.card import write_dataset_card
-
+    _configure_storage(extra)
+    floors = dict(_min_rows(x) for x in (args.min_rows or []))
+    report = validate_output(args.dir, min_rows=floors)
     write_dataset_card(args.dir)
     print(report.message())
     return 0 if report.success else 2
 
 
-def cmd_report(args) -> int:
+def cmd_report(args, extra) -> int:
     from counterpoint.report import build_report
 
+    _configure_storage(extra)
     print(build_report(args.dir))
     return 0
 
 
-def cmd_push(args) -> int:
+def cmd_push(args, extra) -> int:
     from counterpoint.publish.hub import push_to_hub
 
-    plan = push_to_hub(args.dir, args.repo_id, private=args.private, dry_run=args.dry_run,
-                       endpoint=args.endpoint)
+    _configure_storage(extra)
+    plan = push_to_hub(args.dir, args.repo_id, private=args.private, dry_run=args.dry_run, endpoint=args.endpoint)
     if not args.dry_run:  # a dry run's plan is already printed by push_to_hub
         print(plan.describe() if hasattr(plan, "describe") else plan)
     return 0
 
 
+def cmd_export(args, extra) -> int:
+    from counterpoint.export import export_output
+
+    _configure_storage(extra)
+    result = export_output(args.dir, args.format, output_dir=args.output)
+    print(result.describe() if hasattr(result, "describe") else result)
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("apache_beam", "vllm", "great_expectations", "httpx", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Beam logs file listings etc. on the root logger at INFO: the root stays at WARNING and
+    # Counterpoint's own loggers say what happens.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("counterpoint").setLevel(logging.INFO)
     if argv and argv[0] == "run":
         # Everything after "run" goes to the pipeline (Counterpoint and Beam options alike).
         return cmd_run(argv[1:])
@@ -107,18 +213,25 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the corpus pipeline (see `counterpoint run --help`)")
-    v = sub.add_parser("validate", help="validate an output directory (Great Expectations gate)")
+    v = sub.add_parser("validate", help="validate an output folder (Great Expectations gate)")
     v.add_argument("dir")
-    r = sub.add_parser("report", help="rebuild report.html of an output directory")
+    v.add_argument("--min-rows", action="append", metavar="CONFIG=N",
+                   help="fail when CONFIG has fewer than N rows (repeatable; none by default)")
+    r = sub.add_parser("report", help="rebuild report.html of an output folder")
     r.add_argument("dir")
-    p = sub.add_parser("push", help="publish a validated output directory to the Hugging Face Hub")
+    p = sub.add_parser("push", help="publish a validated output folder to the Hugging Face Hub")
     p.add_argument("dir")
     p.add_argument("--repo-id", required=True)
     p.add_argument("--private", action="store_true")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--endpoint", default=None, help="Hub endpoint (default: huggingface.co or HF_ENDPOINT)")
-    args = parser.parse_args(argv)
-    return {"validate": cmd_validate, "report": cmd_report, "push": cmd_push}[args.command](args)
+    e = sub.add_parser("export", help="write a trainer-specific config next to the others (or elsewhere)")
+    e.add_argument("dir")
+    e.add_argument("--format", required=True, help="trl-stepwise | openrlhf-prm | step-dpo | weighted-pairs")
+    e.add_argument("--output", default=None, help="write a separate Hub-layout dataset here instead")
+    args, extra = parser.parse_known_args(argv)
+    handlers = {"validate": cmd_validate, "report": cmd_report, "push": cmd_push, "export": cmd_export}
+    return handlers[args.command](args, extra)
 
 
 if __name__ == "__main__":

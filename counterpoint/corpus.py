@@ -1,53 +1,22 @@
-"""Beam-free building blocks of a corpus: problem state, trajectory rows, outcome pairs.
+"""Beam-free building blocks of a corpus: trajectory rows, verdicts, outcome pairs.
 
-A problem travels through the pipeline as one ``state`` dict (see
-:func:`new_state`): the problem row plus every output row made for it so far,
-its rejects and its stats. Each stage adds to it; the writer fans it out into
-the configs. Keeping a problem's rows together is what makes per-problem
-checkpoints (resume) and the accounting "problems in = problems out + rejects"
-exact.
+A problem travels through the pipeline as one :class:`counterpoint.state.ProblemState`;
+the functions here build its rows and return new rows / states (inputs are never changed).
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from counterpoint import schemas
 from counterpoint.generators.base import Completion, GenerationRequest, SamplingParams
 from counterpoint.schemas import records
 from counterpoint.segmentation import segment
+from counterpoint import state as state_mod
+from counterpoint.state import ProblemState
 
-ROW_CONFIGS = ("trajectories", "preferences", "unpaired", "step_labels", "step_values", "rejects")
-
-
-def new_state(problem: Dict[str, Any]) -> Dict[str, Any]:
-    state = {c: [] for c in ROW_CONFIGS}
-    state.update({"problem": problem, "failed": False, "stats": {}})
-    return state
-
-
-def fail_state(state: Dict[str, Any], *, stage: str, reason: str, detail: str) -> Dict[str, Any]:
-    """Marks the problem as producing no output and records a problem-level reject."""
-    problem = state["problem"]
-    state["failed"] = True
-    for config in ROW_CONFIGS:
-        if config != "rejects":
-            state[config] = []
-    state["rejects"].append(
-        schemas.make_reject(
-            stage=stage, reason=reason, problem_id=problem["problem_id"], scope="problem",
-            detail=detail, payload={"question": problem["question"][:500]},
-        )
-    )
-    return state
-
-
-def add_stats(state: Dict[str, Any], **values: float) -> None:
-    stats = state.setdefault("stats", {})
-    for k, v in values.items():
-        stats[k] = stats.get(k, 0) + v
+ROW_CONFIGS = state_mod.ROW_CONFIGS
+new_state = state_mod.new_state
 
 
 def request_seed(run_seed: int, problem_id: str) -> int:
@@ -103,10 +72,12 @@ def trajectory_rows(problem: Dict[str, Any], completions: Sequence[Completion], 
     return rows
 
 
-def apply_verdicts(rows: List[Dict[str, Any]], verdicts, *, verifier_name: str, verifier_version: str) -> None:
-    for row, v in zip(rows, verdicts):
-        row.update(final_answer=v.final_answer, verdict=v.verdict, verdict_reason=v.reason,
-                   verifier=verifier_name, verifier_version=verifier_version)
+def apply_verdicts(rows: Sequence[Dict[str, Any]], verdicts, *, verifier_name: str,
+                   verifier_version: str) -> List[Dict[str, Any]]:
+    """New trajectory rows with the verdict fields filled in (``rows`` are left as they were)."""
+    return [dict(row, final_answer=v.final_answer, verdict=v.verdict, verdict_reason=v.reason,
+                 verifier=verifier_name, verifier_version=verifier_version)
+            for row, v in zip(rows, verdicts)]
 
 
 def _round_robin_pairs(chosen: Sequence[Dict], rejected: Sequence[Dict], cap: int):
@@ -131,16 +102,18 @@ def _round_robin_pairs(chosen: Sequence[Dict], rejected: Sequence[Dict], cap: in
     return pairs
 
 
-def outcome_rows(state: Dict[str, Any], *, max_pairs_per_problem: int, truncated_as_rejected: bool = True) -> None:
-    """Adds outcome preference pairs and unpaired rows from the verified trajectories.
+def outcome_rows(state: ProblemState, *, max_pairs_per_problem: int, truncated_as_rejected: bool = True) -> ProblemState:
+    """A new state with outcome preference pairs and unpaired rows from the verified trajectories.
 
-    Input: ``state["trajectories"]`` with verdicts. Output: ``preferences``
+    Input: ``state.trajectories`` with verdicts. Output: ``preferences``
     (pair_type "outcome": chosen = a correct sample, rejected = an incorrect one,
     round-robin, at most ``max_pairs_per_problem``) and ``unpaired`` (label =
     verdict is correct). Unknown verdicts never become negatives and appear in
     neither; truncated samples are never positives.
     """
-    trajectories = state["trajectories"]
+    trajectories = state.trajectories
+    preferences: List[Dict[str, Any]] = []
+    unpaired: List[Dict[str, Any]] = []
     correct = [t for t in trajectories if t["verdict"] == records.VERDICT_CORRECT and t["finish_reason"] != "length"]
     incorrect = [
         t for t in trajectories
@@ -149,7 +122,7 @@ def outcome_rows(state: Dict[str, Any], *, max_pairs_per_problem: int, truncated
     # Shorter correct solutions first: a deterministic, mild preference for concision.
     correct.sort(key=lambda t: (t["num_generated_tokens"], t["sample_index"]))
     for chosen, rejected in _round_robin_pairs(correct, incorrect, max_pairs_per_problem):
-        state["preferences"].append({
+        preferences.append({
             "id": f"{chosen['problem_id']}/outcome/{chosen['sample_index']}-{rejected['sample_index']}",
             "problem_id": chosen["problem_id"],
             "prompt": chosen["prompt"],
@@ -168,7 +141,7 @@ def outcome_rows(state: Dict[str, Any], *, max_pairs_per_problem: int, truncated
         if t["verdict"] == records.VERDICT_UNKNOWN:
             continue
         label = t["verdict"] == records.VERDICT_CORRECT and t["finish_reason"] != "length"
-        state["unpaired"].append({
+        unpaired.append({
             "id": t["id"],
             "problem_id": t["problem_id"],
             "sample_index": t["sample_index"],
@@ -176,10 +149,11 @@ def outcome_rows(state: Dict[str, Any], *, max_pairs_per_problem: int, truncated
             "completion": records.messages(("assistant", t["completion"])),
             "label": label,
         })
+    return state.evolve(preferences=list(state.preferences) + preferences, unpaired=list(state.unpaired) + unpaired)
 
 
-def rows_for(config: str, states: Iterable[Dict[str, Any]]) -> Iterable[Dict[str, Any]]:
+def rows_for(config: str, states: Iterable[ProblemState]) -> Iterable[Dict[str, Any]]:
     spec = schemas.table(config)
     for state in states:
-        for row in state.get(config, ()):
+        for row in state.rows(config):
             yield spec.conform(row)

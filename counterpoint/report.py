@@ -1,7 +1,8 @@
 """Run report: one self-contained HTML page of plots about an output directory.
 
 ``build_report(out_dir)`` reads the Parquet configs under ``<out>/data/`` (only the
-columns it plots), ``run_summary.json`` and, when present,
+columns it plots; local, ``gs://`` or ``s3://`` through :mod:`counterpoint.storage`),
+``run_summary.json`` and, when present,
 ``validation/summary.json``, and writes ``<out>/report.html`` with every plot
 embedded as a base64 PNG (matplotlib's Agg canvas, no pyplot global state), so
 the file can be mailed or uploaded alone. A config that is absent (or has no
@@ -15,12 +16,12 @@ import datetime as _dt
 import html
 import io
 import json
-from pathlib import Path
+import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from counterpoint import storage
 from counterpoint.schemas import records
 
 _COLORS = {"correct": "#2e7d32", "incorrect": "#c62828", "unknown": "#9e9e9e", True: "#2e7d32", False: "#c62828"}
@@ -30,18 +31,22 @@ _COLORS = {"correct": "#2e7d32", "incorrect": "#c62828", "unknown": "#9e9e9e", T
 # Data access
 # ---------------------------------------------------------------------------
 class _Output:
-    def __init__(self, out: Path):
+    def __init__(self, out: str):
         self.out = out
+        self.layout = storage.DatasetLayout(out)
         self.notes: List[str] = []
         self._cache: Dict[Tuple[str, Tuple[str, ...]], Optional[pa.Table]] = {}
-        path = out / "run_summary.json"
-        self.summary: Dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-        vpath = out / "validation" / "summary.json"
-        self.validation: Optional[Dict[str, Any]] = json.loads(vpath.read_text()) if vpath.exists() else None
+        self.summary: Dict[str, Any] = storage.read_json(self.layout.summary_path) or {}
+        self.validation: Optional[Dict[str, Any]] = storage.read_json(self.layout.validation_summary)
 
-    def shards(self, config: str) -> List[Path]:
-        d = self.out / "data" / config
-        return sorted(d.glob("*.parquet")) if d.is_dir() else []
+    def shards(self, config: str) -> List[str]:
+        return self.layout.shards(config)
+
+    def num_rows(self, path: str) -> Optional[int]:
+        try:
+            return storage.parquet_num_rows(path)
+        except Exception:  # noqa: BLE001 - a corrupt shard must not kill the report
+            return None
 
     def read(self, config: str, columns: Sequence[str]) -> Optional[pa.Table]:
         """The given columns of every readable shard of ``config``; None when it has no shard."""
@@ -51,9 +56,9 @@ class _Output:
         tables = []
         for p in self.shards(config):
             try:
-                tables.append(pq.read_table(p, columns=list(columns)))
+                tables.append(storage.read_parquet(p, columns=list(columns)))
             except Exception as e:  # a corrupt shard must not kill the report
-                note = f"skipped unreadable shard {p.relative_to(self.out)}: {type(e).__name__}: {e}"
+                note = f"skipped unreadable shard {storage.relpath(p, self.out)}: {type(e).__name__}: {e}"
                 if note not in self.notes:
                     self.notes.append(note)
         t = pa.concat_tables(tables) if tables else None
@@ -125,16 +130,14 @@ def _overview(o: _Output) -> Tuple[str, str]:
     if prov:
         parts.append("<h3>Provenance</h3>" + _table(["field", "value"], sorted(prov.items())))
     cfg_rows = []
+    empty = o.summary.get("empty_configs") or {}
     for c in records.OUTPUT_TABLES:
         shards = o.shards(c)
-        n = 0
-        for p in shards:
-            try:
-                n += pq.ParquetFile(p).metadata.num_rows
-            except Exception:
-                pass
-        cfg_rows.append([c, len(shards), n if shards else "absent"])
-    parts.append("<h3>Configs</h3>" + _table(["config", "shards", "rows"], cfg_rows))
+        if not shards and c not in (o.summary.get("configs") or []):
+            continue
+        n = sum(o.num_rows(p) or 0 for p in shards)
+        cfg_rows.append([c, len(shards), n if shards else "absent", empty.get(c, "")])
+    parts.append("<h3>Configs</h3>" + _table(["config", "shards", "rows", "why empty"], cfg_rows))
     if not o.summary:
         parts.append('<p class="missing">No run_summary.json found.</p>')
     return "Overview", "".join(parts)
@@ -385,7 +388,7 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}img{max-width:100%}.mis
 
 def build_report(out_dir: str) -> str:
     """Writes ``<out_dir>/report.html`` and returns its path."""
-    out = Path(out_dir).resolve()
+    out = out_dir if not storage.is_local(out_dir) else os.path.abspath(out_dir)
     o = _Output(out)
     body = []
     for section in SECTIONS:
@@ -408,6 +411,6 @@ def build_report(out_dir: str) -> str:
         + "".join(body)
         + "</body></html>"
     )
-    path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
-    return str(path)
+    path = o.layout.report_path
+    storage.write_text(path, page)
+    return path

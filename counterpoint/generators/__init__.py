@@ -22,17 +22,20 @@ from counterpoint.generators.base import (  # noqa: F401
     SamplingParams,
 )
 
-GENERATOR_KINDS = ("vllm", "openai", "scripted")
+from counterpoint.generators.config import GENERATOR_KINDS, GeneratorConfig  # noqa: F401
 
 
-def build_generator(cfg) -> Generator:
-    """Builds a (not yet loaded) generator from a :class:`counterpoint.config.GeneratorConfig`."""
+def build_generator(cfg: GeneratorConfig) -> Generator:
+    """Builds a (not yet loaded) generator from a :class:`GeneratorConfig` (cheap: nothing is loaded)."""
     if cfg.kind == "vllm":
         from counterpoint.generators.vllm_local import VLLMGenerator, _on_cpu
 
         engine_kwargs: Dict[str, Any] = dict(cfg.engine_kwargs)
-        eager = cfg.enforce_eager if cfg.enforce_eager is not None else _on_cpu()
+        # "auto" is resolved by the pipeline from the job's size; elsewhere it means eager on CPU.
+        eager = {"on": False, "off": True}.get(cfg.compile, _on_cpu())
         engine_kwargs.setdefault("enforce_eager", eager)
+        if cfg.max_num_seqs is not None:
+            engine_kwargs.setdefault("max_num_seqs", cfg.max_num_seqs)
         return VLLMGenerator(
             cfg.model,
             seed=cfg.seed,

@@ -32,6 +32,16 @@ class SamplingParams:
     # Stop strings end generation early (not included in the text).
     stop: tuple = ()
 
+    def __post_init__(self):
+        if not isinstance(self.stop, tuple):
+            object.__setattr__(self, "stop", tuple(self.stop or ()))
+        if self.temperature < 0:
+            raise ValueError(f"sampling.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"sampling.max_tokens must be >= 1, got {self.max_tokens}")
+
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
         d["stop"] = list(self.stop)

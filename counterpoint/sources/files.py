@@ -1,8 +1,9 @@
 """Problem files: JSONL / JSON array / Parquet, local or remote, optionally compressed.
 
-Everything is opened through ``smart_open``, so ``gs://``, ``s3://``, ``https://``
-and ``.gz`` / ``.bz2`` / ``.zst`` / ``.xz`` compression work transparently (the
-compression is inferred from the extension).
+Everything is opened through Beam's ``FileSystems`` (so ``gs://``, ``s3://`` and
+the pipeline's filesystem options work, in the driver and in workers alike), with
+the compression inferred from the extension (``.gz`` / ``.bz2`` / ``.zst`` / ``.xz``).
+Schemes Beam has no filesystem for (``hf://``, ``https://``) go through fsspec.
 
 :func:`read_problem_file` never raises on bad data: every input item becomes
 exactly one ``("problem", row)`` or ``("reject", reject_row)``. Reject reasons
@@ -13,8 +14,6 @@ exactly one ``("problem", row)`` or ``("reject", reject_row)``. Reject reasons
 
 from __future__ import annotations
 
-import glob
-import io
 import json
 import os
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -62,26 +61,17 @@ def expand_paths(pattern: str) -> List[str]:
     """Sorted paths matching ``pattern`` (a glob or a plain path).
 
     A plain path is returned as is (even if missing: reading it then yields an
-    ``unreadable_file`` reject). Remote globs go through Beam's
-    ``FileSystems.match`` (gs://, s3://, ...), falling back to fsspec; local
-    globs use :mod:`glob` (``**`` supported).
+    ``unreadable_file`` reject). Globs go through Beam's ``FileSystems.match``
+    (``*`` within a folder, ``**`` across folders) on every filesystem.
     """
+    from counterpoint import storage
+
     if not any(c in pattern for c in _GLOB_CHARS):
         return [pattern]
-    if "://" in pattern and not pattern.startswith("file://"):
-        try:
-            from apache_beam.io.filesystems import FileSystems
-
-            result = FileSystems.match([pattern])[0]
-            return sorted(m.path for m in result.metadata_list)
-        except Exception:  # noqa: BLE001 - no Beam filesystem for this scheme: try fsspec
-            import fsspec
-
-            fs, _, _ = fsspec.core.get_fs_token_paths(pattern)
-            protocol = pattern.split("://", 1)[0]
-            return sorted(p if "://" in p else f"{protocol}://{p}" for p in fs.glob(pattern))
     local = pattern[len("file://"):] if pattern.startswith("file://") else pattern
-    return sorted(p for p in glob.glob(os.path.expanduser(local), recursive=True) if os.path.isfile(p))
+    if "://" not in local:
+        local = os.path.expanduser(local)
+    return [p for p in storage.match(local) if not p.endswith("/")]
 
 
 def _reject(reason: str, detail: str, key: str, payload: Any = None) -> Item:
@@ -114,41 +104,27 @@ def read_problem_file(path: str, mapping: FieldMapping, *, fmt: Optional[str] = 
         raise ValueError(f"unknown format {fmt!r} (jsonl, json, parquet)")
 
 
-def _stdlib_zstd_available() -> bool:
-    for mod in ("compression.zstd", "backports.zstd"):
-        try:
-            __import__(mod)
-            return True
-        except ImportError:
-            continue
-    return False
+def _beam_can_open(path: str) -> bool:
+    if "://" not in path or path.startswith("file://"):
+        return True
+    from apache_beam.io.filesystems import FileSystems
 
-
-class _ZstdReader(io.BufferedReader):
-    """Decompressed view of a ``.zst`` stream; closes the raw stream too."""
-
-    def __init__(self, raw):
-        import zstandard
-
-        self._raw_stream = raw
-        super().__init__(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
-
-    def close(self):
-        try:
-            super().close()
-        finally:
-            self._raw_stream.close()
+    try:
+        FileSystems.get_filesystem(path)
+        return True
+    except ValueError:
+        return False
 
 
 def _open(path: str):
-    """Binary, decompressed stream for ``path`` (local or remote)."""
-    import smart_open
+    """Binary, decompressed stream for ``path`` (any filesystem; compression from the extension)."""
+    from counterpoint import storage
 
-    low = path.lower()
-    if low.endswith(".zstd") or (low.endswith(".zst") and not _stdlib_zstd_available()):
-        # smart_open's .zst support needs Python 3.14 / backports.zstd; use `zstandard`.
-        return _ZstdReader(smart_open.open(path, "rb", compression="disable"))
-    return smart_open.open(path, "rb")
+    if _beam_can_open(path):
+        return storage.open_decompressed(path)
+    import fsspec  # hf://, https://: schemes Beam has no filesystem for
+
+    return fsspec.open(path, "rb", compression="infer").open()
 
 
 def _is_empty(path: str) -> bool:
@@ -193,7 +169,7 @@ def _read_jsonl(path: str, mapping: FieldMapping, source: str, data: Optional[by
             f = None
         else:
             f = _open(path)
-            lines = iter(f)
+            lines = iter(f.readline, b"")  # Beam's decompressing streams are not iterable
         try:
             for lineno, raw in enumerate(lines, start=1):
                 item = _parse_line(raw.rstrip(b"\r\n"), lineno, path, mapping, source)

@@ -4,6 +4,12 @@ Works with Hub ids (``openai/gsm8k``), local dataset folders and packaged
 builders with local files (``load_dataset("json", data_files=...)``). ``datasets``
 is imported lazily so the rest of Counterpoint does not need it.
 
+In a pipeline the driver only *resolves* a dataset to its data files
+(:func:`resolve_data_files`: the Parquet / JSON files of the split, as the
+``datasets`` builder sees them); workers read those files like any problem file,
+so no example passes through the driver. :func:`iter_hf_problems` reads in-process
+(tests, small scripts).
+
 Loading failures (dataset not found, no network) raise: they are configuration
 errors, not bad data. Bad records become rejects exactly as for files.
 """
@@ -11,7 +17,7 @@ errors, not bad data. Bad records become rejects exactly as for files.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from counterpoint.sources.mapping import FieldMapping, map_record
 
@@ -65,3 +71,35 @@ def iter_hf_problems(name: str, config: Optional[str], split: str, mapping: Fiel
             return
         key = f"hf:{name}:{config}:{split}:{i}"
         yield map_record(rec, mapping, source=source, key=key, origin={**origin_base, "index": i})
+
+
+READABLE_EXTS = (".parquet", ".pq", ".jsonl", ".json", ".ndjson")
+
+
+def resolve_data_files(name: str, config: Optional[str], split: str, *, data_files: Any = None,
+                       load_kwargs: Optional[Mapping[str, Any]] = None) -> List[str]:
+    """The data files (paths or ``hf://`` URLs) behind ``split`` of a dataset, in the builder's order.
+
+    Raises ``ValueError`` naming the fix when the split has no files Counterpoint can read
+    (Parquet / JSON(L), optionally compressed) — e.g. a script-based dataset.
+    """
+    from counterpoint.sources.files import _strip_compression
+
+    if "[" in split:
+        raise ValueError(f"source.hf_split={split!r}: split slicing is not supported; use --num-problems N")
+    datasets = import_datasets()
+    kwargs: Dict[str, Any] = dict(load_kwargs or {})
+    if data_files is not None:
+        kwargs["data_files"] = data_files
+    builder = datasets.load_dataset_builder(name, config, **kwargs)
+    files = getattr(builder.config, "data_files", None) or {}
+    if split not in files:
+        raise ValueError(f"dataset {name!r} (config {config!r}) has no data files for split {split!r}; "
+                         f"splits with files: {sorted(files)}")
+    paths = [str(f) for f in files[split]]
+    unreadable = [f for f in paths if not _strip_compression(f).lower().endswith(READABLE_EXTS)]
+    if not paths or unreadable:
+        raise ValueError(f"dataset {name!r} split {split!r} is not stored as Parquet/JSON files "
+                         f"({unreadable[:3] or 'no files'}); export it with datasets (to_parquet) and use "
+                         "--input FILE instead")
+    return paths

@@ -6,29 +6,35 @@ its engine in ``DoFn.setup`` through ``shared.Shared`` (one engine per worker
 process, whatever the number of threads), and :class:`ProblemBatchDoFn` does
 the rest — retries with backoff, engine restarts, timeouts, isolating a poison
 request by splitting the batch, turning a final failure into a problem-level
-reject with a snake_case reason (also a Beam counter), and per-stage timing.
-Subclasses implement one hook, :meth:`ProblemBatchDoFn.process_problems`.
+reject with a snake_case reason (also a Beam counter), per-stage timing and
+progress. Subclasses implement one hook, :meth:`ProblemBatchDoFn.process_problems`,
+which returns new states (inputs are never changed: Beam forbids it, and a
+timed-out attempt that still runs can then never touch what the retry works on).
+
+Each DoFn receives only its slice of the run config.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import copy
+import dataclasses
 import logging
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from counterpoint import corpus
+from counterpoint import corpus, progress
 from counterpoint.cache import CachedGenerator, ProblemCheckpoints, RequestCache
 from counterpoint.generators import build_generator
-from counterpoint.generators.base import EngineDeadError, GenerationError, Generator
+from counterpoint.generators.base import EngineDeadError, GenerationError, Generator, SamplingParams
+from counterpoint.generators.config import GeneratorConfig
+from counterpoint.state import ProblemState
 
 log = logging.getLogger(__name__)
-NAMESPACE = "counterpoint"
+NAMESPACE = progress.NAMESPACE
 
 
 class _Holder:
@@ -38,7 +44,31 @@ class _Holder:
         self.value = value
 
 
-def _acquire_verifier_suite(handle: shared.Shared, v):
+@dataclasses.dataclass
+class EngineSpec:
+    """What a stage needs to get its engine: the generator config, the per-worker handle, the cache folder."""
+
+    generator: GeneratorConfig
+    handle: shared.Shared
+    cache_root: Optional[str] = None  # OutputLayout.cache_dir(...): None = no request cache
+
+    def tag(self) -> str:
+        g = self.generator
+        return f"generator:{g.kind}:{g.model}:{g.seed}:{g.seed_mode}:{g.dtype}:{g.compile}:{g.max_num_seqs}"
+
+    def acquire(self) -> Generator:
+        def build():
+            gen = build_generator(self.generator)
+            gen.load()
+            return _Holder(gen)
+
+        inner = self.handle.acquire(build, tag=self.tag()).value
+        if self.cache_root:
+            return CachedGenerator(inner, RequestCache(self.cache_root, inner.model_fingerprint))
+        return inner
+
+
+def acquire_verifier_suite(handle: shared.Shared, v):
     """One verifier suite (so one math-verify process pool) per worker process, shared by stages."""
     from counterpoint.verifiers.suite import VerifierSuite
 
@@ -48,40 +78,22 @@ def _acquire_verifier_suite(handle: shared.Shared, v):
 
 
 class ProblemBatchDoFn(beam.DoFn):
-    """Base stage: input and output are batches (lists) of problem states.
+    """Base stage: input and output are batches (lists) of :class:`ProblemState`.
 
-    ``stage`` names the stage in rejects and counters. Failed states pass through
-    untouched, so a problem dropped early still reaches the rejects sink.
+    ``stage`` names the stage in rejects, counters and the progress line. Failed states
+    pass through untouched, so a problem dropped early still reaches the rejects sink.
     """
 
     stage = "base"
-    uses_generator = False
 
-    def __init__(self, cfg, shared_engine: Optional[shared.Shared] = None, output_dir: Optional[str] = None):
-        self.cfg = cfg
-        self._shared_engine = shared_engine
-        self.output_dir = output_dir
+    def __init__(self, retry, engine: Optional[EngineSpec] = None):
+        self.retry = retry
+        self.engine = engine
         self.generator: Optional[Generator] = None
 
-    # -- engine -----------------------------------------------------------------
-    def _engine_tag(self) -> str:
-        g = self.cfg.generator
-        return f"generator:{g.kind}:{g.model}:{g.seed}:{g.dtype}"
-
-    def _load_generator(self) -> Generator:
-        def build():
-            gen = build_generator(self.cfg.generator)
-            gen.load()
-            return _Holder(gen)
-
-        inner = self._shared_engine.acquire(build, tag=self._engine_tag()).value
-        if self.output_dir:
-            return CachedGenerator(inner, RequestCache(self.output_dir, inner.model_fingerprint))
-        return inner
-
     def setup(self):
-        if self.uses_generator:
-            self.generator = self._load_generator()
+        if self.engine is not None:
+            self.generator = self.engine.acquire()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cp-{self.stage}")
 
     def teardown(self):
@@ -90,46 +102,46 @@ class ProblemBatchDoFn(beam.DoFn):
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _restart_engine(self) -> None:
+        if self.generator is None:
+            return
         inner = self.generator.inner if isinstance(self.generator, CachedGenerator) else self.generator
         log.warning("%s: restarting the engine", self.stage)
         inner.close()
         inner.load()
 
     # -- the hook -----------------------------------------------------------------
-    def process_problems(self, states: List[Dict[str, Any]]) -> None:
-        """Updates ``states`` in place. Raise ``GenerationError`` to retry / reject."""
+    def process_problems(self, states: List[ProblemState]) -> List[ProblemState]:
+        """Returns the new states, aligned with ``states``. Raise ``GenerationError`` to retry / reject."""
         raise NotImplementedError
+
+    def progress_values(self, states: Sequence[ProblemState]) -> Dict[str, float]:
+        """Extra progress figures of a finished batch (problems are counted by the base)."""
+        return {}
 
     # -- batching, retries, rejects ---------------------------------------------------
     def _call_with_timeout(self, states):
-        timeout = self.cfg.retry.call_timeout_s
+        timeout = self.retry.call_timeout_s
         if not timeout:
             return self.process_problems(states)
         future = self._pool.submit(self.process_problems, states)
         try:
             return future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
-            # The call may still be running in its thread: a fresh pool and engine take over.
+            # The call may still be running in its thread (on its own new objects): a fresh pool
+            # and engine take over, and whatever it returns later is dropped.
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
             raise EngineDeadError(f"{self.stage} call timed out after {timeout}s") from None
 
-    def _attempt(self, states) -> None:
-        # Each attempt works on copies: a failed (or timed-out, still running) attempt can never
-        # leave half its updates in the states that the retry or the reject path goes on with.
-        work = copy.deepcopy(states)
-        self._call_with_timeout(work)
-        for s, w in zip(states, work):
-            s.clear()
-            s.update(w)
-
-    def _run_with_retries(self, states) -> Optional[GenerationError]:
-        attempts = max(1, self.cfg.retry.max_attempts)
+    def _run_with_retries(self, states) -> Tuple[Optional[List[ProblemState]], Optional[GenerationError]]:
+        attempts = max(1, self.retry.max_attempts)
         last: Optional[GenerationError] = None
         for attempt in range(attempts):
             try:
-                self._attempt(states)
-                return None
+                out = self._call_with_timeout(states)
+                if len(out) != len(states):
+                    raise RuntimeError(f"{self.stage} returned {len(out)} states for {len(states)}")
+                return out, None
             except GenerationError as e:
                 last = e
                 Metrics.counter(NAMESPACE, f"{self.stage}_retries").inc()
@@ -139,37 +151,41 @@ class ProblemBatchDoFn(beam.DoFn):
                 if not e.retriable:
                     break
                 if attempt + 1 < attempts:
-                    time.sleep(self.cfg.retry.backoff_s * (2 ** attempt))
-        return last
+                    time.sleep(self.retry.backoff_s * (2 ** attempt))
+        return None, last
 
-    def _process_isolating(self, states) -> None:
-        error = self._run_with_retries(states)
+    def _process_isolating(self, states: List[ProblemState]) -> List[ProblemState]:
+        out, error = self._run_with_retries(states)
         if error is None:
-            return
+            return out
         if len(states) > 1:
             # One bad request must not sink its neighbours: retry the batch one by one.
             Metrics.counter(NAMESPACE, f"{self.stage}_batch_splits").inc()
-            for s in states:
-                self._process_isolating([s])
-            return
-        corpus.fail_state(states[0], stage=self.stage, reason=error.reason, detail=str(error))
+            return [s for one in states for s in self._process_isolating([one])]
         Metrics.counter(NAMESPACE, f"reject_{error.reason}").inc()
+        return [states[0].fail(stage=self.stage, reason=error.reason, detail=str(error))]
 
     def process(self, batch):
-        live = [s for s in batch if not s["failed"]]
-        if live:
-            cache = self.generator.cache if isinstance(self.generator, CachedGenerator) else None
-            before = (cache.hits, cache.tokens_saved) if cache else (0, 0)
-            start = time.perf_counter()
-            self._process_isolating(live)
-            elapsed = time.perf_counter() - start
-            after = (cache.hits, cache.tokens_saved) if cache else (0, 0)
-            for s in live:
-                corpus.add_stats(s, **{f"seconds_{self.stage}": elapsed / len(live),
-                                       "cache_hits": (after[0] - before[0]) / len(live),
-                                       "cache_tokens_saved": (after[1] - before[1]) / len(live)})
-            Metrics.counter(NAMESPACE, f"{self.stage}_problems").inc(len(live))
-        yield batch
+        batch = list(batch)
+        live_idx = [i for i, s in enumerate(batch) if not s.failed]
+        if not live_idx:
+            yield batch
+            return
+        cache = self.generator.cache if isinstance(self.generator, CachedGenerator) else None
+        before = (cache.hits, cache.tokens_saved) if cache else (0, 0)
+        start = time.perf_counter()
+        done = self._process_isolating([batch[i] for i in live_idx])
+        elapsed = time.perf_counter() - start
+        after = (cache.hits, cache.tokens_saved) if cache else (0, 0)
+        n = len(done)
+        out = list(batch)
+        for i, s in zip(live_idx, done):
+            out[i] = s.add_stats(**{f"seconds_{self.stage}": elapsed / n,
+                                    "cache_hits": (after[0] - before[0]) / n,
+                                    "cache_tokens_saved": (after[1] - before[1]) / n})
+        ok = [s for s in done if not s.failed]
+        progress.report(self.stage, problems=len(done), failed=len(done) - len(ok), **self.progress_values(ok))
+        yield out
 
 
 class SampleDoFn(ProblemBatchDoFn):
@@ -180,27 +196,41 @@ class SampleDoFn(ProblemBatchDoFn):
     """
 
     stage = "sample"
-    uses_generator = True
+
+    def __init__(self, engine: EngineSpec, retry, *, sampling: SamplingParams, samples_per_problem: int,
+                 system_prompt: Optional[str], segmentation: str, run_seed: int):
+        super().__init__(retry, engine)
+        self.sampling = sampling
+        self.samples_per_problem = samples_per_problem
+        self.system_prompt = system_prompt
+        self.segmentation = segmentation
+        self.run_seed = run_seed
 
     def process_problems(self, states):
-        cfg = self.cfg
         requests = [
-            corpus.sample_request(s["problem"], system_prompt=cfg.system_prompt, n=cfg.samples_per_problem,
-                                  params=cfg.sampling, run_seed=cfg.generator.seed)
+            corpus.sample_request(s.problem, system_prompt=self.system_prompt, n=self.samples_per_problem,
+                                  params=self.sampling, run_seed=self.run_seed)
             for s in states
         ]
         start = time.perf_counter()
         results = self.generator.generate(requests)
         elapsed = time.perf_counter() - start
         tokens = sum(c.num_tokens for comps in results for c in comps)
+        out = []
         for s, req, comps in zip(states, requests, results):
-            s["trajectories"] = corpus.trajectory_rows(
-                s["problem"], comps, request=req, model_id=self.generator.model_id, segmentation=cfg.segmentation)
-            corpus.add_stats(s, generated_tokens=sum(c.num_tokens for c in comps),
-                             prompt_tokens=sum(c.num_prompt_tokens for c in comps[:1]))
-        Metrics.counter(NAMESPACE, "generated_tokens").inc(tokens)
-        log.info("sampled %d problems, %d tokens in %.1fs (%.0f tok/s)", len(states), tokens, elapsed,
-                 tokens / max(elapsed, 1e-9))
+            rows = corpus.trajectory_rows(s.problem, comps, request=req, model_id=self.generator.model_id,
+                                          segmentation=self.segmentation)
+            out.append(s.evolve(trajectories=rows).add_stats(
+                generated_tokens=sum(c.num_tokens for c in comps),
+                prompt_tokens=sum(c.num_prompt_tokens for c in comps[:1])))
+        log.debug("sampled %d problems, %d tokens in %.1fs (%.0f tok/s)", len(states), tokens, elapsed,
+                  tokens / max(elapsed, 1e-9))
+        return out
+
+    def progress_values(self, states):
+        tokens = sum(t["num_generated_tokens"] for s in states for t in s.trajectories)
+        progress.distribution("sample_tokens_per_problem", tokens / max(1, len(states)))
+        return {"samples": sum(len(s.trajectories) for s in states), "tokens": tokens}
 
 
 class VerifyDoFn(ProblemBatchDoFn):
@@ -212,126 +242,103 @@ class VerifyDoFn(ProblemBatchDoFn):
 
     stage = "verify"
 
-    def __init__(self, cfg, shared_verifier: shared.Shared):
-        super().__init__(cfg)
-        self._shared_verifier = shared_verifier
+    def __init__(self, verifier, handle: shared.Shared, retry):
+        super().__init__(retry)
+        self.verifier = verifier
+        self._handle = handle
 
     def setup(self):
         super().setup()
-        self.suite = _acquire_verifier_suite(self._shared_verifier, self.cfg.verifier)
+        self.suite = acquire_verifier_suite(self._handle, self.verifier)
 
     def process_problems(self, states):
-        items, owners = [], []
+        items = [(row["completion"], s.problem["gold_answer"], row["finish_reason"] == "length",
+                  s.problem["answer_type"]) for s in states for row in s.trajectories]
+        judged = iter(self.suite.verify(items))
+        out = []
         for s in states:
-            p = s["problem"]
-            for row in s["trajectories"]:
-                items.append((row["completion"], p["gold_answer"], row["finish_reason"] == "length", p["answer_type"]))
-                owners.append(row)
-        for row, (verdict, verifier) in zip(owners, self.suite.verify(items)):
-            corpus.apply_verdicts([row], [verdict], verifier_name=verifier.name, verifier_version=verifier.version)
-            Metrics.counter(NAMESPACE, f"verdict_{verdict.verdict}").inc()
+            rows = []
+            for row in s.trajectories:
+                verdict, verifier = next(judged)
+                rows.extend(corpus.apply_verdicts([row], [verdict], verifier_name=verifier.name,
+                                                  verifier_version=verifier.version))
+            out.append(s.evolve(trajectories=rows))
+        return out
 
-
-class LabelDoFn(ProblemBatchDoFn):
-    """Step labels, per-step values and step/first-pit pairs (OmegaPRM or per-step MC).
-
-    All trees of the batch advance together; each round is one engine call
-    (see ``counterpoint.labeling``). Output: ``step_labels``, ``step_values``,
-    ``preferences`` (pair types "step" and "first_pit") and row-level rejects.
-    """
-
-    stage = "label"
-    uses_generator = True
-
-    def __init__(self, cfg, shared_engine, shared_verifier, output_dir=None):
-        super().__init__(cfg, shared_engine, output_dir)
-        self._shared_verifier = shared_verifier
-
-    def setup(self):
-        super().setup()
-        self.suite = _acquire_verifier_suite(self._shared_verifier, self.cfg.verifier)
-
-    def process_problems(self, states):
-        import dataclasses
-
-        from counterpoint.labeling import ProblemForLabeling, label_problems
-
-        cfg = self.cfg
-        labeling = dataclasses.replace(cfg.labeling, labeler=cfg.labeler, seed=cfg.generator.seed)
-        items = [ProblemForLabeling(problem=s["problem"], trajectories=s["trajectories"],
-                                    system_prompt=cfg.system_prompt, segmentation_mode=cfg.segmentation)
-                 for s in states]
-        tokens = {"generated": 0, "prompt": 0, "cached": 0}
-
-        def on_round(stats):
-            tokens["generated"] += stats.get("generated_tokens", 0)
-            tokens["prompt"] += stats.get("prompt_tokens", 0)
-            tokens["cached"] += stats.get("cached_prompt_tokens", 0)
-            log.info("label round %d: %d trees active, %d requests, %d rollouts, %d tokens (%d cached prompt)",
-                     stats.get("round", 0), stats.get("active", 0), stats.get("requests", 0),
-                     stats.get("samples", 0), stats.get("generated_tokens", 0), stats.get("cached_prompt_tokens", 0))
-
-        results = label_problems(items, self.generator, self.suite.verdicts, labeling, on_round=on_round)
-        by_id = {r.problem_id: r for r in results}
+    def progress_values(self, states):
+        values: Dict[str, float] = {}
         for s in states:
-            r = by_id[s["problem"]["problem_id"]]
-            s["step_labels"] = list(r.step_labels)
-            s["step_values"] = list(r.step_values)
-            s["preferences"] = list(s["preferences"]) + list(r.preferences)
-            s["rejects"] = list(s["rejects"]) + list(r.rejects)
-            numeric = {k: v for k, v in r.stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            corpus.add_stats(s, **{f"label_{k}": v for k, v in numeric.items()})
-            if "screening" in r.stats:
-                corpus.add_stats(s, **{f"screened_{r.stats['screening']}": 1})
-        # Round-level token counts belong to the batch; spread evenly for the summary.
-        for s in states:
-            corpus.add_stats(s, rollout_generated_tokens=tokens["generated"] / len(states),
-                             rollout_prompt_tokens=tokens["prompt"] / len(states),
-                             rollout_cached_prompt_tokens=tokens["cached"] / len(states))
-        Metrics.counter(NAMESPACE, "rollout_generated_tokens").inc(tokens["generated"])
+            for t in s.trajectories:
+                values[f"verdict_{t['verdict']}"] = values.get(f"verdict_{t['verdict']}", 0) + 1
+        return values
+
+
+class OutcomePairsDoFn(beam.DoFn):
+    """Outcome preference pairs and unpaired rows from the verified trajectories (see ``corpus.outcome_rows``)."""
+
+    def __init__(self, pairing):
+        self.pairing = pairing
+
+    def process(self, batch):
+        yield [s if s.failed else corpus.outcome_rows(
+            s, max_pairs_per_problem=self.pairing.max_pairs_per_problem,
+            truncated_as_rejected=self.pairing.truncated_as_rejected) for s in batch]
 
 
 class CheckpointDoFn(beam.DoFn):
-    """Saves each finished problem state so a rerun can skip it (see ``counterpoint.cache``)."""
+    """Saves each batch of finished problem states as one object, so a rerun can skip them.
 
-    def __init__(self, output_dir: str, fingerprint: str):
-        self.output_dir = output_dir
-        self.fingerprint = fingerprint
+    Input: a batch of states. Output: the states, one by one.
+    """
 
-    def setup(self):
-        self.store = ProblemCheckpoints(self.output_dir, self.fingerprint)
-
-    def process(self, state):
-        if not state["failed"] or all(r["reason"] not in _TRANSIENT_REASONS for r in state["rejects"]):
-            # Transient failures (engine died, timeouts) are not checkpointed: a rerun retries them.
-            self.store.save(state)
-        yield state
-
-
-_TRANSIENT_REASONS = {"engine_dead", "generation_failed"}
-
-
-class SplitFinished(beam.DoFn):
-    """Routes problems with a checkpoint to ``finished`` (loaded) and the rest to ``todo``."""
-
-    def __init__(self, output_dir: str, fingerprint: str):
-        self.output_dir = output_dir
-        self.fingerprint = fingerprint
+    def __init__(self, root: str):
+        self.root = root
 
     def setup(self):
-        self.store = ProblemCheckpoints(self.output_dir, self.fingerprint)
-        self.listing = self.store.finished_paths()
+        self.store = ProblemCheckpoints(self.root)
 
-    def process(self, problem):
-        if self.store.is_finished(problem["problem_id"], self.listing):
-            state = self.store.load(problem["problem_id"])
-            if state is not None:
-                Metrics.counter(NAMESPACE, "resumed_problems").inc()
-                state["resumed"] = True
-                # Per-run counters (cache hits, stage seconds) belong to the run that made the
-                # checkpoint; this run did no such work for the problem.
-                state["stats"] = {k: v for k, v in state.get("stats", {}).items()
-                                  if k not in ("cache_hits", "cache_tokens_saved") and not k.startswith("seconds_")}
-                yield beam.pvalue.TaggedOutput("finished", state)
-                return
-        yield corpus.new_state(problem)
+    def process(self, batch):
+        # Transient failures (engine died, timeouts) are not checkpointed: a rerun retries them.
+        keep = [s for s in batch if not s.failed or all(r["reason"] not in TRANSIENT_REASONS for r in s.rejects)]
+        if keep:
+            self.store.save(keep)
+            Metrics.counter(NAMESPACE, "checkpoint_objects").inc()
+        progress.report("write", problems=len(batch))
+        yield from batch
+
+
+TRANSIENT_REASONS = {"engine_dead", "generation_failed"}
+
+
+class DedupeAndResume(beam.DoFn):
+    """Per problem id: the first-read problem is kept, later ones are rejected (``duplicate_problem_id``);
+    a problem with a checkpoint of an earlier run goes to ``finished`` instead of being worked on again.
+
+    Input: ``(problem_id, {"problems": [(order_key, row)], "checkpoints": [ProblemState]})``.
+    Outputs: main = new :class:`ProblemState` to work on, ``finished`` = loaded states, ``rejects``.
+    """
+
+    def process(self, element):
+        problem_id, grouped = element
+        read = sorted(grouped["problems"], key=lambda t: t[0])
+        if read:  # (a checkpoint of a problem that is not in this run's input yields nothing)
+            yield from self._split(problem_id, read, list(grouped["checkpoints"]))
+
+    def _split(self, problem_id, read, checkpoints):
+        first_key, problem = read[0]
+        for key, dup in read[1:]:
+            yield beam.pvalue.TaggedOutput("rejects", corpus.schemas.make_reject(
+                stage="dedupe", reason="duplicate_problem_id", problem_id=problem_id, scope="problem",
+                detail=f"problem id {problem_id!r} already read (item {list(first_key)}); this is item {list(key)}",
+                payload={"question": dup["question"][:500]}, key=list(key)))
+        if checkpoints:
+            state = checkpoints[0]
+            # Per-run counters (cache hits, stage seconds) belong to the run that made the
+            # checkpoint; this run did no such work for the problem.
+            stats = {k: v for k, v in state.stats.items()
+                     if k not in ("cache_hits", "cache_tokens_saved") and not k.startswith("seconds_")}
+            Metrics.counter(NAMESPACE, "resumed_problems").inc()
+            progress.report("resume", problems=1)
+            yield beam.pvalue.TaggedOutput("finished", state.evolve(resumed=True, stats=stats))
+        else:
+            yield corpus.new_state(problem)

@@ -11,25 +11,28 @@
 ``corrupt_shard`` failure carrying the pyarrow error, never a crash), checks the
 Arrow schema, and validates the shard suite (see :mod:`.suites`). It also emits
 the shard's key columns, which ``ValidateConfig`` concatenates to run the
-cross-shard suite (uniqueness, compound uniqueness, row count > 0), so
-uniqueness holds across shards and ``rows_required`` is checked on the whole
-config (a config with no file at all counts as zero rows).
+cross-shard suite (uniqueness, compound uniqueness, and a row-count floor when
+the run asks for one with ``min_rows``), so uniqueness holds across shards and a
+floor is checked on the whole config (a config with no file counts as zero rows).
+An empty config passes without a floor: a thin run is not a defective one.
 
-Back in the driver: shards with a failure are moved to
-``<out>/quarantine/<config>/`` (with a ``<file>.failures.json`` sidecar) so the
+Back in the driver: shards with a failure are moved to the quarantine folder
+(``<out>/quarantine/<config>/`` by default; a run's staging check passes
+``<out>/quarantine/<run_id>``), with a ``<file>.failures.json`` sidecar, so the
 publishable ``data/`` tree excludes them; for a cross-shard failure (e.g. an id
 duplicated in two shards) every shard holding an offending row is moved.
-Results go to ``<out>/validation/summary.json`` and GX Data Docs are built into
-``<out>/validation/data_docs/`` (GX ``SiteBuilder`` of an ephemeral context,
-pointed at that folder).
+Results go to ``<dataset>/validation/summary.json`` and GX Data Docs are built
+(locally, then copied) into ``<dataset>/validation/data_docs/``. Every file
+operation goes through :mod:`counterpoint.storage`: the gate validates local,
+``gs://`` and ``s3://`` folders alike.
 
 Runner: the default is ``--runner=FnApiRunner`` (the in-process portable runner,
 ``direct_num_workers`` threads). Beam 2.77's ``DirectRunner`` first tries to
 download the Prism runner binary from GitHub; offline that fails (or hangs on
 DNS) before it falls back, so we never name it. Any Beam runner options can be
-passed through ``runner_options`` (e.g. Dataflow); results are exchanged
-through ``<out>/validation/.parts/``, so workers need the output directory on a
-shared filesystem (as they already do to read the shards).
+passed through ``runner_options``; ``pipeline_options`` (the run's own) carry the
+filesystem options (credentials, ``--s3_endpoint_url``) to the gate's workers.
+Results are exchanged through ``<dataset>/validation/.parts/``.
 """
 
 from __future__ import annotations
@@ -38,14 +41,12 @@ import dataclasses
 import datetime as _dt
 import json
 import math
-import os
-import shutil
 import time
-from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import apache_beam as beam
 
+from counterpoint import storage
 from counterpoint.schemas import records
 
 DEFAULT_RUNNER_OPTIONS = [
@@ -272,7 +273,6 @@ class ValidateShardDoFn(beam.DoFn):
 
     def _validate(self, element) -> Dict[str, Any]:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         suites = self._suites_mod
         config, rel = element["config"], element["rel"]
@@ -287,7 +287,7 @@ class ValidateShardDoFn(beam.DoFn):
             return out
         spec = records.table(config)
         try:
-            table = pq.read_table(element["path"])
+            table = storage.read_parquet(element["path"])
         except Exception as e:  # truncated / corrupt / not Parquet at all
             out["failures"].append(dataclasses.asdict(Failure(
                 config=config, shard=rel, expectation_type=None, column=None, reason=CORRUPT_SHARD,
@@ -358,12 +358,15 @@ class ValidateShardDoFn(beam.DoFn):
 class ValidateConfigDoFn(beam.DoFn):
     """Runs the cross-shard suite of one config on the key columns gathered from all its shards."""
 
+    def __init__(self, min_rows: Optional[Dict[str, int]] = None):
+        self.min_rows = dict(min_rows or {})
+
     def setup(self):
         from counterpoint.validation import suites
 
         self._suites_mod = suites
         self._context, self._batch_definition, self._suites = suites.make_context(
-            list(records.OUTPUT_TABLES), levels=(suites.CONFIG,)
+            list(records.OUTPUT_TABLES), levels=(suites.CONFIG,), min_rows=self.min_rows
         )
 
     def process(self, element):
@@ -406,11 +409,8 @@ class WriteResultDoFn(beam.DoFn):
         self._parts_dir = parts_dir
 
     def process(self, element):
-        path = os.path.join(self._parts_dir, f"{element['config']}.json")
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(element, f, ensure_ascii=False, default=str)
-        os.replace(tmp, path)
+        path = storage.join(self._parts_dir, f"{element['config']}.json")
+        storage.write_text(path, json.dumps(element, ensure_ascii=False, default=str))
         yield path
 
 
@@ -426,17 +426,11 @@ def _key_by_config(result):
 # ---------------------------------------------------------------------------
 # Driver
 # ---------------------------------------------------------------------------
-def _discover(out: Path, configs: Optional[Sequence[str]]) -> Dict[str, List[Path]]:
-    data = out / "data"
-    present = sorted(p.name for p in data.iterdir() if p.is_dir()) if data.is_dir() else []
+def _discover(layout: storage.DatasetLayout, configs: Optional[Sequence[str]]) -> Dict[str, List[str]]:
+    present = layout.present_configs()
     if configs is None:
-        expected: List[str] = []
-        summary = out / "run_summary.json"
-        if summary.exists():
-            try:
-                expected = list(json.loads(summary.read_text()).get("configs") or [])
-            except (ValueError, OSError):
-                expected = []
+        summary = storage.read_json(layout.summary_path)
+        expected = list((summary or {}).get("configs") or []) if isinstance(summary, dict) else []
         if not expected:
             expected = list(records.OUTCOME_CONFIGS)
         wanted = list(dict.fromkeys([*expected, *present]))
@@ -445,27 +439,35 @@ def _discover(out: Path, configs: Optional[Sequence[str]]) -> Dict[str, List[Pat
         unknown = [c for c in wanted if c not in records.OUTPUT_TABLES]
         if unknown:
             raise ValueError(f"unknown config(s) {unknown}; known: {sorted(records.OUTPUT_TABLES)}")
-    return {c: sorted((data / c).glob(SHARD_GLOB)) if (data / c).is_dir() else [] for c in wanted}
+    return {c: layout.shards(c) for c in wanted}
 
 
-def _quarantine(out: Path, config: str, rel: str, failures: List[Dict[str, Any]]) -> Optional[Dict[str, str]]:
-    src = out / rel
-    if not src.exists():
+def _quarantine(layout: storage.DatasetLayout, quarantine_dir: str, config: str, rel: str,
+                failures: List[Dict[str, Any]]) -> Optional[Dict[str, str]]:
+    src = layout.path(*rel.split("/"))
+    if not storage.exists(src):
         return None
-    dest_dir = out / "quarantine" / config
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / src.name
-    if dest.exists():
+    dest = storage.join(quarantine_dir, config, storage.basename(src))
+    if storage.exists(dest):
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        dest = dest_dir / f"{src.stem}.{stamp}{src.suffix}"
-    shutil.move(str(src), str(dest))
-    sidecar = dest.with_name(dest.name + ".failures.json")
-    sidecar.write_text(json.dumps(failures, indent=2, ensure_ascii=False, default=str))
-    return {"config": config, "from": rel, "to": dest.relative_to(out).as_posix()}
+        stem, dot, suffix = storage.basename(src).rpartition(".")
+        dest = storage.join(quarantine_dir, config, f"{stem}.{stamp}{dot}{suffix}")
+    storage.move_file(src, dest)
+    storage.write_json(dest + ".failures.json", failures)
+    try:
+        to = storage.relpath(dest, layout.root)
+    except ValueError:
+        to = dest
+    return {"config": config, "from": rel, "to": to}
 
 
-def _build_data_docs(docs_dir: Path, configs: Iterable[str], results: List[tuple], run_name: str) -> Optional[str]:
-    """Renders GX Data Docs for ``results`` (``(suite name, batch id, result dict)``) into ``docs_dir``."""
+def _build_data_docs(docs_dir: str, configs: Iterable[str], results: List[tuple], run_name: str,
+                     min_rows: Optional[Dict[str, int]] = None) -> Optional[str]:
+    """Renders GX Data Docs for ``results`` (``(suite name, batch id, result dict)``) into ``docs_dir``.
+
+    GX's site builder writes to local disk only: the site is built in a scratch folder and copied
+    to ``docs_dir`` (any filesystem).
+    """
     from great_expectations.core import ExpectationSuiteValidationResult
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (
@@ -475,64 +477,96 @@ def _build_data_docs(docs_dir: Path, configs: Iterable[str], results: List[tuple
 
     from counterpoint.validation import suites
 
-    if docs_dir.exists():
-        shutil.rmtree(docs_dir)
-    docs_dir.mkdir(parents=True)
-    context, _, _ = suites.make_context([c for c in configs if c in records.OUTPUT_TABLES])
-    context.add_data_docs_site(
-        "counterpoint",
-        {
-            "class_name": "SiteBuilder",
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-        },
-    )
-    run_id = RunIdentifier(run_name=run_name, run_time=_dt.datetime.now(_dt.timezone.utc))
-    for name, batch_id, result in results:
-        key = ValidationResultIdentifier(
-            expectation_suite_identifier=ExpectationSuiteIdentifier(name=name),
-            run_id=run_id,
-            batch_identifier=batch_id,
+    storage.delete_tree(docs_dir)
+    with storage.LocalScratch() as scratch:
+        context, _, _ = suites.make_context([c for c in configs if c in records.OUTPUT_TABLES], min_rows=min_rows)
+        context.add_data_docs_site(
+            "counterpoint",
+            {
+                "class_name": "SiteBuilder",
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": scratch},
+            },
         )
-        context.validation_results_store.set(key, ExpectationSuiteValidationResult(**result))
-    context.build_data_docs(site_names=["counterpoint"])
-    index = docs_dir / "index.html"
-    return str(index) if index.exists() else None
+        run_id = RunIdentifier(run_name=run_name, run_time=_dt.datetime.now(_dt.timezone.utc))
+        for name, batch_id, result in results:
+            key = ValidationResultIdentifier(
+                expectation_suite_identifier=ExpectationSuiteIdentifier(name=name),
+                run_id=run_id,
+                batch_identifier=batch_id,
+            )
+            context.validation_results_store.set(key, ExpectationSuiteValidationResult(**result))
+        context.build_data_docs(site_names=["counterpoint"])
+        written = storage.upload_tree(scratch, docs_dir)
+    index = storage.join(docs_dir, "index.html")
+    return index if index in written else None
+
+
+def _quiet_gx() -> None:
+    """GX sets one of its loggers to INFO itself (one line per ephemeral context): back to WARNING."""
+    import logging
+
+    import great_expectations  # noqa: F401  (its modules set their levels on import)
+
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _gate_options(runner_options: Optional[List[str]], pipeline_options) -> "PipelineOptions":
+    """The gate's own runner (default: in-process FnApiRunner) plus the run's filesystem options."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    flags = list(runner_options) if runner_options is not None else list(DEFAULT_RUNNER_OPTIONS)
+    inherited: Dict[str, Any] = {}
+    if pipeline_options is not None:
+        keep = ("s3_", "aws_", "gcs_", "project", "hdfs_", "azure_", "blob_service")
+        inherited = {k: v for k, v in pipeline_options.get_all_options(drop_default=True).items()
+                     if k.startswith(keep) and v is not None}
+    return PipelineOptions(flags, **inherited)
 
 
 def validate_output(
     out_dir: str,
     *,
     runner_options: Optional[List[str]] = None,
+    pipeline_options=None,
     configs: Optional[Sequence[str]] = None,
     quarantine: bool = True,
+    quarantine_dir: Optional[str] = None,
+    min_rows: Optional[Dict[str, int]] = None,
 ) -> ValidationReport:
-    """Validates every config of a Counterpoint output directory; see the module docstring.
+    """Validates every config of a Counterpoint dataset folder (local, gs://, s3://); see the module docstring.
 
     ``configs``: the configs to validate (default: ``run_summary.json``'s "configs", else the
     outcome configs, plus every folder under ``data/``). A listed config without files has
-    zero rows. ``quarantine``: move failing shards to ``<out>/quarantine/<config>/``.
+    zero rows. ``quarantine``: move failing shards to ``quarantine_dir`` (default
+    ``<out>/quarantine``). ``min_rows``: row-count floors per config (none by default).
     """
-    from apache_beam.options.pipeline_options import PipelineOptions
-
     t_start = time.monotonic()
-    out = Path(out_dir).resolve()
-    if not out.is_dir():
-        raise FileNotFoundError(f"output directory {out} does not exist")
-    options = list(runner_options) if runner_options is not None else list(DEFAULT_RUNNER_OPTIONS)
-    shards_by_config = _discover(out, configs)
+    _quiet_gx()
+    if storage.is_local(out_dir):
+        import os
+
+        out_dir = os.path.abspath(out_dir)
+        if not os.path.isdir(out_dir):
+            raise FileNotFoundError(f"output directory {out_dir} does not exist")
+    layout = storage.DatasetLayout(out_dir)
+    if not storage.is_local(out_dir) and not storage.match(storage.join(layout.root, "**")):
+        raise FileNotFoundError(f"output directory {out_dir} does not exist (no object under it)")
+    quarantine_dir = quarantine_dir or layout.path(storage.QUARANTINE_DIR)
+    options = _gate_options(runner_options, pipeline_options)
+    shards_by_config = _discover(layout, configs)
     tasks = [
-        {"config": c, "path": str(p), "rel": p.relative_to(out).as_posix()}
-        for c, paths in shards_by_config.items() for p in paths
+        {"config": c, "path": path, "rel": storage.relpath(path, layout.root)}
+        for c, paths in shards_by_config.items() for path in paths
     ]
-    validation_dir = out / "validation"
-    parts_dir = validation_dir / ".parts"
-    if parts_dir.exists():
-        shutil.rmtree(parts_dir)
-    parts_dir.mkdir(parents=True)
+    validation_dir = layout.validation_dir
+    parts_dir = storage.join(validation_dir, ".parts")
+    storage.delete_tree(parts_dir)
+    storage.mkdirs(parts_dir)
 
     t_pipeline = time.monotonic()
-    with beam.Pipeline(options=PipelineOptions(options)) as p:
+    with beam.Pipeline(options=options) as p:
         shard_results = (
             p
             | "ListShards" >> beam.Create(tasks)
@@ -544,16 +578,15 @@ def validate_output(
         (
             {"config": config_keys, "shards": shard_results}
             | "GroupByConfig" >> beam.CoGroupByKey()
-            | "ValidateConfig" >> beam.ParDo(ValidateConfigDoFn())
-            | "WriteResults" >> beam.ParDo(WriteResultDoFn(str(parts_dir)))
+            | "ValidateConfig" >> beam.ParDo(ValidateConfigDoFn(min_rows))
+            | "WriteResults" >> beam.ParDo(WriteResultDoFn(parts_dir))
         )
 
     pipeline_s = time.monotonic() - t_pipeline
     parts = {}
     for c in shards_by_config:
-        path = parts_dir / f"{c}.json"
-        parts[c] = json.loads(path.read_text(encoding="utf-8"))
-    shutil.rmtree(parts_dir, ignore_errors=True)
+        parts[c] = json.loads(storage.read_text(storage.join(parts_dir, f"{c}.json")))
+    storage.delete_tree(parts_dir)
 
     failures: List[Failure] = []
     quarantined: List[Dict[str, str]] = []
@@ -566,7 +599,7 @@ def validate_output(
         if quarantine:
             for rel in sorted(bad_shards):
                 why = [f for f in cfg_failures if f["shard"] in (rel, None)]
-                q = _quarantine(out, c, rel, why)
+                q = _quarantine(layout, quarantine_dir, c, rel, why)
                 if q:
                     moved[rel] = q["to"]
                     quarantined.append(q)
@@ -586,6 +619,7 @@ def validate_output(
             "rows": rows,
             "rows_published": sum(s["rows"] or 0 for s in part["shards"] if s["shard"] not in moved),
             "n_shards": len(part["shards"]),
+            "min_rows": (min_rows or {}).get(c),
             "shards": shard_rows,
             "failed_expectations": cfg_failures,
             "elapsed_s": round(sum(s["elapsed_s"] for s in part["shards"]) + part["elapsed_s"], 4),
@@ -598,7 +632,8 @@ def validate_output(
     docs_error = None
     t_docs = time.monotonic()
     try:
-        docs_index = _build_data_docs(validation_dir / "data_docs", shards_by_config, docs_results, run_name)
+        docs_index = _build_data_docs(storage.join(validation_dir, "data_docs"), shards_by_config, docs_results,
+                                      run_name, min_rows)
     except Exception as e:  # Data Docs are a convenience; never let them hide the verdict
         docs_error = f"{type(e).__name__}: {e}"
     docs_s = time.monotonic() - t_docs
@@ -606,28 +641,29 @@ def validate_output(
 
     import great_expectations as gx
 
-    summary_path = validation_dir / "summary.json"
+    summary_path = layout.validation_summary
     summary = {
         "success": success,
         "validated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "elapsed_s": round(elapsed, 3),
         "timing": {"pipeline_s": round(pipeline_s, 3), "data_docs_s": round(docs_s, 3)},
-        "runner_options": options,
+        "runner_options": list(runner_options) if runner_options is not None else list(DEFAULT_RUNNER_OPTIONS),
         "great_expectations_version": gx.__version__,
         "configs": config_summaries,
+        "min_rows": dict(min_rows or {}),
         "quarantined": quarantined,
-        "data_docs": (Path(docs_index).relative_to(out).as_posix() if docs_index else None),
+        "data_docs": (storage.relpath(docs_index, layout.root) if docs_index else None),
         "data_docs_error": docs_error,
     }
-    summary_path.write_text(json.dumps(_jsonable(summary), indent=2, ensure_ascii=False))
+    storage.write_json(summary_path, _jsonable(summary))
     return ValidationReport(
-        out_dir=str(out),
+        out_dir=layout.root,
         success=success,
         configs=config_summaries,
         failures=failures,
         quarantined=quarantined,
         elapsed_s=elapsed,
-        summary_path=str(summary_path),
+        summary_path=summary_path,
         data_docs_index=docs_index,
-        runner_options=options,
+        runner_options=summary["runner_options"],
     )

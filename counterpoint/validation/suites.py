@@ -21,7 +21,7 @@ Nothing here lists a column by hand: every expectation comes from
 shards, so it holds *across* shards)
     * ``expect_column_values_to_be_unique`` for every ``unique`` column;
     * ``expect_compound_columns_to_be_unique`` for every ``unique_together`` group;
-    * ``expect_table_row_count_to_be_between(min_value=1)`` when ``rows_required``.
+    * ``expect_table_row_count_to_be_between(min_value=N)`` when the run sets a floor (``--min-rows CONFIG=N``).
 
 Derived helper columns (all start with ``__`` and never reach the published data):
 
@@ -272,8 +272,12 @@ def _meta(rule: str, *columns: str) -> dict:
     return {"counterpoint": {"rule": rule, "columns": list(columns)}}
 
 
-def expectations(config: str, level: str = SHARD) -> list:
-    """The expectation objects of one suite, derived from the config's TableSpec."""
+def expectations(config: str, level: str = SHARD, min_rows: Optional[int] = None) -> list:
+    """The expectation objects of one suite, derived from the config's TableSpec.
+
+    ``min_rows`` (config level): a floor on the config's row count. Without one an empty config
+    passes — a run in which no problem qualified for a config is thin, not defective.
+    """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     spec = records.table(config)
@@ -330,24 +334,24 @@ def expectations(config: str, level: str = SHARD) -> list:
             out.append(
                 gxe.ExpectCompoundColumnsToBeUnique(column_list=list(group), meta=_meta("unique_together", *group))
             )
-        if spec.rows_required:
-            out.append(gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=_meta("rows_required")))
+        if min_rows:
+            out.append(gxe.ExpectTableRowCountToBeBetween(min_value=int(min_rows), meta=_meta("min_rows")))
     return out
 
 
-def build_suite(config: str, level: str = SHARD) -> gx.ExpectationSuite:
+def build_suite(config: str, level: str = SHARD, min_rows: Optional[int] = None) -> gx.ExpectationSuite:
     """The GX ``ExpectationSuite`` for ``config`` at ``level`` ("shard" or "config").
 
     The suite is not attached to a context; add it with ``context.suites.add(...)``.
     """
     return gx.ExpectationSuite(
         name=suite_name(config, level),
-        expectations=expectations(config, level),
+        expectations=expectations(config, level, min_rows),
         meta={"counterpoint": {"config": config, "level": level}},
     )
 
 
-def make_context(configs: Sequence[str], levels: Sequence[str] = LEVELS):
+def make_context(configs: Sequence[str], levels: Sequence[str] = LEVELS, min_rows: Optional[Dict[str, int]] = None):
     """An ephemeral GX context with a pandas datasource and the suites of ``configs`` added.
 
     Returns ``(context, batch_definition, {(config, level): suite})``.
@@ -362,5 +366,5 @@ def make_context(configs: Sequence[str], levels: Sequence[str] = LEVELS):
     suites = {}
     for config in configs:
         for level in levels:
-            suites[(config, level)] = context.suites.add(build_suite(config, level))
+            suites[(config, level)] = context.suites.add(build_suite(config, level, (min_rows or {}).get(config)))
     return context, batch_definition, suites

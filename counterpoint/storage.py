@@ -1,0 +1,448 @@
+"""The output folder's layout and every file operation on it, through Beam's ``FileSystems``.
+
+Counterpoint writes to local disk, ``gs://`` and ``s3://`` alike: nothing else in
+the package calls ``pathlib``/``os``/``shutil`` on an output folder. Pipeline
+options (credentials, ``--s3_endpoint_url``, ...) reach every call once
+:func:`configure` has been given them — in the driver as in the workers.
+
+Layout of an output folder (``OutputLayout``)::
+
+    <root>/
+      README.md  report.html  run_summary.json  run_config.json   # describe the published data/
+      data/<config>/train-SSSSS-of-NNNNN.parquet                   # the dataset; replaced only after checks pass
+      validation/summary.json  validation/data_docs/               # the gate's results for data/
+      quarantine/<run_id>/<config>/...                             # shards that failed validation (never published)
+      _work/
+        staging/<run_id>/                                          # a run's shards, counts and gate results
+        runs/<run_id>/run_summary.json                             # every run's summary, failed runs included
+        problems/<fingerprint>/*.jsonl.gz                          # batched per-problem checkpoints (resume)
+        cache/<model>/<problem>.json                               # per-problem request ledgers (pay once)
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import os
+import posixpath
+import shutil
+import tempfile
+import uuid
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = "_work"
+DATA_DIR = "data"
+VALIDATION_DIR = "validation"
+QUARANTINE_DIR = "quarantine"
+CARD_FILE = "README.md"
+REPORT_FILE = "report.html"
+SUMMARY_FILE = "run_summary.json"
+CONFIG_FILE = "run_config.json"
+
+
+# ---------------------------------------------------------------------------
+# FileSystems helpers
+# ---------------------------------------------------------------------------
+def configure(options) -> None:
+    """Gives Beam's filesystems the pipeline options (credentials, endpoints) for calls made outside a pipeline.
+
+    Beam hands them to filesystems inside workers itself; the driver (and the ``validate`` /
+    ``report`` / ``push`` commands) must do it before touching a remote path.
+    """
+    if options is not None:
+        FileSystems.set_options(options)
+
+
+def is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _local(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def join(base: str, *parts: str) -> str:
+    if is_local(base):
+        return os.path.join(base, *parts)
+    return FileSystems.join(base, *parts)
+
+
+def relpath(path: str, root: str) -> str:
+    """``path`` relative to ``root``, always with ``/`` separators."""
+    root = root.rstrip("/")
+    if is_local(path) and is_local(root):
+        return os.path.relpath(_local(path), _local(root)).replace(os.sep, "/")
+    if not path.startswith(root + "/"):
+        raise ValueError(f"{path} is not under {root}")
+    return path[len(root) + 1:]
+
+
+def basename(path: str) -> str:
+    return posixpath.basename(path.rstrip("/"))
+
+
+def match(pattern: str) -> List[str]:
+    """Sorted paths matching a glob (``*`` stays within a folder, ``**`` crosses folders); [] if none."""
+    try:
+        result = FileSystems.match([pattern])[0]
+    except Exception as e:  # noqa: BLE001 - Beam raises BeamIOError when nothing matches on some filesystems
+        if "No files found" in str(e) or "not found" in str(e).lower():
+            return []
+        raise
+    return sorted(m.path for m in result.metadata_list)
+
+
+def match_sizes(pattern: str) -> List[Tuple[str, int]]:
+    try:
+        result = FileSystems.match([pattern])[0]
+    except Exception as e:  # noqa: BLE001
+        if "No files found" in str(e) or "not found" in str(e).lower():
+            return []
+        raise
+    return sorted((m.path, m.size_in_bytes) for m in result.metadata_list)
+
+
+def list_tree(root: str) -> List[str]:
+    """Every file below ``root`` (recursive)."""
+    return match(join(root, "**"))
+
+
+def exists(path: str) -> bool:
+    try:
+        return FileSystems.exists(path)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def mkdirs(path: str) -> None:
+    """Creates a folder (a no-op on object stores, where folders do not exist)."""
+    if is_local(path):
+        os.makedirs(_local(path), exist_ok=True)
+
+
+def open_read(path: str, compression: str = CompressionTypes.UNCOMPRESSED):
+    """A binary, readable (and for local and object-store files, seekable) stream."""
+    return FileSystems.open(path, compression_type=compression)
+
+
+def open_decompressed(path: str):
+    """A binary stream with the compression inferred from the extension (.gz, .bz2, .zst, .xz, ...)."""
+    return FileSystems.open(path, compression_type=CompressionTypes.detect_compression_type(path))
+
+
+def read_bytes(path: str) -> Optional[bytes]:
+    """The file's bytes, or None when it does not exist or cannot be read."""
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            return f.read()
+    except Exception:  # noqa: BLE001 - missing is the common case
+        return None
+
+
+def read_text(path: str) -> Optional[str]:
+    data = read_bytes(path)
+    return None if data is None else data.decode("utf-8")
+
+
+def read_json(path: str) -> Optional[Any]:
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        log.warning("ignoring unreadable JSON file %s", path)
+        return None
+
+
+def write_bytes(path: str, data: bytes, *, atomic: bool = True) -> None:
+    """Writes ``data``; with ``atomic`` a reader sees the old file or the whole new one, never a torn one.
+
+    Local: a temporary name in the same folder, then ``os.replace``. Object stores: an object only
+    becomes visible once its upload completes, so a plain create is already atomic.
+    """
+    if is_local(path):
+        local = _local(path)
+        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+        if not atomic:
+            with open(local, "wb") as f:
+                f.write(data)
+            return
+        tmp = f"{local}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, local)
+        return
+    with FileSystems.create(path, mime_type="application/octet-stream",
+                            compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(data)
+
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str, obj: Any, *, indent: Optional[int] = 2) -> None:
+    write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=str, ensure_ascii=False))
+
+
+def write_jsonl_gz(path: str, rows: Iterable[Any]) -> int:
+    buf = io.BytesIO()
+    n = 0
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+        for row in rows:
+            gz.write(json.dumps(row, ensure_ascii=False, default=str).encode("utf-8") + b"\n")
+            n += 1
+    write_bytes(path, buf.getvalue())
+    return n
+
+
+def read_jsonl_gz(path: str) -> Iterator[Any]:
+    data = read_bytes(path)
+    if data is None:
+        return
+    for line in gzip.decompress(data).splitlines():
+        if line.strip():
+            yield json.loads(line)
+
+
+def delete(paths: Sequence[str]) -> None:
+    if paths:
+        FileSystems.delete(list(paths))
+
+
+def delete_tree(root: str) -> None:
+    """Removes ``root`` and everything below it (missing is fine)."""
+    if is_local(root):
+        shutil.rmtree(_local(root), ignore_errors=True)
+        return
+    files = list_tree(root)
+    if files:
+        FileSystems.delete(files)
+
+
+def copy_file(src: str, dst: str) -> None:
+    if is_local(src) and is_local(dst):
+        os.makedirs(os.path.dirname(_local(dst)) or ".", exist_ok=True)
+        shutil.copyfile(_local(src), _local(dst))
+        return
+    data = read_bytes(src)
+    if data is None:
+        raise FileNotFoundError(src)
+    write_bytes(dst, data)
+
+
+def move_file(src: str, dst: str) -> None:
+    if is_local(src) and is_local(dst):
+        os.makedirs(os.path.dirname(_local(dst)) or ".", exist_ok=True)
+        os.replace(_local(src), _local(dst))
+        return
+    FileSystems.rename([src], [dst])
+
+
+def replace_tree(src: str, dst: str) -> None:
+    """Makes ``dst`` hold exactly what ``src`` holds; ``src`` is consumed.
+
+    Local: two renames (the old tree is moved aside first), so readers see the old tree or the
+    new one. Object stores have no rename of folders: new objects are copied in first (same names
+    overwrite), then the objects only the old tree had are deleted.
+    """
+    if is_local(src) and is_local(dst):
+        s, d = _local(src), _local(dst)
+        if os.path.exists(d):
+            trash = f"{d}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(d, trash)
+            os.rename(s, d)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.makedirs(os.path.dirname(d) or ".", exist_ok=True)
+            os.rename(s, d)
+        return
+    new = list_tree(src)
+    wanted = {relpath(p, src) for p in new}
+    old = [p for p in list_tree(dst) if relpath(p, dst) not in wanted]
+    if new:
+        FileSystems.rename(new, [join(dst, relpath(p, src)) for p in new])
+    if old:
+        FileSystems.delete(old)
+
+
+def copy_tree(src: str, dst: str) -> None:
+    for path in list_tree(src):
+        copy_file(path, join(dst, relpath(path, src)))
+
+
+def download_tree(src: str, local_dir: str) -> str:
+    """Copies a (remote) tree into ``local_dir``; for libraries that only read local folders."""
+    for path in list_tree(src):
+        target = os.path.join(local_dir, *relpath(path, src).split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        data = read_bytes(path)
+        with open(target, "wb") as f:
+            f.write(data or b"")
+    return local_dir
+
+
+def upload_tree(local_dir: str, dst: str) -> List[str]:
+    """Copies every file of a local folder to ``dst`` (local or remote); returns the written paths."""
+    written = []
+    for folder, _, files in os.walk(local_dir):
+        for name in files:
+            src = os.path.join(folder, name)
+            rel = os.path.relpath(src, local_dir).replace(os.sep, "/")
+            target = join(dst, *rel.split("/"))
+            with open(src, "rb") as f:
+                write_bytes(target, f.read())
+            written.append(target)
+    return written
+
+
+class LocalScratch:
+    """A temporary local folder (for libraries that write only to local disk), removed on exit."""
+
+    def __enter__(self) -> str:
+        self.path = tempfile.mkdtemp(prefix="counterpoint-")
+        return self.path
+
+    def __exit__(self, *exc):
+        shutil.rmtree(self.path, ignore_errors=True)
+        return False
+
+
+def read_parquet(path: str, columns: Optional[Sequence[str]] = None):
+    """One Parquet file as a ``pyarrow.Table`` (any filesystem)."""
+    import pyarrow.parquet as pq
+
+    with open_read(path) as f:
+        return pq.read_table(io.BytesIO(f.read()), columns=list(columns) if columns else None)
+
+
+def parquet_num_rows(path: str) -> int:
+    import pyarrow.parquet as pq
+
+    with open_read(path) as f:
+        return pq.ParquetFile(io.BytesIO(f.read())).metadata.num_rows
+
+
+def write_parquet(path: str, table, *, compression: str = "zstd") -> None:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression=compression)
+    write_bytes(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------
+# The layout
+# ---------------------------------------------------------------------------
+class DatasetLayout:
+    """Where a dataset's pieces live below ``root`` (a published output folder or a run's staging folder)."""
+
+    def __init__(self, root: str):
+        self.root = root.rstrip("/") if not is_local(root) else root
+
+    def path(self, *parts: str) -> str:
+        return join(self.root, *parts)
+
+    @property
+    def data_dir(self) -> str:
+        return self.path(DATA_DIR)
+
+    def config_dir(self, config: str) -> str:
+        return self.path(DATA_DIR, config)
+
+    def shards(self, config: str) -> List[str]:
+        return match(join(self.config_dir(config), "*.parquet"))
+
+    def present_configs(self) -> List[str]:
+        """Config folders under ``data/`` that hold at least one shard."""
+        names = {relpath(p, self.data_dir).split("/")[0] for p in match(join(self.data_dir, "*", "*.parquet"))}
+        return sorted(names)
+
+    @property
+    def validation_dir(self) -> str:
+        return self.path(VALIDATION_DIR)
+
+    @property
+    def validation_summary(self) -> str:
+        return self.path(VALIDATION_DIR, "summary.json")
+
+    @property
+    def summary_path(self) -> str:
+        return self.path(SUMMARY_FILE)
+
+    @property
+    def config_path(self) -> str:
+        return self.path(CONFIG_FILE)
+
+    @property
+    def card_path(self) -> str:
+        return self.path(CARD_FILE)
+
+    @property
+    def report_path(self) -> str:
+        return self.path(REPORT_FILE)
+
+    def read_table(self, config: str, columns: Optional[Sequence[str]] = None):
+        """Every shard of ``config`` concatenated (the config's empty table when it has none)."""
+        import pyarrow as pa
+
+        from counterpoint import schemas
+
+        tables = [read_parquet(p, columns) for p in self.shards(config)]
+        if not tables:
+            schema = schemas.table(config).arrow_schema()
+            if columns:
+                schema = pa.schema([schema.field(c) for c in columns])
+            return schema.empty_table()
+        return pa.concat_tables(tables, promote_options="default")
+
+
+class OutputLayout(DatasetLayout):
+    """A published output folder and its working area."""
+
+    @property
+    def work_dir(self) -> str:
+        return self.path(WORK_DIR)
+
+    def staging(self, run_id: str) -> "StagingLayout":
+        return StagingLayout(self.path(WORK_DIR, "staging", run_id), run_id)
+
+    @property
+    def staging_root(self) -> str:
+        return self.path(WORK_DIR, "staging")
+
+    def run_record_dir(self, run_id: str) -> str:
+        return self.path(WORK_DIR, "runs", run_id)
+
+    def quarantine_dir(self, run_id: Optional[str] = None) -> str:
+        return self.path(QUARANTINE_DIR, run_id) if run_id else self.path(QUARANTINE_DIR)
+
+    def checkpoints_dir(self, fingerprint: str) -> str:
+        return self.path(WORK_DIR, "problems", fingerprint)
+
+    def cache_dir(self, model_key: str) -> str:
+        return self.path(WORK_DIR, "cache", model_key)
+
+
+class StagingLayout(DatasetLayout):
+    """One run's staging folder: shards, counted outputs, gate results — published only after every check."""
+
+    def __init__(self, root: str, run_id: str):
+        super().__init__(root)
+        self.run_id = run_id
+
+    @property
+    def counts_dir(self) -> str:
+        return self.path("counts")
+
+    @property
+    def state_summaries_dir(self) -> str:
+        return self.path("state_summaries")
