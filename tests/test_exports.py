@@ -356,3 +356,25 @@ def test_an_export_that_fails_the_gate_is_not_published(output, monkeypatch):
     assert "trl_stepwise" not in json.loads((out / "validation" / "summary.json").read_text())["configs"]
     staging = list((out / "_work").glob("export-*"))
     assert len(staging) == 1 and str(staging[0]) in str(excinfo.value)
+
+
+def test_export_command_line(output, tmp_path, capsys):
+    import argparse
+
+    from counterpoint.export.command import add_export_parser, cmd_export
+
+    parser = argparse.ArgumentParser(prog="counterpoint")
+    add_export_parser(parser.add_subparsers(dest="command"))
+    out, rows = output
+    target = tmp_path / "prm"
+    args = parser.parse_args(["export", str(out), "--format", "trl-stepwise", "--format", "openrlhf-prm",
+                              "--output", str(target), "--placeholder", "<step>"])
+    assert cmd_export(args) == 0
+    printed = capsys.readouterr().out
+    assert "trl_stepwise     11 row(s) in 1 shard(s)" in printed and "openrlhf_prm     11 row(s)" in printed
+    assert sorted(p.name for p in (target / "data").iterdir()) == ["openrlhf_prm", "trl_stepwise"]
+    assert {r["placeholder"] for r in _read(target, "openrlhf_prm")} == {"<step>"}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["export", str(out), "--format", "dpo"])
+    assert cmd_export(parser.parse_args(["export", str(tmp_path / "missing"), "--format", "step-dpo"])) == 1
+    assert "export failed: output directory" in capsys.readouterr().err

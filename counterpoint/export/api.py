@@ -20,14 +20,13 @@ Data Docs for every config, exports included) and the dataset card is rewritten 
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
 import logging
 import shutil
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq

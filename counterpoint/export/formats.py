@@ -9,7 +9,7 @@ depend on how its source was sharded.
 
 * :func:`trl_stepwise_rows` (``step_labels`` -> ``trl_stepwise``): TRL's
   stepwise supervision (prompt / completions / labels) for TRL <= 1.13's
-  ``PRMTrainer`` (Lightman et al. 2023 / Uesato et al. 2022 style step labels).
+  ``PRMTrainer`` (process supervision, Uesato et al. 2022).
 * :func:`openrlhf_prm_rows` (``step_labels`` -> ``openrlhf_prm``): Math-Shepherd
   (Wang et al. 2024) placeholder format of OpenRLHF's ``train_prm``.
 * :func:`step_dpo_rows` (``preferences`` step pairs -> ``step_dpo``): Step-DPO

@@ -6,16 +6,12 @@ package for the row transforms). Registering them here, on import of
 Expectations suites (also in Beam workers, which import the schemas) and the
 dataset card describe their columns, exactly as for the pipeline's configs.
 
-=================  =====================  ==================================================================
-config             built from             trainer
-=================  =====================  ==================================================================
-``trl_stepwise``   ``step_labels``        TRL <= 1.13 ``trl.experimental.prm.PRMTrainer``
-``openrlhf_prm``   ``step_labels``        OpenRLHF <= 0.9.5 ``openrlhf.cli.train_prm`` (placeholder format)
-``step_dpo``       ``preferences`` (step) TRL ``DPOTrainer`` after ``counterpoint.export.step_dpo_text``
-``weighted_pairs`` ``preferences`` (+     TRL ``DPOTrainer`` (ignores ``weight``) or a weighted DPO loss
-                   ``step_values``,
-                   ``step_labels``)
-=================  =====================  ==================================================================
+* ``trl_stepwise`` (from ``step_labels``): TRL <= 1.13 ``trl.experimental.prm.PRMTrainer``;
+* ``openrlhf_prm`` (from ``step_labels``): OpenRLHF <= 0.9.5 ``openrlhf.cli.train_prm``;
+* ``step_dpo`` (from the step pairs of ``preferences``): TRL ``DPOTrainer`` after
+  ``counterpoint.export.step_dpo_text``;
+* ``weighted_pairs`` (from ``preferences``, ``step_values``, ``step_labels``): TRL
+  ``DPOTrainer`` (which drops ``weight``) or a weighted DPO loss.
 """
 
 from __future__ import annotations
