@@ -228,12 +228,14 @@ def train_counted(trainer) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------
 def train_prm_trl113(model_dir: str, data_dir: str, work_dir: str, batch_size: int = 4) -> Dict[str, Any]:
     import datasets
+    import torch
     import trl
     from transformers import AutoModelForTokenClassification, AutoTokenizer
     from trl.experimental.prm import PRMConfig, PRMTrainer
 
     dataset = datasets.load_dataset(data_dir, "trl_stepwise", split="train")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    torch.manual_seed(0)  # the token-classification head is new: initialise it reproducibly
     model = AutoModelForTokenClassification.from_pretrained(model_dir, num_labels=2)
     model.config.pad_token_id = tokenizer.pad_token_id
     args = PRMConfig(
