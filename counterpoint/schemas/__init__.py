@@ -10,3 +10,5 @@ from counterpoint.schemas.records import (  # noqa: F401  (explicit re-exports f
     rows_to_table,
     table,
 )
+# Registers the trainer-ready export configs into OUTPUT_TABLES (gate and card see them, in workers too).
+from counterpoint.schemas import exports  # noqa: E402,F401

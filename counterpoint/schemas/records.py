@@ -84,6 +84,8 @@ class TableSpec:
     equal_length: Tuple[Tuple[str, str], ...] = ()
     # Whether a successful run must produce at least one row.
     rows_required: bool = True
+    # The trainer line the dataset card prints for this config ("" = the card's own wording).
+    trainer: str = ""
 
     @property
     def column_names(self) -> List[str]:

@@ -1,0 +1,39 @@
+"""Trainer-ready exports of a validated Counterpoint output (see :mod:`.api`, :mod:`.formats`, :mod:`.trainers`).
+
+``export_output(out_dir, "step-dpo")`` writes ``data/step_dpo/`` next to the other
+configs (or into ``output_dir``), validated by the same gate and declared in the
+dataset card. Formats: ``trl-stepwise``, ``openrlhf-prm``, ``step-dpo``,
+``weighted-pairs``; their schemas live in :mod:`counterpoint.schemas.exports`.
+"""
+
+from counterpoint.export.api import (
+    FORMAT_CONFIG,
+    FORMAT_SOURCES,
+    FORMATS,
+    ExportError,
+    ExportResult,
+    export_output,
+    read_source_config,
+)
+from counterpoint.export.formats import (
+    ExportRows,
+    openrlhf_input,
+    openrlhf_prm_rows,
+    pair_weight,
+    step_dpo_rows,
+    trl_stepwise_rows,
+    weighted_pair_rows,
+)
+from counterpoint.export.trainers import (
+    check_openrlhf_prm,
+    openrlhf_label_positions,
+    placeholder_token_id,
+    step_dpo_text,
+)
+
+__all__ = [
+    "FORMATS", "FORMAT_CONFIG", "FORMAT_SOURCES", "ExportError", "ExportResult", "ExportRows", "export_output",
+    "read_source_config", "trl_stepwise_rows", "openrlhf_prm_rows", "openrlhf_input", "step_dpo_rows",
+    "weighted_pair_rows", "pair_weight", "step_dpo_text", "check_openrlhf_prm", "openrlhf_label_positions",
+    "placeholder_token_id",
+]

@@ -1,0 +1,41 @@
+"""``counterpoint export OUT_DIR --format FORMAT [--format ...] [--output DIR]``: argparse glue for ``export_output``.
+
+``counterpoint/cli.py`` wires it with ``add_export_parser(sub)`` and dispatches
+``"export"`` to :func:`cmd_export`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from counterpoint.export.api import FORMATS, ExportError, export_output
+from counterpoint.schemas.exports import DEFAULT_PLACEHOLDER
+
+
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    e = subparsers.add_parser(
+        "export", help="write trainer-ready configs (TRL stepwise, OpenRLHF PRM, Step-DPO, weighted pairs) "
+                       "from a validated output directory")
+    e.add_argument("dir", help="a validated Counterpoint output directory")
+    e.add_argument("--format", dest="formats", action="append", required=True, choices=FORMATS,
+                   help="export format (repeatable)")
+    e.add_argument("--output", default=None,
+                   help="write a separate Hub-layout dataset here (default: add the configs to DIR)")
+    e.add_argument("--placeholder", default=DEFAULT_PLACEHOLDER,
+                   help="openrlhf-prm step tag; must be one token of the trainer's tokenizer "
+                        f"(default {DEFAULT_PLACEHOLDER!r}, Math-Shepherd's)")
+    e.add_argument("--default-weight", type=float, default=1.0,
+                   help="weighted-pairs weight of outcome pairs and unmeasured step pairs (default 1.0)")
+    return e
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        result = export_output(args.dir, args.formats, output_dir=args.output, placeholder=args.placeholder,
+                               default_weight=args.default_weight)
+    except ExportError as e:
+        print(f"export failed: {e}", file=sys.stderr)
+        return 1
+    print(result.message())
+    return 0

@@ -1,0 +1,146 @@
+"""Trainer-ready export configs: one ``TableSpec`` each, registered into ``records.OUTPUT_TABLES``.
+
+``counterpoint.export`` derives these configs from a validated output (see that
+package for the row transforms). Registering them here, on import of
+``counterpoint.schemas``, lets the validation gate build their Great
+Expectations suites (also in Beam workers, which import the schemas) and the
+dataset card describe their columns, exactly as for the pipeline's configs.
+
+* ``trl_stepwise`` (from ``step_labels``): TRL <= 1.13 ``trl.experimental.prm.PRMTrainer``;
+* ``openrlhf_prm`` (from ``step_labels``): OpenRLHF <= 0.9.5 ``openrlhf.cli.train_prm``;
+* ``step_dpo`` (from the step pairs of ``preferences``): TRL ``DPOTrainer`` after
+  ``counterpoint.export.step_dpo_text``;
+* ``weighted_pairs`` (from ``preferences``, ``step_values``, ``step_labels``): TRL
+  ``DPOTrainer`` (which drops ``weight``) or a weighted DPO loss.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import pyarrow as pa
+
+from counterpoint.schemas import records
+from counterpoint.schemas.records import MESSAGES_TYPE, ColumnSpec, TableSpec
+
+DEFAULT_PLACEHOLDER = "ки"  # Math-Shepherd's step tag, OpenRLHF's documented --placeholder_token
+REWARD_TOKENS = ("+", "-")  # OpenRLHF's --reward_tokens: positive first (soft labels need this order)
+
+WEIGHT_ADVANTAGE = "advantage"
+WEIGHT_MC_GAP = "mc_gap"
+WEIGHT_DEFAULT = "default"
+WEIGHT_SOURCES = (WEIGHT_ADVANTAGE, WEIGHT_MC_GAP, WEIGHT_DEFAULT)
+
+
+def _c(name, type_, **kw) -> ColumnSpec:
+    return ColumnSpec(name, type_, **kw)
+
+
+TRL_STEPWISE = TableSpec(
+    name="trl_stepwise",
+    doc=(
+        "`step_labels` projected to TRL's stepwise-supervision format (prompt / completions / labels). "
+        "Trains with TRL <= 1.13 `trl.experimental.prm.PRMTrainer`; TRL 1.16 removed PRMTrainer and the "
+        "stepwise-supervision dataset type, so pin `trl==1.13.0` for it."
+    ),
+    trainer="TRL <= 1.13 `trl.experimental.prm.PRMTrainer` (stepwise supervision; removed in TRL 1.16)",
+    columns=(
+        _c("id", pa.string(), unique=True, doc="The step_labels row id."),
+        _c("prompt", pa.string(), doc="The question."),
+        _c("completions", pa.list_(pa.string()), doc="The solution's steps, whitespace-stripped."),
+        _c("labels", pa.list_(pa.bool_()), doc="True for the steps before the first error."),
+    ),
+    equal_length=(("completions", "labels"),),
+)
+
+OPENRLHF_PRM = TableSpec(
+    name="openrlhf_prm",
+    doc=(
+        "OpenRLHF's process-reward format (Math-Shepherd style): `input` = question + newline + every step "
+        "followed by a space and the `placeholder` token, steps joined by newlines; `label` = one reward token "
+        "per placeholder (`+` correct, `-` wrong, hard labels); `soft_label` = the Monte Carlo value of each "
+        "step prefix (P(`+`)). Train with OpenRLHF <= 0.9.5 (train_prm was removed in 0.9.6): "
+        "`--input_key input --label_key label --placeholder_token <placeholder> --reward_tokens + -`. "
+        "Soft labels (`--label_key soft_label`) only train in OpenRLHF 0.5.0-0.5.5: from 0.5.6 its "
+        "ProcessRewardDataset writes float labels into an integer tensor and raises."
+    ),
+    trainer="OpenRLHF <= 0.9.5 `openrlhf.cli.train_prm` (placeholder-token PRM; hard labels, soft labels in 0.5.0-0.5.5)",
+    columns=(
+        _c("id", pa.string(), unique=True, doc="The step_labels row id."),
+        _c("problem_id", pa.string()),
+        _c("sample_index", pa.int32(), min_value=0),
+        _c("input", pa.string(), doc="Question, then each step followed by ' ' + placeholder; steps joined by '\\n'."),
+        _c("label", pa.list_(pa.string()), doc="Reward token per step: '+' (correct) or '-' (wrong)."),
+        _c("soft_label", pa.list_(pa.float64()), element_min=0.0, element_max=1.0,
+           doc="Monte Carlo value of each step prefix (soft label: probability of '+')."),
+        _c("placeholder", pa.string(), doc="The placeholder token written after every step."),
+    ),
+    equal_length=(("label", "soft_label"),),
+    unique_together=(("problem_id", "sample_index"),),
+)
+
+STEP_DPO = TableSpec(
+    name="step_dpo",
+    doc=(
+        "Step-DPO pairs (Lai et al. 2024) from the `step` pairs of `preferences`, in TRL's conversational "
+        "preference format: `prompt` = the chat (system?, user) plus, when the first error is not the first "
+        "step, a final partial assistant message holding the correct prefix; `chosen` / `rejected` = one "
+        "assistant message holding only the next step (correct / erroneous). TRL 1.16's DPOTrainer renders a "
+        "prompt that ends in an assistant message as a closed turn followed by a new assistant turn, so render "
+        "rows with `counterpoint.export.step_dpo_text` (prefix continued in the same turn, "
+        "continue_final_message) before DPOTrainer."
+    ),
+    trainer="TRL `DPOTrainer` after `counterpoint.export.step_dpo_text` (Step-DPO: prefix in the prompt, next step as completion)",
+    columns=(
+        _c("id", pa.string(), unique=True, doc="The preferences row id of the step pair."),
+        _c("problem_id", pa.string()),
+        _c("prompt", MESSAGES_TYPE, doc="System?, user, then the correct prefix as a partial assistant message."),
+        _c("chosen", MESSAGES_TYPE, doc="The correct next step (one assistant message)."),
+        _c("rejected", MESSAGES_TYPE, doc="The erroneous step (one assistant message)."),
+        _c("prefix", pa.string(), doc="The shared assistant prefix ('' when the first step is wrong)."),
+        _c("step_index", pa.int32(), min_value=0, doc="Index of the erroneous step in the rejected solution."),
+        _c("chosen_sample_index", pa.int32(), nullable=True),
+        _c("rejected_sample_index", pa.int32()),
+        _c("labeler", pa.string(), nullable=True),
+        _c("metadata", pa.string(), nullable=True, doc="The source pair's metadata JSON."),
+    ),
+    must_differ=(("chosen", "rejected"),),
+)
+
+WEIGHT_FORMULA = (
+    "weight = clip(-A, 0, 1) with A = Q_e - Q_{e-1}, the advantage (Setlur et al. 2024) of the rejected step e "
+    "(the `step_values` row of problem_id / rejected_sample_index / step_index) [weight_source=advantage]; "
+    "without that row, the Monte Carlo gap clip(V_{e-1} - V_e, 0, 1) from the rejected solution's "
+    "`step_labels.mc_values` (V_{-1} = the pair's prefix_mc) [mc_gap]; outcome pairs, and step pairs with "
+    "neither measurement, get the default weight, 1.0 unless set: the outcome reward gap between a verified "
+    "correct and a verified wrong solution [default]."
+)
+
+WEIGHTED_PAIRS = TableSpec(
+    name="weighted_pairs",
+    doc="`preferences` plus a per-pair `weight` in [0, 1]. " + WEIGHT_FORMULA,
+    trainer="TRL `DPOTrainer` (drops `weight`) or an advantage-weighted DPO loss reading `weight`",
+    columns=records.PREFERENCES.columns + (
+        _c("weight", pa.float64(), min_value=0.0, max_value=1.0, doc=WEIGHT_FORMULA),
+        _c("weight_source", pa.string(), value_set=WEIGHT_SOURCES,
+           doc="Where the weight came from: advantage, mc_gap or default."),
+    ),
+    unique_together=records.PREFERENCES.unique_together,
+    must_differ=records.PREFERENCES.must_differ,
+    equal_length=records.PREFERENCES.equal_length,
+)
+
+EXPORT_TABLES: Tuple[TableSpec, ...] = (TRL_STEPWISE, OPENRLHF_PRM, STEP_DPO, WEIGHTED_PAIRS)
+EXPORT_CONFIGS: Tuple[str, ...] = tuple(t.name for t in EXPORT_TABLES)
+
+
+def register(tables: Dict[str, TableSpec] = records.OUTPUT_TABLES) -> None:
+    """Adds the export specs to ``tables`` (idempotent; never replaces a pipeline config)."""
+    for spec in EXPORT_TABLES:
+        existing = tables.get(spec.name)
+        if existing is not None and existing is not spec:
+            raise ValueError(f"config name {spec.name!r} is already taken by another TableSpec")
+        tables[spec.name] = spec
+
+
+register()

@@ -1,0 +1,197 @@
+"""Real training steps on the exports: every trainer accepts its config and consumes every row.
+
+A tiny 2-layer Llama (hidden 64) with the embedded SmolLM2 tokenizer trains one
+epoch (a few optimizer steps) on a validated corpus exported with
+``export_output``; each test asserts finite losses and that the trainer's data
+collator saw every row of the dataset it was given.
+
+* TRL 1.16 ``DPOTrainer`` on ``preferences`` and on ``step_dpo`` (rendered with
+  ``step_dpo_text``), ``KTOTrainer`` on ``unpaired``.
+* TRL 1.13 ``trl.experimental.prm.PRMTrainer`` on ``trl_stepwise``, in a
+  subprocess with ``PYTHONPATH=<venv>/trl-1.13`` (``make install`` puts TRL 1.13
+  there with ``pip install --no-deps --target``; TRL 1.16 has no PRMTrainer).
+* ``openrlhf_prm``: tokenized the way OpenRLHF's ``ProcessRewardDataset`` does,
+  exactly one label position per step (OpenRLHF itself is not installed).
+
+Each test prints its trainer, version, rows consumed and losses (``pytest -rP``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _tiny_model import build_tiny_model, train_counted, write_validated_output
+
+HERE = Path(__file__).resolve().parent
+TRL_113 = Path(sys.prefix) / "trl-1.13"
+PLACEHOLDER = "<empty_output>"  # an unused added token of the SmolLM2 tokenizer: one id wherever it stands
+N_PROBLEMS = 3
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama") / "model")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from counterpoint.export import export_output
+
+    out = tmp_path_factory.mktemp("corpus") / "out"
+    out.mkdir()
+    rows = write_validated_output(out, n_problems=N_PROBLEMS)
+    export_output(str(out), ["trl-stepwise", "openrlhf-prm", "step-dpo"], placeholder=PLACEHOLDER)
+    return out, rows
+
+
+def _load(out: Path, config: str):
+    import datasets
+
+    return datasets.load_dataset(str(out), config, split="train")
+
+
+def _args(config_cls, tmp_path, batch_size, **kw):
+    return config_cls(
+        output_dir=str(tmp_path / "run"), per_device_train_batch_size=batch_size, num_train_epochs=1,
+        learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, bf16=False,
+        dataloader_num_workers=0, seed=0, disable_tqdm=True, max_length=512, **kw,
+    )
+
+
+def _check_run(name: str, version: str, rows: int, batch_size: int, result: dict) -> None:
+    print(f"{name} (trl {version}): {result['rows_consumed']}/{rows} rows, {result['steps']} optimizer steps, "
+          f"train loss {result['train_loss']:.4f}, step losses {[round(x, 4) for x in result['step_losses']]}")
+    assert result["rows_consumed"] == rows
+    assert result["steps"] == result["batches"] == math.ceil(rows / batch_size) >= 2
+    assert len(result["step_losses"]) == result["steps"]
+    assert all(math.isfinite(x) for x in result["step_losses"]) and math.isfinite(result["train_loss"])
+
+
+def test_dpo_trains_on_preferences(corpus, model_dir, tokenizer, tmp_path):
+    import trl
+    from trl import DPOConfig, DPOTrainer
+
+    out, rows = corpus
+    ds = _load(out, "preferences")
+    assert ds.num_rows == len(rows["preferences"]) == 18
+    assert {r["pair_type"] for r in ds} == {"outcome", "step", "first_pit"}
+    trainer = DPOTrainer(model=str(model_dir), args=_args(DPOConfig, tmp_path, 6), train_dataset=ds,
+                         processing_class=tokenizer)
+    _check_run("DPOTrainer on preferences", trl.__version__, ds.num_rows, 6, train_counted(trainer))
+    assert trl.__version__ == "1.16.0"
+
+
+def test_step_dpo_rows_render_as_step_dpo_and_train(corpus, model_dir, tokenizer, tmp_path):
+    import trl
+    from trl import DPOConfig, DPOTrainer
+
+    from counterpoint.export import step_dpo_text
+
+    out, _ = corpus
+    raw = _load(out, "step_dpo")
+    ds = raw.map(step_dpo_text, fn_kwargs={"tokenizer": tokenizer})
+    trainer = DPOTrainer(model=str(model_dir), args=_args(DPOConfig, tmp_path, 2), train_dataset=ds,
+                         processing_class=tokenizer)
+    # What DPOTrainer trains on: the question and the prefix in one open assistant turn, then only the step.
+    by_id = {r["id"]: r for r in raw}
+    for ids_row, text_row in zip(trainer.train_dataset, ds):
+        src = by_id[text_row["id"]]
+        prompt = tokenizer.decode(ids_row["prompt_ids"])
+        assert prompt == text_row["prompt"]  # TRL kept the whole prompt: a clean token boundary
+        assert prompt.endswith("<|im_start|>assistant\n" + src["prefix"].rstrip())
+        separator = src["prefix"][len(src["prefix"].rstrip()):]
+        assert tokenizer.decode(ids_row["chosen_ids"]) == separator + src["chosen"][0]["content"] + "<|im_end|>"
+        assert tokenizer.decode(ids_row["rejected_ids"]) == separator + src["rejected"][0]["content"] + "<|im_end|>"
+    assert any(r["prefix"] for r in raw) and any(not r["prefix"] for r in raw)
+    _check_run("DPOTrainer on step_dpo", trl.__version__, ds.num_rows, 2, train_counted(trainer))
+
+
+def test_trl_renders_a_raw_partial_assistant_prompt_as_a_closed_turn(corpus, model_dir, tokenizer, tmp_path):
+    """Why step_dpo_text exists: TRL 1.16 closes the prefix's turn and starts a new one for the step."""
+    from trl import DPOConfig, DPOTrainer
+
+    out, _ = corpus
+    raw = _load(out, "step_dpo").filter(lambda r: bool(r["prefix"])).select(range(1))
+    trainer = DPOTrainer(model=str(model_dir), args=_args(DPOConfig, tmp_path, 1), train_dataset=raw,
+                         processing_class=tokenizer)
+    row, src = trainer.train_dataset[0], raw[0]
+    prompt = tokenizer.decode(row["prompt_ids"])
+    assert prompt.endswith(src["prefix"] + "<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_kto_trains_on_unpaired(corpus, model_dir, tokenizer, tmp_path):
+    import trl
+    from trl import KTOConfig, KTOTrainer
+
+    assert KTOTrainer.__module__ == "trl.trainer.kto_trainer"  # stable API in TRL 1.16 (trl.experimental.kto is a shim)
+    out, rows = corpus
+    ds = _load(out, "unpaired")
+    assert ds.num_rows == len(rows["unpaired"]) == 12 and set(ds["label"]) == {True, False}
+    trainer = KTOTrainer(model=str(model_dir), args=_args(KTOConfig, tmp_path, 4), train_dataset=ds,
+                         processing_class=tokenizer)
+    _check_run("KTOTrainer on unpaired", trl.__version__, ds.num_rows, 4, train_counted(trainer))
+
+
+def test_prm_trainer_of_trl_1_13_trains_on_trl_stepwise(corpus, model_dir, tmp_path):
+    with pytest.raises(ImportError):  # TRL 1.16 removed it: the export documents TRL <= 1.13
+        import trl.experimental.prm  # noqa: F401
+    assert (TRL_113 / "trl" / "experimental" / "prm" / "prm_trainer.py").is_file(), (
+        f"TRL 1.13 is not installed in {TRL_113}: run `make install` "
+        f"(pip install --no-deps --target {TRL_113} trl==1.13.0)")
+    out, rows = corpus
+    result_json = tmp_path / "prm.json"
+    env = dict(os.environ, PYTHONPATH=str(TRL_113), TRL_EXPERIMENTAL_SILENCE="1")
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "_tiny_model.py"), "prm", str(model_dir), str(out), str(result_json)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(result_json.read_text())
+    assert result["trl"] == "1.13.0" and result["trainer"] == "trl.experimental.prm.PRMTrainer"
+    assert result["rows"] == len(rows["step_labels"]) == 6
+    # one supervised token per step: the tokenized dataset carries every step label
+    assert result["steps_labelled"] == result["step_count"] == sum(len(r["completions"]) for r in rows["step_labels"])
+    _check_run("PRMTrainer on trl_stepwise", result["trl"], result["rows"], 4, result)
+
+
+def test_openrlhf_prm_rows_label_every_step_exactly_once(corpus, tokenizer):
+    from counterpoint.export import check_openrlhf_prm, openrlhf_label_positions, placeholder_token_id
+
+    out, rows = corpus
+    ds = _load(out, "openrlhf_prm")
+    assert set(ds["placeholder"]) == {PLACEHOLDER}
+    report = check_openrlhf_prm(ds.to_list(), tokenizer)
+    assert report["mismatches"] == []
+    assert report["rows"] == ds.num_rows == 6
+    assert report["label_positions"] == report["steps"] == sum(len(r["completions"]) for r in rows["step_labels"])
+    # each label position is the token right after its step (what OpenRLHF's PRMLoss reads the reward from)
+    steps = {r["id"]: r["completions"] for r in rows["step_labels"]}
+    ph = placeholder_token_id(tokenizer, PLACEHOLDER)
+    for r in ds:
+        ids = tokenizer(r["input"], add_special_tokens=False)["input_ids"]
+        positions = openrlhf_label_positions(r["input"], tokenizer, PLACEHOLDER)
+        assert len(positions) == len(r["label"]) == len(r["soft_label"])
+        for step, pos in zip(steps[r["id"]], positions):
+            assert ids[pos] == ph and tokenizer.decode(ids[:pos]).endswith(step + " ")
+        assert all(t in ("+", "-") for t in r["label"]) and all(0.0 <= v <= 1.0 for v in r["soft_label"])
+    # Math-Shepherd's own tag is two tokens for this byte-level BPE tokenizer: OpenRLHF would refuse it
+    with pytest.raises(ValueError, match="encodes to 2 tokens"):
+        check_openrlhf_prm([dict(ds[0], placeholder="ки")], tokenizer)
+    # the reward tokens are single tokens here, as OpenRLHF asserts
+    assert [len(tokenizer.encode(t, add_special_tokens=False)) for t in ("+", "-")] == [1, 1]
+    print(f"openrlhf_prm: {report['rows']} rows, {report['steps']} steps, {report['label_positions']} label "
+          f"positions, placeholder {PLACEHOLDER!r}")
