@@ -192,12 +192,10 @@ def cmd_push(args, extra) -> int:
 
 
 def cmd_export(args, extra) -> int:
-    from counterpoint.export import export_output
+    from counterpoint.export.command import cmd_export as export
 
     _configure_storage(extra)
-    result = export_output(args.dir, args.format, output_dir=args.output)
-    print(result.describe() if hasattr(result, "describe") else result)
-    return 0
+    return export(args)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -225,10 +223,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--private", action="store_true")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--endpoint", default=None, help="Hub endpoint (default: huggingface.co or HF_ENDPOINT)")
-    e = sub.add_parser("export", help="write a trainer-specific config next to the others (or elsewhere)")
-    e.add_argument("dir")
-    e.add_argument("--format", required=True, help="trl-stepwise | openrlhf-prm | step-dpo | weighted-pairs")
-    e.add_argument("--output", default=None, help="write a separate Hub-layout dataset here instead")
+    from counterpoint.export.command import add_export_parser
+
+    add_export_parser(sub)
     args, extra = parser.parse_known_args(argv)
     handlers = {"validate": cmd_validate, "report": cmd_report, "push": cmd_push, "export": cmd_export}
     return handlers[args.command](args, extra)

@@ -224,7 +224,7 @@ def _build(cls, data: Dict[str, Any], where: str = ""):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
+        raise ValueError(f"{where}: unknown {cls.__name__} key(s) {unknown}; known: {sorted(fields)}")
     kwargs = {}
     for name, value in data.items():
         sub = _NESTED.get((cls, name))
@@ -423,8 +423,14 @@ def default_of(flag: Flag, cfg: Optional[RunConfig] = None) -> Any:
     return value
 
 
-def apply_overrides(cfg: RunConfig, values: Mapping[str, Any]) -> RunConfig:
-    """``cfg`` with every given flag applied; ``values`` maps ``Flag.dest`` to the parsed value (None = not given)."""
+def apply_overrides(cfg: RunConfig, values: Mapping[str, Any], *, from_defaults: bool = False) -> RunConfig:
+    """``cfg`` with every given flag applied; ``values`` maps ``Flag.dest`` to the parsed value (None = not given).
+
+    ``from_defaults``: ``cfg`` is the built-in default job (no ``--config``). Its 24-problem cap belongs
+    to the procedural source: a flag that switches to files or a dataset reads all of it unless
+    ``--num-problems`` says otherwise.
+    """
+    kind = cfg.source.kind
     for flag in FLAGS:
         value = values.get(flag.dest)
         if value is None or not flag.paths:
@@ -437,12 +443,14 @@ def apply_overrides(cfg: RunConfig, values: Mapping[str, Any]) -> RunConfig:
             value = dict(cfg.min_rows, **dict(value))
         elif isinstance(value, str) and value == NONE:
             value = None
-        for key, implied in flag.implies:
-            cfg = _set_path(cfg, key, implied)
         for path in flag.paths:
             cfg = _set_path(cfg, path, list(value) if flag.action == "append" and path != "min_rows" else value)
+        for key, implied in flag.implies:  # after the value: e.g. base_urls before kind=openai
+            cfg = _set_path(cfg, key, implied)
     if values.get("cp_preset") and cfg.source.kind == "procedural":
         cfg = _set_path(cfg, "source.kind", "hf")  # a preset names a dataset: read it
+    if from_defaults and cfg.source.kind != kind and values.get("cp_num_problems") is None:
+        cfg = _set_path(cfg, "source.num_problems", None)
     return cfg
 
 

@@ -135,20 +135,20 @@ def test_unknown_keys_raise_naming_them(data, cls, names):
     with pytest.raises(ValueError) as excinfo:
         from_dict(data)
     message = str(excinfo.value)
-    assert f"unknown {cls} keys {names}" in message
+    assert f"unknown {cls} key(s) {names}" in message
 
 
 def test_unknown_keys_in_a_yaml_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("source: {kind: procedural, num_problems: 2}\nlabeling: {omegaprm: {k: 2, depth: 3}}\n")
-    with pytest.raises(ValueError, match=r"unknown OmegaPRMConfig keys \['depth'\]"):
+    with pytest.raises(ValueError, match=r"config.labeling.omegaprm: unknown OmegaPRMConfig key\(s\) \['depth'\]"):
         load_config(str(path))
 
 
 @pytest.mark.parametrize("text, where", [
-    ("sampling:\n  # temperature: 0.1\n", "RunConfig.sampling"),
-    ("source: procedural\n", "RunConfig.source"),
-    ("labeling: {omegaprm: 4}\n", "LabelerConfig.omegaprm"),
+    ("sampling:\n  # temperature: 0.1\n", "config.sampling"),
+    ("source: procedural\n", "config.source"),
+    ("labeling: {omegaprm: 4}\n", "config.labeling.omegaprm"),
 ])
 def test_a_section_that_is_not_a_mapping_is_refused(tmp_path, text, where):
     path = tmp_path / "section.yaml"
@@ -397,5 +397,5 @@ def test_console_script_help():
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: counterpoint")
-    for command in ("run", "validate", "report", "push"):
+    for command in ("run", "validate", "report", "push", "export"):
         assert command in proc.stdout

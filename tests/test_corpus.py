@@ -13,7 +13,10 @@ from itertools import product
 import pyarrow as pa
 import pytest
 
+import dataclasses
+
 from counterpoint import corpus, schemas
+from counterpoint.state import ProblemState
 from counterpoint.generators.base import Completion, GenerationRequest, SamplingParams
 from counterpoint.schemas import records
 from counterpoint.verifiers.base import correct, incorrect, unknown
@@ -45,30 +48,31 @@ def _roundtrip(config, rows):
 
 
 # ---------------------------------------------------------------------------
-# Problem state
+# Problem state (counterpoint.state): typed, and never changed in place
 # ---------------------------------------------------------------------------
 def test_new_state_is_empty_for_every_config():
     state = corpus.new_state(PROBLEM)
-    assert state == {
+    assert state == ProblemState(problem=PROBLEM)
+    assert state.to_json() == {
         "trajectories": [], "preferences": [], "unpaired": [], "step_labels": [], "step_values": [],
-        "rejects": [], "problem": PROBLEM, "failed": False, "stats": {},
+        "rejects": [], "problem": PROBLEM, "failed": False, "resumed": False, "stats": {},
     }
+    assert [state.rows(c) for c in corpus.ROW_CONFIGS] == [[]] * 6
+    assert state.problem_id == "unit-7"
     # Lists are per state, never shared.
     other = corpus.new_state(PROBLEM)
-    state["trajectories"].append({"id": "x"})
-    assert other["trajectories"] == []
+    assert other.trajectories is not state.trajectories
 
 
-def test_fail_state_clears_rows_and_records_a_problem_reject():
-    state = corpus.new_state(PROBLEM)
+def test_fail_clears_rows_records_a_problem_reject_and_leaves_the_input_alone():
     earlier = schemas.make_reject(stage="verify", reason="verifier_timeout", problem_id="unit-7", scope="row", key=3)
-    for config in corpus.ROW_CONFIGS:
-        state[config].append({"id": f"{config}-row"})
-    state["rejects"] = [earlier]
-    corpus.add_stats(state, generated_tokens=10)
+    state = corpus.new_state(PROBLEM).evolve(
+        **{c: [{"id": f"{c}-row"}] for c in corpus.ROW_CONFIGS if c != "rejects"}, rejects=[earlier]
+    ).add_stats(generated_tokens=10)
+    before = state.to_json()
 
-    out = corpus.fail_state(state, stage="sample", reason="generation_failed", detail="engine said no")
-    assert out is state
+    out = state.fail(stage="sample", reason="generation_failed", detail="engine said no")
+    assert state.to_json() == before  # a new state; the input is untouched
     payload = json.dumps({"question": PROBLEM["question"]}, ensure_ascii=False)
     expected_reject = {
         "id": schemas.content_id("sample", "generation_failed", "unit-7", None, payload),
@@ -79,35 +83,44 @@ def test_fail_state_clears_rows_and_records_a_problem_reject():
         "scope": "problem",
         "payload": payload,
     }
-    assert state == {
+    assert out.to_json() == {
         "trajectories": [], "preferences": [], "unpaired": [], "step_labels": [], "step_values": [],
-        "rejects": [earlier, expected_reject], "problem": PROBLEM, "failed": True,
+        "rejects": [earlier, expected_reject], "problem": PROBLEM, "failed": True, "resumed": False,
         "stats": {"generated_tokens": 10},
     }
     assert expected_reject == schemas.make_reject(
         stage="sample", reason="generation_failed", problem_id="unit-7", scope="problem",
         detail="engine said no", payload={"question": PROBLEM["question"]})
-    assert _roundtrip("rejects", state["rejects"]) == state["rejects"]
+    assert _roundtrip("rejects", out.rejects) == out.rejects
 
 
-def test_fail_state_truncates_the_question_in_the_payload():
+def test_fail_truncates_the_question_in_the_payload():
     long_q = "How much is " + "1 + " * 400 + "1?"
-    state = corpus.new_state(PROBLEM | {"question": long_q})
-    corpus.fail_state(state, stage="label", reason="labeling_failed", detail="x")
-    (reject,) = state["rejects"]
+    state = corpus.new_state(PROBLEM | {"question": long_q}).fail(stage="label", reason="labeling_failed", detail="x")
+    (reject,) = state.rejects
     assert json.loads(reject["payload"]) == {"question": long_q[:500]}
 
 
-def test_fail_state_rejects_an_unknown_stage():
+def test_fail_rejects_an_unknown_stage():
     with pytest.raises(ValueError, match="unknown stage 'sampling'"):
-        corpus.fail_state(corpus.new_state(PROBLEM), stage="sampling", reason="x", detail="y")
+        corpus.new_state(PROBLEM).fail(stage="sampling", reason="x", detail="y")
 
 
-def test_add_stats_accumulates():
+def test_add_stats_accumulates_into_a_new_state():
     state = corpus.new_state(PROBLEM)
-    corpus.add_stats(state, generated_tokens=5, seconds_sample=0.5)
-    corpus.add_stats(state, generated_tokens=7)
-    assert state["stats"] == {"generated_tokens": 12, "seconds_sample": 0.5}
+    one = state.add_stats(generated_tokens=5, seconds_sample=0.5)
+    two = one.add_stats(generated_tokens=7)
+    assert state.stats == {} and one.stats == {"generated_tokens": 5, "seconds_sample": 0.5}
+    assert two.stats == {"generated_tokens": 12, "seconds_sample": 0.5}
+
+
+def test_evolve_refuses_unknown_fields_and_states_round_trip_through_json():
+    state = corpus.new_state(PROBLEM).evolve(trajectories=[{"id": "t"}], resumed=True)
+    with pytest.raises(TypeError, match="no field"):
+        state.evolve(trajectory=[])
+    assert ProblemState.from_json(json.loads(json.dumps(state.to_json()))) == state
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        state.failed = True
 
 
 # ---------------------------------------------------------------------------
@@ -199,7 +212,9 @@ def test_apply_verdicts_fills_only_the_verdict_fields():
     before = [dict(r) for r in rows]
     verdicts = [correct("5"), incorrect("answer_mismatch", "6"), incorrect("truncated", None),
                 unknown("verifier_timeout", None)]
-    corpus.apply_verdicts(rows, verdicts, verifier_name="numeric", verifier_version="1.2")
+    new = corpus.apply_verdicts(rows, verdicts, verifier_name="numeric", verifier_version="1.2")
+    assert rows == before  # the input rows are left as they were
+    rows = new
     expected_fields = [("5", "correct", None), ("6", "incorrect", "answer_mismatch"),
                        (None, "incorrect", "truncated"), (None, "unknown", "verifier_timeout")]
     for row, old, (final, verdict, reason) in zip(rows, before, expected_fields):
@@ -221,13 +236,11 @@ def _traj(i, verdict, tokens, *, finish="stop", text=None, reason="auto"):
 
 
 def _state(trajectories):
-    state = corpus.new_state(PROBLEM)
-    state["trajectories"] = trajectories
-    return state
+    return corpus.new_state(PROBLEM).evolve(trajectories=trajectories)
 
 
 def _pairs(state):
-    return [(p["chosen_sample_index"], p["rejected_sample_index"]) for p in state["preferences"]]
+    return [(p["chosen_sample_index"], p["rejected_sample_index"]) for p in state.preferences]
 
 
 def _grid_state():
@@ -240,12 +253,12 @@ def _grid_state():
 
 def test_outcome_pairs_round_robin_with_cap_and_whole_records():
     state = _grid_state()
-    corpus.outcome_rows(state, max_pairs_per_problem=4)
+    state = corpus.outcome_rows(state, max_pairs_per_problem=4)
     # Correct ordered shortest first (ties by sample index): s2, s5, s0; incorrect s1, s3, s4.
     # Diagonals: (2,1) (5,3) (0,4), then (2,3) ... — every chosen and rejected once before any repeats.
     assert _pairs(state) == [(2, 1), (5, 3), (0, 4), (2, 3)]
-    t = {r["sample_index"]: r for r in state["trajectories"]}
-    first = state["preferences"][0]
+    t = {r["sample_index"]: r for r in state.trajectories}
+    first = state.preferences[0]
     assert first == {
         "id": "unit-7/outcome/2-1",
         "problem_id": "unit-7",
@@ -260,36 +273,36 @@ def test_outcome_pairs_round_robin_with_cap_and_whole_records():
         "labeler": None,
         "metadata": '{"max_pairs_per_problem": 4, "policy": "round_robin", "rejected_verdict_reason": "answer_mismatch"}',
     }
-    assert json.loads(state["preferences"][2]["metadata"])["rejected_verdict_reason"] == "no_final_answer"
-    assert _roundtrip("preferences", state["preferences"]) == state["preferences"]
+    assert json.loads(state.preferences[2]["metadata"])["rejected_verdict_reason"] == "no_final_answer"
+    assert _roundtrip("preferences", state.preferences) == state.preferences
 
 
 def test_outcome_pairs_are_distinct_and_cover_the_grid_without_a_cap():
     state = _grid_state()
-    corpus.outcome_rows(state, max_pairs_per_problem=100)
+    state = corpus.outcome_rows(state, max_pairs_per_problem=100)
     pairs = _pairs(state)
     assert len(pairs) == len(set(pairs)) == 9
     assert set(pairs) == set(product([0, 2, 5], [1, 3, 4]))
     assert pairs[:3] == [(2, 1), (5, 3), (0, 4)]
-    assert len({p["id"] for p in state["preferences"]}) == 9
+    assert len({p["id"] for p in state.preferences}) == 9
 
 
 @pytest.mark.parametrize("cap", [0, -1])
 def test_outcome_cap_zero_means_no_pairs_but_unpaired_rows(cap):
     state = _grid_state()
-    corpus.outcome_rows(state, max_pairs_per_problem=cap)
-    assert state["preferences"] == []
-    assert len(state["unpaired"]) == 6
+    state = corpus.outcome_rows(state, max_pairs_per_problem=cap)
+    assert state.preferences == []
+    assert len(state.unpaired) == 6
 
 
 def test_shortest_correct_is_chosen_first():
     state = _state([_traj(0, "correct", 50), _traj(1, "correct", 12), _traj(2, "incorrect", 5),
                     _traj(3, "correct", 12)])
-    corpus.outcome_rows(state, max_pairs_per_problem=1)
+    state = corpus.outcome_rows(state, max_pairs_per_problem=1)
     assert _pairs(state) == [(1, 2)]
     state = _state([_traj(0, "correct", 50), _traj(1, "correct", 12), _traj(2, "incorrect", 5),
                     _traj(3, "correct", 12)])
-    corpus.outcome_rows(state, max_pairs_per_problem=3)
+    state = corpus.outcome_rows(state, max_pairs_per_problem=3)
     assert _pairs(state) == [(1, 2), (3, 2), (0, 2)]
 
 
@@ -305,33 +318,33 @@ def _truncation_state():
 
 def test_truncated_is_never_chosen_and_rejected_only_when_allowed():
     state = _truncation_state()
-    corpus.outcome_rows(state, max_pairs_per_problem=10, truncated_as_rejected=True)
+    state = corpus.outcome_rows(state, max_pairs_per_problem=10, truncated_as_rejected=True)
     assert _pairs(state) == [(1, 2), (1, 3)]
-    assert json.loads(state["preferences"][0]["metadata"])["rejected_verdict_reason"] == "truncated"
+    assert json.loads(state.preferences[0]["metadata"])["rejected_verdict_reason"] == "truncated"
 
     state = _truncation_state()
-    corpus.outcome_rows(state, max_pairs_per_problem=10, truncated_as_rejected=False)
+    state = corpus.outcome_rows(state, max_pairs_per_problem=10, truncated_as_rejected=False)
     assert _pairs(state) == [(1, 3)]
     # Unpaired keeps every verified sample; truncated ones are labelled False.
-    assert [(u["sample_index"], u["label"]) for u in state["unpaired"]] == [(0, False), (1, True), (2, False), (3, False)]
+    assert [(u["sample_index"], u["label"]) for u in state.unpaired] == [(0, False), (1, True), (2, False), (3, False)]
 
 
 def test_truncated_as_rejected_is_the_default():
     state = _truncation_state()
-    corpus.outcome_rows(state, max_pairs_per_problem=10)
+    state = corpus.outcome_rows(state, max_pairs_per_problem=10)
     assert _pairs(state) == [(1, 2), (1, 3)]
 
 
 def test_unknown_verdicts_are_never_paired_nor_unpaired():
     state = _state([_traj(0, "unknown", 5), _traj(1, "correct", 20), _traj(2, "unknown", 7, reason="verifier_crash"),
                     _traj(3, "incorrect", 9), _traj(4, "unknown", 1, reason="unparsable_answer")])
-    corpus.outcome_rows(state, max_pairs_per_problem=10)
+    state = corpus.outcome_rows(state, max_pairs_per_problem=10)
     assert _pairs(state) == [(1, 3)]
-    assert [u["sample_index"] for u in state["unpaired"]] == [1, 3]
+    assert [u["sample_index"] for u in state.unpaired] == [1, 3]
     # Only unknowns: nothing at all.
     state = _state([_traj(0, "unknown", 5), _traj(1, "unknown", 6)])
-    corpus.outcome_rows(state, max_pairs_per_problem=10)
-    assert state["preferences"] == [] and state["unpaired"] == []
+    state = corpus.outcome_rows(state, max_pairs_per_problem=10)
+    assert state.preferences == [] and state.unpaired == []
 
 
 def test_identical_chosen_and_rejected_text_is_skipped_without_using_the_cap():
@@ -340,58 +353,58 @@ def test_identical_chosen_and_rejected_text_is_skipped_without_using_the_cap():
             _traj(1, "incorrect", 10, text=same, finish="length", reason="truncated"),
             _traj(2, "incorrect", 12, text="Step 1: 2 + 3 = 6.\n\nThe answer is 6.")]
     state = _state([dict(r) for r in rows])
-    corpus.outcome_rows(state, max_pairs_per_problem=1)
+    state = corpus.outcome_rows(state, max_pairs_per_problem=1)
     assert _pairs(state) == [(0, 2)]
     state = _state([dict(r) for r in rows])
-    corpus.outcome_rows(state, max_pairs_per_problem=10)
+    state = corpus.outcome_rows(state, max_pairs_per_problem=10)
     assert _pairs(state) == [(0, 2)]
-    for pair in state["preferences"]:
+    for pair in state.preferences:
         assert pair["chosen"] != pair["rejected"]
     # Only identical pairs: none at all.
     state = _state([dict(r) for r in rows[:2]])
-    corpus.outcome_rows(state, max_pairs_per_problem=10)
-    assert state["preferences"] == []
+    state = corpus.outcome_rows(state, max_pairs_per_problem=10)
+    assert state.preferences == []
 
 
 def test_no_pairs_without_both_sides():
     state = _state([_traj(0, "correct", 5), _traj(1, "correct", 6)])
-    corpus.outcome_rows(state, max_pairs_per_problem=4)
-    assert state["preferences"] == [] and [u["label"] for u in state["unpaired"]] == [True, True]
+    state = corpus.outcome_rows(state, max_pairs_per_problem=4)
+    assert state.preferences == [] and [u["label"] for u in state.unpaired] == [True, True]
     state = _state([_traj(0, "incorrect", 5), _traj(1, "incorrect", 6)])
-    corpus.outcome_rows(state, max_pairs_per_problem=4)
-    assert state["preferences"] == [] and [u["label"] for u in state["unpaired"]] == [False, False]
+    state = corpus.outcome_rows(state, max_pairs_per_problem=4)
+    assert state.preferences == [] and [u["label"] for u in state.unpaired] == [False, False]
 
 
 def test_unpaired_rows_whole_records():
     state = _state([_traj(0, "correct", 5), _traj(1, "incorrect", 6), _traj(2, "unknown", 7)])
-    corpus.outcome_rows(state, max_pairs_per_problem=4)
-    assert state["unpaired"] == [
+    state = corpus.outcome_rows(state, max_pairs_per_problem=4)
+    assert state.unpaired == [
         {"id": "unit-7/s0", "problem_id": "unit-7", "sample_index": 0, "prompt": PROMPT,
          "completion": [{"role": "assistant", "content": "Solution 0.\n\nThe answer is 0."}], "label": True},
         {"id": "unit-7/s1", "problem_id": "unit-7", "sample_index": 1, "prompt": PROMPT,
          "completion": [{"role": "assistant", "content": "Solution 1.\n\nThe answer is 1."}], "label": False},
     ]
-    assert _roundtrip("unpaired", state["unpaired"]) == state["unpaired"]
+    assert _roundtrip("unpaired", state.unpaired) == state.unpaired
 
 
-def test_outcome_rows_append_to_existing_step_pairs():
-    state = _grid_state()
+def test_outcome_rows_append_to_existing_step_pairs_in_a_new_state():
     step_pair = {"id": "unit-7/step/0-1", "pair_type": "step"}
-    state["preferences"].append(step_pair)
-    corpus.outcome_rows(state, max_pairs_per_problem=2)
-    assert state["preferences"][0] is step_pair
-    assert [p["id"] for p in state["preferences"][1:]] == ["unit-7/outcome/2-1", "unit-7/outcome/5-3"]
+    before = _grid_state().evolve(preferences=[step_pair])
+    state = corpus.outcome_rows(before, max_pairs_per_problem=2)
+    assert before.preferences == [step_pair] and before.unpaired == []
+    assert state.preferences[0] is step_pair
+    assert [p["id"] for p in state.preferences[1:]] == ["unit-7/outcome/2-1", "unit-7/outcome/5-3"]
 
 
 def test_rows_for_conforms_every_state_row():
     a, b = _grid_state(), _grid_state()
-    corpus.outcome_rows(a, max_pairs_per_problem=1)
-    b["trajectories"][0] = b["trajectories"][0] | {"extra_debug_field": 1}
+    a = corpus.outcome_rows(a, max_pairs_per_problem=1)
+    b = b.evolve(trajectories=[b.trajectories[0] | {"extra_debug_field": 1}] + b.trajectories[1:])
     rows = list(corpus.rows_for("trajectories", [a, b]))
     assert len(rows) == 12 and all("extra_debug_field" not in r for r in rows)
-    assert list(corpus.rows_for("preferences", [a, b])) == a["preferences"]
+    assert list(corpus.rows_for("preferences", [a, b])) == a.preferences
     bad = _grid_state()
-    del bad["trajectories"][0]["seed"]
+    del bad.trajectories[0]["seed"]
     with pytest.raises(KeyError, match="'seed'"):
         list(corpus.rows_for("trajectories", [bad]))
 
@@ -424,8 +437,10 @@ def test_table_lookup():
         records.TRAJECTORIES.column("nope")
     assert records.TRAJECTORIES.column("seed").type == pa.int64()
     assert list(schemas.OUTPUT_TABLES) == ["trajectories", "preferences", "unpaired", "step_labels",
-                                           "step_values", "rejects"]
-    assert set(records.OUTCOME_CONFIGS) | set(records.STEP_CONFIGS) == set(schemas.OUTPUT_TABLES)
+                                           "step_values", "rejects", "trl_stepwise", "openrlhf_prm", "step_dpo",
+                                           "weighted_pairs"]
+    assert set(records.OUTCOME_CONFIGS) | set(records.STEP_CONFIGS) | set(schemas.exports.EXPORT_CONFIGS) == set(
+        schemas.OUTPUT_TABLES)
 
 
 REALISTIC_ROWS = {
@@ -461,6 +476,31 @@ REALISTIC_ROWS = {
     },
     "rejects": schemas.make_reject(stage="read", reason="malformed_json", problem_id=None, scope="problem",
                                    detail="line 3: Expecting value", payload={"line": 3}, key="f.jsonl:3"),
+    "trl_stepwise": {
+        "id": "gsm8k-12/s3", "prompt": "Ann has 3 pens...", "completions": ["Step 1: 3 + 4 = 7.", "The answer is 6."],
+        "labels": [True, False],
+    },
+    "openrlhf_prm": {
+        "id": "gsm8k-12/s3", "problem_id": "gsm8k-12", "sample_index": 3,
+        "input": "Ann has 3 pens...\nStep 1: 3 + 4 = 7. ки\nThe answer is 6. ки", "label": ["+", "-"],
+        "soft_label": [0.75, 0.0], "placeholder": "ки",
+    },
+    "step_dpo": {
+        "id": "gsm8k-12/step/1-3", "problem_id": "gsm8k-12",
+        "prompt": PROMPT + [{"role": "assistant", "content": "Step 1: 3 + 4 = 7.\n\n"}],
+        "chosen": [{"role": "assistant", "content": "Step 2: done."}],
+        "rejected": [{"role": "assistant", "content": "Step 2: 7 - 1 = 6."}],
+        "prefix": "Step 1: 3 + 4 = 7.\n\n", "step_index": 1, "chosen_sample_index": None,
+        "rejected_sample_index": 3, "labeler": "omegaprm", "metadata": '{"q_values": [0.75, 0.0]}',
+    },
+    "weighted_pairs": {
+        "id": "gsm8k-12/step/1-3", "problem_id": "gsm8k-12", "prompt": PROMPT,
+        "chosen": [{"role": "assistant", "content": "Step 1: 3 + 4 = 7.\n\nStep 2: done."}],
+        "rejected": [{"role": "assistant", "content": "Step 1: 3 + 4 = 7.\n\nStep 2: 7 - 1 = 6."}],
+        "pair_type": "step", "chosen_sample_index": None, "rejected_sample_index": 3, "step_index": 1,
+        "prefix": "Step 1: 3 + 4 = 7.\n\n", "labeler": "omegaprm", "metadata": '{"q_values": [0.75, 0.0]}',
+        "weight": 0.75, "weight_source": "advantage",
+    },
 }
 
 

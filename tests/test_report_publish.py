@@ -111,7 +111,7 @@ def test_card_declares_every_config_and_datasets_loads_them(validated, tmp_path)
     assert "text-generation" in meta["task_categories"] and "math" in meta["tags"]
     declared = {c["config_name"]: c for c in meta["configs"]}
     # rejects has zero rows: not loadable with datasets, so not declared (listed as empty in the body)
-    assert set(declared) == set(records.OUTPUT_TABLES) - {"rejects"}
+    assert set(declared) == set(fixtures.PIPELINE_CONFIGS) - {"rejects"}
     assert "`rejects` (empty: not loadable)" in readme.read_text()
     for name, c in declared.items():
         assert c["data_files"] == [{"split": "train", "path": f"data/{name}/train-*.parquet"}]

@@ -21,6 +21,8 @@ from counterpoint.schemas import records
 from counterpoint.schemas.records import content_id, dumps, make_reject, messages, rows_to_table, trajectory_id
 
 N_SHARDS = 4
+# The configs a pipeline run writes (records.OUTPUT_TABLES also holds the export configs).
+PIPELINE_CONFIGS = (*records.OUTCOME_CONFIGS, *records.STEP_CONFIGS)
 SYSTEM = "Solve the problem step by step. Put the final answer in \\boxed{}."
 SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 1024, "n": 8}
 
@@ -29,7 +31,7 @@ SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 1024, "n": 8}
 # Realistic rows for every config
 # ---------------------------------------------------------------------------
 def make_rows(n_problems: int = 6, samples: int = 4) -> Dict[str, List[dict]]:
-    rows: Dict[str, List[dict]] = {c: [] for c in records.OUTPUT_TABLES}
+    rows: Dict[str, List[dict]] = {c: [] for c in PIPELINE_CONFIGS}
     for p in range(n_problems):
         pid = f"gsm8k-{p:05d}"
         a, b = 3 + p, 4 + 2 * p
@@ -229,7 +231,7 @@ def run_summary(rows: Dict[str, List[dict]], configs: List[str]) -> dict:
 
 
 def make_output(out: Path, *, n_problems: int = 6, samples: int = 4, n_shards: int = N_SHARDS,
-                configs=tuple(records.OUTPUT_TABLES), rows=None) -> Dict[str, List[dict]]:
+                configs=PIPELINE_CONFIGS, rows=None) -> Dict[str, List[dict]]:
     rows = rows if rows is not None else make_rows(n_problems, samples)
     for c in configs:
         write_config(out, c, rows[c], n_shards)
@@ -273,7 +275,11 @@ def test_suites_are_derived_from_the_table_specs(gate):
             assert (("expect_column_values_to_be_unique", (c.name,)) in cross_types) == c.unique
         for g in spec.unique_together:
             assert ("expect_compound_columns_to_be_unique", tuple(g)) in cross_types
-        assert any(t == "expect_table_row_count_to_be_between" for t, _ in cross_types) == spec.rows_required
+        # No row-count floor unless the run sets one: an empty config is thin, not defective.
+        assert not any(t == "expect_table_row_count_to_be_between" for t, _ in cross_types)
+        floored = gate.build_suite(name, "config", min_rows=3).expectations
+        (floor,) = [e for e in floored if e.expectation_type == "expect_table_row_count_to_be_between"]
+        assert (floor.min_value, floor.meta["counterpoint"]["rule"]) == (3, "min_rows")
         assert set(suites.derived_columns(spec)) <= {
             *(suites.len_column(c) for pair in spec.equal_length for c in pair),
             *(suites.json_column(c) for pair in spec.must_differ for c in pair),
@@ -304,7 +310,7 @@ def test_clean_output_passes(tmp_path, gate):
     assert not (out / "quarantine").exists()
     summary = json.loads((out / "validation" / "summary.json").read_text())
     assert summary["success"] is True
-    assert set(summary["configs"]) == set(records.OUTPUT_TABLES)
+    assert set(summary["configs"]) == set(PIPELINE_CONFIGS)
     assert summary["configs"]["trajectories"]["rows"] == 480
     assert summary["configs"]["trajectories"]["n_shards"] == N_SHARDS
     assert summary["configs"]["rejects"]["rows"] == 0
@@ -371,7 +377,7 @@ def _plant_defects(out: Path) -> Dict[str, str]:
 def test_planted_defects_each_caught_by_the_right_expectation(tmp_path, gate):
     out = tmp_path / "out"
     ids = _plant_defects(out)
-    report = gate.validate_output(str(out))
+    report = gate.validate_output(str(out), min_rows={"step_values": 1})
     msg = report.message()
     print("\n" + msg)
     assert not report.success
@@ -413,7 +419,7 @@ def test_planted_defects_each_caught_by_the_right_expectation(tmp_path, gate):
     assert {e["id"] for e in f.examples} == {ids["dup_id"]}
     assert {e["__shard"] for e in f.examples} == {sp("unpaired", 0), sp("unpaired", 2)}
     f = one(expectation_type="expect_table_row_count_to_be_between")
-    assert f.config == "step_values" and f.rule == "rows_required"
+    assert f.config == "step_values" and f.rule == "min_rows"
 
     # the message names config, expectation and example rows
     for needle in ("preferences", "expect_column_pair_values_to_differ", ids["same_id"], "corrupt_shard",
@@ -453,10 +459,15 @@ def test_missing_config_counts_as_zero_rows(tmp_path, gate):
     summ = json.loads((out / "run_summary.json").read_text())
     summ["configs"] = ["trajectories", "preferences", "unpaired", "rejects"]
     (out / "run_summary.json").write_text(json.dumps(summ))
-    report = gate.validate_output(str(out), quarantine=False,
-                                  runner_options=["--runner=FnApiRunner", "--direct_num_workers=1"])
+    runner = ["--runner=FnApiRunner", "--direct_num_workers=1"]
+    # Without a floor, a config without rows (here: without files) is a thin run and passes.
+    thin = gate.validate_output(str(out), quarantine=False, runner_options=runner)
+    assert thin.success, thin.message()
+    assert thin.configs["preferences"]["rows"] == 0 and thin.configs["preferences"]["n_shards"] == 0
+    report = gate.validate_output(str(out), quarantine=False, runner_options=runner, min_rows={"preferences": 1})
     assert [(f.config, f.expectation_type, f.rule) for f in report.failures] == [
-        ("preferences", "expect_table_row_count_to_be_between", "rows_required")]
+        ("preferences", "expect_table_row_count_to_be_between", "min_rows")]
+    assert report.configs["preferences"]["min_rows"] == 1
     assert report.configs["rejects"]["success"] and report.configs["rejects"]["n_shards"] == 0
     assert report.quarantined == []
     assert "preferences" in report.message() and "expect_table_row_count_to_be_between" in report.message()

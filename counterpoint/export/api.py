@@ -20,17 +20,15 @@ Data Docs for every config, exports included) and the dataset card is rewritten 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import shutil
+import os
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from counterpoint import storage
 from counterpoint.export import formats
 from counterpoint.schemas import exports, records
 
@@ -93,25 +91,23 @@ def read_source_config(out_dir: str, config: str) -> pa.Table:
     return read_config(out_dir, config)
 
 
-def _load_json(path: Path) -> Optional[dict]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+def _load_json(path: str) -> Optional[dict]:
+    data = storage.read_json(path)
+    return data if isinstance(data, dict) else None
 
 
-def _has_config(out: Path, config: str) -> bool:
-    return any((out / "data" / config).glob("*.parquet"))
+def _has_config(out: str, config: str) -> bool:
+    return bool(storage.DatasetLayout(out).shards(config))
 
 
-def _validated_sources(src: Path, fmts: Sequence[str]) -> Dict[str, List[Dict[str, Any]]]:
+def _validated_sources(src: str, fmts: Sequence[str]) -> Dict[str, List[Dict[str, Any]]]:
     """Rows of every source config the formats read, after checking they passed validation unchanged."""
-    summary = _load_json(src / "validation" / "summary.json")
+    summary = _load_json(storage.DatasetLayout(src).validation_summary)
     if summary is None:
         raise ExportError(f"{src} has not been validated (no validation/summary.json): "
                           f"run `counterpoint validate {src}` first")
     if not summary.get("success"):
-        raise ExportError(f"{src} failed validation ({src / 'validation' / 'summary.json'}): fix the output and "
+        raise ExportError(f"{src} failed validation ({storage.DatasetLayout(src).validation_summary}): fix the output and "
                           "re-validate before exporting")
     validated = summary.get("configs") or {}
     wanted: Dict[str, bool] = {}
@@ -158,14 +154,13 @@ def build_export(fmt: str, sources: Dict[str, List[Dict[str, Any]]], *, placehol
     raise ExportError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
-def _write_shards(folder: Path, config: str, rows: List[Dict[str, Any]], max_rows: int) -> List[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+def _write_shards(folder: str, config: str, rows: List[Dict[str, Any]], max_rows: int) -> List[str]:
     n = max(1, -(-len(rows) // max_rows))
     per = -(-len(rows) // n)
     paths = []
     for i in range(n):
-        path = folder / f"train-{i:05d}-of-{n:05d}.parquet"
-        pq.write_table(records.rows_to_table(config, rows[i * per:(i + 1) * per]), path, compression="zstd")
+        path = storage.join(folder, f"train-{i:05d}-of-{n:05d}.parquet")
+        storage.write_parquet(path, records.rows_to_table(config, rows[i * per:(i + 1) * per]))
         paths.append(path)
     return paths
 
@@ -183,11 +178,11 @@ def _normalize_formats(fmt: Union[str, Sequence[str]]) -> List[str]:
 # ---------------------------------------------------------------------------
 # Publishing
 # ---------------------------------------------------------------------------
-def _merge_validation(target: Path, staging: Path, configs: Sequence[str], fmts: Sequence[str],
-                      built: Dict[str, formats.ExportRows], src: Path) -> Path:
+def _merge_validation(target: str, staging: str, configs: Sequence[str], fmts: Sequence[str],
+                      built: Dict[str, formats.ExportRows], src: str) -> str:
     """Adds the export configs' validation entries to ``<target>/validation/summary.json``."""
-    staged = _load_json(staging / "validation" / "summary.json") or {}
-    path = target / "validation" / "summary.json"
+    staged = _load_json(storage.DatasetLayout(staging).validation_summary) or {}
+    path = storage.DatasetLayout(target).validation_summary
     summary = _load_json(path)
     if summary is None:
         summary = {k: v for k, v in staged.items() if k not in ("configs", "data_docs", "quarantined")}
@@ -205,16 +200,15 @@ def _merge_validation(target: Path, staging: Path, configs: Sequence[str], fmts:
             "not_applicable": built[c].not_applicable,
             "validated_at": staged.get("validated_at"),
         }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    storage.write_json(path, summary)
     return path
 
 
-def _write_run_summary(target: Path, src: Path, configs: Sequence[str], fmts: Sequence[str], options: dict) -> None:
+def _write_run_summary(target: str, src: str, configs: Sequence[str], fmts: Sequence[str], options: dict) -> None:
     """A separate export dataset's ``run_summary.json``: the source's provenance, its own configs."""
-    path = target / "run_summary.json"
+    path = storage.DatasetLayout(target).summary_path
     existing = _load_json(path)
-    base = existing if existing is not None else (_load_json(src / "run_summary.json") or {})
+    base = existing if existing is not None else (_load_json(storage.DatasetLayout(src).summary_path) or {})
     summary = {k: v for k, v in base.items() if k in ("provenance", "counts", "timing", "configs")}
     earlier = (base.get("configs") or []) if existing is not None else []
     summary["configs"] = list(dict.fromkeys([*earlier, *configs]))
@@ -222,7 +216,7 @@ def _write_run_summary(target: Path, src: Path, configs: Sequence[str], fmts: Se
     prov["export"] = {"source": str(src), "formats": sorted({*(prov.get("export") or {}).get("formats", []), *fmts}),
                       "options": options}
     summary["provenance"] = prov
-    path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    storage.write_json(path, summary)
 
 
 def export_output(
@@ -233,6 +227,7 @@ def export_output(
     placeholder: str = exports.DEFAULT_PLACEHOLDER,
     default_weight: float = 1.0,
     runner_options: Optional[List[str]] = None,
+    pipeline_options=None,
     max_rows_per_shard: int = MAX_ROWS_PER_SHARD,
     write_card: bool = True,
 ) -> ExportResult:
@@ -242,8 +237,8 @@ def export_output(
     to ``out_dir``. ``placeholder``: the step tag of ``openrlhf-prm`` (one token of the
     trainer's tokenizer; see ``check_openrlhf_prm``). ``default_weight``: the
     ``weighted-pairs`` weight of outcome pairs and of unmeasured step pairs.
-    ``runner_options``: Beam options of the validation gate. Both folders must be local
-    (the gate reads shards with local paths). Raises :class:`ExportError`.
+    ``runner_options`` / ``pipeline_options``: Beam options of the validation gate (the latter
+    carries filesystem options). Folders may be local, ``gs://`` or ``s3://``. Raises :class:`ExportError`.
     """
     t0 = time.monotonic()
     fmts = _normalize_formats(fmt)
@@ -256,10 +251,13 @@ def export_output(
             raise ExportError(f"placeholder: {e}") from None
     if not 0.0 <= default_weight <= 1.0:
         raise ExportError(f"default_weight must be in [0, 1], got {default_weight}")
-    src = Path(out_dir).resolve()
-    if not src.is_dir():
+    def resolve(path: str) -> str:
+        return os.path.abspath(path) if storage.is_local(path) else path.rstrip("/")
+
+    src = resolve(out_dir)
+    if not (os.path.isdir(src) if storage.is_local(src) else storage.match(storage.join(src, "**"))):
         raise ExportError(f"output directory {src} does not exist")
-    target = Path(output_dir).resolve() if output_dir else src
+    target = resolve(output_dir) if output_dir else src
 
     sources = _validated_sources(src, fmts)
     built: Dict[str, formats.ExportRows] = {}
@@ -272,33 +270,32 @@ def export_output(
         built[rows.config] = rows
     configs = list(built)
 
-    staging = target / WORK_DIR / f"export-{time.time_ns()}"
+    staging = storage.join(target, WORK_DIR, f"export-{time.time_ns()}")
+    staged = storage.DatasetLayout(staging)
     for c, rows in built.items():
-        _write_shards(staging / "data" / c, c, rows.rows, max_rows_per_shard)
+        _write_shards(staged.config_dir(c), c, rows.rows, max_rows_per_shard)
     from counterpoint.validation import validate_output
 
-    report = validate_output(str(staging), configs=configs, runner_options=runner_options)
+    report = validate_output(staging, configs=configs, runner_options=runner_options,
+                             pipeline_options=pipeline_options)
     if not report.success:
         raise ExportError(f"export failed validation; nothing was published (staging kept at {staging}):\n"
                           + report.message())
 
     paths: Dict[str, List[str]] = {}
+    published = storage.DatasetLayout(target)
     for c in configs:
-        dest = target / "data" / c
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging / "data" / c), str(dest))
-        paths[c] = [str(p) for p in sorted(dest.glob("*.parquet"))]
+        storage.replace_tree(staged.config_dir(c), published.config_dir(c))
+        paths[c] = published.shards(c)
     summary_path = _merge_validation(target, staging, configs, fmts, built, src)
     if target != src:
         _write_run_summary(target, src, configs, fmts,
                            {"placeholder": placeholder, "default_weight": default_weight})
-    shutil.rmtree(staging, ignore_errors=True)
+    storage.delete_tree(staging)
     if write_card:
         from counterpoint.publish.card import write_dataset_card
 
-        write_dataset_card(str(target))
+        write_dataset_card(target)
     result = ExportResult(
         source_dir=str(src),
         target_dir=str(target),

@@ -180,6 +180,29 @@ def _accounting_ok(counts: Dict[str, Any]) -> bool:
     return counts["problems_in"] == counts["problems_with_output"] + counts["problems_rejected"]
 
 
+def _export(cfg: RunConfig, layout: storage.OutputLayout, summary: Dict[str, Any], options) -> float:
+    """Trainer exports of the published data (each staged and validated before it joins ``data/``).
+
+    A format with nothing to export (e.g. ``step-dpo`` of a run without step pairs) is a thin run,
+    not a failure: it is recorded in the summary.
+    """
+    from counterpoint.export import ExportError, export_output
+
+    t = time.perf_counter()
+    exports: Dict[str, Any] = {}
+    for fmt in cfg.exports:
+        try:
+            result = export_output(layout.root, fmt, write_card=False, pipeline_options=options)
+            exports[fmt] = {"rows": result.rows, "rejects_by_reason": result.rejects_by_reason}
+        except ExportError as e:
+            if not str(e).startswith("nothing to export"):
+                raise
+            exports[fmt] = {"rows": {}, "skipped": str(e)}
+            log.info("export %s: %s", fmt, e)
+    summary["exports"] = exports
+    return time.perf_counter() - t
+
+
 def finalize_run(cfg: RunConfig, *, layout: storage.OutputLayout, staging: storage.StagingLayout,
                  timing: Dict[str, float], started: float, options=None, pipeline_result=None) -> Dict[str, Any]:
     configs = cfg.configs()
@@ -200,15 +223,6 @@ def finalize_run(cfg: RunConfig, *, layout: storage.OutputLayout, staging: stora
             f"(summary: {storage.join(record, storage.SUMMARY_FILE)})")
 
     post: Dict[str, float] = {}
-    if cfg.exports:
-        from counterpoint.export import export_output
-
-        t = time.perf_counter()
-        for fmt in cfg.exports:
-            result = export_output(staging.root, fmt)
-            summary.setdefault("exports", {})[fmt] = getattr(result, "rows", None)
-        post["export_s"] = time.perf_counter() - t
-        configs = configs + [c for c in staging.present_configs() if c not in configs]
     if cfg.validate:
         from counterpoint.validation import validate_output
 
@@ -228,6 +242,8 @@ def finalize_run(cfg: RunConfig, *, layout: storage.OutputLayout, staging: stora
     if cfg.validate:
         storage.replace_tree(staging.validation_dir, layout.validation_dir)
     storage.write_json(layout.config_path, cfg.to_dict())
+    if cfg.exports:
+        post["export_s"] = _export(cfg, layout, summary, options)
     if cfg.report:
         t = time.perf_counter()
         from counterpoint.report import build_report

@@ -63,9 +63,10 @@ class CounterpointOptions(PipelineOptions):
 def resolve_config(options: PipelineOptions, config: Optional[RunConfig] = None) -> RunConfig:
     """The YAML config (or ``config``) with the command-line overrides applied."""
     o = options.view_as(CounterpointOptions)
-    cfg = config or load_config(getattr(o, "cp_config", None))
+    path = getattr(o, "cp_config", None)
+    cfg = config or load_config(path)
     values = {f.dest: getattr(o, f.dest, None) for f in FLAGS}
-    return apply_overrides(cfg, values)
+    return apply_overrides(cfg, values, from_defaults=config is None and not path)
 
 
 def check_config(cfg: RunConfig) -> RunConfig:
@@ -96,11 +97,18 @@ def check_config(cfg: RunConfig) -> RunConfig:
     if cfg.consensus.mode != "off" and cfg.consensus.judge is None:
         updates["consensus"] = dataclasses.replace(cfg.consensus, judge=cfg.generator)
     if cfg.exports:
-        from counterpoint.export import FORMATS
+        from counterpoint.export import FORMAT_SOURCES, FORMATS
 
         unknown = [f for f in cfg.exports if f not in FORMATS]
         if unknown:
             raise ValueError(f"--export: unknown format(s) {unknown}; choose from {sorted(FORMATS)}")
+        for fmt in cfg.exports:
+            missing = [c for c in FORMAT_SOURCES[fmt][0] if c not in cfg.configs()]
+            if missing:
+                raise ValueError(f"--export {fmt} needs the {missing} config(s), which only a labelling run writes: "
+                                 "add --labeler omegaprm (or mc)")
+        if "step-dpo" in cfg.exports and not cfg.labeler:
+            raise ValueError("--export step-dpo needs step pairs, which only a labelling run makes: add --labeler omegaprm")
     return dataclasses.replace(cfg, **updates) if updates else cfg
 
 

@@ -82,8 +82,6 @@ class TableSpec:
     must_differ: Tuple[Tuple[str, str], ...] = ()
     # Pairs of list columns that must have equal lengths row by row.
     equal_length: Tuple[Tuple[str, str], ...] = ()
-    # Whether a successful run must produce at least one row.
-    rows_required: bool = True
     # The trainer line the dataset card prints for this config ("" = the card's own wording).
     trainer: str = ""
 
@@ -258,7 +256,6 @@ REJECTS = TableSpec(
            doc="'problem': the whole problem produced no output; 'row': one row dropped."),
         _c("payload", pa.string(), nullable=True, doc="JSON of the dropped input, truncated."),
     ),
-    rows_required=False,
 )
 
 OUTPUT_TABLES: Dict[str, TableSpec] = {
