@@ -16,9 +16,9 @@ Policies:
   every sample is known exactly (:func:`chain_first_error`) and MC(prefix) has a
   closed form: 0 after a slip, ``(1 - p) ** remaining`` before. Options make it
   harder, for the label-quality benchmark: ``slip="misread"`` (a wrong operand,
-  arithmetically true: no false equation to spot), ``repair_rate`` (the step after
-  a slip silently goes on from the right value, so MC after a slip is > 0:
-  non-monotone MC), ``no_answer_rate`` (the final line states no answer marker: a
+  arithmetically true: no false equation to spot), ``repair_rate`` (the step right
+  after a slip silently goes on from the right value, so MC after a slip is > 0:
+  non-monotone MC; the planted first error stays the slip), ``no_answer_rate`` (the final line states no answer marker: a
   format failure) and ``hedge_rate`` (the answer is stated in a form a verifier
   cannot decide: see :func:`chain_verdict`). Continuations read the prefix back
   and go on from its last stated value, which is what rollouts from a step prefix
@@ -206,13 +206,17 @@ class ChainPolicy(Policy):
         start, ops = parse_chain_question(question)
         value, done = start, 0
         prefix = request.messages[-1][1] if request.continue_final_message else ""
+        fresh_slip = False  # the last stated step slipped from a right input: the next step may repair it
         for m in _STEP_RE.finditer(prefix):
             value, done = int(m.group(5)), int(m.group(1))
+            fresh_slip = int(m.group(2)) == chain_value_after(question, done - 1) and value != chain_value_after(
+                question, done)
         truth = chain_value_after(question, done)
         pieces = []
         for i in range(done, len(ops)):
-            if value != truth and self.repair_rate and rng.random() < self.repair_rate:
-                value = truth  # a later step silently goes on from the right value: the slip is repaired
+            if fresh_slip and self.repair_rate and rng.random() < self.repair_rate:
+                value = truth  # the next step silently goes on from the right value: the slip is repaired
+            fresh_slip = False
             name, operand = ops[i]
             shown = operand
             result = _OPS[name](value, operand)
@@ -225,9 +229,10 @@ class ChainPolicy(Policy):
                     # wrong prefix never reaches the gold answer: MC after a slip is exactly 0.
                     result += rng.choice([1, 2, 3])
             pieces.append(f"Step {i + 1}: {value} {_SYMBOL[name]} {shown} = {result}.")
+            fresh_slip = value == truth and result != _OPS[name](truth, operand)
             value = result
             truth = _OPS[name](truth, operand)
-        if value != truth and self.repair_rate and rng.random() < self.repair_rate:
+        if fresh_slip and self.repair_rate and rng.random() < self.repair_rate:
             value = truth
         form = rng.random()
         if form < self.no_answer_rate:
