@@ -16,7 +16,8 @@ Policies:
   every sample is known exactly (:func:`chain_first_error`) and MC(prefix) has a
   closed form: 0 after a slip, ``(1 - p) ** remaining`` before. Options make it
   harder, for the label-quality benchmark: ``slip="misread"`` (a wrong operand,
-  arithmetically true: no false equation to spot), ``repair_rate`` (the step right
+  arithmetically true: no false equation to spot; it overshoots too, so misreads
+  never cancel out), ``repair_rate`` (the step right
   after a slip silently goes on from the right value, so MC after a slip is > 0:
   non-monotone MC; the planted first error stays the slip), ``no_answer_rate`` (the final line states no answer marker: a
   format failure) and ``hedge_rate`` (the answer is stated in a form a verifier
@@ -202,16 +203,17 @@ class ChainPolicy(Policy):
             raise ValueError(f"ChainPolicy.slip must be 'overshoot' or 'misread', got {self.slip!r}")
 
     def sample(self, request, sample_index, rng):
-        question = _user_text(request)
-        start, ops = parse_chain_question(question)
+        start, ops = parse_chain_question(_user_text(request))
+        truths = [start]  # the true running value after each operation
+        for name, operand in ops:
+            truths.append(_OPS[name](truths[-1], operand))
         value, done = start, 0
         prefix = request.messages[-1][1] if request.continue_final_message else ""
         fresh_slip = False  # the last stated step slipped from a right input: the next step may repair it
         for m in _STEP_RE.finditer(prefix):
             value, done = int(m.group(5)), int(m.group(1))
-            fresh_slip = int(m.group(2)) == chain_value_after(question, done - 1) and value != chain_value_after(
-                question, done)
-        truth = chain_value_after(question, done)
+            fresh_slip = 0 < done <= len(ops) and int(m.group(2)) == truths[done - 1] and value != truths[done]
+        truth = truths[min(done, len(ops))]
         pieces = []
         for i in range(done, len(ops)):
             if fresh_slip and self.repair_rate and rng.random() < self.repair_rate:
@@ -222,8 +224,14 @@ class ChainPolicy(Policy):
             result = _OPS[name](value, operand)
             if rng.random() < self.step_error_rate:
                 if self.slip == "misread":
-                    shown = operand + rng.choice([1, 2])
-                    result = _OPS[name](value, shown)
+                    # A misread operand that overshoots (like the arithmetic slips): the offset stays
+                    # positive, so misreads never cancel out. Where it cannot overshoot, no slip.
+                    delta = rng.choice([1, 2])
+                    shown = operand - delta if name == "subtract" else operand + delta
+                    if _OPS[name](value, shown) > result and shown > 0:
+                        result = _OPS[name](value, shown)
+                    else:
+                        shown = operand
                 else:
                     # Overshoots: every op keeps a positive offset positive, so without repairs a
                     # wrong prefix never reaches the gold answer: MC after a slip is exactly 0.
