@@ -3,8 +3,6 @@ scripted chain judge end to end on labelled chain problems."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from counterpoint.generators.base import GenerationRequest, SamplingParams

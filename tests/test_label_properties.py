@@ -8,7 +8,6 @@ seeded per request, so every run is reproducible.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -279,7 +278,6 @@ def _search_and_mc_on_one_store(item, gen, k, verify):
         return sols, mc_sols
 
     sched = RoundScheduler(gen, verify, SAMPLING)
-    n_before = None
     (sols, mc_sols), = sched.run([(ctx, both())])
     return ctx, sols, mc_sols
 

@@ -60,6 +60,14 @@ throughput knobs (``overlap_values``, ``parallel_searches``, ``max_trees``,
 from counterpoint.labeling.advantages import StepValue, best_of_k_value, step_values, within_noise
 from counterpoint.labeling.arithmetic import Claim, claims, false_claims, first_false_claim_step
 from counterpoint.labeling.common import LabeledSolution, fill_mc_values
+from counterpoint.labeling.consensus import (
+    CONSENSUS_MODES,
+    ConsensusConfig,
+    apply_consensus,
+    judge_requests,
+    judgements_from,
+    parse_judgement,
+)
 from counterpoint.labeling.evidence import EvidenceStore
 from counterpoint.labeling.first_error import FirstError, decide
 from counterpoint.labeling.labeler import (
@@ -80,7 +88,9 @@ from counterpoint.labeling.scheduler import (
 )
 
 __all__ = [
+    "CONSENSUS_MODES",
     "Claim",
+    "ConsensusConfig",
     "Estimate",
     "EvidenceStore",
     "FirstError",
@@ -97,13 +107,17 @@ __all__ = [
     "RoundScheduler",
     "StepValue",
     "VerifyFn",
+    "apply_consensus",
     "best_of_k_value",
     "claims",
     "decide",
     "false_claims",
     "fill_mc_values",
     "first_false_claim_step",
+    "judge_requests",
+    "judgements_from",
     "label_problems",
+    "parse_judgement",
     "step_values",
     "within_noise",
 ]

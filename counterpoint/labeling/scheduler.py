@@ -49,7 +49,7 @@ from typing import Any, Callable, Dict, Generator as PyGenerator, List, Optional
 
 from counterpoint.generators.base import GenerationRequest, Generator, SamplingParams
 from counterpoint.labeling.evidence import Estimate, EvidenceStore, Rollout, RolloutAsk
-from counterpoint.schemas.records import VERDICT_CORRECT, VERDICT_INCORRECT, VERDICT_UNKNOWN, VERDICTS
+from counterpoint.schemas.records import VERDICT_INCORRECT, VERDICT_UNKNOWN, VERDICTS
 from counterpoint.verifiers.base import REASON_TRUNCATED
 
 #: ``verify(items) -> List[Verdict]``; an item is ``(text, gold_answer, truncated, answer_type)`` where
@@ -199,6 +199,7 @@ class _Run:
         self.started: set = set()
         self.requests: Dict[Any, _Request] = {}  # engine handle -> request
         self.by_key: Dict[tuple, Any] = {}  # (ask key, n) -> handle of the request in flight
+        self.real_keys: Dict[tuple, int] = collections.Counter()  # ask key -> real requests in flight
         self.buffer: Dict[tuple, Tuple[int, List[Rollout]]] = {}  # (ask key, n) -> (owner task, rollouts)
         self.to_verify: Dict[Tuple[int, str], None] = {}  # (task, terminal prefix), insertion-ordered
         self.generated: Dict[Tuple[int, str], int] = {}  # (task, prefix) -> samples made for its asks
@@ -309,8 +310,9 @@ class _Run:
                 if req.speculative:
                     req.speculative, req.promoted = False, True
                     self.inflight_real += req.n
+                    self.real_keys[key] += 1
                 continue
-            if any(k[0] == key and not self.requests[h].speculative for k, h in self.by_key.items()):
+            if self.real_keys[key]:
                 continue  # a real request for this prefix is in flight: re-checked (topped up) when it lands
             if any(k == key for k, _, _ in new):
                 continue
@@ -327,6 +329,7 @@ class _Run:
             self.inflight += n
             if not speculative:
                 self.inflight_real += n
+                self.real_keys[key] += 1
 
     def admit(self) -> None:
         while self.waiting and (self.s.max_active is None or len(self.active) < self.s.max_active) and (
@@ -396,6 +399,7 @@ class _Run:
             self.inflight -= req.n
             if not req.speculative:
                 self.inflight_real -= req.n
+                self.real_keys[req.key] -= 1
             done.append((req, comps))
         terminal = list(self.to_verify)
         self.to_verify.clear()
