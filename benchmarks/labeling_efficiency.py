@@ -13,6 +13,11 @@ sampled ones only), rollouts generated for labelling (no value pass) per
 labelled solution. Target: OmegaPRM >= 4x fewer rollouts per labelled solution
 than per-step MC at >= 95% exact first-error accuracy.
 
+The arithmetic-claim check is off here (``check_arithmetic=False``): the chain
+policy's slips are false equations the check would find without a single
+rollout, and this benchmark measures the searches. ``benchmarks/label_quality.py``
+measures the labels with every rule on.
+
 Run: ``python -m benchmarks.labeling_efficiency`` or ``python benchmarks/labeling_efficiency.py``.
 """
 
@@ -21,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from typing import Dict, List
@@ -29,29 +33,19 @@ from typing import Dict, List
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from counterpoint.generators.base import GenerationRequest  # noqa: E402
-from counterpoint.generators.scripted import ChainPolicy, ScriptedGenerator, chain_first_error, chain_problem  # noqa: E402
+from counterpoint.generators.base import GenerationRequest, SamplingParams  # noqa: E402
+from counterpoint.generators.scripted import (  # noqa: E402
+    ChainPolicy,
+    ScriptedGenerator,
+    chain_first_error,
+    chain_problem,
+    chain_verdict,
+    chain_verify,
+)
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, ProblemForLabeling, label_problems  # noqa: E402
 from counterpoint.segmentation import segment  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "labeling_efficiency.json")
-_ANSWER = re.compile(r"The answer is (-?\d+)\.")
-
-
-def chain_verify(items):
-    """Final-answer check for chain solutions (last "The answer is N." vs gold)."""
-    out = []
-    for text, gold, truncated, _answer_type in items:
-        found = _ANSWER.findall(text)
-        if truncated:
-            out.append("incorrect")
-        elif not found:
-            out.append("unknown")
-        else:
-            out.append("correct" if found[-1] == str(gold).strip() else "incorrect")
-    return out
-
-
 def sample_items(policy: ChainPolicy, n_problems: int, n_steps: int, k_f: int, seed: int) -> List[ProblemForLabeling]:
     """The sampling stage: K_f solutions per problem, verified and segmented (trajectory rows)."""
     gen = ScriptedGenerator(policy)
@@ -60,14 +54,15 @@ def sample_items(policy: ChainPolicy, n_problems: int, n_steps: int, k_f: int, s
     outputs = gen.generate(requests)
     items = []
     for p, comps in zip(problems, outputs):
-        verdicts = chain_verify([(c.text, p["gold_answer"], c.truncated, p["answer_type"]) for c in comps])
+        verdicts = [chain_verdict(c.text, p["gold_answer"], c.truncated) for c in comps]
         trajs = [
             {
                 "problem_id": p["problem_id"],
                 "sample_index": j,
                 "completion": c.text,
                 "steps": segment(c.text, "paragraph"),
-                "verdict": v,
+                "verdict": v.verdict,
+                "verdict_reason": v.reason,
                 "finish_reason": c.finish_reason,
                 "num_generated_tokens": c.num_tokens,
             }
@@ -91,8 +86,9 @@ def evaluate(items, results, labeler: str, wall: float, calls: int) -> Dict[str,
         if r["sample_index"] < k_f[r["problem_id"]]:
             n_sampled += 1
             exact_sampled += got == truth
-            sampled_cost += r["n_rollouts"]
-    rollouts = sum(res.stats["label_rollouts"] for res in results)
+            sampled_cost += r["n_rollouts"]  # rollouts held for the row's prefixes (whoever paid)
+    # every rollout generated, less speculative ones that were never used
+    rollouts = sum(res.stats["rollouts"] - res.stats["prefetch_wasted"] for res in results)
     screened = {s: sum(res.stats.get(f"screened_{s}", 0) for res in results) for s in ("kept", "all_correct", "all_incorrect", "no_verdict")}
     return {
         "labeler": labeler,
@@ -107,8 +103,10 @@ def evaluate(items, results, labeler: str, wall: float, calls: int) -> Dict[str,
         "predicted_late": late,
         "rollouts": rollouts,
         "rollouts_per_solution": rollouts / len(rows) if rows else float("nan"),
-        # Rollouts each sampled solution's own search/probes generated (cache hits are free).
+        # Rollouts held for each sampled solution's prefixes (its own probes, and any other search's on them).
         "rollouts_per_sampled_solution": sampled_cost / n_sampled if n_sampled else float("nan"),
+        "prefetched": sum(res.stats["prefetched"] for res in results),
+        "prefetch_wasted": sum(res.stats["prefetch_wasted"] for res in results),
         "unresolved": sum(res.stats.get("searches_unresolved", 0) for res in results),
         "engine_calls": calls,
         "wall_s": round(wall, 2),
@@ -128,10 +126,11 @@ def run(args) -> dict:
                 labeler=labeler,
                 omegaprm=OmegaPRMConfig(k=args.k, search_limit=args.search_limit),
                 compute_values=False,
+                check_arithmetic=False,
                 seed=args.seed,
             )
             t0 = time.perf_counter()
-            results = label_problems(items, gen, chain_verify, cfg)
+            results = label_problems(items, gen, chain_verify, cfg, sampling=SamplingParams())
             entry[labeler] = evaluate(items, results, labeler, time.perf_counter() - t0, gen.calls)
         o, m = entry["omegaprm"], entry["mc"]
         entry["rollout_ratio_mc_over_omegaprm"] = m["rollouts_per_solution"] / o["rollouts_per_solution"]

@@ -14,9 +14,15 @@ import re
 
 import pytest
 
-from counterpoint.generators.base import Completion, Generator
-from counterpoint.generators.base import GenerationRequest
-from counterpoint.generators.scripted import ChainPolicy, ScriptedGenerator, chain_first_error, chain_problem
+from counterpoint.generators.base import Completion, GenerationRequest, Generator, SamplingParams
+from counterpoint.generators.scripted import (
+    ChainPolicy,
+    ScriptedGenerator,
+    chain_first_error,
+    chain_problem,
+    chain_verdict,
+    chain_verify,
+)
 from counterpoint.labeling import (
     Estimate,
     LabelerConfig,
@@ -36,6 +42,9 @@ from counterpoint.labeling import (
 from counterpoint.labeling.common import seed_root
 from counterpoint.schemas import records
 from counterpoint.segmentation import segment
+from counterpoint.verifiers import base as vb
+
+SAMPLING = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=384)
 
 
 # ---------------------------------------------------------------------------
@@ -72,25 +81,32 @@ class TableGenerator(Generator):
         return out
 
 
+def fake_verdict(text, gold, truncated=False):
+    """``ANS=<v>`` at the end: correct when v == gold; ``ANS=?``: unknown; nothing: a format failure."""
+    m = re.search(r"ANS=(\S+)\s*$", text)
+    if truncated:
+        return vb.incorrect(vb.REASON_TRUNCATED, None)
+    if not m:
+        return vb.incorrect(vb.REASON_NO_FINAL_ANSWER, None)
+    if m.group(1) == "?":
+        return vb.unknown(vb.REASON_UNPARSABLE_ANSWER, "?")
+    return vb.correct(m.group(1)) if m.group(1) == gold else vb.incorrect(vb.REASON_ANSWER_MISMATCH, m.group(1))
+
+
 def fake_verify(items):
-    """``ANS=<v>`` at the end: correct when v == gold; ``ANS=?`` or nothing: unknown."""
-    out = []
-    for text, gold, truncated, _ in items:
-        m = re.search(r"ANS=(\S+)\s*$", text)
-        if not m or m.group(1) == "?":
-            out.append("unknown")
-        else:
-            out.append("correct" if m.group(1) == gold else "incorrect")
-    return out
+    return [fake_verdict(text, gold, truncated) for text, gold, truncated, _ in items]
 
 
-def traj(pid, i, text, verdict, tokens=None, finish="stop"):
+def traj(pid, i, text, verdict, tokens=None, finish="stop", reason=None):
+    if reason is None and verdict == "incorrect":
+        reason = vb.REASON_NO_FINAL_ANSWER if "ANS=" not in text else vb.REASON_ANSWER_MISMATCH
     return {
         "problem_id": pid,
         "sample_index": i,
         "completion": text,
         "steps": segment(text, "paragraph"),
         "verdict": verdict,
+        "verdict_reason": reason,
         "finish_reason": finish,
         "num_generated_tokens": tokens if tokens is not None else len(text),
     }
@@ -125,42 +141,43 @@ def world_item(system_prompt=None):
 
 
 def small_config(**kw):
-    om = kw.pop("omegaprm", OmegaPRMConfig(k=4))
+    # Hand-built tables answer only the prefixes the sequential loop asks: no speculation here.
+    om = kw.pop("omegaprm", OmegaPRMConfig(k=4, parallel_searches=1))
     return LabelerConfig(omegaprm=om, **kw)
 
 
-def chain_verify(items):
-    out = []
-    for text, gold, truncated, _ in items:
-        found = re.findall(r"The answer is (-?\d+)\.", text)
-        out.append("unknown" if not found else ("correct" if found[-1] == gold else "incorrect"))
-    return out
-
-
-def chain_items(n, rate, k_f=8, seed=3):
-    gen = ScriptedGenerator(ChainPolicy(step_error_rate=rate))
+def chain_items(n, rate, k_f=8, seed=3, policy=None):
+    gen = ScriptedGenerator(policy or ChainPolicy(step_error_rate=rate))
     probs = [chain_problem(seed, i) for i in range(n)]
     outs = gen.generate([GenerationRequest.chat(None, p["question"], n=k_f, seed=i) for i, p in enumerate(probs)])
     items = []
     for p, comps in zip(probs, outs):
-        vs = chain_verify([(c.text, p["gold_answer"], False, "numeric") for c in comps])
+        vs = [chain_verdict(c.text, p["gold_answer"], c.truncated) for c in comps]
         items.append(ProblemForLabeling(p, [
             {"problem_id": p["problem_id"], "sample_index": j, "completion": c.text, "steps": segment(c.text),
-             "verdict": v, "finish_reason": c.finish_reason, "num_generated_tokens": c.num_tokens}
+             "verdict": v.verdict, "verdict_reason": v.reason, "finish_reason": c.finish_reason,
+             "num_generated_tokens": c.num_tokens}
             for j, (c, v) in enumerate(zip(comps, vs))]))
     return items
 
 
+def run_labels(*args, **kw):
+    kw.setdefault("sampling", SAMPLING)
+    return label_problems(*args, **kw)
+
+
 def drive(coro, gen, verify=fake_verify, ctx=None, params=None):
-    sched = RoundScheduler(gen, verify, params or OmegaPRMConfig().rollout_params)
+    sched = RoundScheduler(gen, verify, params or SAMPLING)
     (res,) = sched.run([(ctx, coro)])
     return res, sched
 
 
 def tree_for(item, k=4, **kw):
-    ctx = ProblemContext("p", item.problem["question"], item.problem["gold_answer"], "exact")
+    kw.setdefault("parallel_searches", 1)
+    cfg = OmegaPRMConfig(k=k, **kw)
+    ctx = ProblemContext("p", item.problem["question"], item.problem["gold_answer"], "exact", min_known=cfg.min_known)
     seed_root(ctx, item.trajectories)
-    return ctx, OmegaPRMTree(ctx, OmegaPRMConfig(k=k, **kw), first_discovered_index=len(item.trajectories))
+    return ctx, OmegaPRMTree(ctx, cfg, first_discovered_index=len(item.trajectories))
 
 
 # ---------------------------------------------------------------------------
@@ -271,18 +288,22 @@ def test_zero_probe_superseded_by_shallower_zero_is_not_an_edge():
 
 def test_binary_search_finds_planted_first_error_on_chain():
     items = chain_items(4, rate=0.06)
-    cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=8, search_limit=8), compute_values=False)
-    results = label_problems(items, ScriptedGenerator(ChainPolicy(step_error_rate=0.06)), chain_verify, cfg)
+    # Arithmetic checks off: the binary search alone must find every planted slip.
+    cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=8, search_limit=8), compute_values=False, check_arithmetic=False)
+    results = run_labels(items, ScriptedGenerator(ChainPolicy(step_error_rate=0.06)), chain_verify, cfg)
     q = {it.problem["problem_id"]: it.problem["question"] for it in items}
     rows = [r for res in results for r in res.step_labels]
     assert len(rows) >= 8
     for r in rows:
         assert r["first_error_index"] == chain_first_error(q[r["problem_id"]], r["completions"])
-        # 17 steps: ceil(log2(17)) = 5 probes at most, k = 8 each (fewer with cache hits).
-        assert r["n_rollouts"] <= 5 * 8
+        assert r["first_error_source"] in ("search", "evidence")
+        # rollouts held for the row's prefixes: k per probed prefix, none for the exact last step
+        assert set(r["n_rollouts_per_step"]) <= {0, 8} and r["n_rollouts_per_step"][-1] == 0
+        assert r["n_rollouts"] == sum(r["n_rollouts_per_step"])
+        assert r["mc_measured"] == [n > 0 for n in r["n_rollouts_per_step"][:-1]] + [True]
 
 
-def test_parallel_searches_keep_labels_exact_and_fill_rounds():
+def test_parallel_searches_keep_rows_identical_and_fill_rounds():
     items = chain_items(3, rate=0.06)
     q = {it.problem["problem_id"]: it.problem["question"] for it in items}
     runs = {}
@@ -290,35 +311,38 @@ def test_parallel_searches_keep_labels_exact_and_fill_rounds():
         gen = RecordingScripted(ChainPolicy(step_error_rate=0.06))
         rounds = []
         cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=8, search_limit=8, parallel_searches=width),
-                            compute_values=False)
-        results = label_problems(items, gen, chain_verify, cfg, on_round=rounds.append)
+                            compute_values=False, check_arithmetic=False)
+        results = run_labels(items, gen, chain_verify, cfg, on_round=rounds.append)
         rows = [r for res in results for r in res.step_labels]
         for r in rows:
             assert r["first_error_index"] == chain_first_error(q[r["problem_id"]], r["completions"])
-        runs[width] = (rows, rounds, sum(res.stats["selections"] for res in results))
-    (rows1, rounds1, sel1), (rows4, rounds4, sel4) = runs[1], runs[4]
-    # Same search budget, same number of labelled solutions, far fewer (fuller) engine rounds.
-    assert sel1 == sel4 and len(rows1) == len(rows4) >= 8
-    assert len(rounds4) * 2 <= len(rounds1)
-    assert max(r["requests"] for r in rounds4) > max(r["requests"] for r in rounds1)
+        stats = {key: sum(res.stats[key] for res in results)
+                 for key in ("selections", "prefetched", "prefetch_used", "prefetch_wasted")}
+        runs[width] = (rows, [res.preferences for res in results], rounds, stats)
+    (rows1, prefs1, rounds1, st1), (rows4, prefs4, rounds4, st4) = runs[1], runs[4]
+    # Speculation keeps the sequential loop: the very same rows, in far fewer (fuller) engine rounds.
+    assert rows1 == rows4 and prefs1 == prefs4 and len(rows1) >= 8
+    assert st1["selections"] == st4["selections"]
+    assert st1["prefetched"] == 0 and st4["prefetch_used"] > 0
+    assert st4["prefetched"] == st4["prefetch_used"] + st4["prefetch_wasted"]
+    assert len(rounds4) * 3 <= len(rounds1) * 2
+    assert max(r["samples"] for r in rounds4) > max(r["samples"] for r in rounds1)
 
 
-def test_overlap_values_same_labels_and_values_in_fewer_rounds():
+def test_overlap_values_same_rows_in_fewer_rounds():
     items = chain_items(3, rate=0.06)
     out = {}
     for overlap in (False, True):
         rounds = []
         cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=4, search_limit=4), overlap_values=overlap)
-        results = label_problems(items, ScriptedGenerator(ChainPolicy(step_error_rate=0.06)), chain_verify, cfg,
-                                 on_round=rounds.append)
-        labels = sorted((r["id"], r["labels"], r["first_error_index"]) for res in results for r in res.step_labels)
-        values = sorted((v["id"], v["q_value"], v["advantage"], v["is_first_pit"])
-                        for res in results for v in res.step_values)
-        out[overlap] = (labels, values, rounds, sum(res.stats["rollouts"] for res in results))
-    (l0, v0, r0, n0), (l1, v1, r1, n1) = out[False], out[True]
-    assert l0 == l1 and len(l0) >= 4
-    assert v0 == v1 and len(v0) > 0
-    assert n0 == n1  # the same rollouts, spent in fewer, fuller rounds
+        results = run_labels(items, ScriptedGenerator(ChainPolicy(step_error_rate=0.06)), chain_verify, cfg,
+                             on_round=rounds.append)
+        rows = [(res.step_labels, res.step_values, res.preferences) for res in results]
+        out[overlap] = (rows, rounds, sum(res.stats["rollouts"] - res.stats["prefetch_wasted"] for res in results))
+    (rows0, r0, n0), (rows1, r1, n1) = out[False], out[True]
+    assert rows0 == rows1  # whole rows: labels, mc_values, masks, counts, values, pairs
+    assert sum(len(lab) for lab, _, _ in rows0) >= 4 and sum(len(v) for _, v, _ in rows0) > 0
+    assert n0 == n1  # the same rollouts kept, spent in fewer, fuller rounds
     assert len(r1) < len(r0) and max(r["samples"] for r in r1) >= max(r["samples"] for r in r0)
 
 
@@ -337,9 +361,10 @@ def test_chain_policy_never_repairs_a_slip():
             wrong = "".join(t["steps"][: fe + 1])
             right = "".join(t["steps"][:fe])
             (after,) = gen.generate([GenerationRequest.continuation(None, q, wrong, n=16, seed=t["sample_index"])])
-            assert set(chain_verify([(wrong + c.text, gold, False, "numeric") for c in after])) == {"incorrect"}
+            assert {v.verdict for v in chain_verify([(wrong + c.text, gold, False, "numeric") for c in after])} == {
+                "incorrect"}
             (before,) = clean.generate([GenerationRequest.continuation(None, q, right, n=1, seed=0)])
-            assert chain_verify([(right + before[0].text, gold, False, "numeric")]) == ["correct"]
+            assert chain_verify([(right + before[0].text, gold, False, "numeric")])[0].verdict == "correct"
             checked += 1
     assert checked >= 8
 
@@ -370,25 +395,36 @@ def test_token_len_callable_drives_the_split():
 # ---------------------------------------------------------------------------
 # Rows: step_labels, step_values, preferences
 # ---------------------------------------------------------------------------
-def test_omegaprm_rows_whole_records():
-    cfg = small_config(best_of_k=2)
+@pytest.mark.parametrize("overlap", [True, False])
+def test_omegaprm_rows_whole_records(overlap):
+    cfg = small_config(best_of_k=2, overlap_values=overlap)
     gen = TableGenerator(TABLE)
-    (res,) = label_problems([world_item("Be brief.")], gen, fake_verify, cfg)
-    params = cfg.omegaprm.params_json()
-    assert json.loads(params)["k"] == 4 and json.loads(params)["rollout_params"]["temperature"] == 0.8
-    base = {"problem_id": "p", "prompt": "Q?", "labeler": "omegaprm", "labeler_params": params}
+    (res,) = run_labels([world_item("Be brief.")], gen, fake_verify, cfg)
+    params = cfg.labeler_params(SAMPLING)
+    p = json.loads(params)
+    assert p["k"] == 4 and p["rollout_params"] == SAMPLING.to_dict() and p["min_known_verdicts"] == 2
+    assert "parallel_searches" not in p and "max_trees" not in p and "overlap_values" not in p
+    base = {"problem_id": "p", "prompt": "Q?", "labeler": "omegaprm", "labeler_params": params,
+            "judge_first_error_index": None, "judge_agrees": None}
+    # Rows are built from the final evidence store: every prefix of the sampled negatives holds k = 4
+    # rollouts (search or value pass, whichever paid), the last step is the exact verdict (0 rollouts).
     assert res.step_labels == [
         dict(base, id="p/s1/omegaprm", sample_index=1, completions=["a", "b", "X", "ANS=2"],
-             labels=[True, True, False, False], mc_values=[1.0, 0.75, 0.0, 0.0], first_error_index=2, n_rollouts=8),
+             labels=[True, True, False, False], mc_values=[1.0, 0.75, 0.0, 0.0], mc_measured=[True] * 4,
+             n_rollouts_per_step=[4, 4, 4, 0], first_error_index=2, first_error_source="search", n_rollouts=12),
         dict(base, id="p/s4/omegaprm", sample_index=4, completions=["a", "b", "Y", "ANS=3"],
-             labels=[True, True, False, False], mc_values=[1.0, 0.75, 0.0, 0.0], first_error_index=2, n_rollouts=4),
+             labels=[True, True, False, False], mc_values=[1.0, 0.75, 0.0, 0.0], mc_measured=[True] * 4,
+             n_rollouts_per_step=[4, 4, 4, 0], first_error_index=2, first_error_source="search", n_rollouts=12),
         dict(base, id="p/s3/omegaprm", sample_index=3, completions=["a", "Z", "c", "ANS=5"],
-             labels=[True, False, False, False], mc_values=[1.0, 0.0, 0.0, 0.0], first_error_index=1, n_rollouts=8),
+             labels=[True, False, False, False], mc_values=[1.0, 0.0, 0.0, 0.0], mc_measured=[True] * 4,
+             n_rollouts_per_step=[4, 4, 4, 0], first_error_index=1, first_error_source="search", n_rollouts=12),
     ]
     prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}]
     step_pairs = [p for p in res.preferences if p["pair_type"] == "step"]
     meta = [json.loads(p.pop("metadata")) for p in step_pairs]
     common = {"problem_id": "p", "prompt": prompt, "pair_type": "step", "labeler": "omegaprm"}
+    # chosen: the next step of a correct completion through the prefix, deepest origin first (a rollout
+    # from the prefix itself beats a sampled solution through it).
     assert step_pairs == [
         dict(common, id="p/step/omegaprm/s1", chosen=[{"role": "assistant", "content": "a\n\nb\n\nc"}],
              rejected=[{"role": "assistant", "content": "a\n\nb\n\nX"}], chosen_sample_index=None,
@@ -400,15 +436,17 @@ def test_omegaprm_rows_whole_records():
              rejected=[{"role": "assistant", "content": "a\n\nZ"}], chosen_sample_index=None,
              rejected_sample_index=3, step_index=1, prefix="a\n\n"),
     ]
-    assert [m["n_rollouts"] for m in meta] == [8, 4, 8] and meta[0]["prefix_mc"] == 0.75
+    assert [m["n_rollouts"] for m in meta] == [12, 12, 12]
+    assert [(m["prefix_mc"], m["prefix_rollouts"], m["chosen_source"]) for m in meta] == [
+        (0.75, 4, "rollout"), (0.75, 4, "rollout"), (1.0, 4, "rollout")]
 
-    # Values: s1 fully reused from the tree; s3 needs "a Z c" (4 new rollouts, one more round).
-    # Root Q_-1 = 2/4 (n = 4). s1: Q = 1.0 (n 3: one unknown), 0.75 (n 4), 0.0 (n 4), 0.0 (exact).
+    # Values. Root Q_-1 = 2/4 (n = 4). s1: Q = 1.0 (n 3: one unknown), 0.75 (n 4), 0.0 (n 4), 0.0 (exact).
     v = {(r["sample_index"], r["step_index"]): r for r in res.step_values}
     assert [v[(1, i)]["q_value"] for i in range(4)] == [1.0, 0.75, 0.0, 0.0]
     assert [v[(1, i)]["advantage"] for i in range(4)] == [0.5, -0.25, -0.75, 0.0]
     assert [v[(1, i)]["n_rollouts"] for i in range(4)] == [3, 4, 4, 0]
     assert [v[(1, i)]["n_correct"] for i in range(4)] == [3, 3, 0, 0]
+    assert [v[(1, i)]["measured"] for i in range(4)] == [True] * 4
     # n = 3 < min_n -> noise; -0.75 vs 1.96*sqrt(.1875/4) = 0.424 -> signal; 0 vs exact 0 -> noise.
     assert [v[(1, i)]["within_noise"] for i in range(4)] == [True, True, False, True]
     assert [v[(1, i)]["is_first_pit"] for i in range(4)] == [False, False, True, False]
@@ -416,8 +454,8 @@ def test_omegaprm_rows_whole_records():
     assert [v[(1, i)]["best_of_k_value"] for i in range(4)] == [1.0, 1.0, 0.0, 0.0]
     assert v[(1, 2)] == {
         "id": "p/s1/omegaprm/t2", "problem_id": "p", "sample_index": 1, "step_index": 2, "step": "X",
-        "q_value": 0.0, "advantage": -0.75, "n_rollouts": 4, "n_correct": 0, "is_first_pit": True,
-        "within_noise": False, "best_of_k_value": 0.0, "labeler": "omegaprm",
+        "q_value": 0.0, "advantage": -0.75, "measured": True, "n_rollouts": 4, "n_correct": 0,
+        "is_first_pit": True, "within_noise": False, "best_of_k_value": 0.0, "labeler": "omegaprm",
     }
     assert [v[(3, i)]["q_value"] for i in range(4)] == [1.0, 0.0, 0.0, 0.0]
     assert v[(3, 1)]["is_first_pit"] and v[(3, 1)]["within_noise"]  # previous estimate rests on 3 rollouts
@@ -432,12 +470,15 @@ def test_omegaprm_rows_whole_records():
         "pair_type": "first_pit", "chosen_sample_index": 0, "rejected_sample_index": 1, "step_index": 2,
         "prefix": None, "labeler": "omegaprm",
     }
-    assert pit_meta["n_rollouts"] == 11 and pit_meta["n_rollouts_new"] == 0 and pit_meta["pit_advantage"] == -0.75
+    assert pit_meta == {"policy": "first_pit", "pit_q": 0.0, "pit_advantage": -0.75, "within_noise": False,
+                        "n_rollouts": 11}
     s = res.stats
-    assert (s["rollouts"], s["label_rollouts"], s["value_rollouts"]) == (24, 20, 4)
-    assert s["selections"] == 3 and s["first_pit_within_noise"] == 1 and s["unknown"] == 1
+    # The same 24 rollouts either way; who paid differs (statistics only, never in a row).
+    assert s["rollouts"] == 24 and s["selections"] == 3 and s["first_pit_within_noise"] == 1 and s["unknown"] == 1
+    assert (s["label_rollouts"], s["value_rollouts"]) == ((8, 16) if overlap else (20, 4))
     assert s["prompt_tokens"] == 60 and s["cached_prompt_tokens"] == 24  # 6 requests x 10 / x 4
-    assert gen.calls == 6
+    assert gen.calls == (2 if overlap else 6)
+    assert s["first_error_from_search"] == 3 and s["prefetched"] == 0
     # Every row conforms to its table (Arrow types, equal lengths).
     records.rows_to_table("step_labels", res.step_labels)
     records.rows_to_table("step_values", res.step_values)
@@ -446,7 +487,7 @@ def test_omegaprm_rows_whole_records():
 
 def test_mc_baseline_rows_and_one_round():
     gen = TableGenerator(TABLE)
-    (res,) = label_problems([world_item()], gen, fake_verify, small_config(labeler="mc"))
+    (res,) = run_labels([world_item()], gen, fake_verify, small_config(labeler="mc"))
     assert gen.calls == 1  # every prefix of every trajectory in one round; the value pass is all cache hits
     params = json.loads(res.step_labels[0]["labeler_params"])
     assert params["k"] == 4
@@ -454,8 +495,10 @@ def test_mc_baseline_rows_and_one_round():
     assert rows[1]["mc_values"] == [1.0, 0.75, 0.0, 0.0] and rows[1]["labels"] == [True, True, False, False]
     assert rows[1]["first_error_index"] == 2 and rows[1]["id"] == "p/s1/mc" and rows[1]["labeler"] == "mc"
     assert rows[3]["mc_values"] == [1.0, 0.0, 0.0, 0.0] and rows[3]["first_error_index"] == 1
-    # "a" is shared: generated once and charged to s1 (3 prefixes x 4), s3 pays for 2 prefixes.
-    assert (rows[1]["n_rollouts"], rows[3]["n_rollouts"]) == (12, 8)
+    assert rows[1]["mc_measured"] == rows[3]["mc_measured"] == [True] * 4  # per-step MC measures every prefix
+    # n_rollouts counts rollouts held for the row's prefixes: "a" is shared, generated once, held by both.
+    assert rows[1]["n_rollouts_per_step"] == rows[3]["n_rollouts_per_step"] == [4, 4, 4, 0]
+    assert (rows[1]["n_rollouts"], rows[3]["n_rollouts"]) == (12, 12)
     assert res.stats["value_rollouts"] == 0 and res.stats["rollouts"] == 20
     assert set(rows) == {1, 3}  # correct trajectories get no row (no MC = 1 without rollouts)
 
@@ -470,13 +513,13 @@ def test_mc_values_fill_rule():
 
 
 def test_step_pair_skipped_when_chosen_equals_rejected():
-    table = dict(TABLE)
-    table["a\n\nb\n\n"] = ["X\n\nANS=1"]  # the only correct continuation starts with the erroneous step
-    item = world_item()
-    item.trajectories = [t for t in item.trajectories if t["sample_index"] != 3]
-    (res,) = label_problems([item], TableGenerator(table), fake_verify, small_config(compute_values=False))
+    # The only correct continuation of "a b" starts with the erroneous step's content ("X", other spacing: a
+    # different step, so it is no evidence for W's own step 2) -> no pair, counted and rejected.
+    table = {"a\n\nb\n\n": ["X  \n\nANS=1"], "a\n\nb\n\nX\n\n": ["ANS=2"]}
+    item = ProblemForLabeling(problem(), [traj("p", 0, "q\n\nANS=1", "correct"), traj("p", 1, S1, "incorrect")])
+    (res,) = run_labels([item], TableGenerator(table), fake_verify, small_config(compute_values=False))
     assert [r["first_error_index"] for r in res.step_labels] == [2]
-    assert not res.preferences and res.stats["step_pairs_identical"] == 1
+    assert not res.preferences and res.stats["step_pairs_chosen_equals_rejected"] == 1
     assert [r["reason"] for r in res.rejects] == ["step_pair_chosen_equals_rejected"]
     assert res.rejects[0]["stage"] == "label" and res.rejects[0]["scope"] == "row"
 
@@ -494,13 +537,15 @@ def test_best_of_k_value_hand_numbers():
 def test_step_values_advantages_and_first_pit():
     stats = [(0.5, 8, 4), (0.625, 8, 5), (0.125, 8, 1), None, (0.0, 8, 0), (0.0, None, 0)]
     vals = step_values(0.5, 8, stats, best_of_k=4)
-    assert [v.step_index for v in vals] == [0, 1, 2, 4, 5]  # unmeasured step 3 gets no value
-    assert [v.advantage for v in vals] == pytest.approx([0.0, 0.125, -0.5, -0.125, 0.0])  # step 4 vs step 2
-    assert [v.is_first_pit for v in vals] == [False, False, False, True, False]  # first step at min Q (0)
+    assert [v.step_index for v in vals] == [0, 1, 2, 3, 4, 5]  # every step gets an entry
+    assert [v.measured for v in vals] == [True, True, True, False, True, True]
+    assert (vals[3].q_value, vals[3].advantage, vals[3].within_noise) == (None, None, True)  # unmeasured: no value
+    assert [v.advantage for v in vals if v.measured] == pytest.approx([0.0, 0.125, -0.5, -0.125, 0.0])  # 4 vs 2
+    assert [v.is_first_pit for v in vals] == [False, False, False, False, True, False]  # first measured min Q
     assert vals[2].best_of_k_value == pytest.approx(1 - math.comb(7, 4) / math.comb(8, 4))
-    assert vals[4].best_of_k_value == 0.0 and vals[4].n_rollouts is None
+    assert vals[5].best_of_k_value == 0.0 and vals[5].n_rollouts is None
     # noise: step 2: |-0.5| vs 1.96*sqrt(.109375/8 + .234375/8) = 0.406 -> signal; step 1 -> noise.
-    assert [v.within_noise for v in vals] == [True, True, False, True, True]
+    assert [v.within_noise for v in vals] == [True, True, False, True, True, True]
 
 
 def test_within_noise_flag():
@@ -515,7 +560,7 @@ def test_within_noise_flag():
 def test_values_reuse_tree_measurements():
     items = chain_items(2, rate=0.08)
     cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=4, search_limit=3), compute_values=True, best_of_k=2)
-    results = label_problems(items, ScriptedGenerator(ChainPolicy(step_error_rate=0.08)), chain_verify, cfg)
+    results = run_labels(items, ScriptedGenerator(ChainPolicy(step_error_rate=0.08)), chain_verify, cfg)
     for res, it in zip(results, items):
         if res.stats["screening"] != "kept":
             continue
@@ -523,9 +568,12 @@ def test_values_reuse_tree_measurements():
         # 17 steps each; 16 rollout prefixes x k = 64 per trajectory if nothing were reused.
         assert 0 < res.stats["value_rollouts"] < 64 * len(wrong)
         assert len(res.step_values) == 17 * len(wrong)
+        records.rows_to_table("step_values", res.step_values)
         for r in res.step_values:
-            records.STEP_VALUES.conform(r)
-            assert -1.0 <= r["advantage"] <= 1.0 and 0.0 <= r["q_value"] <= 1.0
+            if r["measured"]:
+                assert -1.0 <= r["advantage"] <= 1.0 and 0.0 <= r["q_value"] <= 1.0
+            else:
+                assert r["q_value"] is None and r["advantage"] is None and r["within_noise"]
 
 
 # ---------------------------------------------------------------------------
@@ -540,9 +588,9 @@ def test_unknown_verdicts_are_not_wrong():
     table = {"a\n\nb\n\n": ["c\n\nANS=?"], "a\n\nb\n\nX\n\n": ["ANS=2"]}
     item = world_item()
     item.trajectories = [t for t in item.trajectories if t["sample_index"] != 3]
-    (res,) = label_problems([item], TableGenerator(table), fake_verify, small_config(compute_values=False))
+    (res,) = run_labels([item], TableGenerator(table), fake_verify, small_config(compute_values=False))
     assert res.step_labels == [] and res.stats["searches_unresolved"] == 1 and res.stats["unknown"] == 4
-    assert res.rejects[0]["reason"] == "label_unmeasured_probe"
+    assert res.rejects[0]["reason"] == "label_unresolved_probe"
 
 
 def test_truncated_rollouts_count_as_wrong():
@@ -550,7 +598,7 @@ def test_truncated_rollouts_count_as_wrong():
     table["a\n\nb\n\n"] = [("c\n\nANS=1", "length"), "c\n\nANS=1", ("c\n\nANS", "length"), "Y\n\nANS=3"]
     item = world_item()
     item.trajectories = [t for t in item.trajectories if t["sample_index"] != 3]
-    (res,) = label_problems([item], TableGenerator(table), fake_verify, small_config(compute_values=False))
+    (res,) = run_labels([item], TableGenerator(table), fake_verify, small_config(compute_values=False))
     # MC("a b") = 1/4: both truncated ones are wrong even though one carries the right answer.
     assert res.step_labels[0]["mc_values"][1] == 0.25 and res.stats["truncated"] == 2
     # Truncated rollouts are not searched: only the "Y" rollout joins the pool (discovered: index K_f = 3).
@@ -570,7 +618,7 @@ def test_screening_counts():
         ProblemForLabeling(problem("empty"), []),
     ]
     gen = TableGenerator({})
-    results = label_problems(items, gen, fake_verify, small_config())
+    results = run_labels(items, gen, fake_verify, small_config())
     status = {r.problem_id: r.stats["screening"] for r in results}
     assert status == {"all_c": "all_correct", "all_w": "all_incorrect", "none": "no_verdict",
                       "trunc": "kept", "empty": "no_verdict"}
@@ -600,7 +648,7 @@ def test_one_engine_call_per_round_across_trees():
     gen = RecordingScripted(ChainPolicy(step_error_rate=0.08))
     seen = []
     cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=4, search_limit=4), compute_values=False)
-    results = label_problems(items, gen, chain_verify, cfg, on_round=seen.append)
+    results = run_labels(items, gen, chain_verify, cfg, on_round=seen.append)
     kept = [r for r in results if r.stats["screening"] == "kept"]
     assert len(kept) >= 2
     assert gen.calls == len(seen) == results[0].stats["rounds"]
@@ -610,7 +658,7 @@ def test_one_engine_call_per_round_across_trees():
     # Sequential alternative: one tree at a time needs as many calls as all trees' probes.
     gen1 = RecordingScripted(ChainPolicy(step_error_rate=0.08))
     cfg1 = LabelerConfig(omegaprm=OmegaPRMConfig(k=4, search_limit=4, max_trees=1), compute_values=False)
-    results1 = label_problems(items, gen1, chain_verify, cfg1)
+    results1 = run_labels(items, gen1, chain_verify, cfg1)
     assert max(len(b) for b in gen1.batch_problems) == 1 and gen1.calls > gen.calls
     assert [r.step_labels for r in results1] == [r.step_labels for r in results]  # same labels either way
 
@@ -623,10 +671,10 @@ def test_scheduler_dedupes_identical_asks_in_a_round():
         return est
 
     gen = TableGenerator(TABLE)
-    sched = RoundScheduler(gen, fake_verify, OmegaPRMConfig().rollout_params)
+    sched = RoundScheduler(gen, fake_verify, SAMPLING)
     e1, e2 = sched.run([(ctx, search(4)), (ctx, search(2))])
     assert gen.calls == 1 and gen.batches == [[("a\n\n", 4)]]
-    assert sched.rounds[0]["deduped_asks"] == 1 and sched.rounds[0]["requests"] == 1
+    assert sched.rounds[0]["requests"] == 1
     assert (e1.n_new, e2.n_new) == (4, 0) and e1.rollouts == e2.rollouts and e1.value == 1.0
     # A later ask for more rollouts tops the cache up (only the missing ones are generated).
     e3, = sched.run([(ctx, search(6))])
@@ -638,7 +686,7 @@ def test_deterministic_for_scripted_generator():
     cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=4, search_limit=4), best_of_k=2)
 
     def once():
-        res = label_problems(items, ScriptedGenerator(ChainPolicy(step_error_rate=0.08)), chain_verify, cfg)
+        res = run_labels(items, ScriptedGenerator(ChainPolicy(step_error_rate=0.08)), chain_verify, cfg)
         return [(r.step_labels, r.step_values, r.preferences, r.stats) for r in res]
 
     a = once()
@@ -659,5 +707,5 @@ def test_config_validation():
     with pytest.raises(ValueError):
         OmegaPRMConfig(k=0)
     with pytest.raises(ValueError):
-        label_problems([ProblemForLabeling(problem("p"), [traj("q", 0, "ANS=1", "correct")])],
+        run_labels([ProblemForLabeling(problem("p"), [traj("q", 0, "ANS=1", "correct")])],
                        TableGenerator({}), fake_verify, LabelerConfig())

@@ -4,18 +4,29 @@ Behaves like an engine without one: same interface, seeded per (request, sample)
 so results do not depend on how requests are batched, and with controllable
 faults (raise every Nth call, hang, die) for reliability tests.
 
-Two policies ship:
+Policies:
 
 * :class:`AnswerKeyPolicy` answers questions it has a gold answer for, correctly
   with probability ``p_correct`` and otherwise with a wrong number — enough for
   outcome-level pipeline tests.
 * :class:`ChainPolicy` solves :func:`chain_problem` questions ("start at 7, add
-  3, multiply by 2, ...") one step per paragraph, making an arithmetic slip at
-  each step with probability ``step_error_rate``. A slip propagates (all ops are
-  injective), so the first wrong step of every sample is known exactly and
-  MC(prefix) has a closed form: 0 after a slip, ``(1 - p) ** remaining`` before.
-  Continuations read the prefix back and go on from its last stated value, which
-  is exactly what rollouts from a step prefix need.
+  3, multiply by 2, ...") one step per paragraph, making a slip at each step with
+  probability ``step_error_rate``. By default a slip is a false equation that only
+  overshoots and propagates (all ops are injective), so the first wrong step of
+  every sample is known exactly (:func:`chain_first_error`) and MC(prefix) has a
+  closed form: 0 after a slip, ``(1 - p) ** remaining`` before. Options make it
+  harder, for the label-quality benchmark: ``slip="misread"`` (a wrong operand,
+  arithmetically true: no false equation to spot; it overshoots too, so misreads
+  never cancel out), ``repair_rate`` (the step right
+  after a slip silently goes on from the right value, so MC after a slip is > 0:
+  non-monotone MC; the planted first error stays the slip), ``no_answer_rate`` (the final line states no answer marker: a
+  format failure) and ``hedge_rate`` (the answer is stated in a form a verifier
+  cannot decide: see :func:`chain_verdict`). Continuations read the prefix back
+  and go on from its last stated value, which is what rollouts from a step prefix
+  need.
+* :class:`ChainJudgePolicy` is a consensus judge for chain solutions: it answers
+  the ProcessBench-style prompt of ``counterpoint.labeling.consensus`` from the
+  ground truth, wrong with probability ``error_rate``.
 """
 
 from __future__ import annotations
@@ -138,12 +149,23 @@ def parse_chain_question(question: str) -> Tuple[int, List[Tuple[str, int]]]:
     return start, [(m.group(1), int(m.group(2))) for m in _OP_RE.finditer(question)]
 
 
+_FINAL_RE = re.compile(r"(-?\d+)(?: \(I think\))?\.?\s*$")
+
+
 def chain_first_error(question: str, steps: Sequence[str]) -> Optional[int]:
-    """Ground truth: index of the first step whose stated result is wrong (None if all right)."""
+    """Ground truth: index of the first wrong step (None if all right).
+
+    A step is wrong when its stated result is not the true running value (an
+    arithmetic slip or a misread operand). The line after the last operation is
+    the answer line: right when it states the true final value, wrong otherwise.
+    """
     value, ops = parse_chain_question(question)
     for i, step in enumerate(steps):
+        if i == len(ops):
+            m = _FINAL_RE.search(step.strip())
+            return None if m is not None and int(m.group(1)) == value else i
         m = _STEP_RE.search(step)
-        if m is None or i >= len(ops):
+        if m is None or i > len(ops):
             return i
         value = _OPS[ops[i][0]](value, ops[i][1])
         if int(m.group(5)) != value:
@@ -151,34 +173,141 @@ def chain_first_error(question: str, steps: Sequence[str]) -> Optional[int]:
     return None
 
 
+def chain_value_after(question: str, done: int) -> int:
+    """The true running value after the first ``done`` operations."""
+    value, ops = parse_chain_question(question)
+    for name, operand in ops[:done]:
+        value = _OPS[name](value, operand)
+    return value
+
+
+#: Final-line forms of :class:`ChainPolicy` (see :func:`chain_verdict`).
+ANSWER_LINE = "The answer is {value}."
+HEDGED_ANSWER_LINE = "The answer is {value} (I think)."
+NO_ANSWER_LINE = "So the total is {value}."
+
+
 @dataclasses.dataclass
 class ChainPolicy(Policy):
-    """Step-by-step solver of chain problems with a per-step slip probability."""
+    """Step-by-step solver of chain problems with a per-step slip probability (see the module docstring)."""
 
     step_error_rate: float = 0.05
     separator: str = "\n\n"
+    slip: str = "overshoot"  # "overshoot": a false equation; "misread": a wrong operand, true arithmetic
+    repair_rate: float = 0.0
+    no_answer_rate: float = 0.0
+    hedge_rate: float = 0.0
+
+    def __post_init__(self):
+        if self.slip not in ("overshoot", "misread"):
+            raise ValueError(f"ChainPolicy.slip must be 'overshoot' or 'misread', got {self.slip!r}")
 
     def sample(self, request, sample_index, rng):
         start, ops = parse_chain_question(_user_text(request))
+        truths = [start]  # the true running value after each operation
+        for name, operand in ops:
+            truths.append(_OPS[name](truths[-1], operand))
         value, done = start, 0
         prefix = request.messages[-1][1] if request.continue_final_message else ""
+        fresh_slip = False  # the last stated step slipped from a right input: the next step may repair it
         for m in _STEP_RE.finditer(prefix):
             value, done = int(m.group(5)), int(m.group(1))
+            fresh_slip = 0 < done <= len(ops) and int(m.group(2)) == truths[done - 1] and value != truths[done]
+        truth = truths[min(done, len(ops))]
         pieces = []
         for i in range(done, len(ops)):
+            if fresh_slip and self.repair_rate and rng.random() < self.repair_rate:
+                value = truth  # the next step silently goes on from the right value: the slip is repaired
+            fresh_slip = False
             name, operand = ops[i]
+            shown = operand
             result = _OPS[name](value, operand)
             if rng.random() < self.step_error_rate:
-                # Slips only ever overshoot, and every op keeps a positive offset positive,
-                # so a wrong prefix can never be repaired later: MC after a slip is exactly 0.
-                result += rng.choice([1, 2, 3])
-            pieces.append(f"Step {i + 1}: {value} {_SYMBOL[name]} {operand} = {result}.")
+                if self.slip == "misread":
+                    # A misread operand that overshoots (like the arithmetic slips): the offset stays
+                    # positive, so misreads never cancel out. Where it cannot overshoot, no slip.
+                    delta = rng.choice([1, 2])
+                    shown = operand - delta if name == "subtract" else operand + delta
+                    if _OPS[name](value, shown) > result and shown > 0:
+                        result = _OPS[name](value, shown)
+                    else:
+                        shown = operand
+                else:
+                    # Overshoots: every op keeps a positive offset positive, so without repairs a
+                    # wrong prefix never reaches the gold answer: MC after a slip is exactly 0.
+                    result += rng.choice([1, 2, 3])
+            pieces.append(f"Step {i + 1}: {value} {_SYMBOL[name]} {shown} = {result}.")
+            fresh_slip = value == truth and result != _OPS[name](truth, operand)
             value = result
-        pieces.append(f"The answer is {value}.")
+            truth = _OPS[name](truth, operand)
+        if fresh_slip and self.repair_rate and rng.random() < self.repair_rate:
+            value = truth
+        form = rng.random()
+        if form < self.no_answer_rate:
+            pieces.append(NO_ANSWER_LINE.format(value=value))
+        elif form < self.no_answer_rate + self.hedge_rate:
+            pieces.append(HEDGED_ANSWER_LINE.format(value=value))
+        else:
+            pieces.append(ANSWER_LINE.format(value=value))
         body = self.separator.join(pieces)
         if prefix and not prefix.endswith(self.separator):
             body = self.separator + body
         return ScriptedSample(body)
+
+
+_ANSWER_LINE_RE = re.compile(r"The answer is (-?\d+)(?P<hedge> \(I think\))?\.")
+
+
+def chain_verdict(text: str, gold: str, truncated: bool = False):
+    """A verifier for chain solutions with the three outcomes of a real one (a ``Verdict``).
+
+    The last "The answer is N." decides; a hedged "The answer is N (I think)." is
+    ``unknown`` (an answer the verifier cannot read as a number, like math-verify's
+    ``unparsable_answer``); no answer line at all is ``incorrect`` / ``no_final_answer``
+    (a format failure); truncated text is ``incorrect`` / ``truncated``.
+    """
+    from counterpoint.verifiers import base
+
+    found = list(_ANSWER_LINE_RE.finditer(text))
+    answer = found[-1].group(1) if found else None
+    if truncated:
+        return base.incorrect(base.REASON_TRUNCATED, answer)
+    if not found:
+        return base.incorrect(base.REASON_NO_FINAL_ANSWER, None)
+    if found[-1].group("hedge"):
+        return base.unknown(base.REASON_UNPARSABLE_ANSWER, answer)
+    if answer == str(gold).strip():
+        return base.correct(answer)
+    return base.incorrect(base.REASON_ANSWER_MISMATCH, answer)
+
+
+def chain_verify(items):
+    """``verify`` callback for ``label_problems`` over chain problems (see :func:`chain_verdict`)."""
+    return [chain_verdict(text, gold, truncated) for text, gold, truncated, _answer_type in items]
+
+
+@dataclasses.dataclass
+class ChainJudgePolicy(Policy):
+    """Consensus judge for chain solutions: the earliest wrong step from :func:`chain_first_error`
+    (``-1`` when all are right), replaced by another index with probability ``error_rate`` and by
+    an unparsable reply with probability ``unparsable_rate``; deterministic per request seed."""
+
+    error_rate: float = 0.1
+    unparsable_rate: float = 0.0
+
+    def sample(self, request, sample_index, rng):
+        from counterpoint.labeling.consensus import read_judge_prompt
+
+        question, steps = read_judge_prompt(_user_text(request))
+        truth = chain_first_error(question, steps)
+        index = -1 if truth is None else truth
+        roll = rng.random()
+        if roll < self.unparsable_rate:
+            return ScriptedSample("I cannot tell which paragraph is wrong.")
+        if roll < self.unparsable_rate + self.error_rate:
+            others = [j for j in range(-1, len(steps)) if j != index]
+            index = rng.choice(others) if others else index
+        return ScriptedSample(f"Reviewing the paragraphs one by one.\n\nThe earliest error: \\boxed{{{index}}}")
 
 
 # ---------------------------------------------------------------------------
@@ -194,6 +323,7 @@ class ScriptedGenerator(PicklableLock, Generator):
     further calls until :meth:`load` rebuilds it, like a crashed engine.
     ``fail_on_substring`` raises for any batch containing a prompt with that text
     (a "poison" request, used to show that one bad request does not sink others).
+    ``capacity`` is what :attr:`Generator.capacity` reports (default 256).
     """
 
     kind = "scripted"
@@ -209,8 +339,10 @@ class ScriptedGenerator(PicklableLock, Generator):
         die_every: int = 0,
         fail_on_substring: Optional[str] = None,
         prompt_token_limit: Optional[int] = None,
+        capacity: Optional[int] = 256,
     ):
         super().__init__()
+        self._capacity = capacity
         self.policy = policy or ChainPolicy()
         self._model_id = model_id
         self.fail_every = fail_every
@@ -228,6 +360,11 @@ class ScriptedGenerator(PicklableLock, Generator):
     @property
     def model_id(self) -> str:
         return self._model_id
+
+    @property
+    def capacity(self) -> Optional[int]:
+        """Sequences the scripted "engine" decodes at once (sizes the labelling scheduler's budget)."""
+        return self._capacity
 
     def _load(self) -> None:
         self._dead = False

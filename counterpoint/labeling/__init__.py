@@ -1,11 +1,75 @@
-"""Beam-free step labelling: OmegaPRM trees, per-step MC baseline, per-step values/advantages.
+"""Beam-free step labelling: OmegaPRM trees, per-step MC baseline, values/advantages, pairs, consensus.
 
-Everything here is plain Python driven by :class:`RoundScheduler` (one engine
-call per round across all trees); the Beam wrapper calls :func:`label_problems`.
+Everything here is plain Python driven by :class:`RoundScheduler`; the Beam
+wrapper calls :func:`label_problems` (and, for the consensus stage,
+``consensus.judge_requests`` / ``parse_judgement`` / ``apply_consensus``).
+
+Label semantics (the one place they are written down)
+------------------------------------------------------
+One **evidence store** per problem (``evidence.EvidenceStore``) holds every
+rollout by exact prefix, the verdict of every verified text, and a trie of the
+step tuples of every verified-correct completion (sampled trajectories and
+rollouts; a rollout's steps are its prefix's steps + the continuation's).
+Labellers, values and pairs all read it; rows are built once, after every search
+and value estimate of the problem has finished.
+
+For a wrong solution ``W`` with steps ``s_0 .. s_{m-1}`` the first error is
+
+* ``e_search`` — what the labeller found: OmegaPRM's binary search, or for the
+  per-step MC baseline 1 + the last step whose prefix has MC > 0 (Math-Shepherd's
+  ``v_i = MC(steps[:i+1])``; the raw hard estimate ``v_i > 0`` stays recoverable
+  from ``mc_values`` + ``mc_measured``);
+* ``e_evidence = 1 + max{j : some verified-correct completion starts with
+  W.steps[:j+1]}`` (0 if none): a correct trajectory or rollout through a prefix
+  proves its steps right;
+* ``e_value = max(e_search, e_evidence)`` — evidence only moves the error later;
+* **terminal prefixes**: a prefix that states a final answer
+  (``extract_final_answer(prefix) is not None``) is judged by the verifier as it
+  stands — its value is exact (1.0 / 0.0, no rollouts, no sampling noise) and no
+  rollout is ever generated from it, so no continuation can "rescue" a stated wrong
+  answer. ``e_terminal`` = the first step whose prefix states an answer judged
+  wrong;
+* **arithmetic claims**: explicit ``a op b = c`` claims are checked exactly
+  (``arithmetic``); ``e_claim`` = the first step with a false one;
+* ``e = min(e_value, e_terminal, e_claim, m - 1)`` (the last step is the whole
+  wrong solution: its value is its verdict, 0); ``labels = [i < e]`` — monotone,
+  first-error labels as TRL's stepwise supervision expects. ``first_error_source``
+  says which term decided.
+
+Estimates: MC = correct / known (unknown verdicts excluded). An estimate is
+**resolved** iff it has a correct rollout (proof) or at least
+``min_known_verdicts`` known verdicts (default ``ceil(k/2)``): "7 unknown + 1
+incorrect" is unresolved, never a confident 0. An unresolved probe stops a search;
+the solution becomes a row-scope reject (``label_unresolved_probe``) unless the
+evidence, a stated wrong answer or a false claim decides its first error anyway.
+
+Format failures (verdict reason ``no_final_answer``): outcome negatives, never
+step-level evidence — such a sampled solution gets no ``step_labels`` row, no step
+pair, no first-pit pair and no ``step_values`` (counted, and a
+``label_format_failure`` reject). A rollout that is a format failure still counts
+as "did not reach the gold answer" in MC, but never joins OmegaPRM's candidate
+pool. Truncated samples count as wrong and are never searched.
+
+Rollouts inherit the run's sampling (``sampling=`` of :func:`label_problems`)
+unless ``omegaprm.rollout_params`` is set; ``labeler_params`` records the
+effective parameters and everything else the labels depend on — and none of the
+throughput knobs (``overlap_values``, ``parallel_searches``, ``max_trees``,
+``max_inflight_samples``), on which no row depends.
 """
 
 from counterpoint.labeling.advantages import StepValue, best_of_k_value, step_values, within_noise
+from counterpoint.labeling.arithmetic import Claim, claims, false_claims, first_false_claim_step
 from counterpoint.labeling.common import LabeledSolution, fill_mc_values
+from counterpoint.labeling.consensus import (
+    CONSENSUS_MODES,
+    ConsensusConfig,
+    apply_consensus,
+    judge_requests,
+    judgements_from,
+    parse_judgement,
+)
+from counterpoint.labeling.evidence import EvidenceStore
+from counterpoint.labeling.first_error import FirstError, decide
 from counterpoint.labeling.labeler import (
     LABELERS,
     LabelerConfig,
@@ -24,7 +88,12 @@ from counterpoint.labeling.scheduler import (
 )
 
 __all__ = [
+    "CONSENSUS_MODES",
+    "Claim",
+    "ConsensusConfig",
     "Estimate",
+    "EvidenceStore",
+    "FirstError",
     "LABELERS",
     "LabeledSolution",
     "LabelerConfig",
@@ -38,9 +107,17 @@ __all__ = [
     "RoundScheduler",
     "StepValue",
     "VerifyFn",
+    "apply_consensus",
     "best_of_k_value",
+    "claims",
+    "decide",
+    "false_claims",
     "fill_mc_values",
+    "first_false_claim_step",
+    "judge_requests",
+    "judgements_from",
     "label_problems",
+    "parse_judgement",
     "step_values",
     "within_noise",
 ]

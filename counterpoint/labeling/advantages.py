@@ -1,46 +1,50 @@
 """Per-step values and advantages of wrong solutions (Setlur et al. 2024, "RL on
 Incorrect Synthetic Data Scales the Efficiency of LLM Math Reasoning by Eight-Fold").
 
-For a wrong sampled trajectory with steps ``0..m-1``:
+For a wrong sampled trajectory with steps ``0..m-1`` (searchable: not truncated,
+not a format failure):
 
-* ``Q_i`` = MC of the prefix through step ``i`` (``correct / known`` over its
-  rollouts; unknown verdicts are excluded from both counts). Values the tree (or
-  the MC baseline) already measured are reused from the problem's cache; the
-  missing prefixes are rolled out (``k`` each) through the same scheduler, all
-  trajectories of a problem in one round. The last step is the whole wrong
-  solution: ``Q_{m-1} = 0`` exactly (its verdict, no rollouts, no sampling noise);
+* ``Q_i`` = MC of the prefix through step ``i`` (``correct / known`` over the
+  rollouts the evidence store holds for it; unknown verdicts are excluded from
+  both counts). The value pass asks ``k`` rollouts for every prefix; what the
+  labeller already measured is reused (all trajectories of a problem in one
+  round). A prefix that states a final answer is exact: 1.0 / 0.0 from the
+  verifier, no rollouts. The last step is the whole wrong solution:
+  ``Q_{m-1} = 0`` exactly. A prefix whose estimate is unresolved (fewer than
+  ``min_known_verdicts`` known verdicts and none correct) is **unmeasured**: its
+  row has ``measured = False`` and null ``q_value`` / ``advantage``;
 * ``Q_{-1}`` = MC(question), measured by the sampled trajectories themselves;
-* ``A_i = Q_i - Q_{i-1}`` (against the nearest earlier *measured* value if a
-  prefix's rollouts all came back unknown — that step gets no row);
-* the **first pit** is the first step at the minimum ``Q``;
+* ``A_i = Q_i - Q_{j}`` against the nearest earlier *measured* step ``j`` (or the
+  question);
+* the **first pit** is the first measured step at the minimum ``Q``;
 * optional best-of-K value: ``1 - C(M - c, K) / C(M, K)`` from ``M`` known
   rollouts with ``c`` correct (the chance that at least one of ``K`` draws
   without replacement is correct); ``None`` when ``M < K``;
-* ``within_noise``: True when ``|A_i| <= z * sqrt(Q_i(1-Q_i)/n_i + Q_{i-1}(1-Q_{i-1})/n_{i-1})``
-  (z = 1.96) or when either estimate rests on fewer than ``min_n`` known
-  rollouts — such an advantage must not be read as a signal.
+* ``within_noise``: True when ``|A_i| <= z * sqrt(Q_i(1-Q_i)/n_i + Q_j(1-Q_j)/n_j)``
+  (z = 1.96), when either estimate rests on fewer than ``min_n`` known rollouts,
+  or when the step is unmeasured — such an advantage must not be read as a signal.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-from counterpoint.labeling.scheduler import Estimate, ProblemContext, Rollout, RolloutAsk
+from counterpoint.labeling.scheduler import Rollout, RolloutAsk
 
 
 @dataclasses.dataclass
 class StepValue:
     step_index: int
-    q_value: float
+    q_value: Optional[float]  # None: unmeasured
     n_rollouts: Optional[int]  # known-verdict rollouts behind q; None = exact (terminal)
     n_correct: int
-    advantage: float
+    advantage: Optional[float]  # None: unmeasured
     within_noise: bool
     is_first_pit: bool = False
     best_of_k_value: Optional[float] = None
-
+    measured: bool = True
 
 def best_of_k_value(m: int, c: int, k: int) -> Optional[float]:
     """P(at least one of ``k`` rollouts drawn without replacement from ``m`` (``c`` correct) is correct)."""
@@ -85,13 +89,16 @@ def step_values(
 ) -> List[StepValue]:
     """Values/advantages/first pit from per-step ``(q, n_known, n_correct)`` (``None`` = unmeasured).
 
-    ``n_known = None`` marks an exact value (the terminal step). Unmeasured steps
-    are skipped; an advantage is taken against the nearest earlier measured value.
+    ``n_known = None`` marks an exact value (terminal). Every step gets an entry; an
+    unmeasured one has ``q_value = advantage = None``, ``measured = False`` and
+    ``within_noise = True``; advantages are taken against the nearest earlier
+    measured value.
     """
     out: List[StepValue] = []
     q_prev, n_prev = q_root, n_root
     for i, st in enumerate(stats):
         if st is None:
+            out.append(StepValue(i, None, None, 0, None, True, measured=False))
             continue
         q, n, c = st
         a = q - q_prev
@@ -110,38 +117,27 @@ def step_values(
             )
         )
         q_prev, n_prev = q, n
-    if out:
-        low = min(v.q_value for v in out)
-        next(v for v in out if v.q_value == low).is_first_pit = True
+    measured = [v for v in out if v.measured]
+    if measured:
+        low = min(v.q_value for v in measured)
+        next(v for v in measured if v.q_value == low).is_first_pit = True
     return out
 
 
-def estimate_values(ctx: ProblemContext, targets: Sequence[Rollout], k: int):
-    """Coroutine: per-step stats of each wrong sampled trajectory; returns
-    ``{sample_index: (stats, n_new)}`` where ``stats`` suits :func:`step_values`
-    and ``n_new`` counts the rollouts generated here (reused values are free).
+def value_pass(targets: Sequence[Rollout], k: int):
+    """Coroutine: asks ``k`` rollouts for every step prefix but the last of each target, in one round.
+
+    It returns nothing: values are read from the evidence store when the rows are
+    built, after every estimate of the problem is in (so they do not depend on which
+    pass paid for a rollout).
     """
     asks: List[RolloutAsk] = []
-    spans = []
     for r in targets:
         steps = list(r.steps or ())
-        start = len(asks)
         prefix = ""
-        for s in steps[:-1]:
+        for i, s in enumerate(steps[:-1]):
             prefix += s
-            asks.append(RolloutAsk(prefix, k))
-        spans.append((r, steps, range(start, len(asks))))
-    ests: List[Estimate] = (yield asks) if asks else []
-    out: Dict[int, Tuple[list, int]] = {}
-    for r, steps, span in spans:
-        if not steps:
-            continue
-        stats: List[Optional[Tuple[float, Optional[int], int]]] = []
-        n_new = 0
-        for j in span:
-            e = ests[j]
-            n_new += e.n_new
-            stats.append(None if e.value is None else (e.value, e.n_known, e.n_correct))
-        stats.append((0.0, None, 0))  # the whole wrong solution: exact value 0
-        out[r.sample_index] = (stats, n_new)
-    return out
+            asks.append(RolloutAsk(prefix, k, tuple(steps[: i + 1])))
+    if asks:
+        yield asks
+    return None

@@ -1,29 +1,24 @@
 """Public entry point: step labels, step values and step-level preference pairs for many problems.
 
-:func:`label_problems` builds one coroutine per problem — screening, then the
-labeller (OmegaPRM tree or per-step MC), then optionally per-step values, then
-the rows — and runs them all through one :class:`RoundScheduler`, so every
-round is one engine call (and one verifier call) across all trees. It is
-deterministic for deterministic generators (e.g. ``ScriptedGenerator``).
+:func:`label_problems` builds one coroutine per problem and runs them all through
+one :class:`RoundScheduler`. Each problem goes through:
 
-Rows conform to ``records.STEP_LABELS`` / ``STEP_VALUES`` / ``PREFERENCES``:
+1. **seed + screen** — the sampled trajectories become the root rollouts of the
+   problem's evidence store (correct ones enter the correct-completion trie);
+   problems whose samples are all right / all wrong / all unknown stop here;
+2. **estimates** — the labeller (OmegaPRM tree or per-step MC) and, with
+   ``compute_values``, the value pass over every step prefix of the sampled
+   negatives; side by side (``overlap_values``, default) or one after the other;
+3. **terminal verdicts** — every prefix of a labelled solution that states a final
+   answer is verified as it stands (no generation);
+4. **rows, once** — from the final evidence store, so no row depends on which pass
+   paid for a rollout, on ``overlap_values``, ``parallel_searches``, ``max_trees``,
+   the batch or the order a streaming engine answers in (wherever the engine honours
+   per-request seeds; the scheduled seeds depend only on the run seed, the problem,
+   the prefix and the rollouts already held).
 
-* ``step_labels``: one per searched wrong solution (see ``common`` for the
-  ``mc_values`` fill rule); id ``<problem_id>/s<sample_index>/<labeler>``;
-* ``step_values``: one per measured step of each wrong untruncated sampled
-  trajectory (``n_rollouts`` = known-verdict rollouts behind ``q_value``; 0 for
-  the last step, whose value is the verdict itself);
-* ``preferences`` ``pair_type="step"`` (Step-DPO, first error): prompt =
-  [system?, user]; ``prefix`` = the shared assistant text before the first
-  error; chosen = prefix + first step of a correct rollout from that prefix,
-  rejected = prefix + the erroneous step (in DPO the prefix's log-ratio cancels,
-  so this conversational layout is equivalent to Step-DPO's);
-* ``preferences`` ``pair_type="first_pit"`` (Setlur et al.): chosen = a correct
-  sampled solution, rejected = the wrong one cut after its first pit step; only
-  when the pit's advantage is outside sampling noise (``first_pit_require_signal``).
-
-Pairs whose chosen equals rejected, or without a correct continuation, are
-skipped and counted (and reported as row-scope ``rejects``).
+Rows conform to ``records.STEP_LABELS`` / ``STEP_VALUES`` / ``PREFERENCES`` (built by
+``counterpoint.schemas.rows``); the semantics are in the package docstring.
 """
 
 from __future__ import annotations
@@ -31,27 +26,33 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from counterpoint.generators.base import Generator
-from counterpoint.labeling.advantages import estimate_values, step_values
+from counterpoint.generators.base import Generator, SamplingParams
+from counterpoint.labeling.advantages import step_values, value_pass
+from counterpoint.labeling.arithmetic import first_false_claim_step
 from counterpoint.labeling.common import (
     SCREEN_KEPT,
     SCREEN_STATUSES,
     LabeledSolution,
+    fill_mc_values,
     first_discovered_index,
     incorrect_targets,
-    prompt_messages,
     screen,
     seed_root,
-    step_label_row,
+    step_measures,
+    terminal_prefixes,
+    terminal_wrong_step,
 )
+from counterpoint.labeling.first_error import decide
 from counterpoint.labeling.mc import mc_label
 from counterpoint.labeling.omegaprm import OmegaPRMConfig, OmegaPRMTree
-from counterpoint.labeling.scheduler import ProblemContext, RoundScheduler, VerifyFn, side_by_side
-from counterpoint.schemas import records
+from counterpoint.labeling.pairs import first_pit_pair, label_reject, step_pairs
+from counterpoint.labeling.scheduler import ProblemContext, RolloutAsk, RoundScheduler, VerifyFn, side_by_side
+from counterpoint.schemas import records, rows
 from counterpoint.schemas.records import PAIR_FIRST_PIT, PAIR_STEP, VERDICT_CORRECT
-from counterpoint.segmentation import segment, step_content
 
 LABELERS = ("omegaprm", "mc")
+#: Recorded in ``labeler_params``: how the first error is decided (see the package docstring).
+LABEL_SEMANTICS = "first_error=min(max(search,evidence),terminal_wrong,false_claim)/v1"
 
 
 @dataclasses.dataclass
@@ -64,8 +65,11 @@ class ProblemForLabeling:
 
 @dataclasses.dataclass
 class LabelerConfig:
-    """``labeler``: "omegaprm" or "mc" (per-step Math-Shepherd baseline; uses ``omegaprm.k`` and
-    ``omegaprm.rollout_params``). ``noise_z``/``noise_min_n`` parameterise ``within_noise``."""
+    """``labeler``: "omegaprm" or "mc" (per-step Math-Shepherd baseline; uses ``omegaprm.k``,
+    ``omegaprm.rollout_params`` and ``omegaprm.min_known_verdicts``). ``noise_z``/``noise_min_n``
+    parameterise ``within_noise``. ``check_arithmetic``: a false explicit arithmetic claim makes its
+    step an error whatever MC says. ``overlap_values`` (a throughput knob, rows do not depend on it)
+    estimates values alongside the search: fuller engine rounds."""
 
     labeler: str = "omegaprm"
     omegaprm: OmegaPRMConfig = dataclasses.field(default_factory=OmegaPRMConfig)
@@ -77,18 +81,22 @@ class LabelerConfig:
     noise_z: float = 1.96
     noise_min_n: int = 4
     first_pit_require_signal: bool = True
-    # Estimate values alongside the search instead of after it (fuller engine rounds; see _problem_task).
-    overlap_values: bool = False
+    check_arithmetic: bool = True
+    overlap_values: bool = True
 
     def __post_init__(self):
         if self.labeler not in LABELERS:
-            raise ValueError(f"labeler must be one of {LABELERS}, got {self.labeler!r}")
+            raise ValueError(f"labeling.labeler must be one of {LABELERS}, got {self.labeler!r}")
 
-    def labeler_params(self) -> str:
+    def labeler_params(self, sampling: Optional[SamplingParams] = None) -> str:
+        """JSON recorded on every row: everything the labels depend on (effective rollout sampling
+        included), nothing they do not (throughput knobs)."""
         o = self.omegaprm
+        common = {"check_arithmetic": self.check_arithmetic, "semantics": LABEL_SEMANTICS}
         if self.labeler == "omegaprm":
-            return o.params_json()
-        return records.dumps({"k": o.k, "rollout_params": o.rollout_params.to_dict(), "last_step": "verdict"})
+            return records.dumps({**o.params_dict(sampling), **common})
+        return records.dumps({"k": o.k, "rollout_params": o.effective_rollout_params(sampling).to_dict(),
+                              "min_known_verdicts": o.min_known, "last_step": "verdict", **common})
 
 
 @dataclasses.dataclass
@@ -101,7 +109,7 @@ class LabelingResult:
     rejects: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-def _context(item: ProblemForLabeling) -> ProblemContext:
+def _context(item: ProblemForLabeling, min_known: int) -> ProblemContext:
     p = item.problem
     for t in item.trajectories:
         if t.get("problem_id", p["problem_id"]) != p["problem_id"]:
@@ -113,79 +121,28 @@ def _context(item: ProblemForLabeling) -> ProblemContext:
         answer_type=p.get("answer_type") or "numeric",
         system_prompt=item.system_prompt,
         segmentation_mode=item.segmentation_mode,
+        min_known=min_known,
     )
 
 
-def _first_step(ctx: ProblemContext, rollout) -> str:
-    if rollout.steps:
-        return rollout.steps[0]
-    parts = segment(rollout.text, ctx.segmentation_mode)
-    return parts[0] if parts else ""
+def verify_terminals(ctx: ProblemContext, solutions: Sequence[Sequence[str]], k: int):
+    """Coroutine: has every prefix that states a final answer verified (one round, no generation)."""
+    asks, seen = [], set()
+    for steps in solutions:
+        for prefix, psteps in terminal_prefixes(ctx, steps):
+            if prefix not in seen and ctx.store.verdict_of(prefix) is None:
+                seen.add(prefix)
+                asks.append(RolloutAsk(prefix, k, psteps))
+    if asks:
+        yield asks
 
 
-def _reject(ctx: ProblemContext, reason: str, key: Any, detail: str) -> Dict[str, Any]:
-    return records.make_reject(
-        stage="label", reason=reason, problem_id=ctx.problem_id, scope="row", detail=detail, key=key
-    )
-
-
-def step_pairs(ctx: ProblemContext, sols: Sequence[LabeledSolution], *, labeler: str, limit: int, rejects: list) -> List[dict]:
-    """Step-DPO pairs at the first error of each labelled solution (in labelling order, up to ``limit``)."""
-    rows: List[dict] = []
-    for sol in sols:
-        if len(rows) >= limit:
-            break
-        if not sol.resolved or sol.first_error_index is None:
-            continue
-        e = sol.first_error_index
-        prefix = "".join(sol.steps[:e])
-        wrong = step_content(sol.steps[e])
-        est = ctx.estimate(prefix)
-        correct = [r for r in (est.rollouts if est else ()) if r.verdict == VERDICT_CORRECT]
-        if not correct:
-            ctx.stats["step_pairs_no_correct_continuation"] += 1
-            rejects.append(_reject(ctx, "step_pair_no_correct_continuation", sol.sample_index, f"first error {e}"))
-            continue
-        pick = next((r for r in correct if step_content(_first_step(ctx, r)) != wrong), None)
-        if pick is None:
-            ctx.stats["step_pairs_identical"] += 1
-            rejects.append(_reject(ctx, "step_pair_chosen_equals_rejected", sol.sample_index, f"first error {e}"))
-            continue
-        good = step_content(_first_step(ctx, pick))
-        rows.append(
-            records.PREFERENCES.conform(
-                {
-                    "id": f"{ctx.problem_id}/step/{labeler}/s{sol.sample_index}",
-                    "problem_id": ctx.problem_id,
-                    "prompt": prompt_messages(ctx),
-                    "chosen": [{"role": "assistant", "content": prefix + good}],
-                    "rejected": [{"role": "assistant", "content": prefix + wrong}],
-                    "pair_type": PAIR_STEP,
-                    "chosen_sample_index": pick.sample_index,
-                    "rejected_sample_index": sol.sample_index,
-                    "step_index": e,
-                    "prefix": prefix,
-                    "labeler": labeler,
-                    "metadata": records.dumps(
-                        {
-                            "policy": "step_dpo_first_error",
-                            "n_rollouts": sol.n_rollouts,
-                            "prefix_mc": est.value,
-                            "prefix_rollouts": est.n,
-                            "chosen_source": "sampled" if pick.sample_index is not None else "rollout",
-                            "rejected_sampled": sol.sampled,
-                        }
-                    ),
-                }
-            )
-        )
-    return rows
-
-
-def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: LabelerConfig):
+def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: LabelerConfig,
+                  sampling: Optional[SamplingParams]):
     """Coroutine for one problem; returns its :class:`LabelingResult`."""
     labeler = config.labeler
-    params = config.labeler_params()
+    params = config.labeler_params(sampling)
+    k = config.omegaprm.k
     stats: Dict[str, Any] = {f"screened_{s}": 0 for s in SCREEN_STATUSES}
     rejects: List[dict] = []
     roots = seed_root(ctx, item.trajectories)
@@ -196,142 +153,140 @@ def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: Labeler
         return LabelingResult(ctx.problem_id, [], [], [], _stats(ctx, stats), rejects)
 
     root = ctx.estimate("")
-    targets, n_trunc = incorrect_targets(roots)
+    targets, n_trunc, n_format = incorrect_targets(roots)
     ctx.stats["trajectories_truncated_not_labelled"] += n_trunc
-    k = config.omegaprm.k
+    ctx.stats["format_failures_not_labelled"] += n_format
+    for r in roots:
+        if r.is_format_failure:
+            rejects.append(label_reject(ctx, "label_format_failure", r.sample_index,
+                                        "no final answer: an outcome negative, not step-level evidence"))
     if labeler == "omegaprm":
         tree = OmegaPRMTree(ctx, config.omegaprm, first_discovered_index=first_discovered_index(item.trajectories))
         labelling = tree.run()
     else:
         labelling = mc_label(ctx, targets, k)
     want_values = config.compute_values and bool(targets)
-    per_traj = None
     if want_values and config.overlap_values:
-        # Values need every step prefix of the sampled negatives anyway: asking for them alongside the
-        # search fills the first rounds, and the search's probes on those prefixes then come from the
-        # shared per-problem cache. Same rollouts in total, fewer and fuller engine rounds; the price is
-        # that a search's own n_rollouts no longer counts the probes the value pass paid for.
-        sols, per_traj = yield from side_by_side(labelling, estimate_values(ctx, targets, k))
+        sols, _ = yield from side_by_side(labelling, value_pass(targets, k))
     else:
         sols = yield from labelling
-    label_rollouts = ctx.stats["rollouts"]
+        if want_values:
+            yield from value_pass(targets, k)
+    value_targets = targets if want_values else []
+    yield from verify_terminals(ctx, [s.steps for s in sols] + [list(t.steps) for t in value_targets], k)
 
-    step_label_rows = []
+    # -- rows, once, from the final evidence store --------------------------------
+    label_rows: Dict[int, dict] = {}
     for sol in sols:
-        if not sol.resolved:
+        row = _label_row(ctx, sol, labeler=labeler, params=params, root_value=root.value,
+                         check_arithmetic=config.check_arithmetic)
+        if row is None:
             ctx.stats["searches_unresolved"] += 1
-            rejects.append(_reject(ctx, f"label_{sol.note or 'unresolved'}", sol.sample_index, "first error not located"))
+            rejects.append(label_reject(ctx, f"label_{sol.note or 'unresolved'}", sol.sample_index,
+                                        f"first error not decided (search bracket {sol.search})"))
             continue
-        step_label_rows.append(step_label_row(ctx, sol, labeler=labeler, labeler_params=params, root_value=root.value))
-    preferences = step_pairs(ctx, sols, labeler=labeler, limit=config.max_step_pairs_per_problem, rejects=rejects)
+        label_rows[sol.sample_index] = row
+    preferences = step_pairs(ctx, sols, label_rows, labeler=labeler, limit=config.max_step_pairs_per_problem,
+                             check_arithmetic=config.check_arithmetic, rejects=rejects)
 
     value_rows: List[dict] = []
-    if want_values:
-        if per_traj is None:
-            per_traj = yield from estimate_values(ctx, targets, k)
-        correct = [r for r in roots if r.verdict == VERDICT_CORRECT and not r.truncated]
-        n_pit_pairs = 0
-        for r in targets:
-            if r.sample_index not in per_traj:
-                continue
-            stats_i, n_new = per_traj[r.sample_index]
-            vals = step_values(
-                root.value, root.n_known, stats_i, best_of_k=config.best_of_k, z=config.noise_z, min_n=config.noise_min_n
-            )
-            ctx.stats["values_unmeasured"] += sum(s is None for s in stats_i)
-            for v in vals:
-                value_rows.append(
-                    records.STEP_VALUES.conform(
-                        {
-                            "id": f"{ctx.problem_id}/s{r.sample_index}/{labeler}/t{v.step_index}",
-                            "problem_id": ctx.problem_id,
-                            "sample_index": r.sample_index,
-                            "step_index": v.step_index,
-                            "step": step_content(r.steps[v.step_index]),
-                            "q_value": v.q_value,
-                            "advantage": v.advantage,
-                            "n_rollouts": v.n_rollouts or 0,
-                            "n_correct": v.n_correct,
-                            "is_first_pit": v.is_first_pit,
-                            "within_noise": v.within_noise,
-                            "best_of_k_value": v.best_of_k_value,
-                            "labeler": labeler,
-                        }
-                    )
-                )
-            pit = next((v for v in vals if v.is_first_pit), None)
-            if pit is None or n_pit_pairs >= config.max_first_pit_pairs_per_problem:
-                continue
-            if not correct:
-                ctx.stats["first_pit_no_correct_solution"] += 1
-                continue
-            if pit.within_noise and config.first_pit_require_signal:
-                ctx.stats["first_pit_within_noise"] += 1
-                continue
-            chosen = correct[n_pit_pairs % len(correct)]
-            rejected_text = "".join(r.steps[: pit.step_index + 1]).rstrip()
-            if chosen.text == rejected_text or not rejected_text:
-                ctx.stats["first_pit_identical"] += 1
-                rejects.append(_reject(ctx, "first_pit_chosen_equals_rejected", r.sample_index, f"pit {pit.step_index}"))
-                continue
+    correct = [r for r in roots if r.verdict == VERDICT_CORRECT and not r.truncated]
+    n_pit_pairs = 0
+    for r in value_targets:
+        steps = list(r.steps)
+        measures = step_measures(ctx, steps, 0.0)
+        vals = step_values(
+            root.value, root.n_known,
+            [(ms.value, ms.n_known, ms.n_correct) if ms.measured else None for ms in measures],
+            best_of_k=config.best_of_k, z=config.noise_z, min_n=config.noise_min_n,
+        )
+        ctx.stats["values_unmeasured"] += sum(not v.measured for v in vals)
+        for v in vals:
+            value_rows.append(rows.step_value_row(
+                problem_id=ctx.problem_id, sample_index=r.sample_index, labeler=labeler,
+                step_index=v.step_index, step=steps[v.step_index], q_value=v.q_value, advantage=v.advantage,
+                measured=v.measured, n_rollouts=v.n_rollouts or 0, n_correct=v.n_correct,
+                is_first_pit=v.is_first_pit, within_noise=v.within_noise, best_of_k_value=v.best_of_k_value,
+            ))
+        if n_pit_pairs >= config.max_first_pit_pairs_per_problem:
+            continue
+        pair = first_pit_pair(ctx, r, vals, correct, n_pit_pairs, labeler=labeler,
+                              require_signal=config.first_pit_require_signal, rejects=rejects)
+        if pair is not None:
+            preferences.append(pair)
             n_pit_pairs += 1
-            preferences.append(
-                records.PREFERENCES.conform(
-                    {
-                        "id": f"{ctx.problem_id}/first_pit/{labeler}/s{r.sample_index}-s{chosen.sample_index}",
-                        "problem_id": ctx.problem_id,
-                        "prompt": prompt_messages(ctx),
-                        "chosen": [{"role": "assistant", "content": chosen.text}],
-                        "rejected": [{"role": "assistant", "content": rejected_text}],
-                        "pair_type": PAIR_FIRST_PIT,
-                        "chosen_sample_index": chosen.sample_index,
-                        "rejected_sample_index": r.sample_index,
-                        "step_index": pit.step_index,
-                        "prefix": None,
-                        "labeler": labeler,
-                        "metadata": records.dumps(
-                            {
-                                "policy": "first_pit",
-                                "pit_q": pit.q_value,
-                                "pit_advantage": pit.advantage,
-                                "within_noise": pit.within_noise,
-                                "n_rollouts": sum(s[1] or 0 for s in stats_i if s is not None),
-                                "n_rollouts_new": n_new,
-                            }
-                        ),
-                    }
-                )
-            )
+
+    label_rollouts = sum(s.n_rollouts for s in sols)
     ctx.stats["label_rollouts"] += label_rollouts
-    ctx.stats["value_rollouts"] += ctx.stats["rollouts"] - label_rollouts
-    ctx.stats["step_label_rows"] += len(step_label_rows)
+    ctx.stats["value_rollouts"] += max(0, ctx.stats["rollouts"] - label_rollouts)
+    ctx.stats["step_label_rows"] += len(label_rows)
     ctx.stats["step_value_rows"] += len(value_rows)
     ctx.stats["step_pairs"] += sum(p["pair_type"] == PAIR_STEP for p in preferences)
     ctx.stats["first_pit_pairs"] += sum(p["pair_type"] == PAIR_FIRST_PIT for p in preferences)
-    return LabelingResult(ctx.problem_id, step_label_rows, value_rows, preferences, _stats(ctx, stats), rejects)
+    return LabelingResult(ctx.problem_id, list(label_rows.values()), value_rows, preferences,
+                          _stats(ctx, stats), rejects)
+
+
+def _label_row(ctx: ProblemContext, sol: LabeledSolution, *, labeler: str, params: str, root_value: float,
+               check_arithmetic: bool) -> Optional[dict]:
+    """The step_labels row of one searched solution, or None when its first error is not decided."""
+    steps = sol.steps
+    m = len(steps)
+    if m == 0 or sol.note in ("empty_rollout", "empty_solution"):
+        return None
+    decision = decide(
+        m,
+        sol.search,
+        ctx.store.correct_depth(steps),
+        terminal_wrong_step(ctx, steps),
+        first_false_claim_step(steps) if check_arithmetic else None,
+    )
+    sol.decision = decision
+    if not decision.resolved:
+        return None
+    e = decision.index
+    sol.first_error_index = e
+    sol.resolved = True
+    ctx.stats[f"first_error_from_{decision.source}"] += 1
+    measures = step_measures(ctx, steps, 0.0)
+    values = [ms.value if ms.measured else None for ms in measures]
+    return rows.step_label_row(
+        problem_id=ctx.problem_id,
+        sample_index=sol.sample_index,
+        prompt=ctx.question,
+        steps=steps,
+        labels=[i < e for i in range(m)],
+        mc_values=fill_mc_values(values, e, root_value),
+        mc_measured=[ms.measured for ms in measures],
+        n_rollouts_per_step=[ms.n_rollouts for ms in measures],
+        first_error_index=e,
+        first_error_source=decision.source,
+        labeler=labeler,
+        labeler_params=params,
+    )
 
 
 def _stats(ctx: ProblemContext, extra: Mapping[str, Any]) -> Dict[str, Any]:
-    base = {
-        "rollouts": 0,
-        "rollout_tokens": 0,
-        "prompt_tokens": 0,
-        "cached_prompt_tokens": 0,
-        "requests": 0,
-        "unknown": 0,
-        "truncated": 0,
-        "selections": 0,
-        "label_rollouts": 0,
-        "value_rollouts": 0,
-        "searches_unresolved": 0,
-        "step_label_rows": 0,
-        "step_value_rows": 0,
-        "step_pairs": 0,
-        "first_pit_pairs": 0,
-    }
+    base = {key: 0 for key in STATS_KEYS}
     base.update(ctx.stats)
     base.update(extra)
     return dict(base)
+
+
+#: Counters the scheduler keeps per problem (what the engine did for it), final once the batch is done.
+ENGINE_STATS_KEYS = ("rollouts", "rollout_tokens", "prompt_tokens", "cached_prompt_tokens", "requests", "unknown",
+                     "truncated", "terminal_verifications", "prefetched", "prefetch_used", "prefetch_wasted")
+
+#: Numeric stats every result carries (0 when nothing happened); see the README's labelling section.
+STATS_KEYS = (
+    "trajectories", "trajectories_truncated", "trajectories_unknown", "trajectories_truncated_not_labelled",
+    "format_failures_not_labelled", "rollouts", "rollout_tokens", "prompt_tokens", "cached_prompt_tokens",
+    "requests", "unknown", "truncated", "selections", "label_rollouts", "value_rollouts", "terminal_verifications",
+    "unresolved_probes", "searches_unresolved", "step_label_rows", "step_value_rows", "step_pairs",
+    "first_pit_pairs", "first_pit_is_last_step", "prefetched", "prefetch_used", "prefetch_wasted",
+    "first_error_from_search", "first_error_from_evidence", "first_error_from_terminal", "first_error_from_claim",
+    "first_error_from_verdict",
+)
 
 
 def label_problems(
@@ -340,26 +295,47 @@ def label_problems(
     verify: VerifyFn,
     config: LabelerConfig,
     *,
+    sampling: Optional[SamplingParams],
     on_round: Optional[Callable[[Dict[str, Any]], None]] = None,
+    on_problem_done: Optional[Callable[[LabelingResult], None]] = None,
 ) -> List[LabelingResult]:
-    """Labels every problem of ``items``; all their trees advance together, one engine call per round.
+    """Labels every problem of ``items``; all their trees advance together through one scheduler.
 
-    ``verify(items) -> verdicts`` gets ``(assistant_text, gold_answer, truncated,
-    answer_type)`` tuples (for rollouts, the text is prefix + continuation).
-    ``on_round`` receives each round's stats (requests, samples, prompt / cached
-    prompt / generated tokens, ...). Generator errors propagate to the caller.
+    ``verify(items) -> List[Verdict]`` gets ``(assistant_text, gold_answer, truncated,
+    answer_type)`` tuples (for rollouts, the text is prefix + continuation; for terminal
+    prefixes, the prefix). ``sampling`` is the run's sampling: rollouts inherit it unless
+    ``omegaprm.rollout_params`` is set. ``on_round`` receives each engine poll's stats;
+    ``on_problem_done(result)`` is called as soon as a problem's rows are final (the
+    batch-level ``rounds`` stat is filled in later). Generator errors propagate.
     """
-    contexts = [_context(it) for it in items]
+    o = config.omegaprm
+    params = o.effective_rollout_params(sampling)
+    contexts = [_context(it, o.min_known) for it in items]
+
+    def sync(i: int, result: LabelingResult) -> None:
+        # Engine-side counters keep moving after a problem's rows are final: its unused prefetched
+        # rollouts are discarded, and speculative requests still in flight may land later.
+        for key in ENGINE_STATS_KEYS:
+            result.stats[key] = contexts[i].stats[key]
+
+    def done(i: int, result: LabelingResult) -> None:
+        sync(i, result)
+        if on_problem_done is not None:
+            on_problem_done(result)
+
     scheduler = RoundScheduler(
         generator,
         verify,
-        config.omegaprm.rollout_params,
+        params,
         seed=config.seed,
-        max_active=config.omegaprm.max_trees,
+        max_active=o.tree_cap,
+        max_inflight_samples=o.max_inflight_samples,
         on_round=on_round,
+        on_done=done,
     )
-    tasks = [(ctx, _problem_task(it, ctx, config)) for it, ctx in zip(items, contexts)]
+    tasks = [(ctx, _problem_task(it, ctx, config, sampling)) for it, ctx in zip(items, contexts)]
     results = scheduler.run(tasks)
-    for res in results:
+    for i, res in enumerate(results):
+        sync(i, res)
         res.stats["rounds"] = len(scheduler.rounds)
     return results

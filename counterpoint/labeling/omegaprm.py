@@ -19,11 +19,12 @@ Loop (until ``search_limit`` selections or an empty pool):
    whose value is its verdict). Split at the step boundary nearest the token
    midpoint of the span; ``k`` rollouts estimate MC there; MC > 0 moves ``good``
    right, MC = 0 moves ``bad`` left; stop when the span is one step: that step
-   is the first error. Steps before it are positive (MC > 0), it and all later
-   steps negative.
+   is the search's first error ``e_search`` (the row's labels then follow
+   ``first_error.decide``, which also weighs the problem's other evidence).
 3. **Maintain**: every probed prefix becomes a state (reused if the same prefix
-   exists). A new state with ``0 < MC < 1`` adds its wrong, untruncated rollouts
-   to the pool (each full solution text enters the pool at most once per tree).
+   exists). A new state with ``0 < MC < 1`` adds its searchable rollouts (wrong,
+   untruncated, stating an answer) to the pool (each full solution text enters
+   the pool at most once per tree).
 
 Deliberate differences from common public implementations (their known bugs):
 ``N(s)`` grows on selection, not inside estimation; a selected rollout is
@@ -31,6 +32,24 @@ consumed; positive means MC > 0 (not > 0.5); correctness comes from the
 verifier callback (never a substring test); correct rollouts get no unmeasured
 MC = 1; and a zero-valued probe later superseded by a shallower zero is not an
 edge of the tree (only the final first-error state is).
+
+Probe values are resolved estimates (``Estimate.resolved``): one correct rollout
+proves MC > 0, a zero needs ``min_known_verdicts`` known verdicts. An unresolved
+probe stops the search; the solution keeps the bracket ``(good, bad]`` it had
+reached, and the final decision (``first_error.decide``) settles it from other
+evidence or rejects it. A probe of a terminal prefix (one that states a final
+answer) is answered by the verifier, exactly. Candidates in the pool are wrong,
+untruncated rollouts that state an answer (format failures are never searched).
+
+**parallel_searches** (speculation; the labels never depend on it). The tree runs
+the paper's sequential select → search loop exactly. With ``parallel_searches =
+B > 1`` every probe ask travels with up to ``B - 1`` *speculative* asks: the
+probes the binary search may need next (both halves of the next levels) and the
+first probe of the candidates the selection would most likely pick next. The
+scheduler generates them into a prefetch buffer if the engine has room; a
+prefetched rollout enters the evidence store only when the sequential loop asks
+for its prefix. ``"auto"`` allows up to :data:`AUTO_SPECULATION` speculative asks
+per probe, limited by the scheduler's in-flight sample budget.
 
 Each selection yields one :class:`LabeledSolution`. Sampled trajectories keep
 their ``sample_index``; searched rollouts discovered inside the tree get
@@ -42,7 +61,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from counterpoint.generators.base import SamplingParams
 from counterpoint.labeling.common import LabeledSolution, full_steps
@@ -50,16 +69,45 @@ from counterpoint.labeling.scheduler import Estimate, ProblemContext, Rollout, R
 from counterpoint.schemas import records
 
 
+AUTO = "auto"
+#: Speculative asks per probe under ``parallel_searches="auto"`` (the in-flight budget may allow fewer).
+AUTO_SPECULATION = 8
+# Not copied as-is into labeler_params: throughput knobs (they change how full the engine is, never the
+# rows) and the fields recorded by their effective value.
+_NOT_COPIED = ("token_len", "max_trees", "parallel_searches", "max_inflight_samples", "rollout_params",
+          "min_known_verdicts")
+
+
+def _auto_or_int(name: str, value, *, allow_none: bool = False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, str):
+        if value.strip().lower() == AUTO:
+            return AUTO
+        if value.strip().isdigit():
+            value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"omegaprm.{name} must be 'auto' or an integer >= 1, got {value!r}")
+    return value
+
+
 @dataclasses.dataclass
 class OmegaPRMConfig:
     """OmegaPRM hyper-parameters (paper defaults). ``L`` is in tokens.
 
-    ``max_trees`` caps how many trees advance together in one round (``None``:
-    all trees of a ``label_problems`` call). ``token_len`` (optional) counts the
-    tokens of a step for the binary-search split; without it each step gets the
-    character share of the rollout's reported ``num_tokens``. ``k`` and
-    ``rollout_params`` are also what the per-step MC baseline and the value
-    estimator use.
+    ``k``, ``rollout_params`` and ``min_known_verdicts`` are also what the per-step
+    MC baseline and the value estimator use. ``rollout_params=None`` (default)
+    inherits the run's sampling (temperature, top_p, max_tokens, stop) passed to
+    ``label_problems``. ``min_known_verdicts=None`` means ``ceil(k / 2)``.
+    ``token_len`` (optional) counts the tokens of a step for the binary-search
+    split; without it each step gets the character share of the rollout's
+    reported ``num_tokens``.
+
+    Throughput knobs (rows never depend on them): ``max_trees`` caps the problems
+    in flight ("auto"/None: as many as the in-flight budget admits);
+    ``parallel_searches`` is 1 + the speculative probes per probe (1: none; "auto":
+    up to ``AUTO_SPECULATION``, budget-limited); ``max_inflight_samples`` is the
+    budget (None: ``generator.capacity``, else 256).
     """
 
     k: int = 8
@@ -68,34 +116,59 @@ class OmegaPRMConfig:
     L: int = 500
     c_puct: float = 0.125
     search_limit: int = 100
-    rollout_params: SamplingParams = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=384)
-    max_trees: Optional[int] = None
+    rollout_params: Optional[SamplingParams] = None
+    max_trees: Union[int, str, None] = AUTO
     token_len: Optional[Callable[[str], int]] = None
-    # Binary searches a tree runs at once. 1 is the paper's sequential loop. B > 1 selects up to B
-    # candidates per tree (each selection raises N(s) at once, which spreads them like a virtual
-    # loss) and advances their searches in the same rounds: B times more rollouts per engine call,
-    # which is what keeps a batched engine busy when few trees survive screening.
-    parallel_searches: int = 1
+    parallel_searches: Union[int, str] = AUTO
+    min_known_verdicts: Optional[int] = None
+    max_inflight_samples: Optional[int] = None
 
     def __post_init__(self):
         if self.k < 1:
-            raise ValueError("k must be >= 1")
+            raise ValueError("omegaprm.k must be >= 1")
         if not (0 < self.alpha <= 1 and 0 < self.beta <= 1):
-            raise ValueError("alpha and beta must be in (0, 1]")
-        if self.parallel_searches < 1:
-            raise ValueError("parallel_searches must be >= 1")
+            raise ValueError("omegaprm.alpha and omegaprm.beta must be in (0, 1]")
+        self.parallel_searches = _auto_or_int("parallel_searches", self.parallel_searches)
+        self.max_trees = _auto_or_int("max_trees", self.max_trees, allow_none=True)
         if self.L <= 0 or self.search_limit < 0 or self.c_puct < 0:
-            raise ValueError("L must be > 0, search_limit >= 0, c_puct >= 0")
+            raise ValueError("omegaprm.L must be > 0, omegaprm.search_limit >= 0, omegaprm.c_puct >= 0")
+        if self.min_known_verdicts is not None and not (1 <= self.min_known_verdicts <= self.k):
+            raise ValueError(f"omegaprm.min_known_verdicts must be in [1, k={self.k}] or null (= ceil(k/2)), "
+                             f"got {self.min_known_verdicts}")
+        if self.max_inflight_samples is not None and self.max_inflight_samples < 1:
+            raise ValueError("omegaprm.max_inflight_samples must be >= 1 or null (= the engine's capacity)")
 
-    def params_dict(self) -> dict:
-        # max_trees only batches work (labels do not depend on it), so it is not a labelling parameter.
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("token_len", "max_trees")}
-        d["rollout_params"] = self.rollout_params.to_dict()
+    @property
+    def min_known(self) -> int:
+        """Known verdicts an estimate needs before MC = 0 is believed (issue 9, defect 5)."""
+        return self.min_known_verdicts if self.min_known_verdicts is not None else math.ceil(self.k / 2)
+
+    @property
+    def speculation(self) -> int:
+        """Speculative asks allowed per probe."""
+        return AUTO_SPECULATION if self.parallel_searches == AUTO else int(self.parallel_searches) - 1
+
+    @property
+    def tree_cap(self) -> Optional[int]:
+        return None if self.max_trees in (None, AUTO) else int(self.max_trees)
+
+    def effective_rollout_params(self, sampling: Optional[SamplingParams]) -> SamplingParams:
+        if self.rollout_params is not None:
+            return self.rollout_params
+        if sampling is None:
+            raise ValueError("omegaprm.rollout_params is null (inherit the run's sampling) but label_problems got "
+                             "no sampling=; pass the run's SamplingParams")
+        return sampling
+
+    def params_dict(self, sampling: Optional[SamplingParams] = None) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _NOT_COPIED}
+        d["rollout_params"] = self.effective_rollout_params(sampling).to_dict()
+        d["min_known_verdicts"] = self.min_known
         d["token_len"] = None if self.token_len is None else getattr(self.token_len, "__name__", "callable")
         return d
 
-    def params_json(self) -> str:
-        return records.dumps(self.params_dict())
+    def params_json(self, sampling: Optional[SamplingParams] = None) -> str:
+        return records.dumps(self.params_dict(sampling))
 
 
 @dataclasses.dataclass
@@ -155,10 +228,11 @@ class OmegaPRMTree:
     def _add_state(self, prefix: str, steps: Tuple[str, ...], parent: Optional[int], est: Estimate) -> TreeState:
         if prefix in self.by_prefix:
             return self.states[self.by_prefix[prefix]]
-        st = TreeState(len(self.states), prefix, tuple(steps), parent, est.value, est.n, est.n_correct)
+        st = TreeState(len(self.states), prefix, tuple(steps), parent, est.value, est.n, est.n_correct,
+                       terminal=est.is_terminal)
         self.states.append(st)
         self.by_prefix[prefix] = st.id
-        if st.mc is not None and 0.0 < st.mc < 1.0:
+        if st.mc is not None and 0.0 < st.mc < 1.0 and est.resolved:
             for r in est.rollouts:
                 self.add_candidate(st, r)
         return st
@@ -172,8 +246,10 @@ class OmegaPRMTree:
         return st
 
     def add_candidate(self, state: TreeState, rollout: Rollout) -> bool:
-        """Adds a wrong, untruncated rollout once per distinct full solution text."""
-        if not rollout.is_incorrect or rollout.truncated:
+        """Adds a wrong, untruncated, answer-stating rollout once per distinct full solution text."""
+        if not rollout.searchable:
+            if rollout.is_format_failure:
+                self.ctx.stats["pool_format_failures_skipped"] += 1
             return False
         key = state.prefix + rollout.text
         if key in self._seen_solutions:
@@ -246,25 +322,24 @@ class OmegaPRMTree:
         if m <= d:
             sol.resolved, sol.note = False, "empty_rollout"
             return sol
-        ends, acc = [], 0.0
-        for t in self._step_tokens(steps, d, cand.rollout):
-            acc += t
-            ends.append(acc)
+        ends = self._ends(steps, d, cand.rollout)
         good, bad = d - 1, m - 1
         parent = state.id
         zero: Optional[Tuple[int, Estimate]] = None  # the shallowest zero-valued probe so far
         while bad - good > 1:
             mid = self.split_point(ends, d, good, bad)
             prefix = "".join(steps[: mid + 1])
-            (est,) = yield [RolloutAsk(prefix, self.config.k)]
+            spec = self._speculation(steps, ends, d, good, bad, mid)
+            answers = yield [RolloutAsk(prefix, self.config.k, tuple(steps[: mid + 1]))] + spec
+            est = answers[0]
             sol.n_rollouts += est.n_new
-            v = est.value
-            sol.probes.append((mid, v, est.n))
-            if v is None:
-                sol.resolved, sol.note = False, "unmeasured_probe"
-                self.ctx.stats["unmeasured_probes"] += 1
+            sol.probes.append((mid, est.value if est.resolved else None, est.n))
+            if not est.resolved:
+                sol.resolved, sol.note = False, "unresolved_probe"
+                sol.search = (good + 1, bad)
+                self.ctx.stats["unresolved_probes"] += 1
                 return sol
-            if v > 0:
+            if est.positive:
                 parent = self._add_state(prefix, tuple(steps[: mid + 1]), parent, est).id
                 good = mid
             else:
@@ -275,7 +350,71 @@ class OmegaPRMTree:
         else:
             self._add_terminal("".join(steps), tuple(steps), parent)
         sol.first_error_index = bad
+        sol.search = (bad, bad)
         return sol
+
+    def _ends(self, steps: Sequence[str], d: int, rollout: Rollout) -> List[float]:
+        ends, acc = [], 0.0
+        for t in self._step_tokens(steps, d, rollout):
+            acc += t
+            ends.append(acc)
+        return ends
+
+    # -- speculation (parallel_searches) ---------------------------------------
+    def _speculation(self, steps, ends, d: int, good: int, bad: int, mid: int) -> List[RolloutAsk]:
+        """Speculative asks to travel with the probe at ``mid``, most useful first (at most B - 1).
+
+        Priority: the two probes the binary search needs next (one of them for sure), the first
+        probe of the candidate the selection would most likely pick next, then the four probes of
+        the level after, the next candidate, and so on. Pure prediction: nothing here changes the
+        tree, and prefixes that are terminal or already held are not asked.
+        """
+        width = self.config.speculation
+        if width <= 0:
+            return []
+        k = self.config.k
+        out: List[RolloutAsk] = []
+        seen = {"".join(steps[: mid + 1])}
+
+        def offer(s: Sequence[str], j: int) -> None:
+            prefix = "".join(s[: j + 1])
+            if prefix in seen or len(out) >= width:
+                return
+            seen.add(prefix)
+            if not self.ctx.store.states_answer(prefix) and self.ctx.held(prefix) < k:
+                out.append(RolloutAsk(prefix, k, tuple(s[: j + 1]), speculative=True))
+
+        frontier = [(mid, good, bad)]
+        nexts = iter(self._next_candidates(width))
+        while len(out) < width:
+            children = []
+            for probe, g, b in frontier:
+                for g2, b2 in ((probe, b), (g, probe)):  # if MC(probe) > 0 / if MC(probe) = 0
+                    if b2 - g2 > 1:
+                        children.append((self.split_point(ends, d, g2, b2), g2, b2))
+            for j, _, _ in children:
+                offer(steps, j)
+            nxt = next(nexts, None)
+            if nxt is not None:
+                n_steps, n_ends, n_d = nxt
+                if len(n_steps) - n_d > 1:
+                    offer(n_steps, self.split_point(n_ends, n_d, n_d - 1, len(n_steps) - 1))
+            if not children and nxt is None:
+                break
+            frontier = children
+        return out
+
+    def _next_candidates(self, limit: int) -> List[Tuple[List[str], List[float], int]]:
+        """Steps, token ends and start depth of the pool's current best candidates (a prediction)."""
+        if not self.pool or self.selections >= self.config.search_limit:
+            return []
+        ranked = sorted(self.pool, key=lambda c: (-self.score(c), c.order))[: max(1, limit // 3)]
+        out = []
+        for cand in ranked:
+            st = self.states[cand.state]
+            steps = full_steps(self.ctx, st.steps, cand.rollout)
+            out.append((steps, self._ends(steps, st.depth, cand.rollout), st.depth))
+        return out
 
     def _start_search(self):
         cand = self.select()
@@ -288,37 +427,12 @@ class OmegaPRMTree:
         return self.search(cand, idx, sampled)
 
     def run(self):
-        """Coroutine: the whole tree construction; returns the labelled solutions in completion order.
-
-        With ``parallel_searches == 1`` this is the paper's loop: select, search, repeat. With B > 1
-        up to B searches are in flight; each round yields the union of their asks.
-        """
+        """Coroutine: the paper's loop — select, binary search, repeat — until ``search_limit``
+        selections or an empty pool; returns the labelled solutions in selection order."""
         out: List[LabeledSolution] = []
-        width = self.config.parallel_searches
-        running = []  # [search coroutine, its pending asks]
-
-        def fill():
-            while len(running) < width and self.pool and self.selections < self.config.search_limit:
-                coro = self._start_search()
-                try:
-                    running.append([coro, coro.send(None)])
-                except StopIteration as stop:
-                    out.append(stop.value)
-
-        fill()
-        while running:
-            asks = [a for _, pending in running for a in pending]
-            estimates = yield asks
-            pos, still = 0, []
-            for coro, pending in running:
-                mine = estimates[pos:pos + len(pending)]
-                pos += len(pending)
-                try:
-                    still.append([coro, coro.send(mine)])
-                except StopIteration as stop:
-                    out.append(stop.value)
-            running[:] = still
-            fill()
+        while self.pool and self.selections < self.config.search_limit:
+            sol = yield from self._start_search()
+            out.append(sol)
         self.ctx.stats["selections"] += self.selections
         self.ctx.stats["tree_states"] += len(self.states)
         self.ctx.stats["pool_left"] += len(self.pool)

@@ -1,26 +1,43 @@
-"""Rounds of Monte Carlo rollouts for many sequential searches at once.
+"""Monte Carlo rollouts for many sequential searches at once, with a prefetch buffer.
 
 A tree search (OmegaPRM's binary search, MCTS selection) is sequential inside
-one tree: the next probe depends on the last value. One engine call per probe
-would leave the engine idle. So every search is written as a Python generator
-(a coroutine) that **yields** a list of :class:`RolloutAsk` — "I need at least
-``n`` rollouts from this assistant prefix" — and receives, aligned with it, a
-list of :class:`Estimate` objects. :class:`RoundScheduler` advances all active
-coroutines in rounds: each round gathers the asks of every tree, serves what the
-per-problem cache already holds, dedupes identical asks, sends the rest as
-**one** ``generator.generate([...])`` call and verifies every sample in **one**
-``verify([...])`` call, then resumes each coroutine with its estimates.
+one tree: the next probe depends on the last value. So every search is a Python
+generator (a coroutine) that **yields** a list of :class:`RolloutAsk` — "I need at
+least ``n`` rollouts from this assistant prefix" — and receives, aligned with it,
+a list of :class:`Estimate` objects. :class:`RoundScheduler` drives all of them
+through the engine's ``submit``/``poll`` interface: a search resumes as soon as its
+own asks are answered; with a streaming engine there is no round barrier, with
+others each poll is one batched engine call.
 
-Rollouts are cached per problem by exact prefix, and an ask is a lower bound:
-``RolloutAsk(prefix, 8)`` against 5 cached rollouts generates 3 more (with a
-seed derived from the problem, the prefix and the number already held), so a
-value measured by the tree is reused by later passes (per-step values) for free.
+Answers come from the problem's :class:`EvidenceStore`:
 
-Verdicts: the verifier callback returns ``"correct"``/``"incorrect"``/
-``"unknown"`` per sample. A truncated sample (``finish_reason == "length"``) is
-counted as **incorrect** whatever the verifier said (and counted under
-``truncated``). ``unknown`` stays unknown: it is excluded from both the numerator
-and the denominator of MC (see :attr:`Estimate.value`).
+* an ask for ``n`` rollouts of a prefix already holding ``n`` is served at once;
+  otherwise the missing ones are generated with a seed derived from (run seed,
+  problem, prefix, rollouts already held) — so the rollouts of a prefix do not
+  depend on who asked, when, or what else was in the batch;
+* a **terminal** prefix (one that states a final answer) is never rolled out: it is
+  verified as it stands, and its estimate is exact (see ``evidence``);
+* identical asks of several searches share one request.
+
+**Speculation.** An ask marked ``speculative`` is a prefetch hint (OmegaPRM's
+``parallel_searches``): while in-flight samples stay under the budget it is
+generated (and verified) into a per-problem **prefetch buffer** keyed by
+(prefix, rollouts held, n), and answered with ``None``. Its rollouts enter the
+evidence store only if a real ask for exactly that request comes later (then it is
+served from the buffer, or joins the request still in flight); unused ones are
+discarded and counted (``prefetched`` / ``prefetch_used`` / ``prefetch_wasted``).
+So speculation changes how full the engine is, never what is stored.
+
+**Admission.** About ``max_inflight_samples`` samples are kept in flight (default:
+``generator.capacity``, else 256): new problems are admitted from the batch (a
+sliding window) while the real in-flight samples are under the budget, then
+speculative asks fill what is left, round-robin over the active problems by
+priority. Real asks of admitted problems are always sent (progress first).
+
+Verdicts: ``verify(items)`` returns one :class:`~counterpoint.verifiers.base.Verdict`
+per ``(text, gold, truncated, answer_type)`` item (text = prefix + continuation,
+or the terminal prefix itself). A truncated sample counts as **incorrect** whatever
+the verifier said; ``unknown`` stays unknown and is excluded from MC.
 """
 
 from __future__ import annotations
@@ -30,86 +47,36 @@ import dataclasses
 import hashlib
 from typing import Any, Callable, Dict, Generator as PyGenerator, List, Optional, Sequence, Tuple
 
-from counterpoint.generators.base import Completion, GenerationRequest, Generator, SamplingParams
-from counterpoint.schemas.records import VERDICT_CORRECT, VERDICT_INCORRECT, VERDICT_UNKNOWN, VERDICTS
+from counterpoint.generators.base import GenerationRequest, Generator, SamplingParams
+from counterpoint.labeling.evidence import Estimate, EvidenceStore, Rollout, RolloutAsk
+from counterpoint.schemas.records import VERDICT_INCORRECT, VERDICT_UNKNOWN, VERDICTS
+from counterpoint.verifiers.base import REASON_TRUNCATED
 
-#: ``verify(items) -> verdicts``; an item is ``(text, gold_answer, truncated, answer_type)`` where
-#: ``text`` is the whole assistant message (prefix + continuation).
-VerifyFn = Callable[[List[Tuple[str, str, bool, str]]], List[str]]
+#: ``verify(items) -> List[Verdict]``; an item is ``(text, gold_answer, truncated, answer_type)`` where
+#: ``text`` is the whole assistant message (prefix + continuation). Build it from a suite with
+#: ``lambda items: [v for v, _ in suite.verify(items)]``.
+VerifyFn = Callable[[List[Tuple[str, str, bool, str]]], List[Any]]
 
+#: In-flight sample budget when neither the config nor the generator gives one.
+DEFAULT_INFLIGHT_SAMPLES = 256
 
-@dataclasses.dataclass(frozen=True)
-class RolloutAsk:
-    """At least ``n`` rollouts continuing the partial assistant message ``prefix``."""
-
-    prefix: str
-    n: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Rollout:
-    """One sampled continuation of a prefix, with its verdict.
-
-    ``text`` is the continuation only (for root rollouts, i.e. the sampled
-    trajectories, the whole completion). ``sample_index`` is set for sampled
-    trajectories and ``steps`` carries their stored segmentation.
-    """
-
-    text: str
-    verdict: str
-    truncated: bool
-    num_tokens: int
-    finish_reason: str = "stop"
-    sample_index: Optional[int] = None
-    steps: Optional[Tuple[str, ...]] = None
-
-    @property
-    def is_incorrect(self) -> bool:
-        return self.verdict == VERDICT_INCORRECT
-
-    @property
-    def is_correct(self) -> bool:
-        return self.verdict == VERDICT_CORRECT
-
-
-@dataclasses.dataclass(frozen=True)
-class Estimate:
-    """All rollouts held for one prefix, and how many of them this ask caused to be generated."""
-
-    prefix: str
-    rollouts: Tuple[Rollout, ...]
-    n_new: int = 0
-
-    @property
-    def n(self) -> int:
-        return len(self.rollouts)
-
-    @property
-    def n_correct(self) -> int:
-        return sum(r.verdict == VERDICT_CORRECT for r in self.rollouts)
-
-    @property
-    def n_incorrect(self) -> int:
-        return sum(r.verdict == VERDICT_INCORRECT for r in self.rollouts)
-
-    @property
-    def n_unknown(self) -> int:
-        return sum(r.verdict == VERDICT_UNKNOWN for r in self.rollouts)
-
-    @property
-    def n_known(self) -> int:
-        return self.n - self.n_unknown
-
-    @property
-    def value(self) -> Optional[float]:
-        """MC = correct / (n - unknown); ``None`` (unmeasured) when no verdict is known."""
-        known = self.n_known
-        return None if known == 0 else self.n_correct / known
+__all__ = [
+    "DEFAULT_INFLIGHT_SAMPLES",
+    "Estimate",
+    "ProblemContext",
+    "Rollout",
+    "RolloutAsk",
+    "RoundScheduler",
+    "Search",
+    "VerifyFn",
+    "rollout_seed",
+    "side_by_side",
+]
 
 
 @dataclasses.dataclass
 class ProblemContext:
-    """One problem's prompt, gold answer, rollout cache and counters."""
+    """One problem's prompt, gold answer, evidence store and counters."""
 
     problem_id: str
     question: str
@@ -117,17 +84,19 @@ class ProblemContext:
     answer_type: str = "numeric"
     system_prompt: Optional[str] = None
     segmentation_mode: str = "paragraph"
-    cache: Dict[str, List[Rollout]] = dataclasses.field(default_factory=dict)
+    min_known: int = 1
+    store: EvidenceStore = None  # type: ignore[assignment]
     stats: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
+    def __post_init__(self):
+        if self.store is None:
+            self.store = EvidenceStore(self.segmentation_mode, self.min_known)
+
     def estimate(self, prefix: str, n_new: int = 0) -> Optional[Estimate]:
-        held = self.cache.get(prefix)
-        if not held:
-            return None
-        return Estimate(prefix, tuple(held), n_new)
+        return self.store.estimate(prefix, n_new)
 
     def held(self, prefix: str) -> int:
-        return len(self.cache.get(prefix, ()))
+        return self.store.held(prefix)
 
 
 def rollout_seed(base_seed: int, problem_id: str, prefix: str, already_held: int) -> int:
@@ -136,16 +105,41 @@ def rollout_seed(base_seed: int, problem_id: str, prefix: str, already_held: int
     return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
 
 
-#: A search: yields lists of asks, receives aligned lists of estimates, returns its result.
-Search = PyGenerator[List[RolloutAsk], List[Estimate], Any]
+def as_verdict(v: Any) -> Tuple[str, Optional[str]]:
+    """``(verdict, reason)`` of a verifier answer (a ``Verdict``-like object)."""
+    verdict = getattr(v, "verdict", None)
+    if verdict is None:
+        raise TypeError(
+            f"verify must return counterpoint.verifiers.base.Verdict objects (verdict + reason), got {v!r}; "
+            "from a VerifierSuite: lambda items: [v for v, _ in suite.verify(items)]"
+        )
+    if verdict not in VERDICTS:
+        raise ValueError(f"verify returned verdict {verdict!r}; expected one of {VERDICTS}")
+    return verdict, getattr(v, "reason", None)
+
+
+#: A search: yields lists of asks, receives aligned lists of estimates (None for speculative asks).
+Search = PyGenerator[List[RolloutAsk], List[Optional[Estimate]], Any]
+
+
+@dataclasses.dataclass
+class _Request:
+    key: tuple
+    prefix: str
+    n: int
+    owner: int  # task index that caused it
+    waiting: List[int]  # tasks whose real asks it answers (empty while purely speculative)
+    speculative: bool
+    promoted: bool = False
 
 
 class RoundScheduler:
-    """Advances many searches together; one engine call and one verifier call per round.
+    """Drives search coroutines against one generator (see the module docstring).
 
-    ``max_active`` caps how many searches take part in a round (a sliding
-    window: when one finishes the next waiting one starts). ``rounds`` holds one
-    stats dict per round; ``on_round`` (optional) is called with each.
+    ``max_active`` caps the problems in flight (None: budget-driven only);
+    ``max_inflight_samples`` is the sample budget (None: ``generator.capacity`` or
+    256). ``on_round`` receives one stats record per engine poll; ``on_done(i,
+    result)`` is called as soon as task ``i`` returns.
     """
 
     def __init__(
@@ -156,16 +150,19 @@ class RoundScheduler:
         *,
         seed: int = 0,
         max_active: Optional[int] = None,
+        max_inflight_samples: Optional[int] = None,
         on_round: Optional[Callable[[Dict[str, Any]], None]] = None,
+        on_done: Optional[Callable[[int, Any], None]] = None,
     ):
-        if max_active is not None and max_active < 1:
-            raise ValueError("max_active must be >= 1")
         self.generator = generator
         self.verify = verify
         self.params = params
         self.seed = seed
         self.max_active = max_active
+        capacity = getattr(generator, "capacity", None)
+        self.budget = int(max_inflight_samples or capacity or DEFAULT_INFLIGHT_SAMPLES)
         self.on_round = on_round
+        self.on_done = on_done
         self.rounds: List[Dict[str, Any]] = []
 
     # -- requests ---------------------------------------------------------
@@ -177,102 +174,6 @@ class RoundScheduler:
             ctx.system_prompt, ctx.question, prefix, n=n, params=self.params, seed=seed
         )
 
-    # -- main loop --------------------------------------------------------
-    def run(self, tasks: Sequence[Tuple[ProblemContext, Search]]) -> List[Any]:
-        """Runs every search to completion; returns their results in ``tasks`` order.
-
-        The engine is driven through ``submit``/``poll`` (see ``Generator``): a search
-        resumes as soon as all of its own asks are answered, and its next asks join the
-        engine while other searches' rollouts are still decoding. With a streaming engine
-        (in-process vLLM) there is no round barrier; with others each poll is one batched
-        call, i.e. classic rounds. ``rounds`` holds one stats record per poll.
-        """
-        results: List[Any] = [None] * len(tasks)
-        waiting = collections.deque(range(len(tasks)))
-        active: Dict[int, List[RolloutAsk]] = {}
-        started = set()
-        inflight: Dict[tuple, List[ProblemContext]] = {}  # ask key -> contexts waiting for it
-        handles: Dict[Any, tuple] = {}  # engine handle -> ask key
-        generated: Dict[Tuple[int, str], int] = {}  # (context, prefix) -> samples made for it
-        members: Dict[tuple, List[ProblemContext]] = {}  # ask key -> contexts, while being planned
-
-        def advance(i: int, value: Optional[List[Estimate]]) -> None:
-            ctx, coro = tasks[i]
-            while True:
-                try:
-                    if i not in started:
-                        started.add(i)
-                        asks = next(coro)
-                    else:
-                        asks = coro.send(value)
-                except StopIteration as stop:
-                    results[i] = stop.value
-                    active.pop(i, None)
-                    return
-                asks = list(asks)
-                for a in asks:
-                    if a.n < 1:
-                        raise ValueError(f"rollout ask needs n >= 1, got {a}")
-                if all(ctx.held(a.prefix) >= a.n for a in asks):
-                    value = [ctx.estimate(a.prefix) for a in asks]  # served from cache at once
-                    continue
-                active[i] = asks
-                return
-
-        def fill() -> None:
-            while waiting and (self.max_active is None or len(active) < self.max_active):
-                advance(waiting.popleft(), None)
-
-        def submit() -> Tuple[int, int]:
-            need: Dict[tuple, int] = {}
-            n_asks = deduped = 0
-            for i in sorted(active):
-                ctx = tasks[i][0]
-                for a in active[i]:
-                    n_asks += 1
-                    missing = a.n - ctx.held(a.prefix)
-                    if missing <= 0:
-                        continue
-                    key = self._ask_key(ctx, a.prefix)
-                    if key in inflight:
-                        if key not in need:
-                            deduped += 1
-                        if not any(c is ctx for c in inflight[key]):
-                            inflight[key].append(ctx)
-                        continue
-                    if key in need:
-                        deduped += 1
-                        need[key] = max(need[key], missing)
-                        if not any(c is ctx for c in members[key]):
-                            members[key].append(ctx)
-                    else:
-                        need[key] = missing
-                        members[key] = [ctx]
-            keys = list(need)
-            if keys:
-                requests = [self.request_for(members[k][0], k[5], need[k]) for k in keys]
-                for key, handle in zip(keys, self.generator.submit(requests)):
-                    handles[handle] = key
-                    inflight[key] = members.pop(key)
-            return n_asks, deduped
-
-        fill()
-        while active:
-            n_asks, deduped = submit()
-            finished = self.generator.poll()
-            if not finished:
-                raise RuntimeError("engine has no finished or pending requests while searches wait")
-            self._absorb(finished, handles, inflight, generated, n_active=len(active), n_asks=n_asks,
-                         deduped=deduped)
-            for i in sorted(active):
-                ctx = tasks[i][0]
-                asks = active[i]
-                if all(ctx.held(a.prefix) >= a.n for a in asks):
-                    # New samples are attributed once, to the first ask that caused them.
-                    advance(i, [ctx.estimate(a.prefix, generated.pop((id(ctx), a.prefix), 0)) for a in asks])
-            fill()
-        return results
-
     @staticmethod
     def _ask_key(ctx: ProblemContext, prefix: str) -> tuple:
         # Everything that determines the request and its verdicts: identical asks share one request,
@@ -280,36 +181,251 @@ class RoundScheduler:
         return (ctx.problem_id, ctx.system_prompt, ctx.question, ctx.gold_answer, ctx.answer_type,
                 prefix, ctx.held(prefix))
 
-    def _absorb(self, finished, handles, inflight, generated, *, n_active: int, n_asks: int, deduped: int) -> None:
-        """Verifies finished requests (one verifier call), stores their rollouts, records stats."""
-        done = []
+    # -- main loop --------------------------------------------------------
+    def run(self, tasks: Sequence[Tuple[ProblemContext, Search]]) -> List[Any]:
+        """Runs every search to completion; returns their results in ``tasks`` order."""
+        return _Run(self, tasks).run()
+
+
+class _Run:
+    """State of one :meth:`RoundScheduler.run` call."""
+
+    def __init__(self, sched: RoundScheduler, tasks: Sequence[Tuple[ProblemContext, Search]]):
+        self.s = sched
+        self.tasks = list(tasks)
+        self.results: List[Any] = [None] * len(self.tasks)
+        self.waiting = collections.deque(range(len(self.tasks)))
+        self.active: Dict[int, List[RolloutAsk]] = {}  # task -> its last yielded asks
+        self.started: set = set()
+        self.requests: Dict[Any, _Request] = {}  # engine handle -> request
+        self.by_key: Dict[tuple, Any] = {}  # (ask key, n) -> handle of the request in flight
+        self.real_keys: Dict[tuple, int] = collections.Counter()  # ask key -> real requests in flight
+        self.buffer: Dict[tuple, Tuple[int, List[Rollout]]] = {}  # (ask key, n) -> (owner task, rollouts)
+        self.to_verify: Dict[Tuple[int, str], None] = {}  # (task, terminal prefix), insertion-ordered
+        self.generated: Dict[Tuple[int, str], int] = {}  # (task, prefix) -> samples made for its asks
+        self.inflight = 0
+        self.inflight_real = 0
+
+    # -- coroutine driving -------------------------------------------------
+    def ctx(self, i: int) -> ProblemContext:
+        return self.tasks[i][0]
+
+    def advance(self, i: int, value: Optional[List[Optional[Estimate]]]) -> None:
+        ctx, coro = self.tasks[i]
+        while True:
+            try:
+                if i not in self.started:
+                    self.started.add(i)
+                    asks = next(coro)
+                else:
+                    asks = coro.send(value)
+            except StopIteration as stop:
+                self.finish(i, stop.value)
+                return
+            asks = list(asks)
+            for a in asks:
+                if a.n < 1:
+                    raise ValueError(f"rollout ask needs n >= 1, got {a}")
+                if not a.speculative:
+                    ctx.store.note_prefix_steps(a.prefix, a.steps)
+            self.active[i] = asks
+            self.serve_from_buffer(i)
+            if self.satisfied(i):
+                value = self.answer(i)
+                continue
+            self.submit_real(i)
+            return
+
+    def finish(self, i: int, result: Any) -> None:
+        self.results[i] = result
+        self.active.pop(i, None)
+        ctx = self.ctx(i)
+        for bkey in [k for k, (owner, _) in self.buffer.items() if owner == i]:
+            _, rollouts = self.buffer.pop(bkey)
+            ctx.stats["prefetch_wasted"] += len(rollouts)
+        if self.s.on_done is not None:
+            self.s.on_done(i, result)
+
+    def real_asks(self, i: int) -> List[RolloutAsk]:
+        return [a for a in self.active.get(i, ()) if not a.speculative]
+
+    def satisfied(self, i: int) -> bool:
+        store = self.ctx(i).store
+        return all(store.satisfied(a) for a in self.real_asks(i))
+
+    def answer(self, i: int) -> List[Optional[Estimate]]:
+        ctx = self.ctx(i)
+        out: List[Optional[Estimate]] = []
+        for a in self.active[i]:
+            if a.speculative:
+                out.append(None)
+                continue
+            # New samples are attributed once, to the first ask that caused them (statistics only).
+            out.append(ctx.estimate(a.prefix, self.generated.pop((i, a.prefix), 0)))
+        return out
+
+    # -- buffer and requests -------------------------------------------------
+    def serve_from_buffer(self, i: int) -> None:
+        ctx = self.ctx(i)
+        for a in self.real_asks(i):
+            if ctx.store.states_answer(a.prefix):
+                continue
+            missing = a.n - ctx.held(a.prefix)
+            if missing <= 0:
+                continue
+            bkey = (RoundScheduler._ask_key(ctx, a.prefix), missing)
+            hit = self.buffer.pop(bkey, None)
+            if hit is None:
+                continue
+            owner, rollouts = hit
+            self.store_rollouts([i], a.prefix, rollouts)
+            self.ctx(owner).stats["prefetch_used"] += len(rollouts)
+
+    def store_rollouts(self, tasks: Sequence[int], prefix: str, rollouts: List[Rollout]) -> None:
+        seen = set()
+        for t in tasks:
+            ctx = self.ctx(t)
+            if id(ctx) in seen:
+                continue
+            seen.add(id(ctx))
+            ctx.store.add_rollouts(prefix, rollouts)
+            self.generated[(t, prefix)] = self.generated.get((t, prefix), 0) + len(rollouts)
+
+    def submit_real(self, i: int) -> None:
+        ctx = self.ctx(i)
+        new: List[Tuple[tuple, str, int]] = []
+        for a in self.real_asks(i):
+            if ctx.store.satisfied(a):
+                continue
+            if ctx.store.states_answer(a.prefix):
+                self.to_verify.setdefault((i, a.prefix), None)
+                continue
+            missing = a.n - ctx.held(a.prefix)
+            key = RoundScheduler._ask_key(ctx, a.prefix)
+            handle = self.by_key.get((key, missing))
+            if handle is not None:
+                req = self.requests[handle]
+                if i not in req.waiting:
+                    req.waiting.append(i)
+                if req.speculative:
+                    req.speculative, req.promoted = False, True
+                    self.inflight_real += req.n
+                    self.real_keys[key] += 1
+                continue
+            if self.real_keys[key]:
+                continue  # a real request for this prefix is in flight: re-checked (topped up) when it lands
+            if any(k == key for k, _, _ in new):
+                continue
+            new.append((key, a.prefix, missing))
+        if new:
+            self.send(i, new, speculative=False)
+
+    def send(self, i: int, asks: Sequence[Tuple[tuple, str, int]], *, speculative: bool) -> None:
+        ctx = self.ctx(i)
+        reqs = [self.s.request_for(ctx, prefix, n) for _, prefix, n in asks]
+        for (key, prefix, n), handle in zip(asks, self.s.generator.submit(reqs)):
+            self.requests[handle] = _Request(key, prefix, n, i, [] if speculative else [i], speculative)
+            self.by_key[(key, n)] = handle
+            self.inflight += n
+            if not speculative:
+                self.inflight_real += n
+                self.real_keys[key] += 1
+
+    def admit(self) -> None:
+        while self.waiting and (self.s.max_active is None or len(self.active) < self.s.max_active) and (
+            not self.active or self.inflight_real < self.s.budget
+        ):
+            self.advance(self.waiting.popleft(), None)
+
+    def speculate(self) -> None:
+        """Fills the budget left with speculative asks, by priority rank, round-robin over problems."""
+        if self.inflight >= self.s.budget:
+            return
+        lists = {i: [a for a in asks if a.speculative] for i, asks in self.active.items()}
+        depth = max((len(v) for v in lists.values()), default=0)
+        for rank in range(depth):
+            for i in sorted(lists):
+                if rank >= len(lists[i]):
+                    continue
+                a = lists[i][rank]
+                ctx = self.ctx(i)
+                if ctx.store.states_answer(a.prefix):
+                    continue
+                missing = a.n - ctx.held(a.prefix)
+                if missing <= 0:
+                    continue
+                key = RoundScheduler._ask_key(ctx, a.prefix)
+                if (key, missing) in self.by_key or (key, missing) in self.buffer:
+                    continue
+                if self.inflight + missing > self.s.budget:
+                    return
+                self.send(i, [(key, a.prefix, missing)], speculative=True)
+
+    # -- the loop ----------------------------------------------------------
+    def run(self) -> List[Any]:
+        self.admit()
+        while self.active or self.requests:
+            if self.to_verify and not self.inflight_real:
+                self.absorb([], poll=False)
+            elif self.requests:
+                # Speculation is submitted right before a poll: a round-based engine runs it in the same call.
+                self.speculate()
+                finished = self.s.generator.poll()
+                if not finished:
+                    raise RuntimeError("engine has no finished or pending requests while searches wait")
+                self.absorb(finished, poll=True)
+            else:
+                stuck = {i: self.real_asks(i) for i in self.active}
+                raise RuntimeError(f"searches wait for asks nothing will answer: {stuck}")
+            for i in sorted(self.active):
+                if i not in self.active:
+                    continue
+                self.serve_from_buffer(i)
+                if self.satisfied(i):
+                    self.advance(i, self.answer(i))
+                else:
+                    self.submit_real(i)
+            self.admit()
+        return self.results
+
+    def absorb(self, finished, *, poll: bool) -> None:
+        """Verifies finished requests and pending terminal prefixes (one verifier call), stores them."""
+        done: List[Tuple[_Request, list]] = []
         for handle, comps in finished:
-            key = handles.pop(handle, None)
-            if key is None:
+            req = self.requests.pop(handle, None)
+            if req is None:
                 continue  # left over from an earlier, failed attempt on the same engine
-            done.append((key, inflight.pop(key), comps))
+            self.by_key.pop((req.key, req.n), None)
+            self.inflight -= req.n
+            if not req.speculative:
+                self.inflight_real -= req.n
+                self.real_keys[req.key] -= 1
+            done.append((req, comps))
+        terminal = list(self.to_verify)
+        self.to_verify.clear()
         items = []
-        for key, ctxs, comps in done:
-            ctx = ctxs[0]
+        for req, comps in done:
+            ctx = self.ctx(req.owner)
             for c in comps:
-                items.append((key[5] + c.text, ctx.gold_answer, c.truncated, ctx.answer_type))
-        verdicts = list(self.verify(items)) if items else []  # ONE verifier call
+                items.append((req.prefix + c.text, ctx.gold_answer, c.truncated, ctx.answer_type))
+        for i, prefix in terminal:
+            ctx = self.ctx(i)
+            items.append((prefix, ctx.gold_answer, False, ctx.answer_type))
+        verdicts = [as_verdict(v) for v in self.s.verify(items)] if items else []  # ONE verifier call
         if len(verdicts) != len(items):
             raise ValueError(f"verify returned {len(verdicts)} verdicts for {len(items)} items")
 
         stats = collections.Counter()
         pos = 0
-        for key, ctxs, comps in done:
-            owner = ctxs[0]  # generation is charged to the first asker's problem
+        for req, comps in done:
+            owner = self.ctx(req.owner)
             new: List[Rollout] = []
             for c in comps:
-                v = verdicts[pos]
+                v, reason = verdicts[pos]
                 pos += 1
-                if v not in VERDICTS:
-                    raise ValueError(f"verify returned {v!r}; expected one of {VERDICTS}")
                 if c.truncated:
-                    v = VERDICT_INCORRECT  # truncated counts as wrong
-                new.append(Rollout(c.text, v, c.truncated, c.num_tokens, c.finish_reason))
+                    v, reason = VERDICT_INCORRECT, REASON_TRUNCATED  # truncated counts as wrong
+                new.append(Rollout(c.text, v, c.truncated, c.num_tokens, c.finish_reason, reason=reason))
                 for counter in (stats, owner.stats):
                     counter["rollouts"] += 1
                     counter["rollout_tokens"] += c.num_tokens
@@ -319,27 +435,43 @@ class RoundScheduler:
                 counter["requests"] += 1
                 counter["prompt_tokens"] += comps[0].num_prompt_tokens if comps else 0
                 counter["cached_prompt_tokens"] += comps[0].num_cached_prompt_tokens if comps else 0
-            for ctx in ctxs:
-                ctx.cache.setdefault(key[5], []).extend(new)
-            generated[(id(owner), key[5])] = generated.get((id(owner), key[5]), 0) + len(comps)
+            if req.speculative:
+                stats["speculative_samples"] += len(new)
+                owner.stats["prefetched"] += len(new)
+                if req.owner in self.active:
+                    self.buffer[(req.key, req.n)] = (req.owner, new)
+                else:
+                    owner.stats["prefetch_wasted"] += len(new)
+                continue
+            if req.promoted:
+                owner.stats["prefetched"] += len(new)
+                owner.stats["prefetch_used"] += len(new)
+            self.store_rollouts(req.waiting, req.prefix, new)
+        for i, prefix in terminal:
+            v, reason = verdicts[pos]
+            pos += 1
+            self.ctx(i).store.record_verdict(prefix, v, reason)
+            self.ctx(i).stats["terminal_verifications"] += 1
+        if not poll:
+            return
         record = {
-            "round": len(self.rounds),
-            "active": n_active,
-            "asks": n_asks,
-            "deduped_asks": deduped,
+            "round": len(self.s.rounds),
+            "active": len(self.active),
             "requests": len(done),
             "samples": stats["rollouts"],
+            "speculative_samples": stats["speculative_samples"],
+            "inflight_samples": self.inflight,
             "prompt_tokens": stats["prompt_tokens"],
             "cached_prompt_tokens": stats["cached_prompt_tokens"],
             "generated_tokens": stats["rollout_tokens"],
             "verify_items": len(items),
+            "terminal_verifications": len(terminal),
             "truncated": stats["truncated"],
             "unknown": stats["unknown"],
         }
-        self.rounds.append(record)
-        if self.on_round is not None:
-            self.on_round(record)
-
+        self.s.rounds.append(record)
+        if self.s.on_round is not None:
+            self.s.on_round(record)
 
 
 def side_by_side(*searches):
