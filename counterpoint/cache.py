@@ -65,7 +65,7 @@ class RequestCache(PicklableLock):
 
     def _init_runtime(self) -> None:
         self._lock = threading.Lock()
-        self._ledgers: "collections.OrderedDict[str, Dict[str, List[dict]]]" = collections.OrderedDict()
+        self._ledgers: "collections.OrderedDict[str, Dict[str, dict]]" = collections.OrderedDict()
         self._dirty: set = set()
         self._last_flush = time.monotonic()
 
@@ -82,7 +82,7 @@ class RequestCache(PicklableLock):
     def _path(self, group: str) -> str:
         return storage.join(self.root, group[:2], f"{group}.json")
 
-    def _ledger(self, group: str) -> Dict[str, List[dict]]:
+    def _ledger(self, group: str) -> Dict[str, dict]:
         ledger = self._ledgers.get(group)
         if ledger is None:
             data = storage.read_json(self._path(group))
@@ -106,8 +106,8 @@ class RequestCache(PicklableLock):
         if entry is None:
             return None
         try:
-            comps = [Completion.from_dict(d) for d in entry]
-        except (TypeError, KeyError):
+            comps = [Completion.from_dict(d) for d in entry["completions"]]
+        except (TypeError, KeyError):  # an entry from another version: regenerate
             log.warning("ignoring unreadable cache entry for %s", request.request_id)
             return None
         return comps if len(comps) == request.n else None
@@ -115,7 +115,8 @@ class RequestCache(PicklableLock):
     def put(self, request: GenerationRequest, completions: Sequence[Completion]) -> None:
         group = request_group(request)
         with self._lock:
-            self._ledger(group)[request.cache_key(self.model_fingerprint)] = [c.to_dict() for c in completions]
+            self._ledger(group)[request.cache_key(self.model_fingerprint)] = {
+                "request_id": request.request_id, "completions": [c.to_dict() for c in completions]}
             self._dirty.add(group)
 
     def flush(self, force: bool = True) -> int:

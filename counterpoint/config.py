@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from counterpoint.generators.base import SamplingParams
 from counterpoint.generators.config import COMPILE_MODES, GENERATOR_KINDS, SEED_MODES, GeneratorConfig
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig
+from counterpoint.labeling.consensus import ConsensusConfig
 from counterpoint.schemas import content_id
 from counterpoint.segmentation import MODES as SEGMENTATION_MODES
 from counterpoint.sources import KINDS as SOURCE_KINDS
@@ -93,25 +94,6 @@ class RetryConfig:
 
 
 @dataclasses.dataclass
-class ConsensusStageConfig:
-    """Optional judge stage (consensus filtering): a judge model names the first wrong step of each labelled
-    negative; ``keep-agreeing`` drops rows where it disagrees with the MC/OmegaPRM label, ``annotate`` flags them.
-    The judge is any generator (default: the run's own)."""
-
-    mode: str = "off"
-    judge: Optional[GeneratorConfig] = None
-    temperature: float = 0.0
-    max_tokens: int = 512
-
-    def __post_init__(self):
-        modes = ("off", "keep-agreeing", "annotate")
-        if self.mode not in modes:
-            raise ValueError(f"consensus.mode: {self.mode!r} is not one of {list(modes)}")
-        if isinstance(self.judge, Mapping):
-            self.judge = _build(GeneratorConfig, self.judge)
-
-
-@dataclasses.dataclass
 class RunConfig:
     source: ProblemSourceConfig = dataclasses.field(
         default_factory=lambda: ProblemSourceConfig(kind="procedural", num_problems=24, min_ops=1, max_ops=2)
@@ -124,7 +106,10 @@ class RunConfig:
     verifier: VerifierConfig = dataclasses.field(default_factory=VerifierConfig)
     labeler: Optional[str] = None  # None | "omegaprm" | "mc"
     labeling: LabelerConfig = dataclasses.field(default_factory=LabelerConfig)
-    consensus: ConsensusStageConfig = dataclasses.field(default_factory=ConsensusStageConfig)
+    # Consensus filtering: a judge model names the first wrong step of each labelled negative.
+    consensus: ConsensusConfig = dataclasses.field(default_factory=ConsensusConfig)
+    # The judge's engine (default: the run's own generator).
+    judge: Optional[GeneratorConfig] = None
     pairing: PairingConfig = dataclasses.field(default_factory=PairingConfig)
     retry: RetryConfig = dataclasses.field(default_factory=RetryConfig)
     # Problems per engine call in the sampling stage (each asks for samples_per_problem samples).
@@ -200,9 +185,10 @@ class RunConfig:
         shaping["generator"] = gen
         shaping["verifier"] = {"name": d["verifier"]["name"], "timeout_s": d["verifier"]["timeout_s"]}
         if self.labeler:
-            shaping["labeling"] = self.labeling_config.labeler_params()
+            shaping["labeling"] = self.labeling_config.labeler_params(self.sampling)
         if self.consensus.mode != "off":
-            shaping["consensus"] = d["consensus"]
+            judge = d["judge"] or gen
+            shaping["consensus"] = {**d["consensus"], "judge": {k: judge.get(k) for k in ("kind", "model", "seed")}}
         return content_id(shaping, length=16)
 
 
@@ -250,10 +236,10 @@ _NESTED = {
     (RunConfig, "sampling"): SamplingParams,
     (RunConfig, "verifier"): VerifierConfig,
     (RunConfig, "labeling"): LabelerConfig,
-    (RunConfig, "consensus"): ConsensusStageConfig,
+    (RunConfig, "consensus"): ConsensusConfig,
+    (RunConfig, "judge"): GeneratorConfig,
     (RunConfig, "pairing"): PairingConfig,
     (RunConfig, "retry"): RetryConfig,
-    (ConsensusStageConfig, "judge"): GeneratorConfig,
     (ProblemSourceConfig, "mapping"): FieldMapping,
     (LabelerConfig, "omegaprm"): OmegaPRMConfig,
     (OmegaPRMConfig, "rollout_params"): SamplingParams,
@@ -375,7 +361,7 @@ FLAGS: Tuple[Flag, ...] = (
          "problems whose trees share the engine (none = from the engine's capacity)", type=_none_or(int)),
     Flag(("--consensus",), ("consensus.mode",), "labelling",
          "judge-model consensus filter on step labels", choices=("off", "keep-agreeing", "annotate")),
-    Flag(("--judge-model", "--judge_model"), ("consensus.judge.model",), "labelling",
+    Flag(("--judge-model", "--judge_model"), ("judge.model",), "labelling",
          "judge model for --consensus (default: the run's model)"),
     # output
     Flag(("--config",), (), "output", "YAML run config (flags override it)", metavar="FILE"),

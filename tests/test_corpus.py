@@ -466,13 +466,15 @@ REALISTIC_ROWS = {
     "step_labels": {
         "id": "gsm8k-12/s3", "problem_id": "gsm8k-12", "sample_index": 3, "prompt": "Ann has 3 pens...",
         "completions": ["Step 1: 3 + 4 = 7.", "Step 2: 7 - 1 = 6.", "The answer is 6."],
-        "labels": [True, False, False], "mc_values": [0.75, 0.0, 0.0], "first_error_index": 1,
+        "labels": [True, False, False], "mc_values": [0.75, 0.0, 0.0], "mc_measured": [True, True, True],
+        "n_rollouts_per_step": [8, 8, 0], "first_error_index": 1, "first_error_source": "search",
         "n_rollouts": 16, "labeler": "omegaprm", "labeler_params": '{"k": 8}',
+        "judge_first_error_index": 1, "judge_agrees": True,
     },
     "step_values": {
         "id": "gsm8k-12/s3/1", "problem_id": "gsm8k-12", "sample_index": 3, "step_index": 1,
         "step": "Step 2: 7 - 1 = 6.\n\n", "q_value": 0.0, "advantage": -0.75, "n_rollouts": 8, "n_correct": 0,
-        "is_first_pit": True, "within_noise": False, "best_of_k_value": None, "labeler": "mc",
+        "is_first_pit": True, "within_noise": False, "best_of_k_value": None, "labeler": "mc", "measured": True,
     },
     "rejects": schemas.make_reject(stage="read", reason="malformed_json", problem_id=None, scope="problem",
                                    detail="line 3: Expecting value", payload={"line": 3}, key="f.jsonl:3"),

@@ -76,7 +76,7 @@ def _expected_trajectories(cfg, problems, answer_key):
         rows = corpus.trajectory_rows(p | {"source": "problems"}, comps, request=req, model_id=gen.model_id,
                                       segmentation="paragraph")
         verdicts = [verifier.verify(c.text, p["gold_answer"], truncated=c.truncated) for c in comps]
-        corpus.apply_verdicts(rows, verdicts, verifier_name=verifier.name, verifier_version=verifier.version)
+        rows = corpus.apply_verdicts(rows, verdicts, verifier_name=verifier.name, verifier_version=verifier.version)
         expected.update(_by_id(rows))
     return expected
 

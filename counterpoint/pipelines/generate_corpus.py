@@ -94,8 +94,8 @@ def check_config(cfg: RunConfig) -> RunConfig:
         capacity = getattr(gen, "capacity", None) or cfg.generator.max_num_seqs or 0
         k = cfg.labeling.omegaprm.k
         updates["labeling_batch_size"] = max(DEFAULT_LABELING_BATCH, capacity // max(1, k))
-    if cfg.consensus.mode != "off" and cfg.consensus.judge is None:
-        updates["consensus"] = dataclasses.replace(cfg.consensus, judge=cfg.generator)
+    if cfg.consensus.mode != "off" and cfg.judge is None:
+        updates["judge"] = cfg.generator
     if cfg.exports:
         from counterpoint.export import FORMAT_SOURCES, FORMATS
 
@@ -149,10 +149,10 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, layout: storage.OutputLayou
         if cfg.consensus.mode != "off":
             from counterpoint.transforms.judge import JudgeDoFn
 
-            judge_engine = EngineSpec(cfg.consensus.judge, engine.handle if cfg.consensus.judge == cfg.generator
-                                      else shared.Shared(), layout.cache_dir(_model_key(cfg, judge=True)))
-            states = states | "Judge" >> beam.ParDo(JudgeDoFn(
-                judge_engine, cfg.retry, consensus=cfg.consensus, system_prompt=cfg.system_prompt))
+            judge = cfg.judge or cfg.generator
+            judge_engine = EngineSpec(judge, engine.handle if judge == cfg.generator else shared.Shared(),
+                                      layout.cache_dir(_model_key(cfg, judge=True)))
+            states = states | "Judge" >> beam.ParDo(JudgeDoFn(judge_engine, cfg.retry, consensus=cfg.consensus))
     finished = (
         states
         | "OutcomePairs" >> beam.ParDo(OutcomePairsDoFn(cfg.pairing))
@@ -167,7 +167,7 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, layout: storage.OutputLayou
 def _model_key(cfg: RunConfig, judge: bool = False) -> str:
     from counterpoint.schemas import content_id
 
-    g = cfg.consensus.judge if judge else cfg.generator
+    g = (cfg.judge or cfg.generator) if judge else cfg.generator
     return content_id(g.kind, g.model, g.dtype, length=12)
 
 

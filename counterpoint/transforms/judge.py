@@ -1,0 +1,44 @@
+"""The consensus stage: a judge model names the first wrong step of each labelled negative.
+
+Consensus filtering (Qwen team, "The Lessons of Developing Process Reward Models in
+Mathematical Reasoning", 2025) around :mod:`counterpoint.labeling.consensus`: one
+ProcessBench-style request per ``step_labels`` row of the batch, one engine call;
+``keep-agreeing`` drops rows where judge and label disagree (with their step pairs,
+first-pit pairs and step values; row-scope rejects ``consensus_disagreement``),
+``annotate`` keeps and flags them. Input: labelled states. Output: states with
+``judge_first_error_index`` / ``judge_agrees`` on their step label rows.
+"""
+
+from __future__ import annotations
+
+from counterpoint.labeling.consensus import ConsensusConfig, apply_consensus, judge_requests, judgements_from
+from counterpoint.transforms.stages import EngineSpec, ProblemBatchDoFn
+
+
+class JudgeDoFn(ProblemBatchDoFn):
+    stage = "judge"
+
+    def __init__(self, engine: EngineSpec, retry, *, consensus: ConsensusConfig):
+        super().__init__(retry, engine)
+        self.consensus = consensus
+
+    def process_problems(self, states):
+        rows = [row for s in states for row in s.step_labels]
+        problems = {s.problem_id: s.problem for s in states}
+        requests = judge_requests(rows, problems, None, config=self.consensus)
+        results = self.generator.generate(requests) if requests else []
+        replies = [comps[0].text if comps else None for comps in results]
+        tokens = {r.request_id: sum(c.num_tokens for c in comps) for r, comps in zip(requests, results)}
+        judgements = judgements_from(rows, replies)
+        out = []
+        for s in states:
+            kept, rejects, stats = apply_consensus(s.step_labels, s.step_values, s.preferences, judgements,
+                                                   self.consensus.mode, tolerance=self.consensus.tolerance)
+            counts = {f"judge_{k}": v for k, v in stats.items() if isinstance(v, int)}
+            counts["judge_tokens"] = sum(tokens.get(str(r["id"]), 0) for r in s.step_labels)
+            out.append(s.evolve(step_labels=kept["step_labels"], step_values=kept["step_values"],
+                                preferences=kept["preferences"], rejects=list(s.rejects) + rejects).add_stats(**counts))
+        return out
+
+    def progress_values(self, states):
+        return {"rows": sum(s.stats.get("judge_judged", 0) for s in states)}
