@@ -103,7 +103,8 @@ def corpus_rows(n_problems: int = 6) -> Dict[str, List[dict]]:
                 rows["step_labels"].append({
                     "id": f"{t['id']}/omegaprm", "problem_id": pid, "sample_index": s, "prompt": question,
                     "completions": [x.strip() for x in t["steps"]], "labels": [i < e for i in range(4)],
-                    "mc_values": mc, "first_error_index": e, "n_rollouts": 12, "labeler": "omegaprm",
+                    "mc_values": mc, "mc_measured": [True] * 4, "n_rollouts_per_step": [4, 4, 4, 0],
+                    "first_error_index": e, "first_error_source": "search", "n_rollouts": 12, "labeler": "omegaprm",
                     "labeler_params": dumps({"k": 4}),
                 })
             prev = root_q
@@ -114,7 +115,7 @@ def corpus_rows(n_problems: int = 6) -> Dict[str, List[dict]]:
                         "id": f"{t['id']}/omegaprm/t{i}", "problem_id": pid, "sample_index": s, "step_index": i,
                         "step": t["steps"][i].strip(), "q_value": q, "advantage": q - prev,
                         "n_rollouts": 0 if i == 3 else 4, "n_correct": int(q * 4), "is_first_pit": i == e,
-                        "within_noise": False, "best_of_k_value": None, "labeler": "omegaprm",
+                        "within_noise": False, "best_of_k_value": None, "labeler": "omegaprm", "measured": True,
                     })
                 prev = q
             prefix = "".join(t["steps"][:e])

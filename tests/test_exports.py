@@ -78,7 +78,8 @@ def test_export_specs_are_registered_for_the_gate_and_card():
 def test_trl_stepwise_projects_step_labels():
     rows = corpus_rows()
     built = formats.trl_stepwise_rows(rows["step_labels"] + [dict(rows["step_labels"][0], id="empty", completions=[],
-                                                                  labels=[], mc_values=[])])
+                                                                  labels=[], mc_values=[], mc_measured=[],
+                                                                  n_rollouts_per_step=[])])
     assert built.config == "trl_stepwise"
     assert [r["reason"] for r in built.rejects] == ["export_no_steps"]
     got = _by_id(built.rows)
