@@ -89,7 +89,8 @@ def test_extract_fallback_last_number_is_opt_in():
         ("I computed 18 somewhere but never said it", "18", VERDICT_INCORRECT, "no_final_answer"),
         ("The answer is Tuesday.", "18", VERDICT_INCORRECT, "non_numeric_answer"),
         ("The answer is 3 or 4.", "3", VERDICT_INCORRECT, "non_numeric_answer"),
-        ("The answer is 18.", "eighteen", VERDICT_UNKNOWN, "unparsable_gold"),
+        ("The answer is 18.", "eighteen", VERDICT_CORRECT, None),  # number words read
+        ("The answer is 18.", "a few", VERDICT_UNKNOWN, "unparsable_gold"),
         ("The answer is 18.", "Natalia sold 72 clips.\n#### 18", VERDICT_CORRECT, None),  # raw GSM8K gold
     ],
 )

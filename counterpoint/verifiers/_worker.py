@@ -52,14 +52,31 @@ def _has_math_object(parsed) -> bool:
     return any(not isinstance(p, str) for p in parsed)
 
 
+def _is_ambiguous_pair(parsed) -> bool:
+    """``(1, 2)`` parses as an open interval but may be an ordered pair."""
+    from sympy import Interval
+
+    obj = next((p for p in parsed if not isinstance(p, str)), None)
+    return isinstance(obj, Interval) and obj.left_open and obj.right_open and obj.start.is_finite and obj.end.is_finite
+
+
 class _Judge:
+    """One item: numbers by the shared rule (extract.py), anything else by math-verify with its leaf
+    equality replaced by the exact check (exact.py)."""
+
     def __init__(self):
         logging.getLogger("math_verify").setLevel(logging.ERROR)
         from math_verify import parse, verify
 
+        from counterpoint.verifiers import exact, extract
+
+        exact.install()
+        self._exact = exact
+        self._extract = extract
         self._parse = parse
         self._verify = verify
         self.parse_gold = functools.lru_cache(maxsize=4096)(self._parse_gold)
+        self.gold_quantity = functools.lru_cache(maxsize=4096)(extract.parse_quantity)
 
     def _parse_one(self, text: str):
         return self._parse(text, parsing_timeout=None, raise_on_error=True)
@@ -71,7 +88,7 @@ class _Judge:
         candidates = []
         if "$" in g or "\\boxed" in g or "\\(" in g or "\\[" in g:
             candidates.append(g)
-        candidates.append("\\boxed{" + g.replace("\\$", "").replace("$", "") + "}")
+        candidates.append("\\boxed{" + self._extract.strip_units(g.replace("\\$", "").replace("$", "")) + "}")
         for cand in candidates:
             parsed = self._parse_one(cand)
             if _has_math_object(parsed):
@@ -79,18 +96,39 @@ class _Judge:
         return None
 
     def parse_answer(self, answer: str):
-        parsed = self._parse_one("\\boxed{" + answer + "}")
+        parsed = self._parse_one("\\boxed{" + self._extract.strip_units(answer) + "}")
         return parsed if _has_math_object(parsed) else None
 
     def __call__(self, answer: str, gold: str):
+        extract = self._extract
+        gold_q = self.gold_quantity(gold)
+        if gold_q is not None:
+            answer_q = extract.parse_quantity(answer)
+            if answer_q is not None:
+                if extract.quantities_match(answer_q, gold_q):
+                    return VERDICT_CORRECT, None
+                return VERDICT_INCORRECT, "answer_mismatch"
+            if extract.is_wordy_answer(answer):
+                return VERDICT_INCORRECT, "non_numeric_answer"
         gold_parsed = self.parse_gold(gold)
         if gold_parsed is None:
             return VERDICT_UNKNOWN, "unparsable_gold"
         ans_parsed = self.parse_answer(answer)
         if ans_parsed is None:
             return VERDICT_UNKNOWN, "unparsable_answer"
-        ok = self._verify(gold_parsed, ans_parsed, timeout_seconds=None, raise_on_error=True)
+        approx = extract.has_decimal_literal(answer) or extract.has_decimal_literal(gold)
+        with self._exact.judging(approx) as state:
+            ok = self._verify(gold_parsed, ans_parsed, timeout_seconds=None, raise_on_error=True)
+            if not ok:
+                # "(1, 2]" (gold) vs "1 < x <= 2": math-verify compares a relation with a set only when
+                # the set is the prediction; the other way round is as equal.
+                ok = self._verify(gold_parsed, ans_parsed, timeout_seconds=None, raise_on_error=True,
+                                  allow_set_relation_comp=True)
+                if ok and _is_ambiguous_pair(gold_parsed):
+                    return VERDICT_UNKNOWN, "unconfirmed_equivalence"
         if ok:
+            if state.unconfirmed:
+                return VERDICT_UNKNOWN, "unconfirmed_equivalence"
             return VERDICT_CORRECT, None
         return VERDICT_INCORRECT, "answer_mismatch"
 

@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 
 def _math_verify_version() -> str:
     try:
-        return f"math-verify=={importlib.metadata.version('math-verify')}"
+        return f"math-verify=={importlib.metadata.version('math-verify')} {base.RULES_VERSION}"
     except importlib.metadata.PackageNotFoundError:
-        return "math-verify==missing"
+        return f"math-verify==missing {base.RULES_VERSION}"
 
 
 class VerifierStartupError(RuntimeError):
