@@ -66,7 +66,8 @@ class _Judge:
 
     def __init__(self):
         logging.getLogger("math_verify").setLevel(logging.ERROR)
-        from math_verify import parse, verify
+        from latex2sympy2_extended.math_normalization import NormalizationConfig
+        from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
         from counterpoint.verifiers import exact, extract
 
@@ -74,12 +75,24 @@ class _Judge:
         self._exact = exact
         self._extract = extract
         self._parse = parse
+        # math-verify's own unit removal drops any trailing "c", "d", "s", "t", "ab", "more", "less",
+        # ... and any trailing \text{...} ("2c" -> 2, "3 \text{ or more}" -> 3): units are removed by
+        # extract.strip_units / strip_text_units instead, which know variables from units.
+        self._extraction = (
+            LatexExtractionConfig(normalization_config=NormalizationConfig(
+                basic_latex=True, units=False, malformed_operators=True, nits=True, boxed="all", equations=False)),
+            ExprExtractionConfig(),
+        )
         self._verify = verify
         self.parse_gold = functools.lru_cache(maxsize=4096)(self._parse_gold)
         self.gold_quantity = functools.lru_cache(maxsize=4096)(extract.parse_quantity)
 
+    def _symbolic_text(self, text: str) -> str:
+        extract = self._extract
+        return extract.list_words_to_commas(extract.strip_text_units(extract.strip_units(text)))
+
     def _parse_one(self, text: str):
-        return self._parse(text, parsing_timeout=None, raise_on_error=True)
+        return self._parse(text, extraction_config=self._extraction, parsing_timeout=None, raise_on_error=True)
 
     def _parse_gold(self, gold: str):
         g = (gold or "").strip()
@@ -88,7 +101,7 @@ class _Judge:
         candidates = []
         if "$" in g or "\\boxed" in g or "\\(" in g or "\\[" in g:
             candidates.append(g)
-        candidates.append("\\boxed{" + self._extract.strip_units(g.replace("\\$", "").replace("$", "")) + "}")
+        candidates.append("\\boxed{" + self._symbolic_text(g.replace("\\$", "").replace("$", "")) + "}")
         for cand in candidates:
             parsed = self._parse_one(cand)
             if _has_math_object(parsed):
@@ -96,7 +109,7 @@ class _Judge:
         return None
 
     def parse_answer(self, answer: str):
-        parsed = self._parse_one("\\boxed{" + self._extract.strip_units(answer) + "}")
+        parsed = self._parse_one("\\boxed{" + self._symbolic_text(answer) + "}")
         return parsed if _has_math_object(parsed) else None
 
     def __call__(self, answer: str, gold: str):
@@ -130,6 +143,8 @@ class _Judge:
             if state.unconfirmed:
                 return VERDICT_UNKNOWN, "unconfirmed_equivalence"
             return VERDICT_CORRECT, None
+        if state.too_large:
+            return VERDICT_UNKNOWN, "too_large_to_compare"
         return VERDICT_INCORRECT, "answer_mismatch"
 
 

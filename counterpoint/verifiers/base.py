@@ -35,6 +35,8 @@ REASON_VERIFIER_ERROR = "verifier_error"  # an exception was raised while verify
 # math-verify found the answers equal, but the exact check (sympy, no floats) could not confirm it —
 # e.g. a numeric comparison that underflows, or "(1, 2)" (a pair or an interval?) vs "1 < x < 2".
 REASON_UNCONFIRMED_EQUIVALENCE = "unconfirmed_equivalence"
+# an exact comparison would build an integer too large to hold (2^(10^10), (10^9)!): not decided
+REASON_TOO_LARGE_TO_COMPARE = "too_large_to_compare"
 
 # Version of the comparison rules in this package (units, exact-before-numeric, decimal tolerance);
 # part of every verifier's ``version`` so rows record which rules judged them.
@@ -53,6 +55,7 @@ UNKNOWN_REASONS = (
     REASON_VERIFIER_CRASH,
     REASON_VERIFIER_ERROR,
     REASON_UNCONFIRMED_EQUIVALENCE,
+    REASON_TOO_LARGE_TO_COMPARE,
 )
 REASONS = INCORRECT_REASONS + UNKNOWN_REASONS
 

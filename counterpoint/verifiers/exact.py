@@ -12,9 +12,11 @@ rounded to 6 decimals, or ``(a - b).evalf(15, chop=True) == 0``) and ``sympy_sym
   nonzero Rational or evaluates (``evalf(strict=True)``, guaranteed digits) to a nonzero number;
 * a Float (the text wrote a decimal) is an exact decimal; a tolerance applies only if the item's
   text writes a decimal and the rule of :func:`~counterpoint.verifiers.extract.values_agree` holds;
-* undecided (huge powers or factorials, expressions sympy cannot settle): defer to math-verify's own
-  leaf, and if that says "equal", remember it — the item's verdict becomes ``unknown`` /
-  ``unconfirmed_equivalence`` instead of ``correct``.
+* undecided (expressions sympy cannot settle): defer to math-verify's own leaf, and if that says
+  "equal", remember it — the item's verdict becomes ``unknown`` / ``unconfirmed_equivalence``
+  instead of ``correct``;
+* too big to evaluate (``2^(10^10)``, ``(10^9)!`` that are not identical): math-verify is not asked
+  (it would build the integer); the item becomes ``unknown`` / ``too_large_to_compare``.
 
 Structure (sets in any order, tuples in order, intervals, relations, equations ``x = 5``) stays
 math-verify's; only its leaf equality is replaced. Everything here runs under the worker's hard
@@ -47,6 +49,7 @@ class ItemState:
     def __init__(self) -> None:
         self.approx_allowed = False
         self.unconfirmed = False
+        self.too_large = False  # a leaf was too big to evaluate: a "no" is not to be trusted either
         self.memo = {}  # (a, b) -> compare() outcome: both leaf comparers ask about the same pair
 
 
@@ -69,42 +72,59 @@ def judging(approx_allowed: bool):
 # --- size guard ---------------------------------------------------------------------------------
 
 
-def _integer_bits(e: Basic) -> Optional[float]:
-    """Upper bound of log2|e| for a (possibly unevaluated) integer power tower, None if not one."""
-    if isinstance(e, Integer):
-        return float(abs(int(e)).bit_length())
-    if isinstance(e, Pow) and e.args[0].is_Integer:
-        exp_bits = _integer_bits(e.args[1])
-        if exp_bits is None:
+def _magnitude(e: Basic) -> Optional[float]:
+    """|e| as a float (inf when huge), from a 15-digit evalf that never builds big integers."""
+    try:
+        v = e.evalf(15)
+    except Exception:  # noqa: BLE001
+        return None
+    if not v.is_Number or not v.is_real:
+        return None
+    if v.is_infinite:
+        return math.inf
+    try:
+        return abs(float(v))
+    except (OverflowError, TypeError, ValueError):
+        return math.inf
+
+
+def _log2_magnitude(e: Basic) -> Optional[float]:
+    """log2|e| as a float, also for values beyond float range (2006! is about 2^19000)."""
+    try:
+        v = e.evalf(15)
+        if not v.is_Number or not v.is_real or v == 0 or v.is_infinite:
             return None
-        if exp_bits > 60:
-            return math.inf
-        return (2.0 ** exp_bits) * math.log2(max(abs(int(e.args[0])), 2))
-    return None
+        return float(sympy.log(abs(v), 2).evalf(15))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+# (10^6)! has 1.8e7 bits; factorials of arguments above this are not built
+_MAX_FACTORIAL_ARG = 200_000
 
 
 def too_big(expr: Basic) -> bool:
     """Would evaluating ``expr`` build an integer of more than MAX_INTEGER_BITS bits (``(10^9)!``,
-    ``2^(10^10)``)? Such items stay undecided instead of exhausting the worker's memory."""
+    ``2^(10^10)``, ``(10^9+1)!``)? Such items are not evaluated (undecided) instead of exhausting
+    the worker's memory."""
     for node in sympy.preorder_traversal(expr):
         if isinstance(node, factorial) and node.args[0].is_number:
-            bits = _integer_bits(node.args[0])
-            if bits is None:
-                continue
-            if bits > 40:
+            n = _magnitude(node.args[0])
+            if n is not None and n > _MAX_FACTORIAL_ARG:
                 return True
-            n = int(node.args[0])
-            if n * math.log2(max(n, 2)) > MAX_INTEGER_BITS:
-                return True
-        elif isinstance(node, Pow) and node.args[0].is_Rational and node.args[0] not in (0, 1, -1):
-            exp_bits = _integer_bits(node.args[1])
-            if exp_bits is None:
-                continue  # 2^(1/2), 2^x: no big integer is built here
-            if exp_bits > 60:
-                return True
-            base = node.args[0]
-            base_bits = max(math.log2(abs(int(base.p)) or 1), math.log2(int(base.q)), 1.0)
-            if abs(int(node.args[1].doit())) * base_bits > MAX_INTEGER_BITS:
+        elif isinstance(node, Pow) and node.args[0].is_number and node.args[1].is_number:
+            base, exp = node.args
+            if base.is_Rational:
+                if base in (0, 1, -1):
+                    continue
+                base_bits = max(math.log2(abs(int(base.p))), math.log2(int(base.q)), 1.0)
+            else:
+                base_bits = _log2_magnitude(base)
+                if base_bits is None:
+                    continue
+                base_bits = abs(base_bits) + 1.0
+            e = _magnitude(exp)
+            if e is not None and e * base_bits > MAX_INTEGER_BITS:
                 return True
     return False
 
@@ -218,8 +238,11 @@ def compare(a: Basic, b: Basic) -> Optional[bool]:
     if isinstance(a, (MatrixBase, Set, Relational)) or isinstance(b, (MatrixBase, Set, Relational)):
         return None
     outcomes = []
-    for av, a_pct in _readings(a):
-        for bv, b_pct in _readings(b):
+    a_readings, b_readings = _readings(a), _readings(b)
+    if len(a_readings) == 2 and len(b_readings) == 2:  # two percents compare as written: 50% is not 0.5%
+        a_readings, b_readings = a_readings[:1], b_readings[:1]
+    for av, a_pct in a_readings:
+        for bv, b_pct in b_readings:
             a_dec = _decimal_of(av) if not a_pct else _pct_decimal(a, av)
             b_dec = _decimal_of(bv) if not b_pct else _pct_decimal(b, bv)
             outcome = _compare_values(av, bv, a_dec, b_dec)
@@ -250,6 +273,10 @@ def _leaf(original: Callable) -> Callable:
             decided = compare(a, b)
         if decided is not None:
             return decided
+        if isinstance(a, Basic) and isinstance(b, Basic) and (too_big(a) or too_big(b)):
+            # math-verify would doit()/evalf() it: 2^(10^10) is a 1.25 GB integer. Undecided.
+            _state.too_large = True
+            return False
         result = original(a, b, *args, **kwargs)
         if result:
             _state.unconfirmed = True

@@ -153,6 +153,9 @@ MIN_APPROX_SIG_DIGITS = 6
 # Two decimals that both qualify must also agree to this many decimal places (math-verify's own
 # rounding), so 12345.63 and 12345.6 stay different.
 DECIMAL_PLACES_AGREE = 6
+# Digits beyond ~15 significant ones come from binary floating point (1.4142135623730951 is the
+# double nearest sqrt(2), not sqrt(2) rounded): an approximation may be off by this relative amount.
+FLOAT_NOISE_REL = Fraction(1, 10**15)
 
 _FRAC_RE = re.compile(r"\\[dt]?frac\s*\{\s*([^{}]+?)\s*\}\s*\{\s*([^{}]+?)\s*\}")
 _FRAC_DIGITS_RE = re.compile(r"\\[dt]?frac\s*(\d)\s*(\d)")  # \frac12
@@ -163,7 +166,7 @@ _NUMBER_RE = re.compile(
     rf"^(?P<num>{_NUM})"
     r"(?:\s*(?:\\times|\\cdot|\*|×)\s*10\s*\^\s*\{?\s*(?P<exp10>[+-]?\d+)\s*\}?)?"
     rf"(?:\s*/\s*(?P<den>{_NUM}))?"
-    r"\s*(?P<pct>%|percent\b|per\s+cent\b)?"
+    r"(?:\s*(?P<pct>%|percent\b|per\s+cent\b))?"
     r"(?P<tail>.*)$",
     re.DOTALL,
 )
@@ -207,7 +210,7 @@ _TAIL_ONLY_WORDS = frozenset({"times"})  # "3 times" is 3; "3 times the radius" 
 _MAX_UNIT_WORDS = 4
 _TAIL_TOKEN_RE = re.compile(
     r"""\s*(?:
-        (?P<deg>(?:\^\s*)?\{?\s*\\circ\s*\}?\s*[CF]?\b|°\s*[CF]?\b|°)
+        (?P<deg>(?:(?:\^\s*)?\{?\s*\\circ\s*\}?|°)(?:\s*[CF]\b)?)
       | (?P<pow>\^\s*\{?\s*[-−]?\d\s*\}?|[²³])
       | (?P<per>/|\bper\b)
       | (?P<join>\\cdot|·|-)
@@ -227,12 +230,14 @@ def _is_unit_word(word: str) -> bool:
 
 
 def is_unit_tail(tail: str) -> bool:
-    """True if ``tail`` (what follows a number) is only units: ``"cm^2"``, ``"km/h"``, ``"dollars"``,
-    ``"^\\circ"``, ``"square feet"``, ``"m²"``; empty counts as units. Not: ``"x"``, ``"2"``,
-    ``"thousand"``, ``"more than x"``."""
+    """True if ``tail`` (what follows a number) is only units: ``" cm^2"``, ``"km/h"``, ``" dollars"``,
+    ``"^\\circ"``, ``" square feet"``, ``" m²"``; empty counts as units. Not: ``" x"``, ``" 2"``,
+    ``" thousand"``, ``" more than x"``. A word unit must be set off by a space unless it is a
+    known abbreviation (``"12cm"``): ``"2abc"`` and ``"2m^2"`` are products of variables."""
     pos, n = 0, len(tail)
     words = 0
     prev = "start"  # start | unit | per | join
+    spaced = tail[:1].isspace()  # "5 m" is a length, "5m" and "2abc" are products
     while pos < n:
         if tail[pos:].strip() == "":
             break
@@ -256,6 +261,8 @@ def is_unit_tail(tail: str) -> bool:
                 if words or tail[pos:].strip():
                     return False
             elif not _is_unit_word(word):
+                return False
+            if prev == "start" and not spaced and not (len(word) > 1 and word.lower() in _UNIT_ABBREVIATIONS):
                 return False
             words += 1
             if words > _MAX_UNIT_WORDS:
@@ -296,12 +303,35 @@ def decimal_quantity(value: Fraction, mantissa: str, exponent: int = 0) -> Quant
     return Quantity(value, False, max(sig, 1), Fraction(10) ** (exponent - places))
 
 
+_MAGNITUDES = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12, "dozen": 12}
+_MAGNITUDE_RE = re.compile(r"^\s*(?P<mag>%s)\b(?P<tail>.*)$" % "|".join(_MAGNITUDES), re.IGNORECASE | re.DOTALL)
+
+
+def _scaled(q: Quantity, factor: int) -> Quantity:
+    return Quantity(q.value * factor, q.percent, q.sig_digits, q.ulp * factor if q.ulp is not None else None)
+
+
 def _read_number_text(t: str) -> Optional[Quantity]:
+    """A number (digits or words), an optional magnitude word ("2.5 million", "seven dozen"),
+    an optional percent sign, then units only."""
+    q = _read_number_head(t)
+    if q is None:
+        return None
+    q, tail = q
+    mag = _MAGNITUDE_RE.match(tail)
+    if mag:
+        q, tail = _scaled(q, _MAGNITUDES[mag.group("mag").lower()]), mag.group("tail")
+    if not is_unit_tail(tail):
+        return None
+    return q
+
+
+def _read_number_head(t: str) -> Optional[Tuple[Quantity, str]]:
     m = _NUMBER_RE.match(t)
     if m:
         tail = m.group("tail")
-        if not is_unit_tail(tail):
-            return None
+        if m.group("pct") is not None and _MAGNITUDE_RE.match(tail):
+            return None  # "5% million"
         num, den, exp10 = m.group("num"), m.group("den"), m.group("exp10")
         try:
             value = Fraction(num)
@@ -324,13 +354,13 @@ def _read_number_text(t: str) -> Optional[Quantity]:
                 q = decimal_quantity(value, mantissa, e)
         except (ValueError, ZeroDivisionError, OverflowError):
             return None
-        return dataclasses.replace(q, percent=m.group("pct") is not None)
+        return dataclasses.replace(q, percent=m.group("pct") is not None), tail
     m = _NUMBER_WORD_RE.match(t)
-    if m and is_unit_tail(m.group("tail")):
+    if m:
         total = 0
         for w in re.split(r"[\s-]+", m.group("words").lower()):
             total += _SMALL_NUMBER_WORDS.get(w, _TENS_WORDS.get(w, 0))
-        return Quantity(Fraction(total))
+        return Quantity(Fraction(total)), m.group("tail")
     return None
 
 
@@ -370,16 +400,23 @@ def parse_number(s: Optional[str]) -> Optional[Tuple[Fraction, bool]]:
 
 
 def strip_units(s: str) -> str:
-    """``"12 cm^2"`` -> ``"12"``, ``"\\frac{3}{4} cup"`` -> ``"3/4"``: the number of a number-with-units
-    answer (so a symbolic comparer sees only the number); anything else is returned normalized."""
+    """The number of a number-with-units answer as text a symbolic parser reads (``"12 cm^2"`` ->
+    ``"12"``, ``"\\frac{3}{4} cup"`` -> ``"3/4"``, ``"1e300"`` -> ``"1 \\times 10^{300}"``,
+    ``"5 thousand"`` -> ``"5000"``); anything else (percentages too) is returned normalized."""
     t = normalize_answer(s)
     text = _number_text(t)
-    m = _NUMBER_RE.match(text)
-    if not m or m.group("pct") or not m.group("tail").strip() or not is_unit_tail(m.group("tail")):
+    q = _read_number_text(text) if text else None
+    m = _NUMBER_RE.match(text) if q is not None else None
+    if q is None or q.percent:
         return t
-    out = m.group("num")
-    if m.group("exp10") is not None:
-        out += " \\times 10^{%s}" % m.group("exp10")
+    if m is None or _MAGNITUDE_RE.match(m.group("tail")):  # number words, magnitudes: exact value
+        return str(q.value) if q.value.denominator == 1 else f"{q.value.numerator}/{q.value.denominator}"
+    num = m.group("num")
+    mantissa, _, exp = num.replace("E", "e").partition("e")
+    out = mantissa
+    power = int(exp or 0) + int(m.group("exp10") or 0)
+    if exp or m.group("exp10") is not None:
+        out += " \\times 10^{%d}" % power
     if m.group("den") is not None:
         out += "/" + m.group("den")
     return out
@@ -412,11 +449,16 @@ def values_agree(a: Quantity, b: Quantity) -> bool:
     if not (a_dec or b_dec):
         return False
     d, x = (a, b) if a_dec else (b, a)
-    return d.is_approximation and abs(x.value - d.value) * 2 <= d.ulp
+    tolerance = max(d.ulp / 2, abs(d.value) * FLOAT_NOISE_REL)
+    return d.is_approximation and abs(x.value - d.value) <= tolerance
 
 
 def quantities_match(answer: Quantity, gold: Quantity) -> bool:
-    """:func:`values_agree` over the readings of each side (a percent is read as p and as p/100)."""
+    """:func:`values_agree` over the readings of each side: a percent against a plain number is read
+    as p and as p/100 (``50%`` matches 50 and 0.5); two percents compare as written (``50%`` is not
+    ``0.5%``)."""
+    if answer.percent and gold.percent:
+        return values_agree(answer, gold)
     return any(values_agree(a, g) for a in answer.readings() for g in gold.readings())
 
 
@@ -445,3 +487,27 @@ def numbers_close(a: Fraction, b: Fraction, rel_tol: Fraction = Fraction(1, 10**
     if a == b:
         return True
     return abs(a - b) <= rel_tol * max(abs(a), abs(b))
+
+
+_LIST_WORD_RE = re.compile(r"\s*(?:,\s*)?(?:\\text\s*\{\s*(?:and|or)\s*\}|\b(?:and|or)\b)\s*", re.IGNORECASE)
+
+
+def list_words_to_commas(s: str) -> str:
+    """``"3 and 4"`` / ``"x = 1 \\text{ or } x = 2"`` -> comma lists, which math-verify reads as sets.
+    Safe for precision: a list only equals a gold with the same several elements."""
+    return _LIST_WORD_RE.sub(", ", s)
+
+
+_TEXT_UNIT_TAIL_RE = re.compile(
+    r"^(?P<head>.*?)\s*\\(?:text|textrm|mathrm|mbox)\s*\{(?P<unit>[^{}]*)\}\s*(?:\^\s*\{?\s*\d\s*\}?|[²³])?\s*$",
+    re.DOTALL,
+)
+
+
+def strip_text_units(s: str) -> str:
+    """``"12\\sqrt{2}\\text{ cm}"`` -> ``"12\\sqrt{2}"``: a trailing ``\\text{...}`` that holds only unit
+    words is a unit, whatever it follows (``"3\\text{ or more}"`` is kept)."""
+    m = _TEXT_UNIT_TAIL_RE.match(s)
+    if m and m.group("head").strip() and m.group("unit").strip() and is_unit_tail(" " + m.group("unit")):
+        return m.group("head").rstrip()
+    return s
