@@ -153,7 +153,9 @@ def worker_main(conn, fault_injector: Optional[str], parent_pid: int) -> None:
     try:
         judge = _Judge()
         hook = resolve_callable(fault_injector) if fault_injector else None
-        judge("1", "1")  # warm-up: lazy grammar/sympy imports happen here, not in an item's timeout
+        # warm-up: lazy grammar/sympy imports happen here, not in an item's timeout
+        judge("1", "1")
+        judge("x + 1", "1 + x")
     except BaseException:
         conn.send(("fatal", traceback.format_exc()))
         return

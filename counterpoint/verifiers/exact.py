@@ -32,7 +32,7 @@ from fractions import Fraction
 from typing import Callable, List, Optional, Tuple
 
 import sympy
-from sympy import Basic, Expr, Float, Integer, MatrixBase, Mul, Pow, Rational, UnevaluatedExpr, factorial
+from sympy import Basic, Expr, Float, MatrixBase, Mul, Pow, Rational, UnevaluatedExpr, factorial
 from sympy.core.relational import Relational
 from sympy.sets.sets import Set
 

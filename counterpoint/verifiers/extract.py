@@ -482,13 +482,6 @@ def is_wordy_answer(s: Optional[str]) -> bool:
     return bool(_WORDY_RE.match(t)) and len(t.replace(" ", "")) >= 2
 
 
-def numbers_close(a: Fraction, b: Fraction, rel_tol: Fraction = Fraction(1, 10**6)) -> bool:
-    """Kept for callers of the old API: relative closeness of two exact values."""
-    if a == b:
-        return True
-    return abs(a - b) <= rel_tol * max(abs(a), abs(b))
-
-
 _LIST_WORD_RE = re.compile(r"\s*(?:,\s*)?(?:\\text\s*\{\s*(?:and|or)\s*\}|\b(?:and|or)\b)\s*", re.IGNORECASE)
 
 
