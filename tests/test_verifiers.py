@@ -347,6 +347,8 @@ def test_throughput_200_items(math_verifier):
         ("seven dozen", Fraction(84), False),
         ("2.5 million", Fraction(2_500_000), False),
         ("3 times", Fraction(3), False),
+        ("2 1/2 cups", Fraction(5, 2), False),  # a mixed number
+        (r"2\frac{1}{2}", Fraction(5, 2), False),
         (r"50\%", Fraction(50), True),
         ("25 percent", Fraction(25), True),
     ],
@@ -360,10 +362,32 @@ def test_parse_quantity_reads_numbers_with_units(text, value, percent):
 @pytest.mark.parametrize(
     "text",
     ["5 x", "2 ab", "2abc", "2m^2", "18dollars", "5 thousand thousand", "18 more than x", "3 times the radius",
-     "18 minus 3", "3 or 4", "2x+1", r"\sqrt{2}", "5% million", "Tuesday", "", "12 less"],
+     "18 minus 3", "3 or 4", "2x+1", r"\sqrt{2}", "5% million", "Tuesday", "", "12 less", r"\frac{1}{2}3", "2 3/2"],
 )
 def test_parse_quantity_refuses_what_is_not_one_number(text):
     assert parse_quantity(text) is None
+
+
+@pytest.mark.parametrize(
+    "text, unit",
+    [("18 dollars", "usd"), ("12 cm^2", "cm^2"), (r"12\text{ cm}^2", "cm^2"), ("12 m²", "m^2"), ("100 square feet", "ft^2"),
+     ("100 sq ft", "ft^2"), ("60 km/h", "km/h"), ("60 kph", "km/h"), ("12 miles per hour", "mi/h"), ("12 mph", "mi/h"),
+     (r"30^\circ", "deg"), ("30 degrees", "deg"), ("25 °C", "degC"), ("90 seconds", "s"), ("90 secs", "s"),
+     (r"90 \text{ minutes}", "min"), ("3 hrs", "h"), ("7 inches", "in"), ("7 cups", "cup"), ("12", ""), ("50%", "")],
+)
+def test_units_are_read_in_one_spelling(text, unit):
+    assert _q(text).unit == unit
+
+
+def test_equal_numbers_with_different_units_are_not_confirmed():
+    from counterpoint.verifiers.extract import units_conflict
+
+    assert units_conflict(_q("90 seconds"), _q(r"90 \text{ minutes}"))
+    assert not units_conflict(_q("90 mins"), _q(r"90 \text{ minutes}"))
+    assert not units_conflict(_q("90 seconds"), _q("90"))  # a bare gold names no unit
+    assert not units_conflict(_q("18 dollars"), _q(r"\$18"))
+    got = NumericVerifier().verify("The answer is 90 seconds.", r"90 \text{ minutes}")
+    assert got == Verdict(VERDICT_UNKNOWN, "unconfirmed_equivalence", "90 seconds")
 
 
 def test_strip_units_gives_the_number_as_text():
@@ -374,6 +398,7 @@ def test_strip_units_gives_the_number_as_text():
     assert strip_units(r"50\%") == r"50\%"  # a percent keeps its meaning
     assert strip_units("2m^2") == "2m^2"
     assert strip_units("x^2+1") == "x^2+1"
+    assert strip_units("2 1/2 cups") == "5/2"
 
 
 def _q(text):

@@ -118,9 +118,11 @@ class _Judge:
         if gold_q is not None:
             answer_q = extract.parse_quantity(answer)
             if answer_q is not None:
-                if extract.quantities_match(answer_q, gold_q):
-                    return VERDICT_CORRECT, None
-                return VERDICT_INCORRECT, "answer_mismatch"
+                if not extract.quantities_match(answer_q, gold_q):
+                    return VERDICT_INCORRECT, "answer_mismatch"
+                if extract.units_conflict(answer_q, gold_q):
+                    return VERDICT_UNKNOWN, "unconfirmed_equivalence"
+                return VERDICT_CORRECT, None
             if extract.is_wordy_answer(answer):
                 return VERDICT_INCORRECT, "non_numeric_answer"
         gold_parsed = self.parse_gold(gold)

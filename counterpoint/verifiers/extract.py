@@ -271,6 +271,70 @@ def is_unit_tail(tail: str) -> bool:
     return prev in ("start", "unit")
 
 
+_UNIT_SYNONYMS = {
+    "s": "s", "sec": "s", "secs": "s", "second": "s",
+    "min": "min", "mins": "min", "minute": "min",
+    "h": "h", "hr": "h", "hrs": "h", "hour": "h",
+    "day": "day", "week": "week", "wk": "week", "month": "month", "yr": "year", "year": "year",
+    "mm": "mm", "millimeter": "mm", "millimetre": "mm",
+    "cm": "cm", "centimeter": "cm", "centimetre": "cm",
+    "m": "m", "meter": "m", "metre": "m",
+    "km": "km", "kilometer": "km", "kilometre": "km",
+    "in": "in", "inch": "in", "inche": "in",
+    "ft": "ft", "foot": "ft", "feet": "ft",
+    "yd": "yd", "yds": "yd", "yard": "yd",
+    "mi": "mi", "mile": "mi",
+    "mph": "mi/h", "kph": "km/h", "kmh": "km/h", "kmph": "km/h", "mps": "m/s", "fps": "ft/s",
+    "g": "g", "gram": "g", "kg": "kg", "kilogram": "kg", "mg": "mg", "milligram": "mg",
+    "lb": "lb", "lbs": "lb", "pound": "lb", "oz": "oz", "ounce": "oz",
+    "L": "L", "liter": "L", "litre": "L", "ml": "mL", "milliliter": "mL", "millilitre": "mL",
+    "gal": "gal", "gallon": "gal",
+    "dollar": "usd", "usd": "usd", "buck": "usd", "cent": "cent", "ct": "cent",
+    "deg": "deg", "degree": "deg", "rad": "rad", "radian": "rad",
+}
+_POWER_WORDS = {"square": 2, "sq": 2, "squared": 2, "cubic": 3, "cu": 3, "cubed": 3}
+
+
+def canonical_unit(tail: str) -> str:
+    """A unit tail in one spelling, to tell "90 seconds" from "90 minutes": synonyms and plurals
+    merged ("sec"/"seconds" -> "s", "feet" -> "ft"), powers as ^n ("square feet", "ft²" -> "ft^2"),
+    "per" as "/" ("miles per hour" -> "mi/h"). Other words: lowercased, plural "s" dropped. "" if none."""
+    parts: List[str] = []
+    pending_power = None
+    for m in _TAIL_TOKEN_RE.finditer(tail):
+        kind = m.lastgroup
+        if kind == "deg":
+            scale = m.group("deg").rstrip()[-1]
+            parts.append("deg" + scale if scale in "CF" else "deg")
+        elif kind == "pow" and parts:
+            digits = "".join(ch for ch in m.group("pow").replace("²", "2").replace("³", "3") if ch.isdigit() or ch in "-−")
+            parts[-1] += "^" + digits.replace("−", "-")
+        elif kind == "per":
+            parts.append("/")
+        elif kind == "word":
+            word = m.group("word")
+            low = word if len(word) == 1 else word.lower()
+            if low.lower() in _POWER_WORDS:
+                if parts and low.lower() in ("squared", "cubed"):  # "5 feet squared"
+                    parts[-1] += f"^{_POWER_WORDS[low.lower()]}"
+                else:
+                    pending_power = _POWER_WORDS[low.lower()]
+                continue
+            if low not in _UNIT_SYNONYMS and low.endswith("s") and len(low) > 3:
+                low = low[:-1]
+            unit = _UNIT_SYNONYMS.get(low, low)
+            if pending_power:
+                unit, pending_power = f"{unit}^{pending_power}", None
+            parts.append(unit)
+    return " ".join(parts).replace(" / ", "/").replace("/ ", "/").replace(" /", "/")
+
+
+def units_conflict(a: "Quantity", b: "Quantity") -> bool:
+    """Both sides name a unit, and not the same one ("90 seconds" vs "90 \\text{ minutes}"): equal
+    numbers then do not make equal answers."""
+    return bool(a.unit) and bool(b.unit) and a.unit != b.unit
+
+
 @dataclasses.dataclass(frozen=True)
 class Quantity:
     """A number read from an answer. ``sig_digits``/``ulp`` describe a decimal as written
@@ -280,6 +344,7 @@ class Quantity:
     percent: bool = False
     sig_digits: Optional[int] = None
     ulp: Optional[Fraction] = None
+    unit: str = ""  # canonical unit written after the number (canonical_unit), "" if none
 
     @property
     def is_approximation(self) -> bool:
@@ -289,7 +354,8 @@ class Quantity:
         """``50%`` may be meant as 50 or as 0.5; any other number has one reading."""
         if not self.percent:
             return (self,)
-        scaled = Quantity(self.value / 100, False, self.sig_digits, self.ulp / 100 if self.ulp is not None else None)
+        scaled = dataclasses.replace(self, value=self.value / 100, percent=False,
+                                     ulp=self.ulp / 100 if self.ulp is not None else None)
         return (dataclasses.replace(self, percent=False), scaled)
 
 
@@ -308,7 +374,7 @@ _MAGNITUDE_RE = re.compile(r"^\s*(?P<mag>%s)\b(?P<tail>.*)$" % "|".join(_MAGNITU
 
 
 def _scaled(q: Quantity, factor: int) -> Quantity:
-    return Quantity(q.value * factor, q.percent, q.sig_digits, q.ulp * factor if q.ulp is not None else None)
+    return dataclasses.replace(q, value=q.value * factor, ulp=q.ulp * factor if q.ulp is not None else None)
 
 
 def _read_number_text(t: str) -> Optional[Quantity]:
@@ -323,10 +389,18 @@ def _read_number_text(t: str) -> Optional[Quantity]:
         q, tail = _scaled(q, _MAGNITUDES[mag.group("mag").lower()]), mag.group("tail")
     if not is_unit_tail(tail):
         return None
-    return q
+    return dataclasses.replace(q, unit=canonical_unit(tail))
+
+
+_MIXED_RE = re.compile(r"^(?P<sign>[+-]?)(?P<whole>\d+)\s+(?P<num>\d+)\s*/\s*(?P<den>\d+)(?P<tail>(?:\s.*)?)$", re.DOTALL)
 
 
 def _read_number_head(t: str) -> Optional[Tuple[Quantity, str]]:
+    m = _MIXED_RE.match(t)
+    if m and 0 < int(m.group("num")) < int(m.group("den")):
+        # "2 1/2" and "2\frac{1}{2}" are mixed numbers (latex2sympy reads the latter so too)
+        value = int(m.group("whole")) + Fraction(int(m.group("num")), int(m.group("den")))
+        return Quantity(-value if m.group("sign") == "-" else value), m.group("tail")
     m = _NUMBER_RE.match(t)
     if m:
         tail = m.group("tail")
@@ -369,8 +443,9 @@ def _number_text(s: str) -> str:
     t = t.replace("\\%", "%").replace("\\!", "").replace("\\,", "").replace("\\ ", " ").replace("~", " ")
     t = t.replace("{,}", ",").replace("−", "-").replace("\\left", "").replace("\\right", "")
     t = _TEXT_RE.sub(lambda m: " " + m.group(1) + " ", t)
-    t = _FRAC_RE.sub(lambda m: f"{m.group(1)}/{m.group(2)}", t)
-    t = _FRAC_DIGITS_RE.sub(lambda m: f"{m.group(1)}/{m.group(2)}", t)
+    # spaced, so that "2\frac{1}{2}" (a mixed number, or 2 * 1/2?) and "\frac{1}{2}3" stay two numbers
+    t = _FRAC_RE.sub(lambda m: f" {m.group(1)}/{m.group(2)} ", t)
+    t = _FRAC_DIGITS_RE.sub(lambda m: f" {m.group(1)}/{m.group(2)} ", t)
     t = _VAR_ASSIGN_RE.sub("", t.strip())
     t = t.replace("\\$", "").replace("$", "").replace("€", "").replace("£", "")
     t = _THOUSANDS_RE.sub(lambda m: m.group(1).replace(",", ""), t)
@@ -402,24 +477,21 @@ def parse_number(s: Optional[str]) -> Optional[Tuple[Fraction, bool]]:
 def strip_units(s: str) -> str:
     """The number of a number-with-units answer as text a symbolic parser reads (``"12 cm^2"`` ->
     ``"12"``, ``"\\frac{3}{4} cup"`` -> ``"3/4"``, ``"1e300"`` -> ``"1 \\times 10^{300}"``,
-    ``"5 thousand"`` -> ``"5000"``); anything else (percentages too) is returned normalized."""
+    ``"5 thousand"`` -> ``"5000"``, ``"2 1/2 cups"`` -> ``"5/2"``); anything else (percentages too)
+    is returned normalized."""
     t = normalize_answer(s)
     text = _number_text(t)
     q = _read_number_text(text) if text else None
-    m = _NUMBER_RE.match(text) if q is not None else None
     if q is None or q.percent:
         return t
-    if m is None or _MAGNITUDE_RE.match(m.group("tail")):  # number words, magnitudes: exact value
-        return str(q.value) if q.value.denominator == 1 else f"{q.value.numerator}/{q.value.denominator}"
-    num = m.group("num")
-    mantissa, _, exp = num.replace("E", "e").partition("e")
-    out = mantissa
-    power = int(exp or 0) + int(m.group("exp10") or 0)
+    m = None if _MIXED_RE.match(text) else _NUMBER_RE.match(text)
+    if m is None or m.group("den") is not None or _MAGNITUDE_RE.match(m.group("tail")):
+        v = q.value  # words, mixed numbers, ratios, magnitudes: the exact value
+        return str(v.numerator) if v.denominator == 1 else f"{v.numerator}/{v.denominator}"
+    mantissa, _, exp = m.group("num").replace("E", "e").partition("e")
     if exp or m.group("exp10") is not None:
-        out += " \\times 10^{%d}" % power
-    if m.group("den") is not None:
-        out += "/" + m.group("den")
-    return out
+        return mantissa + " \\times 10^{%d}" % (int(exp or 0) + int(m.group("exp10") or 0))
+    return mantissa
 
 
 def _round_places(v: Fraction, places: int) -> Fraction:

@@ -8,7 +8,14 @@ from typing import Optional
 import counterpoint
 from counterpoint.verifiers import base
 from counterpoint.verifiers.base import Verdict, Verifier
-from counterpoint.verifiers.extract import Quantity, extract_final_answer, normalize_answer, parse_quantity, quantities_match
+from counterpoint.verifiers.extract import (
+    Quantity,
+    extract_final_answer,
+    normalize_answer,
+    parse_quantity,
+    quantities_match,
+    units_conflict,
+)
 
 _VERSION = f"counterpoint=={counterpoint.__version__} {base.RULES_VERSION}"
 
@@ -30,7 +37,8 @@ class NumericVerifier(Verifier):
     number dropped, ``50%`` read as 50 or 0.5) and compared by
     :func:`~counterpoint.verifiers.extract.quantities_match`: exactly, unless a side is a decimal
     approximation (>= 6 significant digits), which must round to the other value at its last digit —
-    the same rule the math verifier applies to numbers.
+    the same rule the math verifier applies to numbers. Equal numbers with different stated units
+    ("90 seconds" for "90 minutes") are ``unknown``/``unconfirmed_equivalence``.
     """
 
     name = "numeric"
@@ -51,9 +59,11 @@ class NumericVerifier(Verifier):
         answer_q = parse_quantity(answer)
         if answer_q is None:
             return base.incorrect(base.REASON_NON_NUMERIC_ANSWER, answer)
-        if quantities_match(answer_q, gold_q):
-            return base.correct(answer)
-        return base.incorrect(base.REASON_ANSWER_MISMATCH, answer)
+        if not quantities_match(answer_q, gold_q):
+            return base.incorrect(base.REASON_ANSWER_MISMATCH, answer)
+        if units_conflict(answer_q, gold_q):  # "90 seconds" for "90 minutes"
+            return base.unknown(base.REASON_UNCONFIRMED_EQUIVALENCE, answer)
+        return base.correct(answer)
 
 
 _TEXT_WRAP_RE = re.compile(r"^\\(?:text|textbf|mathrm|mbox)\s*\{(.*)\}$", re.DOTALL)
