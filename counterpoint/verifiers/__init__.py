@@ -1,28 +1,45 @@
 """Verifiers: judge a completion's final answer against the gold answer.
 
 ``verdict`` is ``correct`` / ``incorrect`` / ``unknown`` (``records.VERDICT_*``)
-with a snake_case reason from :data:`REASONS`; ``unknown`` is never ``incorrect``.
+with a snake_case reason from :data:`REASONS`; ``unknown`` is never ``incorrect``,
+and never ``correct``: an equality the exact check cannot confirm is ``unknown``.
+Numbers (with units) are read and compared by one function for every verifier
+(``extract.parse_quantity`` / ``extract.quantities_match``).
 """
 
 from __future__ import annotations
 
 from counterpoint.verifiers.base import (
+    FORMAT_FAILURE_REASONS,
     INCORRECT_REASONS,
     REASON_ANSWER_MISMATCH,
     REASON_NO_FINAL_ANSWER,
     REASON_NON_NUMERIC_ANSWER,
+    REASON_TOO_LARGE_TO_COMPARE,
     REASON_TRUNCATED,
+    REASON_UNCONFIRMED_EQUIVALENCE,
     REASON_UNPARSABLE_ANSWER,
     REASON_UNPARSABLE_GOLD,
     REASON_VERIFIER_CRASH,
     REASON_VERIFIER_ERROR,
     REASON_VERIFIER_TIMEOUT,
     REASONS,
+    RULES_VERSION,
     UNKNOWN_REASONS,
     Verdict,
     Verifier,
+    is_format_failure,
+    reason_class,
 )
-from counterpoint.verifiers.extract import extract_final_answer, normalize_answer, parse_number
+from counterpoint.verifiers.extract import (
+    Quantity,
+    extract_final_answer,
+    normalize_answer,
+    parse_number,
+    parse_quantity,
+    quantities_match,
+    strip_units,
+)
 from counterpoint.verifiers.math_verifier import MathVerifier, VerifierStartupError
 from counterpoint.verifiers.simple import ExactMatchVerifier, NumericVerifier
 
@@ -47,6 +64,16 @@ def verifier_for_answer_type(answer_type: str, *, timeout_s: float = 5.0, **kwar
 
 
 __all__ = [
+    "FORMAT_FAILURE_REASONS",
+    "Quantity",
+    "REASON_TOO_LARGE_TO_COMPARE",
+    "REASON_UNCONFIRMED_EQUIVALENCE",
+    "RULES_VERSION",
+    "is_format_failure",
+    "parse_quantity",
+    "quantities_match",
+    "reason_class",
+    "strip_units",
     "Verdict",
     "Verifier",
     "NumericVerifier",

@@ -6,7 +6,8 @@ Three outcomes, never collapsed (see ``records.VERDICTS``):
 * ``incorrect`` — it clearly does not: a clean mismatch, no final answer at all,
   or a truncated generation (a truncated sample is never a positive);
 * ``unknown``   — the verifier could not decide (hang, crash, unparsable gold or
-  answer). ``unknown`` is never counted as a wrong solution.
+  answer, or an equality found only by numeric closeness that the exact check could not
+  confirm). ``unknown`` is never counted as a wrong solution, and never as a right one.
 
 Every non-correct verdict carries a snake_case ``reason`` from :data:`REASONS`.
 """
@@ -24,13 +25,22 @@ from counterpoint.schemas.records import VERDICT_CORRECT, VERDICT_INCORRECT, VER
 REASON_TRUNCATED = "truncated"  # generation hit max_tokens
 REASON_NO_FINAL_ANSWER = "no_final_answer"  # no final answer could be found in the text
 REASON_ANSWER_MISMATCH = "answer_mismatch"  # clean comparison, not equal
-REASON_NON_NUMERIC_ANSWER = "non_numeric_answer"  # numeric verifier: final answer is not a number
+REASON_NON_NUMERIC_ANSWER = "non_numeric_answer"  # gold is a number, the stated answer is not one ("seven" is)
 # unknown
 REASON_UNPARSABLE_GOLD = "unparsable_gold"
 REASON_UNPARSABLE_ANSWER = "unparsable_answer"  # math verifier: answer found but not parsable
 REASON_VERIFIER_TIMEOUT = "verifier_timeout"  # item exceeded the hard per-item timeout
 REASON_VERIFIER_CRASH = "verifier_crash"  # the worker process died on the item
 REASON_VERIFIER_ERROR = "verifier_error"  # an exception was raised while verifying the item
+# math-verify found the answers equal, but the exact check (sympy, no floats) could not confirm it —
+# e.g. a numeric comparison that underflows, or "(1, 2)" (a pair or an interval?) vs "1 < x < 2".
+REASON_UNCONFIRMED_EQUIVALENCE = "unconfirmed_equivalence"
+# an exact comparison would build an integer too large to hold (2^(10^10), (10^9)!): not decided
+REASON_TOO_LARGE_TO_COMPARE = "too_large_to_compare"
+
+# Version of the comparison rules in this package (units, exact-before-numeric, decimal tolerance);
+# part of every verifier's ``version`` so rows record which rules judged them.
+RULES_VERSION = "rules-2"
 
 INCORRECT_REASONS = (
     REASON_TRUNCATED,
@@ -44,17 +54,23 @@ UNKNOWN_REASONS = (
     REASON_VERIFIER_TIMEOUT,
     REASON_VERIFIER_CRASH,
     REASON_VERIFIER_ERROR,
+    REASON_UNCONFIRMED_EQUIVALENCE,
+    REASON_TOO_LARGE_TO_COMPARE,
 )
 REASONS = INCORRECT_REASONS + UNKNOWN_REASONS
 
 # Reason classes. A "format" failure says nothing about the reasoning: the text never states a
-# final answer the verifier can read. Such a sample is a fair outcome-level negative, but it is no
-# step-level evidence (no step label row, no Step-DPO "rejected" step is built from it).
+# final answer the verifier can read as a value. Such a sample is a fair outcome-level negative, but
+# it is no step-level evidence (no step label row, no Step-DPO "rejected" step is built from it).
+# ``non_numeric_answer`` is a format failure: "The answer is seven dozen." / "3 or 4" / "Tuesday"
+# for a number gold says that no single number was stated, not that the reasoning reached a wrong
+# one — it may be sound work written in words, so it must not mark a step False. Only a clean
+# value that differs from the gold (``answer_mismatch``) is an answer failure.
 REASON_CLASS_FORMAT = "format"
 REASON_CLASS_ANSWER = "answer"  # a stated final answer that is wrong
 REASON_CLASS_TRUNCATED = "truncated"
 REASON_CLASS_UNDECIDED = "undecided"  # unknown verdicts
-FORMAT_FAILURE_REASONS = frozenset({REASON_NO_FINAL_ANSWER})
+FORMAT_FAILURE_REASONS = frozenset({REASON_NO_FINAL_ANSWER, REASON_NON_NUMERIC_ANSWER})
 
 
 def reason_class(reason: Optional[str]) -> Optional[str]:

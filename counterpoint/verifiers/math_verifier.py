@@ -8,6 +8,13 @@ timeout: a worker that does not answer within ``timeout_s`` is killed and
 replaced, and the item is ``unknown``/``verifier_timeout``; a worker that dies on
 an item gives ``unknown``/``verifier_crash``.
 
+What a worker decides (``_worker._Judge``): a number gold and a number answer (units dropped,
+``extract.parse_quantity``) are compared by ``extract.quantities_match`` — the numeric verifier's
+rule, so the two verifiers agree on numbers; anything else goes to math-verify with its leaf
+equality replaced by the exact check of ``exact.py`` (no float closeness between exact
+expressions; an equality it cannot confirm is ``unknown``/``unconfirmed_equivalence``) and with
+math-verify's own unit removal off (it drops a trailing "c", "s", "ab", "more", ...).
+
 Workers are started with the ``spawn`` context (never ``fork``: the parent may
 hold a vLLM engine and threads), lazily on first use; :meth:`MathVerifier.close`
 stops them. Like any ``spawn`` user, the program's ``__main__`` must be
@@ -35,9 +42,9 @@ log = logging.getLogger(__name__)
 
 def _math_verify_version() -> str:
     try:
-        return f"math-verify=={importlib.metadata.version('math-verify')}"
+        return f"math-verify=={importlib.metadata.version('math-verify')} {base.RULES_VERSION}"
     except importlib.metadata.PackageNotFoundError:
-        return "math-verify==missing"
+        return f"math-verify==missing {base.RULES_VERSION}"
 
 
 class VerifierStartupError(RuntimeError):

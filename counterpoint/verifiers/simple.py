@@ -8,29 +8,38 @@ from typing import Optional
 import counterpoint
 from counterpoint.verifiers import base
 from counterpoint.verifiers.base import Verdict, Verifier
-from counterpoint.verifiers.extract import extract_final_answer, normalize_answer, numbers_close, parse_number
+from counterpoint.verifiers.extract import (
+    Quantity,
+    extract_final_answer,
+    normalize_answer,
+    parse_quantity,
+    quantities_match,
+    units_conflict,
+)
 
-_VERSION = f"counterpoint=={counterpoint.__version__}"
+_VERSION = f"counterpoint=={counterpoint.__version__} {base.RULES_VERSION}"
 
 
-def _gold_number(gold: Optional[str]):
+def _gold_quantity(gold: Optional[str]) -> Optional[Quantity]:
     if gold is None:
         return None
-    parsed = parse_number(gold)
+    parsed = parse_quantity(gold)
     if parsed is None:
         # e.g. a raw GSM8K solution "... #### 18"
-        parsed = parse_number(extract_final_answer(gold))
+        parsed = parse_quantity(extract_final_answer(gold))
     return parsed
 
 
-def _candidates(value_pct):
-    value, pct = value_pct
-    # "50%" may be meant as 50 or as 0.5
-    return (value, value / 100) if pct else (value,)
-
-
 class NumericVerifier(Verifier):
-    """Final answer and gold compared as numbers (exact fractions, 1e-6 relative tolerance)."""
+    """Final answer and gold compared as numbers (GSM8K-style).
+
+    Both sides are read by :func:`~counterpoint.verifiers.extract.parse_quantity` (units after a
+    number dropped, ``50%`` read as 50 or 0.5) and compared by
+    :func:`~counterpoint.verifiers.extract.quantities_match`: exactly, unless a side is a decimal
+    approximation (>= 6 significant digits), which must round to the other value at its last digit —
+    the same rule the math verifier applies to numbers. Equal numbers with different stated units
+    ("90 seconds" for "90 minutes") are ``unknown``/``unconfirmed_equivalence``.
+    """
 
     name = "numeric"
     version = _VERSION
@@ -44,17 +53,17 @@ class NumericVerifier(Verifier):
             return base.incorrect(base.REASON_TRUNCATED, answer)
         if answer is None:
             return base.incorrect(base.REASON_NO_FINAL_ANSWER, None)
-        gold_num = _gold_number(gold)
-        if gold_num is None:
+        gold_q = _gold_quantity(gold)
+        if gold_q is None:
             return base.unknown(base.REASON_UNPARSABLE_GOLD, answer)
-        ans_num = parse_number(answer)
-        if ans_num is None:
+        answer_q = parse_quantity(answer)
+        if answer_q is None:
             return base.incorrect(base.REASON_NON_NUMERIC_ANSWER, answer)
-        for a in _candidates(ans_num):
-            for g in _candidates(gold_num):
-                if numbers_close(a, g):
-                    return base.correct(answer)
-        return base.incorrect(base.REASON_ANSWER_MISMATCH, answer)
+        if not quantities_match(answer_q, gold_q):
+            return base.incorrect(base.REASON_ANSWER_MISMATCH, answer)
+        if units_conflict(answer_q, gold_q):  # "90 seconds" for "90 minutes"
+            return base.unknown(base.REASON_UNCONFIRMED_EQUIVALENCE, answer)
+        return base.correct(answer)
 
 
 _TEXT_WRAP_RE = re.compile(r"^\\(?:text|textbf|mathrm|mbox)\s*\{(.*)\}$", re.DOTALL)

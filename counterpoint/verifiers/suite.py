@@ -51,9 +51,15 @@ class VerifierSuite:
                 out[i] = (v, verifier)
         return out  # type: ignore[return-value]
 
+    def judge(self, items: Sequence[Tuple[str, str, bool, str]]) -> List[Verdict]:
+        """:class:`Verdict` objects only (verdict, reason, final answer), in the order of ``items``:
+        the shape a caller needs to tell a format failure (``reason_class(v.reason) == "format"``)
+        from a wrong answer."""
+        return [v for v, _ in self.verify(items)]
+
     def verdicts(self, items: Sequence[Tuple[str, str, bool, str]]) -> List[str]:
         """Verdict strings only: the callback shape the labelling scheduler takes."""
-        return [v.verdict for v, _ in self.verify(items)]
+        return [v.verdict for v in self.judge(items)]
 
     def describe(self) -> Dict[str, str]:
         return {name: v.version for name, v in self._verifiers.items()}
