@@ -56,10 +56,7 @@ class LabelDoFn(ProblemBatchDoFn):
         def on_problem_done(result):
             progress.report("label", trees_done=1)
 
-        def verify(batch):
-            return [verdict for verdict, _ in self.suite.verify(batch)]
-
-        results = label_problems(items, self.generator, verify, self.labeling, sampling=self.sampling,
+        results = label_problems(items, self.generator, self.suite.judge, self.labeling, sampling=self.sampling,
                                  on_round=on_round, on_problem_done=on_problem_done)
         if hasattr(self.generator, "flush"):
             self.generator.flush()
