@@ -273,9 +273,12 @@ def dumps_config(cfg: RunConfig) -> str:
 # Command-line flags: one table, used by the CLI's --help, the PipelineOptions subclass and the overrides
 # ---------------------------------------------------------------------------
 def _min_rows(text: str) -> Tuple[str, int]:
+    import argparse
+
     config, sep, n = text.partition("=")
     if not sep or not n.strip().isdigit():
-        raise ValueError(f"--min-rows takes CONFIG=N (e.g. preferences=10), got {text!r}")
+        # argparse shows an ArgumentTypeError's own message (a ValueError would become "invalid value")
+        raise argparse.ArgumentTypeError(f"--min-rows takes CONFIG=N (e.g. preferences=10), got {text!r}")
     return config.strip(), int(n)
 
 

@@ -111,17 +111,20 @@ class LiveProgress:
         from apache_beam.runners.runner import PipelineState
 
         while True:
+            state = getattr(result, "state", None)  # read first: the query below then sees at least as much
+            if getattr(result, "_metrics", None) is not None:
+                result._metrics = None  # the portable runner caches its first (mid-run) answer forever
             try:
                 query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
                 counts = {}
                 for c in query.get("counters", []):
                     value = c.committed if c.committed is not None else c.attempted
                     counts[c.key.metric.name] = counts.get(c.key.metric.name, 0) + (value or 0)
-                self.set_counts(counts)
+                if counts:
+                    self.set_counts(counts)
             except Exception:  # noqa: BLE001 - some runners report metrics only at the end
                 pass
-            state = getattr(result, "state", None)
-            if not stop_when_done or PipelineState.is_terminal(state):
+            if not stop_when_done or state is None or PipelineState.is_terminal(state):
                 return
             time.sleep(every_s)
 

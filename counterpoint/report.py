@@ -126,6 +126,10 @@ def _overview(o: _Output) -> Tuple[str, str]:
     counts = o.summary.get("counts") or {}
     if counts:
         parts.append("<h3>Counts</h3>" + _table(["count", "value"], sorted(counts.items())))
+    consensus = o.summary.get("consensus")
+    if consensus:
+        parts.append("<h3>Consensus filtering (judge vs Monte Carlo first error)</h3>"
+                     + _table(["field", "value"], sorted(consensus.items())))
     prov = o.summary.get("provenance") or {}
     if prov:
         parts.append("<h3>Provenance</h3>" + _table(["field", "value"], sorted(prov.items())))

@@ -50,14 +50,26 @@ CONFIG_FILE = "run_config.json"
 # ---------------------------------------------------------------------------
 # FileSystems helpers
 # ---------------------------------------------------------------------------
+_CONFIGURED = None
+
+
 def configure(options) -> None:
     """Gives Beam's filesystems the pipeline options (credentials, endpoints) for calls made outside a pipeline.
 
-    Beam hands them to filesystems inside workers itself; the driver (and the ``validate`` /
-    ``report`` / ``push`` commands) must do it before touching a remote path.
+    Beam hands a pipeline's options to the filesystems inside its workers itself; the driver (and
+    the ``validate`` / ``report`` / ``push`` / ``export`` commands) must do it before touching a
+    remote path. The options are remembered (:func:`configured_options`) so that a pipeline the
+    driver starts later (the validation gate) hands the same ones to its workers.
     """
+    global _CONFIGURED
     if options is not None:
         FileSystems.set_options(options)
+        _CONFIGURED = options
+
+
+def configured_options():
+    """The options last given to :func:`configure` (None if none were)."""
+    return _CONFIGURED
 
 
 def is_local(path: str) -> bool:

@@ -139,8 +139,17 @@ def summarize(cfg: RunConfig, stats: Dict[str, Any], configs: Sequence[str], tim
     screening = {k[len("screened_"):]: int(v) for k, v in st.items() if k.startswith("screened_")}
     wall = timing.get("wall_s", 0.0)
     label_stats = {k[len("label_"):]: round(v, 3) for k, v in st.items() if k.startswith("label_")}
+    consensus = None
+    if cfg.consensus.mode != "off":
+        judged = {k: int(st.get(f"judge_{k}", 0)) for k in ("judged", "agreed", "disagreed", "unparsable",
+                                                            "dropped_step_labels", "dropped_step_values",
+                                                            "dropped_preferences")}
+        decided = judged["agreed"] + judged["disagreed"]
+        consensus = {"mode": cfg.consensus.mode, **judged,
+                     "agreement_rate": round(judged["agreed"] / decided, 6) if decided else None}
     return {
         "counts": counts,
+        "consensus": consensus,
         "screening": screening,
         "labeling": label_stats,
         "empty_configs": empty_config_reasons(counts, screening, configs),

@@ -218,8 +218,9 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True,
     t_pipe = time.perf_counter()
     with LiveProgress(total=_progress_total(cfg), stages=_stages(cfg), enabled=not cfg.quiet) as live:
         result = p.run()
-        live.poll(result)
+        live.poll(result)  # returns at once on runners whose run() already waited (FnApiRunner)
         result.wait_until_finish()
+        live.poll(result, stop_when_done=False)  # the final figures (workers in other processes)
     pipeline_seconds = time.perf_counter() - t_pipe
 
     return finalize.finalize_run(cfg, layout=layout, staging=staging, timing={"pipeline_s": pipeline_seconds},

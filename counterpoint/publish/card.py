@@ -218,6 +218,14 @@ def render_card(out_dir: str) -> str:
     for k, v in others.items():
         lines += _kv_section(k, v)
     lines.append("")
+    consensus = summary.get("consensus")
+    if consensus:
+        rate = consensus.get("agreement_rate")
+        lines += ["### Consensus filtering", "",
+                  f"A judge model named the first wrong step of {consensus['judged']} labelled negative(s); "
+                  f"agreement with the Monte Carlo label: **{'n/a' if rate is None else f'{rate:.1%}'}** "
+                  f"({consensus['agreed']} agreed, {consensus['disagreed']} disagreed, "
+                  f"{consensus['unparsable']} unparsable; mode `{consensus['mode']}`).", ""]
     counts = summary.get("counts") or {}
     if counts:
         lines += ["### Counts", "", _md_table(["count", "value"], list(counts.items())), ""]

@@ -54,7 +54,7 @@ class LabelDoFn(ProblemBatchDoFn):
             progress.report("label", rollouts=stats.get("samples", 0), tokens=stats.get("generated_tokens", 0))
 
         def on_problem_done(result):
-            progress.report("label", trees_done=1)
+            self.report_problem(result.problem_id)
 
         results = label_problems(items, self.generator, self.suite.judge, self.labeling, sampling=self.sampling,
                                  on_round=on_round, on_problem_done=on_problem_done)

@@ -95,6 +95,17 @@ class ProblemBatchDoFn(beam.DoFn):
         if self.engine is not None:
             self.generator = self.engine.acquire()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cp-{self.stage}")
+        self._reported: set = set()
+
+    def start_bundle(self):
+        self._reported = set()
+
+    def report_problem(self, problem_id: str, **values: float) -> None:
+        """Progress for one problem as soon as it is done (a hook may call it mid-batch); once per problem."""
+        if problem_id in self._reported:
+            return
+        self._reported.add(problem_id)
+        progress.report(self.stage, problems=1, **values)
 
     def teardown(self):
         pool = getattr(self, "_pool", None)
@@ -183,8 +194,12 @@ class ProblemBatchDoFn(beam.DoFn):
             out[i] = s.add_stats(**{f"seconds_{self.stage}": elapsed / n,
                                     "cache_hits": (after[0] - before[0]) / n,
                                     "cache_tokens_saved": (after[1] - before[1]) / n})
-        ok = [s for s in done if not s.failed]
-        progress.report(self.stage, problems=len(done), failed=len(done) - len(ok), **self.progress_values(ok))
+        unreported = [s for s in done if s.problem_id not in self._reported]
+        for s in unreported:
+            self._reported.add(s.problem_id)
+        ok = [s for s in unreported if not s.failed]
+        progress.report(self.stage, problems=len(unreported), failed=len(unreported) - len(ok),
+                        **self.progress_values(ok))
         yield out
 
 
@@ -213,7 +228,7 @@ class SampleDoFn(ProblemBatchDoFn):
             for s in states
         ]
         start = time.perf_counter()
-        results = self.generator.generate(requests)
+        results = self._generate(requests, [s.problem_id for s in states])
         elapsed = time.perf_counter() - start
         tokens = sum(c.num_tokens for comps in results for c in comps)
         out = []
@@ -226,6 +241,30 @@ class SampleDoFn(ProblemBatchDoFn):
         log.debug("sampled %d problems, %d tokens in %.1fs (%.0f tok/s)", len(states), tokens, elapsed,
                   tokens / max(elapsed, 1e-9))
         return out
+
+    def _generate(self, requests, problem_ids):
+        """One engine call; a streaming engine reports each problem as soon as its samples are back."""
+        if not getattr(self.generator, "streaming", False):
+            return self.generator.generate(requests)
+        results = [None] * len(requests)
+        pending = {h: i for i, h in enumerate(self.generator.submit(requests))}
+        while pending:
+            finished = self.generator.poll()
+            if not finished:
+                raise GenerationError(f"engine returned nothing for {len(pending)} pending request(s)")
+            for handle, comps in finished:
+                i = pending.pop(handle, None)
+                if i is None:
+                    continue  # left over from an earlier, failed attempt
+                if len(comps) != requests[i].n:
+                    raise GenerationError(f"engine returned {len(comps)} samples, asked for {requests[i].n}")
+                results[i] = comps
+                tokens = sum(c.num_tokens for c in comps)
+                progress.distribution("sample_tokens_per_problem", tokens)
+                self.report_problem(problem_ids[i], samples=len(comps), tokens=tokens)
+        if hasattr(self.generator, "flush"):
+            self.generator.flush()
+        return results
 
     def progress_values(self, states):
         tokens = sum(t["num_generated_tokens"] for s in states for t in s.trajectories)

@@ -518,6 +518,7 @@ def _gate_options(runner_options: Optional[List[str]], pipeline_options) -> "Pip
 
     flags = list(runner_options) if runner_options is not None else list(DEFAULT_RUNNER_OPTIONS)
     inherited: Dict[str, Any] = {}
+    pipeline_options = pipeline_options if pipeline_options is not None else storage.configured_options()
     if pipeline_options is not None:
         keep = ("s3_", "aws_", "gcs_", "project", "hdfs_", "azure_", "blob_service")
         inherited = {k: v for k, v in pipeline_options.get_all_options(drop_default=True).items()
