@@ -171,12 +171,13 @@ def test_a_floor_makes_a_thin_run_fail_and_the_published_data_stays(tmp_path):
     assert {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted((out / "data").rglob("*"))
             if p.is_file()} == published
     assert (out / "README.md").read_bytes() == card
-    # The failed run left its record and its quarantined shard, never a staged shard under data/.
+    # The failed run left its record (summary and gate results), and no staged shard anywhere.
     records_ = sorted((out / "_work" / "runs").iterdir())
     assert len(records_) == 2
     failed = json.loads((records_[-1] / "run_summary.json").read_text())
     assert failed["validation"]["success"] is False
-    assert list((out / "quarantine").rglob("train-*.parquet"))
+    gate = json.loads((records_[-1] / "validation" / "summary.json").read_text())
+    assert gate["configs"]["preferences"]["min_rows"] == 1000 and not gate["configs"]["preferences"]["success"]
     assert not list((out / "_work" / "staging").rglob("*.parquet"))
 
 

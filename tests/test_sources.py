@@ -440,3 +440,101 @@ def test_config_accepts_mapping_dict_and_rejects_bad_kind():
         ProblemSourceConfig(kind="sql")
     with pytest.raises(ValueError):
         ProblemSourceConfig(kind="hf", preset="nope")
+
+
+# ---------------------------------------------------------------------------
+# ReadProblems: the same sources, read by Beam workers (counterpoint.transforms.read)
+# ---------------------------------------------------------------------------
+import apache_beam as beam  # noqa: E402
+
+_COLLECTED: dict = {}  # filled by the in-process runner's workers (same process; module pickled by reference)
+
+
+class _Collect(beam.DoFn):
+    def __init__(self, name):
+        self.name = name
+
+    def process(self, element):
+        _COLLECTED.setdefault(self.name, []).append(element)
+
+
+def _read_in_pipeline(source: ProblemSourceConfig, hf_files=None):
+    """(problems in read order, rejects, problems_in) from a real pipeline run on the FnApiRunner."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from counterpoint.transforms.read import ReadProblems
+
+    _COLLECTED.clear()
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        out = p | ReadProblems(source, hf_files)
+        _ = out["problems"] | "CollectProblems" >> beam.ParDo(_Collect("problems"))
+        _ = out["rejects"] | "CollectRejects" >> beam.ParDo(_Collect("rejects"))
+        _ = out["problems_in"] | "CollectCount" >> beam.ParDo(_Collect("count"))
+    got = dict(_COLLECTED)
+    problems = [row for _, row in sorted(got.get("problems", []), key=lambda kv: kv[0])]
+    return problems, got.get("rejects", []), got["count"]
+
+
+def test_pipeline_reads_files_like_the_driver_did_with_the_same_rejects_and_ids(tmp_path):
+    records_ = [{"id": f"q{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(7)]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in records_[:4]) + "\n{broken\n")
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
+        f.write("\n".join(json.dumps(r) for r in records_[4:]) + "\n")
+    (tmp_path / "empty.jsonl").write_text("")
+    mapping = {"question": "question", "answer": "answer", "id": "id"}
+    source = ProblemSourceConfig(kind="file", paths=[str(tmp_path / "*.jsonl*"), str(tmp_path / "missing-*.json")],
+                                 mapping=mapping)
+    problems, rejects, count = _read_in_pipeline(source)
+    driver = list(iter_source(source))
+    want_problems, want_rejects = _split(driver)
+    assert problems == want_problems  # whole rows, in file order then line order
+    assert sorted(r["id"] for r in rejects) == sorted(r["id"] for r in want_rejects)
+    assert sorted(r["reason"] for r in rejects) == ["empty_file", "malformed_json", "no_files_matched"]
+    assert count == [len(driver)] == [10]
+
+
+def test_pipeline_caps_items_in_read_order_across_files(tmp_path):
+    for name, lo in (("p1.jsonl", 0), ("p2.jsonl", 100)):
+        (tmp_path / name).write_text("".join(
+            json.dumps({"question": f"Q{lo + i}?", "answer": str(i)}) + "\n" for i in range(5)))
+    (tmp_path / "p1.jsonl").write_text((tmp_path / "p1.jsonl").read_text() + "not json\n")
+    source = ProblemSourceConfig(kind="file", paths=[str(tmp_path / "p*.jsonl")], num_problems=8)
+    problems, rejects, count = _read_in_pipeline(source)
+    # p1 has 6 items (5 problems + 1 malformed line), then the first 2 of p2.
+    assert [p["question"] for p in problems] == ["Q0?", "Q1?", "Q2?", "Q3?", "Q4?", "Q100?", "Q101?"]
+    assert [r["reason"] for r in rejects] == ["malformed_json"]
+    assert count == [8] and _split(list(iter_source(source)))[0] == problems
+
+
+def test_pipeline_generates_procedural_and_chain_problems_from_index_ranges():
+    from counterpoint.generators.scripted import chain_problem
+    from counterpoint.transforms import read
+
+    source = ProblemSourceConfig(kind="procedural", num_problems=2500, min_ops=1, max_ops=2, seed=3)
+    problems, rejects, count = _read_in_pipeline(source)
+    assert count == [2500] and not rejects
+    assert problems[::499] == [procedural_problem(3, i, 1, 2) for i in range(0, 2500, 499)]
+    assert len({p["problem_id"] for p in problems}) == 2500
+    chain = ProblemSourceConfig(kind="chain", num_problems=5, min_ops=3, max_ops=6, seed=2)
+    problems, _, count = _read_in_pipeline(chain)
+    assert problems == [chain_problem(2, i, num_steps=read.chain_steps(2, i, 3, 6)) for i in range(5)]
+    assert {p["difficulty"] for p in problems} <= set(range(3, 7))
+
+
+def test_pipeline_reads_the_resolved_data_files_of_a_hf_dataset(tmp_path):
+    from counterpoint.sources.hf import resolve_data_files
+
+    folder = tmp_path / "gsm8k_like"
+    (folder / "data").mkdir(parents=True)
+    rows = [{"question": f"Ann has {i} pens. How many?", "answer": f"She has {i}.\n#### {i}"} for i in range(6)]
+    pq.write_table(pa.Table.from_pylist(rows[:3]), folder / "data" / "test-00000-of-00002.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[3:]), folder / "data" / "test-00001-of-00002.parquet")
+    source = ProblemSourceConfig(kind="hf", hf_name=str(folder), hf_split="test", preset="gsm8k")
+    files = resolve_data_files(str(folder), None, "test")
+    assert [os.path.basename(f) for f in files] == ["test-00000-of-00002.parquet", "test-00001-of-00002.parquet"]
+    problems, rejects, count = _read_in_pipeline(source, files)
+    assert [p["gold_answer"] for p in problems] == [str(i) for i in range(6)] and count == [6] and not rejects
+    assert {p["source"] for p in problems} == {"gsm8k"}  # the preset names the source
+    with pytest.raises(ValueError, match="no data files for split 'train'"):
+        resolve_data_files(str(folder), None, "train")

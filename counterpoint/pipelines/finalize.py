@@ -254,6 +254,7 @@ def finalize_run(cfg: RunConfig, *, layout: storage.OutputLayout, staging: stora
     storage.write_json(layout.config_path, cfg.to_dict())
     if cfg.exports:
         post["export_s"] = _export(cfg, layout, summary, options)
+    storage.write_json(layout.summary_path, summary)  # the report reads it
     if cfg.report:
         t = time.perf_counter()
         from counterpoint.report import build_report
