@@ -14,8 +14,14 @@ Reports saturation = labelling tokens/s ÷ plain tokens/s (target ≥ 0.85) and 
 prefix-cache hit share of rollout prompt tokens from vLLM's reported cached
 tokens (target ≥ 60%). Writes ``benchmarks/results/engine_saturation.json``.
 
+``--defaults`` takes every knob from the CLI defaults (``counterpoint run --labeler omegaprm``):
+the default job's problems and sampling, k, search limit, and the throughput knobs
+(labelling batch, trees in flight, speculative searches, overlapped values) left on
+``auto`` — what a user gets without tuning anything.
+
+    python benchmarks/engine_saturation.py --defaults
     python benchmarks/engine_saturation.py [--problems 48] [--samples 8] [--k 4] [--search-limit 16]
-                                           [--parallel-searches 8]
+                                           [--parallel-searches auto] [--compile off|on]
 """
 
 from __future__ import annotations
@@ -32,39 +38,59 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--defaults", action="store_true", help="every knob at its CLI default")
     parser.add_argument("--problems", type=int, default=48)
     parser.add_argument("--samples", type=int, default=8, help="K_f screening samples per problem")
     parser.add_argument("--k", type=int, default=4, help="rollouts per prefix")
     parser.add_argument("--search-limit", type=int, default=16)
     parser.add_argument("--sequential-values", action="store_true",
                         help="estimate step values after the search instead of alongside it")
-    parser.add_argument("--parallel-searches", type=int, default=8,
-                        help="binary searches in flight per tree (1 = the paper's sequential loop)")
+    parser.add_argument("--parallel-searches", default="auto",
+                        help="speculative binary searches per tree (auto, or 1 = none)")
     parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--min-ops", type=int, default=1)
     parser.add_argument("--max-ops", type=int, default=2)
+    parser.add_argument("--compile", default="off", choices=("off", "on"))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine_saturation.json"))
     args = parser.parse_args(argv)
 
+    import dataclasses
+
     from counterpoint import corpus
-    from counterpoint.config import DEFAULT_SYSTEM_PROMPT, GeneratorConfig
+    from counterpoint.config import RunConfig
     from counterpoint.generators import build_generator
-    from counterpoint.generators.base import GenerationRequest, SamplingParams
-    from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, ProblemForLabeling, label_problems
+    from counterpoint.generators.base import GenerationRequest
+    from counterpoint.generators.vllm_local import _on_cpu
+    from counterpoint.labeling import OmegaPRMConfig, ProblemForLabeling, label_problems
     from counterpoint.sources.procedural import procedural_problem
     from counterpoint.verifiers.suite import VerifierSuite
 
-    params = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=args.max_tokens)
+    cfg = RunConfig(labeler="omegaprm")
+    if args.defaults:
+        n_problems, min_ops, max_ops = cfg.source.num_problems, cfg.source.min_ops, cfg.source.max_ops
+    else:
+        n_problems, min_ops, max_ops = args.problems, args.min_ops, args.max_ops
+        parallel = args.parallel_searches if args.parallel_searches == "auto" else int(args.parallel_searches)
+        cfg = dataclasses.replace(
+            cfg, samples_per_problem=args.samples,
+            sampling=dataclasses.replace(cfg.sampling, max_tokens=args.max_tokens),
+            labeling=dataclasses.replace(cfg.labeling, overlap_values=not args.sequential_values,
+                                         omegaprm=dataclasses.replace(OmegaPRMConfig(), k=args.k,
+                                                                      search_limit=args.search_limit,
+                                                                      parallel_searches=parallel)))
+    cfg = dataclasses.replace(cfg, generator=dataclasses.replace(cfg.generator, compile=args.compile))
+    params = cfg.sampling
+    labeling = cfg.labeling_config
     t0 = time.perf_counter()
-    gen = build_generator(GeneratorConfig())
+    gen = build_generator(cfg.generator)
     gen.load()
     load_s = time.perf_counter() - t0
     suite = VerifierSuite("auto")
 
-    problems = [procedural_problem(11, i, args.min_ops, args.max_ops) for i in range(args.problems)]
+    problems = [procedural_problem(11, i, min_ops, max_ops) for i in range(n_problems)]
     # 1. screening samples
-    reqs = [corpus.sample_request(p, system_prompt=DEFAULT_SYSTEM_PROMPT, n=args.samples, params=params, run_seed=0)
-            for p in problems]
+    reqs = [corpus.sample_request(p, system_prompt=cfg.system_prompt, n=cfg.samples_per_problem, params=params,
+                                  run_seed=0) for p in problems]
     t = time.perf_counter()
     outs = gen.generate(reqs)
     screen_s = time.perf_counter() - t
@@ -72,18 +98,16 @@ def main(argv=None):
     items = []
     for p, req, comps in zip(problems, reqs, outs):
         rows = corpus.trajectory_rows(p, comps, request=req, model_id=gen.model_id, segmentation="paragraph")
-        verdicts = [v for v, _ in suite.verify([(r["completion"], p["gold_answer"], r["finish_reason"] == "length",
-                                                  p["answer_type"]) for r in rows])]
-        corpus.apply_verdicts(rows, verdicts, verifier_name="numeric", verifier_version="")
-        items.append(ProblemForLabeling(problem=p, trajectories=rows, system_prompt=DEFAULT_SYSTEM_PROMPT))
+        judged = suite.verify([(r["completion"], p["gold_answer"], r["finish_reason"] == "length", p["answer_type"])
+                               for r in rows])
+        rows = corpus.apply_verdicts(rows, [v for v, _ in judged], verifier_name=judged[0][1].name,
+                                     verifier_version=judged[0][1].version)
+        items.append(ProblemForLabeling(problem=p, trajectories=rows, system_prompt=cfg.system_prompt))
 
-    # 2. labelling stage
+    # 2. labelling stage: every problem in one call, as the pipeline's auto labelling batch does
     rounds = []
-    cfg = LabelerConfig(labeler="omegaprm", overlap_values=not args.sequential_values, omegaprm=OmegaPRMConfig(k=args.k, search_limit=args.search_limit,
-                                                                    parallel_searches=args.parallel_searches,
-                                                                    rollout_params=params))
     t = time.perf_counter()
-    results = label_problems(items, gen, suite.verdicts, cfg, on_round=rounds.append)
+    results = label_problems(items, gen, suite.judge, labeling, sampling=params, on_round=rounds.append)
     label_s = time.perf_counter() - t
     label_tokens = sum(r["generated_tokens"] for r in rounds)
     prompt_tokens = sum(r["prompt_tokens"] for r in rounds)
@@ -91,14 +115,17 @@ def main(argv=None):
     screened = {}
     for r in results:
         screened[r.stats.get("screening")] = screened.get(r.stats.get("screening"), 0) + 1
+    speculation = {k: sum(int(r.stats.get(k, 0)) for r in results)
+                   for k in ("prefetched", "prefetch_used", "prefetch_wasted")}
 
     # 3. plain batch sampling of a comparable token volume
     plain_tokens, plain_s, i = 0, 0.0, 0
     target = max(label_tokens, screen_tokens)
     while plain_tokens < target:
-        batch = [GenerationRequest.chat(DEFAULT_SYSTEM_PROMPT, procedural_problem(99, i + j)["question"],
-                                        n=args.samples, params=params, seed=i + j) for j in range(args.problems)]
-        i += args.problems
+        batch = [GenerationRequest.chat(cfg.system_prompt, procedural_problem(99, i + j)["question"],
+                                        n=cfg.samples_per_problem, params=params, seed=i + j)
+                 for j in range(n_problems)]
+        i += n_problems
         t = time.perf_counter()
         o = gen.generate(batch)
         plain_s += time.perf_counter() - t
@@ -106,20 +133,25 @@ def main(argv=None):
 
     label_tps = label_tokens / label_s if label_s else 0.0
     plain_tps = plain_tokens / plain_s if plain_s else 0.0
+    o = labeling.omegaprm
     result = {
-        "device": "cpu" if gen.effective_seed_mode == "engine" else "gpu",
+        "device": "cpu" if _on_cpu() else "gpu",
         "model": gen.model_id,
+        "defaults": args.defaults,
+        "compile": cfg.generator.compile,
         "engine_load_s": round(load_s, 2),
-        "problems": args.problems, "samples": args.samples, "k": args.k, "search_limit": args.search_limit,
-        "parallel_searches": args.parallel_searches, "overlap_values": not args.sequential_values,
-        "max_tokens": args.max_tokens,
+        "engine_capacity": gen.capacity,
+        "problems": n_problems, "samples": cfg.samples_per_problem, "k": o.k, "search_limit": o.search_limit,
+        "parallel_searches": o.parallel_searches, "max_trees": o.max_trees,
+        "overlap_values": labeling.overlap_values, "max_tokens": params.max_tokens,
+        "speculation": speculation,
         "screening": {"tokens": screen_tokens, "seconds": round(screen_s, 2),
                       "tokens_per_s": round(screen_tokens / screen_s, 2), "status": screened},
-        "labeling": {"rounds": len(rounds), "generated_tokens": label_tokens, "seconds": round(label_s, 2),
+        "labeling": {"polls": len(rounds), "generated_tokens": label_tokens, "seconds": round(label_s, 2),
                      "tokens_per_s": round(label_tps, 2), "prompt_tokens": prompt_tokens,
                      "cached_prompt_tokens": cached_tokens,
-                     "mean_requests_per_round": round(sum(r["requests"] for r in rounds) / max(len(rounds), 1), 2),
-                     "mean_samples_per_round": round(sum(r["samples"] for r in rounds) / max(len(rounds), 1), 2)},
+                     "mean_inflight_samples": round(sum(r.get("inflight_samples", 0) for r in rounds)
+                                                    / max(len(rounds), 1), 2)},
         "plain": {"generated_tokens": plain_tokens, "seconds": round(plain_s, 2), "tokens_per_s": round(plain_tps, 2)},
         "saturation": round(label_tps / plain_tps, 3) if plain_tps else None,
         "prefix_cache_hit_share": round(cached_tokens / prompt_tokens, 3) if prompt_tokens else None,
@@ -131,7 +163,8 @@ def main(argv=None):
     print(f"{'OmegaPRM labelling':<22}{label_tokens:>10}{label_s:>10.1f}{label_tps:>10.1f}")
     print(f"{'plain batch sampling':<22}{plain_tokens:>10}{plain_s:>10.1f}{plain_tps:>10.1f}")
     print(f"saturation {result['saturation']}  (target 0.85); prefix-cache hit share of rollout prompt tokens "
-          f"{result['prefix_cache_hit_share']} (target 0.60); rounds {len(rounds)}; screening {screened}")
+          f"{result['prefix_cache_hit_share']} (target 0.60); polls {len(rounds)}; screening {screened}; "
+          f"speculation {speculation}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     return result

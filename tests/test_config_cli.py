@@ -189,12 +189,13 @@ def test_shipped_configs_load():
 
     cpu = load_config(str(REPO / "configs" / "omegaprm-cpu.yaml"))
     assert cpu.source == ProblemSourceConfig(kind="procedural", num_problems=16, min_ops=1, max_ops=2)
-    assert cpu.labeling.omegaprm == OmegaPRMConfig(
-        k=4, search_limit=8, parallel_searches=4,
-        rollout_params=SamplingParams(temperature=0.8, top_p=0.95, max_tokens=160))
+    assert cpu.labeling.omegaprm == OmegaPRMConfig(k=4, search_limit=8)
+    # Throughput knobs on auto; rollouts inherit the run's sampling.
+    assert (cpu.labeling.omegaprm.parallel_searches, cpu.labeling.omegaprm.max_trees) == ("auto", "auto")
+    assert cpu.labeling.omegaprm.effective_rollout_params(cpu.sampling) == cpu.sampling
     assert cpu.labeler == "omegaprm" and cpu.labeling.compute_values is True
     assert cpu.labeling.overlap_values is True
-    assert (cpu.samples_per_problem, cpu.labeling_batch_size) == (8, 16)
+    assert (cpu.samples_per_problem, cpu.labeling_batch_size) == (8, None)
 
 
 # ---------------------------------------------------------------------------

@@ -28,18 +28,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 from apache_beam.utils import shared
 
 from counterpoint import storage
-from counterpoint.cache import ReadCheckpoints
 from counterpoint.config import FLAGS, RunConfig, add_flags, apply_overrides, load_config
 from counterpoint.progress import LiveProgress
+from counterpoint.transforms.judge import JudgeDoFn
+from counterpoint.transforms.label import Label, LabelDoFn
 from counterpoint.transforms.read import ReadProblems
-from counterpoint.transforms.stages import (
-    CheckpointDoFn,
-    DedupeAndResume,
-    EngineSpec,
-    OutcomePairsDoFn,
-    SampleDoFn,
-    VerifyDoFn,
-)
+from counterpoint.transforms.stages import DedupeAndResumeProblems, EngineSpec, PairAndCheckpoint, SampleAndVerify
 from counterpoint.transforms.write import RunStats, WriteConfigs
 
 log = logging.getLogger(__name__)
@@ -117,51 +111,34 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, layout: storage.OutputLayou
     """Applies the corpus transforms to ``p`` (sinks are part of the graph)."""
     engine = EngineSpec(cfg.generator, shared.Shared(), layout.cache_dir(_model_key(cfg)))
     verifier_handle = shared.Shared()
+    checkpoints = layout.checkpoints_dir(cfg.output_fingerprint())
 
     read = p | "ReadProblems" >> ReadProblems(cfg.source, hf_files)
-    checkpoints = p | "ReadCheckpoints" >> ReadCheckpoints(layout.checkpoints_dir(cfg.output_fingerprint()))
-    keyed = read["problems"] | "KeyByProblemId" >> beam.Map(lambda kv: (kv[1]["problem_id"], kv))
-    split = (
-        {"problems": keyed, "checkpoints": checkpoints}
-        | "JoinCheckpoints" >> beam.CoGroupByKey()
-        | "DedupeAndResume" >> beam.ParDo(DedupeAndResume()).with_outputs("finished", "rejects", main="todo")
-    )
-    states = (
-        split.todo
-        | "BatchForSampling" >> beam.BatchElements(min_batch_size=cfg.batch_size, max_batch_size=cfg.batch_size)
-        | "Sample" >> beam.ParDo(SampleDoFn(
-            engine, cfg.retry, sampling=cfg.sampling, samples_per_problem=cfg.samples_per_problem,
-            system_prompt=cfg.system_prompt, segmentation=cfg.segmentation, run_seed=cfg.generator.seed))
-        | "Verify" >> beam.ParDo(VerifyDoFn(cfg.verifier, verifier_handle, cfg.retry))
-    )
+    split = read["problems"] | "DedupeAndResume" >> DedupeAndResumeProblems(checkpoints)
+    states = split["todo"] | "SampleAndVerify" >> SampleAndVerify(
+        engine, cfg.verifier, verifier_handle, cfg.retry, batch_size=cfg.batch_size, sampling=cfg.sampling,
+        samples_per_problem=cfg.samples_per_problem, system_prompt=cfg.system_prompt,
+        segmentation=cfg.segmentation, run_seed=cfg.generator.seed)
     if cfg.labeler:
-        from counterpoint.transforms.label import LabelDoFn
-
-        size = cfg.labeling_batch_size or DEFAULT_LABELING_BATCH
-        states = (
-            states
-            | "UnbatchVerified" >> beam.FlatMap(lambda batch: batch)
-            | "BatchForLabeling" >> beam.BatchElements(min_batch_size=size, max_batch_size=size)
-            | "Label" >> beam.ParDo(LabelDoFn(
-                engine, cfg.verifier, verifier_handle, cfg.retry, labeling=cfg.labeling_config,
-                sampling=cfg.sampling, system_prompt=cfg.system_prompt, segmentation=cfg.segmentation))
-        )
-        if cfg.consensus.mode != "off":
-            from counterpoint.transforms.judge import JudgeDoFn
-
-            judge = cfg.judge or cfg.generator
-            judge_engine = EngineSpec(judge, engine.handle if judge == cfg.generator else shared.Shared(),
-                                      layout.cache_dir(_model_key(cfg, judge=True)))
-            states = states | "Judge" >> beam.ParDo(JudgeDoFn(judge_engine, cfg.retry, consensus=cfg.consensus))
-    finished = (
-        states
-        | "OutcomePairs" >> beam.ParDo(OutcomePairsDoFn(cfg.pairing))
-        | "Checkpoint" >> beam.ParDo(CheckpointDoFn(layout.checkpoints_dir(cfg.output_fingerprint())))
-    )
-    all_states = (finished, split.finished) | "AllProblems" >> beam.Flatten()
-    early_rejects = (read["rejects"], split.rejects) | "EarlyRejects" >> beam.Flatten()
+        states = states | "Label" >> Label(
+            LabelDoFn(engine, cfg.verifier, verifier_handle, cfg.retry, labeling=cfg.labeling_config,
+                      sampling=cfg.sampling, system_prompt=cfg.system_prompt, segmentation=cfg.segmentation),
+            cfg.labeling_batch_size or DEFAULT_LABELING_BATCH, judge=_judge(cfg, engine, layout))
+    finished = states | "PairAndCheckpoint" >> PairAndCheckpoint(cfg.pairing, checkpoints)
+    all_states = (finished, split["finished"]) | "AllProblems" >> beam.Flatten()
+    early_rejects = (read["rejects"], split["rejects"]) | "EarlyRejects" >> beam.Flatten()
     _ = (all_states, early_rejects) | "WriteConfigs" >> WriteConfigs(staging.data_dir, cfg.configs(), cfg.num_shards)
     _ = (all_states, early_rejects, read["problems_in"]) | "RunStats" >> RunStats(staging.counts_dir)
+
+
+def _judge(cfg: RunConfig, engine: EngineSpec, layout: storage.OutputLayout):
+    """The consensus judge stage (None when consensus is off); it shares the run's engine when it is the same."""
+    if cfg.consensus.mode == "off":
+        return None
+    judge = cfg.judge or cfg.generator
+    handle = engine.handle if judge == cfg.generator else shared.Shared()
+    return JudgeDoFn(EngineSpec(judge, handle, layout.cache_dir(_model_key(cfg, judge=True))), cfg.retry,
+                     consensus=cfg.consensus)
 
 
 def _model_key(cfg: RunConfig, judge: bool = False) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Dict, List, Optional
 
+import apache_beam as beam
 from apache_beam.utils import shared
 
 from counterpoint import progress
@@ -78,3 +79,24 @@ class LabelDoFn(ProblemBatchDoFn):
                 rejects=list(s.rejects) + list(r.rejects),
             ).add_stats(**extra))
         return out
+
+
+class Label(beam.PTransform):
+    """Batches of verified states -> rebatched for labelling -> labelled (-> judged, with consensus on)."""
+
+    def __init__(self, label: LabelDoFn, batch_size: int, judge=None):
+        super().__init__()
+        self.label_fn = label  # (not ``self.label``: that is the transform's name in Beam)
+        self.batch_size = batch_size
+        self.judge = judge
+
+    def expand(self, batches):
+        labelled = (
+            batches
+            | "Unbatch" >> beam.FlatMap(lambda batch: batch)
+            | "BatchForLabeling" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
+            | "Label" >> beam.ParDo(self.label_fn)
+        )
+        if self.judge is not None:
+            labelled = labelled | "Judge" >> beam.ParDo(self.judge)
+        return labelled

@@ -381,3 +381,67 @@ class DedupeAndResume(beam.DoFn):
             yield beam.pvalue.TaggedOutput("finished", state.evolve(resumed=True, stats=stats))
         else:
             yield corpus.new_state(problem)
+
+
+# ---------------------------------------------------------------------------
+# Composite transforms (what build_pipeline reads as)
+# ---------------------------------------------------------------------------
+class DedupeAndResumeProblems(beam.PTransform):
+    """Problems ``(order_key, row)`` + earlier checkpoints -> work to do, finished states, duplicate rejects.
+
+    One join by problem id (``CoGroupByKey``): no per-problem lookup of the checkpoint store.
+    Output: ``{"todo": ProblemState, "finished": ProblemState, "rejects": reject rows}``.
+    """
+
+    def __init__(self, checkpoints_root: str):
+        super().__init__()
+        self.checkpoints_root = checkpoints_root
+
+    def expand(self, problems):
+        from counterpoint.cache import ReadCheckpoints
+
+        checkpoints = problems.pipeline | "ReadCheckpoints" >> ReadCheckpoints(self.checkpoints_root)
+        keyed = problems | "KeyByProblemId" >> beam.Map(lambda kv: (kv[1]["problem_id"], kv))
+        split = (
+            {"problems": keyed, "checkpoints": checkpoints}
+            | "JoinCheckpoints" >> beam.CoGroupByKey()
+            | "DedupeAndResume" >> beam.ParDo(DedupeAndResume()).with_outputs("finished", "rejects", main="todo")
+        )
+        return {"todo": split.todo, "finished": split.finished, "rejects": split.rejects}
+
+
+class SampleAndVerify(beam.PTransform):
+    """New problem states -> batches of states with verified ``trajectories`` (one engine call per batch)."""
+
+    def __init__(self, engine: EngineSpec, verifier, verifier_handle: shared.Shared, retry, *, batch_size: int,
+                 sampling: SamplingParams, samples_per_problem: int, system_prompt: Optional[str],
+                 segmentation: str, run_seed: int):
+        super().__init__()
+        self.batch_size = batch_size
+        self.sample = SampleDoFn(engine, retry, sampling=sampling, samples_per_problem=samples_per_problem,
+                                 system_prompt=system_prompt, segmentation=segmentation, run_seed=run_seed)
+        self.verify = VerifyDoFn(verifier, verifier_handle, retry)
+
+    def expand(self, states):
+        return (
+            states
+            | "BatchForSampling" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
+            | "Sample" >> beam.ParDo(self.sample)
+            | "Verify" >> beam.ParDo(self.verify)
+        )
+
+
+class PairAndCheckpoint(beam.PTransform):
+    """Batches of finished states -> outcome pairs added, each batch checkpointed as one object -> states."""
+
+    def __init__(self, pairing, checkpoints_root: str):
+        super().__init__()
+        self.pairing = pairing
+        self.checkpoints_root = checkpoints_root
+
+    def expand(self, batches):
+        return (
+            batches
+            | "OutcomePairs" >> beam.ParDo(OutcomePairsDoFn(self.pairing))
+            | "Checkpoint" >> beam.ParDo(CheckpointDoFn(self.checkpoints_root))
+        )
