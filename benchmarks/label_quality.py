@@ -63,12 +63,12 @@ from counterpoint.generators.scripted import (  # noqa: E402
     ScriptedGenerator,
     chain_first_error,
     chain_problem,
-    chain_verdict,
     chain_verify,
 )
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, ProblemForLabeling, label_problems  # noqa: E402
 from counterpoint.labeling.arithmetic import false_claims  # noqa: E402
 from counterpoint.labeling.consensus import ConsensusConfig, apply_consensus, judge_requests, judgements_from  # noqa: E402
+from counterpoint.labeling.worlds import sampled_chain_items  # noqa: E402
 from counterpoint.segmentation import segment  # noqa: E402
 from counterpoint.verifiers.extract import extract_final_answer  # noqa: E402
 
@@ -100,20 +100,8 @@ def chain_step_is_plainly_wrong(step: str, gold: str, last: bool) -> bool:
 
 
 def sample_items(policy: ChainPolicy, n_problems: int, n_steps: int, k_f: int, seed: int) -> List[ProblemForLabeling]:
-    gen = ScriptedGenerator(policy)
     problems = [chain_problem(seed, i, num_steps=n_steps) for i in range(n_problems)]
-    outs = gen.generate([GenerationRequest.chat(None, p["question"], n=k_f, seed=seed * 1_000_003 + i)
-                         for i, p in enumerate(problems)])
-    items = []
-    for p, comps in zip(problems, outs):
-        trajs = []
-        for j, c in enumerate(comps):
-            v = chain_verdict(c.text, p["gold_answer"], c.truncated)
-            trajs.append({"problem_id": p["problem_id"], "sample_index": j, "completion": c.text,
-                          "steps": segment(c.text), "verdict": v.verdict, "verdict_reason": v.reason,
-                          "finish_reason": c.finish_reason, "num_generated_tokens": c.num_tokens})
-        items.append(ProblemForLabeling(p, trajs))
-    return items
+    return sampled_chain_items(policy, problems, k_f, seed_of=lambda i: seed * 1_000_003 + i)
 
 
 def score(rows: Sequence[Dict[str, Any]], truth: Dict[str, Optional[int]], gold: Dict[str, str]) -> Dict[str, Any]:

@@ -25,7 +25,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import apache_beam as beam
 

@@ -17,7 +17,7 @@ import argparse
 import difflib
 import logging
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 RUN_EPILOG = """\
 Beam pipeline options pass through unchanged: any other --flag is handed to Apache Beam, e.g.

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from counterpoint.generators.base import GenerationRequest, SamplingParams
+from counterpoint.generators.base import SamplingParams
 from counterpoint.generators.scripted import (
     ChainJudgePolicy,
     ChainPolicy,
     ScriptedGenerator,
     chain_first_error,
     chain_problem,
-    chain_verdict,
     chain_verify,
 )
-from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, ProblemForLabeling, label_problems
+from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, label_problems
 from counterpoint.labeling.consensus import (
     PROCESSBENCH_TEMPLATE,
     ConsensusConfig,
@@ -27,8 +26,8 @@ from counterpoint.labeling.consensus import (
     parse_judgement,
     read_judge_prompt,
 )
+from counterpoint.labeling.worlds import sampled_chain_items
 from counterpoint.schemas import records, rows
-from counterpoint.segmentation import segment
 
 
 def label_row(pid, idx, steps, e):
@@ -150,18 +149,8 @@ def test_annotate_keeps_and_flags_and_off_is_untouched():
 
 
 def _labelled_chain(policy, n=8, steps=8):
-    gen = ScriptedGenerator(policy)
     probs = [chain_problem(11, i, num_steps=steps) for i in range(n)]
-    outs = gen.generate([GenerationRequest.chat(None, p["question"], n=6, seed=i) for i, p in enumerate(probs)])
-    items = []
-    for p, comps in zip(probs, outs):
-        trajs = []
-        for j, c in enumerate(comps):
-            v = chain_verdict(c.text, p["gold_answer"], c.truncated)
-            trajs.append({"problem_id": p["problem_id"], "sample_index": j, "completion": c.text,
-                          "steps": segment(c.text), "verdict": v.verdict, "verdict_reason": v.reason,
-                          "finish_reason": c.finish_reason, "num_generated_tokens": c.num_tokens})
-        items.append(ProblemForLabeling(p, trajs))
+    items = sampled_chain_items(policy, probs, 6)
     results = label_problems(items, ScriptedGenerator(policy), chain_verify,
                              LabelerConfig(omegaprm=OmegaPRMConfig(k=4, search_limit=6)),
                              sampling=SamplingParams(temperature=0.8, top_p=0.95, max_tokens=256))

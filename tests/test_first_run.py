@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import re
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -150,7 +149,7 @@ def test_a_run_that_can_form_no_pair_succeeds_and_says_why(tmp_path, capsys):
     assert why["step_labels"].startswith("0 of 6 problems passed labelling screening")
     q = c["qualification"]
     assert q["all_correct"] + q["all_incorrect"] + q["no_verdict"] == 6 and q["pairable"] == 0
-    assert f"empty preferences" in printed and why["preferences"] in printed
+    assert "empty preferences" in printed and why["preferences"] in printed
     card = (out / "README.md").read_text()
     assert why["preferences"] in card and "a thin run, not a defect" in card
     assert why["preferences"] in (out / "report.html").read_text()

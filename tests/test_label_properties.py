@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 
 import pytest
 
@@ -21,7 +20,6 @@ from counterpoint.generators.scripted import (
     ScriptedGenerator,
     ScriptedSample,
     chain_problem,
-    chain_verdict,
     chain_verify,
 )
 from counterpoint.labeling import (
@@ -43,10 +41,12 @@ from counterpoint.labeling.common import first_discovered_index, incorrect_targe
 from counterpoint.labeling.labeler import _label_row, verify_terminals
 from counterpoint.labeling.mc import mc_label
 from counterpoint.labeling.scheduler import side_by_side
+from counterpoint.labeling.worlds import sampled_chain_items
 from counterpoint.schemas import records
 from counterpoint.segmentation import segment
-from counterpoint.verifiers import base as vb
 from counterpoint.verifiers.suite import VerifierSuite
+
+from _fakes import fake_verdict, fake_verify  # noqa: E402
 
 SAMPLING = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=1024, stop=("</s>",))
 NUMERIC = VerifierSuite("numeric")
@@ -84,22 +84,6 @@ class TableGenerator(Generator):
 
     def prefixes(self):
         return [r.messages[-1][1] for r in self.requests if r.continue_final_message]
-
-
-def fake_verdict(text, gold, truncated=False):
-    """``ANS=<v>`` at the end: correct when v == gold; ``ANS=?``: unknown; no ``ANS=``: a format failure."""
-    m = re.search(r"ANS=(\S+)\s*$", text)
-    if truncated:
-        return vb.incorrect(vb.REASON_TRUNCATED, None)
-    if not m:
-        return vb.incorrect(vb.REASON_NO_FINAL_ANSWER, None)
-    if m.group(1) == "?":
-        return vb.unknown(vb.REASON_UNPARSABLE_ANSWER, "?")
-    return vb.correct(m.group(1)) if m.group(1) == gold else vb.incorrect(vb.REASON_ANSWER_MISMATCH, m.group(1))
-
-
-def fake_verify(items):
-    return [fake_verdict(t, g, tr) for t, g, tr, _ in items]
 
 
 def traj(pid, i, text, verdict_fn=fake_verdict, gold="1"):
@@ -615,20 +599,8 @@ HARD = ChainPolicy(step_error_rate=0.08, slip="misread", repair_rate=0.3, no_ans
 
 
 def chain_items(n, policy=HARD, seed=7, steps=8, k_f=6):
-    gen = ScriptedGenerator(policy)
-    probs = [chain_problem(seed, i, num_steps=steps) for i in range(n)]
-    outs = gen.generate([GenerationRequest.chat(None, p["question"], n=k_f, seed=seed * 100 + i)
-                         for i, p in enumerate(probs)])
-    items = []
-    for p, comps in zip(probs, outs):
-        trajs = []
-        for j, c in enumerate(comps):
-            v = chain_verdict(c.text, p["gold_answer"], c.truncated)
-            trajs.append({"problem_id": p["problem_id"], "sample_index": j, "completion": c.text,
-                          "steps": segment(c.text), "verdict": v.verdict, "verdict_reason": v.reason,
-                          "finish_reason": c.finish_reason, "num_generated_tokens": c.num_tokens})
-        items.append(ProblemForLabeling(p, trajs))
-    return items
+    problems = [chain_problem(seed, i, num_steps=steps) for i in range(n)]
+    return sampled_chain_items(policy, problems, k_f, seed_of=lambda i: seed * 100 + i)
 
 
 @pytest.mark.parametrize("labeler", ["omegaprm", "mc"])

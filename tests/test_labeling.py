@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 
 import pytest
 
@@ -20,7 +19,6 @@ from counterpoint.generators.scripted import (
     ScriptedGenerator,
     chain_first_error,
     chain_problem,
-    chain_verdict,
     chain_verify,
 )
 from counterpoint.labeling import (
@@ -40,9 +38,12 @@ from counterpoint.labeling import (
     within_noise,
 )
 from counterpoint.labeling.common import seed_root
+from counterpoint.labeling.worlds import sampled_chain_items
 from counterpoint.schemas import records
 from counterpoint.segmentation import segment
 from counterpoint.verifiers import base as vb
+
+from _fakes import fake_verify  # noqa: E402
 
 SAMPLING = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=384)
 
@@ -79,22 +80,6 @@ class TableGenerator(Generator):
                 comps.append(Completion(text, len(text), finish, num_prompt_tokens=10, num_cached_prompt_tokens=4))
             out.append(comps)
         return out
-
-
-def fake_verdict(text, gold, truncated=False):
-    """``ANS=<v>`` at the end: correct when v == gold; ``ANS=?``: unknown; nothing: a format failure."""
-    m = re.search(r"ANS=(\S+)\s*$", text)
-    if truncated:
-        return vb.incorrect(vb.REASON_TRUNCATED, None)
-    if not m:
-        return vb.incorrect(vb.REASON_NO_FINAL_ANSWER, None)
-    if m.group(1) == "?":
-        return vb.unknown(vb.REASON_UNPARSABLE_ANSWER, "?")
-    return vb.correct(m.group(1)) if m.group(1) == gold else vb.incorrect(vb.REASON_ANSWER_MISMATCH, m.group(1))
-
-
-def fake_verify(items):
-    return [fake_verdict(text, gold, truncated) for text, gold, truncated, _ in items]
 
 
 def traj(pid, i, text, verdict, tokens=None, finish="stop", reason=None):
@@ -147,18 +132,8 @@ def small_config(**kw):
 
 
 def chain_items(n, rate, k_f=8, seed=3, policy=None):
-    gen = ScriptedGenerator(policy or ChainPolicy(step_error_rate=rate))
-    probs = [chain_problem(seed, i) for i in range(n)]
-    outs = gen.generate([GenerationRequest.chat(None, p["question"], n=k_f, seed=i) for i, p in enumerate(probs)])
-    items = []
-    for p, comps in zip(probs, outs):
-        vs = [chain_verdict(c.text, p["gold_answer"], c.truncated) for c in comps]
-        items.append(ProblemForLabeling(p, [
-            {"problem_id": p["problem_id"], "sample_index": j, "completion": c.text, "steps": segment(c.text),
-             "verdict": v.verdict, "verdict_reason": v.reason, "finish_reason": c.finish_reason,
-             "num_generated_tokens": c.num_tokens}
-            for j, (c, v) in enumerate(zip(comps, vs))]))
-    return items
+    problems = [chain_problem(seed, i) for i in range(n)]
+    return sampled_chain_items(policy or ChainPolicy(step_error_rate=rate), problems, k_f)
 
 
 def run_labels(*args, **kw):

@@ -18,8 +18,7 @@ import pytest
 
 from counterpoint import corpus
 from counterpoint.config import from_dict
-from counterpoint.generators.base import SamplingParams
-from counterpoint.generators.scripted import AnswerKeyPolicy, ChainPolicy, ScriptedGenerator, chain_problem
+from counterpoint.generators.scripted import AnswerKeyPolicy, ScriptedGenerator, chain_problem
 from counterpoint.pipelines.generate_corpus import run
 from counterpoint.schemas import records
 from counterpoint.sources.procedural import procedural_problem

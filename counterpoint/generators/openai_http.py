@@ -36,7 +36,6 @@ import math
 import os
 import random
 import threading
-import time
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from counterpoint.generators.base import (

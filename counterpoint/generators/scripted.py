@@ -37,7 +37,7 @@ import random
 import re
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from counterpoint.generators.base import (
     Completion,

@@ -22,7 +22,7 @@ import importlib.metadata
 import json
 import logging
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from counterpoint import __version__, schemas, storage
 from counterpoint.config import RunConfig

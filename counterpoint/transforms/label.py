@@ -9,7 +9,7 @@ per problem. Input: verified states. Output: states with ``step_labels``,
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import apache_beam as beam
 from apache_beam.utils import shared

@@ -512,7 +512,7 @@ def _quiet_gx() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _gate_options(runner_options: Optional[List[str]], pipeline_options) -> "PipelineOptions":
+def _gate_options(runner_options: Optional[List[str]], pipeline_options):
     """The gate's own runner (default: in-process FnApiRunner) plus the run's filesystem options."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
