@@ -328,19 +328,24 @@ class LocalScratch:
         return False
 
 
-def read_parquet(path: str, columns: Optional[Sequence[str]] = None):
-    """One Parquet file as a ``pyarrow.Table`` (any filesystem)."""
+def _parquet_file(f):
+    """A ``ParquetFile`` over a seekable stream (only the footer and the wanted columns are read)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    return pq.ParquetFile(pa.PythonFile(f, mode="r"))
+
+
+def read_parquet(path: str, columns: Optional[Sequence[str]] = None):
+    """One Parquet file as a ``pyarrow.Table`` (any filesystem; only ``columns`` are read when given)."""
     with open_read(path) as f:
-        return pq.read_table(io.BytesIO(f.read()), columns=list(columns) if columns else None)
+        return _parquet_file(f).read(columns=list(columns) if columns else None)
 
 
 def parquet_num_rows(path: str) -> int:
-    import pyarrow.parquet as pq
-
+    """Rows of a Parquet file, from its footer alone."""
     with open_read(path) as f:
-        return pq.ParquetFile(io.BytesIO(f.read())).metadata.num_rows
+        return _parquet_file(f).metadata.num_rows
 
 
 def write_parquet(path: str, table, *, compression: str = "zstd") -> None:

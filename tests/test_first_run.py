@@ -285,3 +285,27 @@ def test_export_stage_publishes_validated_trainer_configs(tmp_path):
         assert datasets.load_dataset(str(out), config, split="train").num_rows > 0
     card = (out / "README.md").read_text()
     assert "config_name: trl_stepwise" in card and "config_name: weighted_pairs" in card
+
+
+def test_compile_auto_is_chosen_from_the_cpu_and_the_job_size(monkeypatch):
+    import dataclasses
+
+    from counterpoint.generators import vllm_local
+
+    monkeypatch.setattr(vllm_local, "_on_cpu", lambda: True)
+    default = RunConfig()
+    big = dataclasses.replace(default, labeler="omegaprm")
+    unknown = dataclasses.replace(default, source=dataclasses.replace(default.source, kind="file", paths=["x"],
+                                                                      num_problems=None))
+    amx, no_amx = {"avx512f", "amx_bf16"}, {"avx512f", "avx512_bf16"}
+    # ~24.6k tokens: 102 s eager against 80 s + 40 s compiled -> eager; labelled (x4 tokens) -> compiled.
+    assert vllm_local.expected_tokens(default) == 24 * 8 * 256 * 0.5
+    assert [vllm_local.choose_compile(c, amx) for c in (default, big, unknown)] == ["off", "on", "off"]
+    # Without AMX compiled decoding was measured slower than eager: never compile.
+    assert [vllm_local.choose_compile(c, no_amx) for c in (default, big, unknown)] == ["off", "off", "off"]
+    monkeypatch.setattr(vllm_local, "_on_cpu", lambda: False)
+    assert vllm_local.choose_compile(default, no_amx) == "on"
+    # The pipeline resolves "auto" before any worker sees the config.
+    monkeypatch.setattr(vllm_local, "_on_cpu", lambda: True)
+    resolved = check_config(big)
+    assert resolved.generator.compile in ("on", "off")
