@@ -65,6 +65,7 @@ DATAFLOW = [
     "--machine_type=g2-standard-8",
     f"--dataflow_service_options={ACCELERATOR}",
     "--experiments=no_use_multiple_sdk_containers",
+    "--number_of_worker_harness_threads=1",
     "--max_num_workers=4",
     "--disk_size_gb=100",
 ]
@@ -158,7 +159,7 @@ def test_procedural_source_on_a_server_pool_with_omegaprm_builds_a_flat_dataflow
     assert "no_use_multiple_sdk_containers" in env["experiments"]
     assert "use_multiple_sdk_containers" not in env["experiments"]
     pool = env["workerPools"][0]
-    assert pool["machineType"] == "g2-standard-8"
+    assert pool["machineType"] == "g2-standard-8" and pool["numThreadsPerWorker"] == 1
     assert [i["containerImage"] for i in pool["sdkHarnessContainerImages"]] == [IMAGE]
     options = env["sdkPipelineOptions"]["options"]
     assert options["cp_num_problems"] == SIZES[1] and options["cp_server_url"] == ["http://vllm-0:8000",
