@@ -3,10 +3,11 @@
 What runs: ``counterpoint run --source chain --generator scripted`` (the scripted
 ``ChainPolicy`` solves arithmetic chain problems, no model), with and without the
 OmegaPRM labeller, on Beam's multi-process FnApiRunner
-(``--direct_running_mode=multi_processing --direct_num_workers=2``) and, at 10k,
-on the PortableRunner against a job service and an external SDK worker pool that
-this script starts in their own processes (the topology of Flink/Spark with a
-Python worker-pool sidecar).
+(``--direct_running_mode=multi_processing --direct_num_workers=2``) and on the
+PortableRunner against a job service (``local_job_service_main``, which runs one SDK
+worker) and an external SDK worker pool (``worker_pool_main``) that this script starts
+in their own processes and stops at the end (the topology of Flink/Spark with a Python
+worker-pool sidecar).
 
 Each case runs the real CLI entry point in its own **driver subprocess**, which
 reports, after the run:
@@ -36,12 +37,15 @@ Targets (issue 8): driver RSS and graph bytes flat (within 10%) from 1k to 100k
 problems; throughput within 20% of linear (problems/s at 100k >= 0.8 x problems/s
 at 10k, where the fixed start-up cost no longer dominates; 1k is shown too).
 
-Workload (chosen so the whole matrix fits in about 45 minutes on a 2-core machine):
-2 samples per problem, 4-step chains, per-step slip rate 0.05 (so about a third of
-the problems have both a correct and an incorrect sample and are labelled); the
-labelled runs use k=2 rollouts per probe and a search limit of 4 (binary search for
-the first error + the per-step values), ``--no-report``. The validation gate (Great
-Expectations, a Beam job of its own) is on; ``--validate both`` adds runs without it.
+Workload (chosen so the whole matrix fits in well under 45 minutes on a 2-core machine:
+17 minutes measured): 2 samples per problem, 4-step chains, per-step slip rate 0.05 of
+the "misread" kind (a wrong operand with true arithmetic, so the arithmetic-claim check
+cannot see it and the labeller must find the first error with rollouts); about 30% of
+the problems have both a correct and an incorrect sample and are labelled. The labelled
+runs use k=2 rollouts per probe and a search limit of 4 (binary search for the first
+error, then the per-step values), ``--no-report``. The validation gate (Great
+Expectations, a Beam job of its own, run by the driver) is on, except in the portable
+series that isolates the driver (see :func:`make_plan`).
 
 Run: ``python benchmarks/scale.py`` (the full matrix, see :func:`make_plan`), or a part, e.g.
 ``python benchmarks/scale.py --sizes 1000,10000 --labeler none --runner fnapi --validate both``.
@@ -485,15 +489,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="problem counts for the FnApiRunner cases, comma-separated (default 1000,10000,100000)")
     parser.add_argument("--portable-sizes", default=None,
                         help="problem counts for the PortableRunner cases (default: --sizes)")
-    parser.add_argument("--labeler", default=None, help="none, omegaprm or both, comma-separated")
-    parser.add_argument("--runner", default=None, help="fnapi, portable or both, comma-separated")
+    parser.add_argument("--labeler", default=None, help="none and/or omegaprm, comma-separated (default: both)")
+    parser.add_argument("--runner", default=None, help="fnapi and/or portable, comma-separated (default: both)")
     parser.add_argument("--validate", choices=("on", "off", "both"), default=None,
                         help="the validation gate in each run (both: every case twice)")
     parser.add_argument("--no-count-requests", dest="count_requests", action="store_false",
                         help="do not count object-store requests (no sitecustomize hook)")
     parser.add_argument("--work-dir", default=None, help="where the runs write (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep each case's output folder and logs")
-    parser.add_argument("--results", default=RESULTS)
+    parser.add_argument("--results", default=RESULTS, help="results JSON (cases are merged into it)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: recompute the assessment of the results file and print the table")
     args = parser.parse_args(argv)
@@ -524,7 +528,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = {
         "benchmark": "scale",
         "workload": {"source": "chain", "generator": "scripted (ChainPolicy)", "samples_per_problem": SAMPLES,
-                     "chain_steps": CHAIN_STEPS, "step_error_rate": STEP_ERROR_RATE,
+                     "chain_steps": CHAIN_STEPS, "step_error_rate": STEP_ERROR_RATE, "slip": SLIP,
                      "omegaprm": {"k": ROLLOUTS, "search_limit": SEARCH_LIMIT},
                      "fnapi": f"multi_processing, {WORKERS} workers",
                      "portable": "local_job_service_main + worker_pool_main (EXTERNAL), 1 SDK worker",
