@@ -47,7 +47,8 @@ setup(
         "gcp": ["apache-beam[gcp]==2.77.0", "smart-open[gcs]>=9,<10"],
         "aws": ["apache-beam[aws]==2.77.0", "smart-open[s3]>=9,<10"],
         # trl: the training tests (DPOTrainer, KTOTrainer); TRL 1.13 for PRMTrainer is installed by `make install`.
-        "test": ["pytest>=8", "pytest-timeout>=2", "trl==1.16.0"],
+        # apache-beam[gcp]: the Dataflow dry-run test (tests/test_dataflow_dry_run.py; skipped without it).
+        "test": ["pytest>=8", "pytest-timeout>=2", "trl==1.16.0", "apache-beam[gcp]==2.77.0"],
     },
     entry_points={"console_scripts": ["counterpoint=counterpoint.cli:main"]},
     classifiers=[
