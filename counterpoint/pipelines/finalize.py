@@ -216,6 +216,13 @@ def _export(cfg: RunConfig, layout: storage.OutputLayout, summary: Dict[str, Any
 def finalize_run(cfg: RunConfig, *, layout: storage.OutputLayout, staging: storage.StagingLayout,
                  timing: Dict[str, float], started: float, options=None, pipeline_result=None) -> Dict[str, Any]:
     configs = cfg.configs()
+    stats_path = storage.join(staging.counts_dir, "run_stats.json")
+    if not storage.exists(stats_path):
+        # The job "succeeded" without running (e.g. --dry_run=True) or lost its counted output: counting
+        # nothing as 0 in = 0 + 0 would publish empty shards over the previous data/.
+        storage.delete_tree(staging.root)
+        raise AccountingError(f"the pipeline wrote no run stats ({stats_path}): nothing was counted, so nothing "
+                              "is published; data/ was left as it was")
     ensure_shards(staging, configs)
     stats = read_run_stats(staging)
     timing = dict(timing, wall_s=time.perf_counter() - started)
