@@ -11,7 +11,7 @@ Object stores bill per request, so neither writes one object per request:
   every ``flush_every_s`` while a long labelling call streams), so a retried bundle or a
   resumed run reuses finished generations byte for byte. About one object per problem.
 * :class:`ProblemCheckpoints` — finished problem states, one gzipped JSON-lines object
-  per batch of problems (``checkpoint_batch_size``). A rerun into the same output folder
+  per batch of problems (each engine call's batch). A rerun into the same output folder
   reads them *inside the pipeline* (:class:`ReadCheckpoints`) and joins them with the
   problems by id, so finished problems are skipped without any per-problem lookup.
 

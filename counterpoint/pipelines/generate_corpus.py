@@ -63,10 +63,12 @@ def resolve_config(options: PipelineOptions, config: Optional[RunConfig] = None)
     return apply_overrides(cfg, values, from_defaults=config is None and not path)
 
 
-def check_config(cfg: RunConfig) -> RunConfig:
+def check_config(cfg: RunConfig, local: bool = True) -> RunConfig:
     """Fails at the door: everything a worker would trip over is checked here, in the driver.
 
-    Returns the config with ``auto`` choices resolved (compile mode, labelling batch, judge).
+    Returns the config with ``auto`` choices resolved (labelling batch, judge, and — when the job
+    runs on this machine (``local``) — the compile mode; elsewhere each worker picks it for its own
+    hardware).
     """
     from counterpoint.generators import build_generator
 
@@ -80,7 +82,7 @@ def check_config(cfg: RunConfig) -> RunConfig:
 
     VerifierSuite(cfg.verifier.name)
     updates: Dict[str, Any] = {}
-    if cfg.generator.kind == "vllm" and cfg.generator.compile == "auto":
+    if cfg.generator.kind == "vllm" and cfg.generator.compile == "auto" and local:
         from counterpoint.generators.vllm_local import choose_compile
 
         updates["generator"] = dataclasses.replace(cfg.generator, compile=choose_compile(cfg))
@@ -127,7 +129,7 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, layout: storage.OutputLayou
     finished = states | "PairAndCheckpoint" >> PairAndCheckpoint(cfg.pairing, checkpoints)
     all_states = (finished, split["finished"]) | "AllProblems" >> beam.Flatten()
     early_rejects = (read["rejects"], split["rejects"]) | "EarlyRejects" >> beam.Flatten()
-    _ = (all_states, early_rejects) | "WriteConfigs" >> WriteConfigs(staging.data_dir, cfg.configs(), cfg.num_shards)
+    _ = (all_states, early_rejects) | "WriteConfigs" >> WriteConfigs(staging.data_dir, cfg.configs(), cfg.shards())
     _ = (all_states, early_rejects, read["problems_in"]) | "RunStats" >> RunStats(staging.counts_dir)
 
 
@@ -139,6 +141,18 @@ def _judge(cfg: RunConfig, engine: EngineSpec, layout: storage.OutputLayout):
     handle = engine.handle if judge == cfg.generator else shared.Shared()
     return JudgeDoFn(EngineSpec(judge, handle, layout.cache_dir(_model_key(cfg, judge=True))), cfg.retry,
                      consensus=cfg.consensus)
+
+
+LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
+
+
+def _runs_here(options: PipelineOptions, test_pipeline=None) -> bool:
+    """Whether the job's workers run on this machine (the local runners), not on a cluster."""
+    if test_pipeline is not None:
+        return True
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return name.rsplit(".", 1)[-1] in LOCAL_RUNNERS
 
 
 def _model_key(cfg: RunConfig, judge: bool = False) -> str:
@@ -169,10 +183,10 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True,
     started = time.perf_counter()
     options = PipelineOptions(argv)
     storage.configure(options)  # credentials / endpoints reach the driver's own filesystem calls too
-    cfg = check_config(resolve_config(options, config))
     options.view_as(SetupOptions).save_main_session = save_main_session
     if options.view_as(StandardOptions).runner is None and test_pipeline is None:
         options.view_as(StandardOptions).runner = DEFAULT_LOCAL_RUNNER
+    cfg = check_config(resolve_config(options, config), local=_runs_here(options, test_pipeline))
 
     layout = storage.OutputLayout(cfg.output)
     storage.mkdirs(layout.root)

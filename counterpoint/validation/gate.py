@@ -3,18 +3,21 @@
 ``validate_output(out_dir)`` runs an Apache Beam pipeline::
 
     ListShards -> SpreadShards (Reshuffle) -> ValidateShard (ParDo, one GX context per DoFn instance)
-      -> KeyShardByConfig --\
-    ListConfigs ------------+-> GroupByConfig (CoGroupByKey) -> ValidateConfig (cross-shard suite)
-      -> WriteResults (one JSON part per config)
+      -> results -> KeyShardByConfig ----------------------------------------\
+      -> keys (hash buckets) -> GroupKeyBuckets (GroupByKey) -> FindDuplicates --+-> GroupByConfig
+    ListConfigs -----------------------------------------------------------------/   (CoGroupByKey)
+      -> ValidateConfig (cross-shard suite) -> WriteResults (one JSON part per config)
 
 ``ValidateShard`` reads one shard with pyarrow (a truncated or corrupt file is a
 ``corrupt_shard`` failure carrying the pyarrow error, never a crash), checks the
-Arrow schema, and validates the shard suite (see :mod:`.suites`). It also emits
-the shard's key columns, which ``ValidateConfig`` concatenates to run the
-cross-shard suite (uniqueness, compound uniqueness, and a row-count floor when
-the run asks for one with ``min_rows``), so uniqueness holds across shards and a
-floor is checked on the whole config (a config with no file counts as zero rows).
-An empty config passes without a floor: a thin run is not a defective one.
+Arrow schema, and validates the shard suite (see :mod:`.suites`). The cross-shard
+suite (uniqueness, compound uniqueness, and a row-count floor when the run asks
+for one with ``min_rows``) is evaluated distributively: each shard emits the key
+values of every uniqueness rule split into hash buckets, one ``GroupByKey`` brings
+a bucket's keys from every shard together, and ``FindDuplicates`` reports the
+values held by more than one row — so uniqueness holds across shards and no
+worker (nor the driver) ever holds a whole config. A config with no file counts as
+zero rows; an empty config passes without a floor (a thin run is not a defective one).
 
 Back in the driver: shards with a failure are moved to the quarantine folder
 (``<out>/quarantine/<config>/`` by default; a run's staging check passes
@@ -42,6 +45,7 @@ import datetime as _dt
 import json
 import math
 import time
+import zlib
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import apache_beam as beam
@@ -59,6 +63,10 @@ MAX_EXAMPLES = 5
 _PARTIAL_UNEXPECTED = 20
 _STR_LIMIT = 200
 _LIST_LIMIT = 8
+
+# Where a cross-shard example row lives (the same names as the suites' helper columns).
+SHARD_KEY = "__shard"
+ROW_KEY = "__row"
 
 # Failure reasons
 EXPECTATION_FAILED = "expectation_failed"
@@ -268,23 +276,46 @@ class ValidateShardDoFn(beam.DoFn):
             list(records.OUTPUT_TABLES), levels=(suites.SHARD,)
         )
 
-    def process(self, element):
-        yield self._validate(element)
+    def __init__(self, buckets: int = 64):
+        self.buckets = buckets
 
-    def _validate(self, element) -> Dict[str, Any]:
+    def process(self, element):
+        result, table = self._validate(element)
+        if table is not None:
+            yield from self._keys(result["config"], result["shard"], table)
+        yield result
+
+    def _keys(self, config: str, rel: str, table):
+        """Key values of the cross-shard uniqueness rules, split into hash buckets (tagged ``keys``).
+
+        Element: ``((config, expectation_type, columns, bucket), (shard, [(key_json, row), ...]))``;
+        a bucket's keys from every shard meet in one worker, so no worker ever holds a whole config.
+        """
+        for etype, columns in uniqueness_rules(config):
+            values = table.select(list(columns)).to_pylist()
+            buckets: Dict[int, List[tuple]] = {}
+            for i, row in enumerate(values):
+                key = json.dumps([row[c] for c in columns], sort_keys=True, default=str, ensure_ascii=False)
+                b = zlib.crc32(key.encode("utf-8")) % self.buckets
+                buckets.setdefault(b, []).append((key, i))
+            for b, entries in buckets.items():
+                yield beam.pvalue.TaggedOutput("keys", ((config, etype, columns, b), (rel, entries)))
+
+    def _validate(self, element):
+        """``(result, table)``: the shard's result dict and its table (None when unreadable)."""
         import pyarrow as pa
 
         suites = self._suites_mod
         config, rel = element["config"], element["rel"]
         t0 = time.monotonic()
         out = {"config": config, "shard": rel, "rows": None, "success": False, "failures": [],
-               "gx_result": None, "keys": None, "elapsed_s": 0.0}
+               "gx_result": None, "elapsed_s": 0.0}
         if config not in records.OUTPUT_TABLES:
             out["failures"].append(dataclasses.asdict(Failure(
                 config=config, shard=rel, expectation_type=None, column=None, reason=UNKNOWN_CONFIG,
                 detail=f"{config!r} is not a known config; known: {sorted(records.OUTPUT_TABLES)}")))
             out["elapsed_s"] = time.monotonic() - t0
-            return out
+            return out, None
         spec = records.table(config)
         try:
             table = storage.read_parquet(element["path"])
@@ -293,7 +324,7 @@ class ValidateShardDoFn(beam.DoFn):
                 config=config, shard=rel, expectation_type=None, column=None, reason=CORRUPT_SHARD,
                 detail=f"{type(e).__name__}: {e}")))
             out["elapsed_s"] = time.monotonic() - t0
-            return out
+            return out, None
         out["rows"] = table.num_rows
 
         # Names, order and types must match the TableSpec. Nullability flags are not compared:
@@ -315,7 +346,7 @@ class ValidateShardDoFn(beam.DoFn):
                 detail=detail)))
             if missing:
                 out["elapsed_s"] = time.monotonic() - t0
-                return out
+                return out, None
             table = table.select(expected.names)
             try:
                 table = table.cast(pa.schema([f.with_nullable(True) for f in expected]))
@@ -349,57 +380,92 @@ class ValidateShardDoFn(beam.DoFn):
 
         out["failures"].extend(_failures_from_result(config, rel, suites.SHARD, gx_result, example_rows))
         out["gx_result"] = gx_result
-        out["keys"] = table.select(suites.key_columns(spec)).to_pydict()
         out["success"] = not out["failures"]
         out["elapsed_s"] = time.monotonic() - t0
-        return out
+        return out, table
+
+
+def uniqueness_rules(config: str) -> List[tuple]:
+    """``(expectation_type, columns)`` of the config suite's uniqueness expectations (from the TableSpec)."""
+    from counterpoint.validation import suites
+
+    rules = []
+    for e in suites.expectations(config, suites.CONFIG):
+        if e.expectation_type == "expect_column_values_to_be_unique":
+            rules.append((e.expectation_type, (e.column,)))
+        elif e.expectation_type == "expect_compound_columns_to_be_unique":
+            rules.append((e.expectation_type, tuple(e.column_list)))
+    return rules
+
+
+class FindDuplicatesDoFn(beam.DoFn):
+    """One hash bucket of one rule: the key values held by more than one row, across every shard.
+
+    Output: ``(config, {"expectation_type", "columns", "duplicated_values", "rows", "shards", "examples"})``
+    per bucket with duplicates (examples: ``__shard``, ``__row`` and the key columns, at most MAX_EXAMPLES).
+    """
+
+    def process(self, element):
+        (config, etype, columns, _bucket), parts = element
+        seen: Dict[str, List[tuple]] = {}
+        for shard, entries in parts:
+            for key, row in entries:
+                seen.setdefault(key, []).append((shard, row))
+        dups = {k: v for k, v in seen.items() if len(v) > 1}
+        if not dups:
+            return
+        examples = []
+        for key, where in sorted(dups.items()):
+            values = json.loads(key)
+            for shard, row in sorted(where):
+                if len(examples) < MAX_EXAMPLES:
+                    examples.append({SHARD_KEY: shard, ROW_KEY: row,
+                                     **{c: _truncate(v) for c, v in zip(columns, values)}})
+        yield config, {"expectation_type": etype, "columns": list(columns), "duplicated_values": len(dups),
+                       "rows": sum(len(v) for v in dups.values()),
+                       "shards": sorted({shard for v in dups.values() for shard, _ in v}), "examples": examples}
 
 
 class ValidateConfigDoFn(beam.DoFn):
-    """Runs the cross-shard suite of one config on the key columns gathered from all its shards."""
+    """The cross-shard suite of one config: uniqueness (from :class:`FindDuplicatesDoFn`) and the row floor.
+
+    Input: ``(config, {"config", "shards", "duplicates"})``. Output: the config's result dict.
+    """
 
     def __init__(self, min_rows: Optional[Dict[str, int]] = None):
         self.min_rows = dict(min_rows or {})
 
-    def setup(self):
-        from counterpoint.validation import suites
-
-        self._suites_mod = suites
-        self._context, self._batch_definition, self._suites = suites.make_context(
-            list(records.OUTPUT_TABLES), levels=(suites.CONFIG,), min_rows=self.min_rows
-        )
-
     def process(self, element):
-        suites = self._suites_mod
         config, grouped = element
-        # copies without the key columns: Beam inputs must not be mutated
-        inputs = sorted(grouped["shards"], key=lambda s: s["shard"])
-        shards = [{k: v for k, v in s.items() if k != "keys"} for s in inputs]
+        shards = sorted(grouped["shards"], key=lambda s: s["shard"])
         t0 = time.monotonic()
-        out = {"config": config, "shards": shards, "gx_result": None, "failures": [], "elapsed_s": 0.0}
-        if config in records.OUTPUT_TABLES:
-            spec = records.table(config)
-            parts = [(s["shard"], s["rows"], s["keys"]) for s in inputs if s.get("keys") is not None]
-            frame = suites.key_frame(parts, spec)
-            batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
-            result = batch.validate(
-                self._suites[(config, suites.CONFIG)],
-                result_format={"result_format": "COMPLETE",
-                               "unexpected_index_column_names": [suites.SHARD_COLUMN, suites.ROW_COLUMN],
-                               "partial_unexpected_count": _PARTIAL_UNEXPECTED,
-                               "return_unexpected_index_query": False},
-            )
-            full = _jsonable(result.to_json_dict())
-            offending = set()
-            for r in full.get("results", []):
-                if not r.get("success"):
-                    for d in (r.get("result") or {}).get("unexpected_index_list") or []:
-                        if isinstance(d, dict) and d.get(suites.SHARD_COLUMN):
-                            offending.add(d[suites.SHARD_COLUMN])
-
-            out["failures"] = _failures_from_result(config, None, suites.CONFIG, full, _key_examples)
-            out["offending_shards"] = sorted(offending)
-            out["gx_result"] = _trim_result(full)
+        out = {"config": config, "shards": shards, "gx_result": None, "failures": [], "elapsed_s": 0.0,
+               "offending_shards": []}
+        merged: Dict[tuple, Dict[str, Any]] = {}
+        for d in grouped["duplicates"]:
+            key = (d["expectation_type"], tuple(d["columns"]))
+            m = merged.setdefault(key, {"duplicated_values": 0, "rows": 0, "shards": set(), "examples": []})
+            m["duplicated_values"] += d["duplicated_values"]
+            m["rows"] += d["rows"]
+            m["shards"].update(d["shards"])
+            m["examples"] = sorted(m["examples"] + d["examples"], key=lambda e: (e[SHARD_KEY], e[ROW_KEY]))
+        offending = set()
+        for (etype, columns), m in sorted(merged.items()):
+            offending |= m["shards"]
+            rule = "unique" if etype == "expect_column_values_to_be_unique" else "unique_together"
+            out["failures"].append(dataclasses.asdict(Failure(
+                config=config, shard=None, expectation_type=etype, column=",".join(columns), rule=rule,
+                unexpected_count=m["rows"], examples=m["examples"][:MAX_EXAMPLES],
+                detail=f"{m['duplicated_values']} value(s) held by more than one row", level="config",
+                kwargs={"column": columns[0]} if len(columns) == 1 else {"column_list": list(columns)})))
+        floor = self.min_rows.get(config)
+        rows = sum(s["rows"] or 0 for s in shards)
+        if floor and rows < floor:
+            out["failures"].append(dataclasses.asdict(Failure(
+                config=config, shard=None, expectation_type="expect_table_row_count_to_be_between", column=None,
+                rule="min_rows", unexpected_count=None, detail=f"observed_value={rows}", level="config",
+                kwargs={"min_value": floor})))
+        out["offending_shards"] = sorted(offending)
         out["elapsed_s"] = time.monotonic() - t0
         yield out
 
@@ -412,11 +478,6 @@ class WriteResultDoFn(beam.DoFn):
         path = storage.join(self._parts_dir, f"{element['config']}.json")
         storage.write_text(path, json.dumps(element, ensure_ascii=False, default=str))
         yield path
-
-
-def _key_examples(res: Dict[str, Any], columns: List[str]) -> List[Dict[str, Any]]:
-    """Example rows of a cross-shard failure: the key columns plus ``__shard``/``__row``."""
-    return [_truncate(d) for d in (res.get("unexpected_index_list") or [])[:MAX_EXAMPLES]]
 
 
 def _key_by_config(result):
@@ -512,10 +573,31 @@ def _quiet_gx() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _gate_options(runner_options: Optional[List[str]], pipeline_options):
-    """The gate's own runner (default: in-process FnApiRunner) plus the run's filesystem options."""
-    from apache_beam.options.pipeline_options import PipelineOptions
+def _gate_options(runner_options: Optional[List[str]], pipeline_options, on_job_runner: bool = False):
+    """The gate's runner and options.
 
+    Default: the in-process FnApiRunner plus the run's filesystem options. ``on_job_runner``: the
+    run's own runner and options (a portable / Flink / Dataflow job validates on the same cluster,
+    so the launcher never holds the shards), as a job of its own name.
+    """
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+    if on_job_runner and pipeline_options is not None and runner_options is None:
+        flags = []
+        for k, v in pipeline_options.get_all_options(drop_default=True).items():
+            if k.startswith("cp_") or v is None or v is False:
+                continue  # Counterpoint's own options are the run's, not the gate's
+            if v is True:
+                flags.append(f"--{k}")
+            elif isinstance(v, (list, tuple)):
+                flags += [f"--{k}={x}" for x in v]
+            elif isinstance(v, (str, int, float)):
+                flags.append(f"--{k}={v}")
+        gate = PipelineOptions(flags)
+        job = pipeline_options.view_as(GoogleCloudOptions).job_name
+        if job:
+            gate.view_as(GoogleCloudOptions).job_name = f"{job}-validate"
+        return gate
     flags = list(runner_options) if runner_options is not None else list(DEFAULT_RUNNER_OPTIONS)
     inherited: Dict[str, Any] = {}
     pipeline_options = pipeline_options if pipeline_options is not None else storage.configured_options()
@@ -535,6 +617,7 @@ def validate_output(
     quarantine: bool = True,
     quarantine_dir: Optional[str] = None,
     min_rows: Optional[Dict[str, int]] = None,
+    on_job_runner: bool = False,
 ) -> ValidationReport:
     """Validates every config of a Counterpoint dataset folder (local, gs://, s3://); see the module docstring.
 
@@ -542,6 +625,7 @@ def validate_output(
     outcome configs, plus every folder under ``data/``). A listed config without files has
     zero rows. ``quarantine``: move failing shards to ``quarantine_dir`` (default
     ``<out>/quarantine``). ``min_rows``: row-count floors per config (none by default).
+    ``on_job_runner``: run the gate on ``pipeline_options``' runner (a cluster) instead of in-process.
     """
     t_start = time.monotonic()
     _quiet_gx()
@@ -555,7 +639,7 @@ def validate_output(
     if not storage.is_local(out_dir) and not storage.match(storage.join(layout.root, "**")):
         raise FileNotFoundError(f"output directory {out_dir} does not exist (no object under it)")
     quarantine_dir = quarantine_dir or layout.path(storage.QUARANTINE_DIR)
-    options = _gate_options(runner_options, pipeline_options)
+    options = _gate_options(runner_options, pipeline_options, on_job_runner)
     shards_by_config = _discover(layout, configs)
     tasks = [
         {"config": c, "path": path, "rel": storage.relpath(path, layout.root)}
@@ -568,16 +652,21 @@ def validate_output(
 
     t_pipeline = time.monotonic()
     with beam.Pipeline(options=options) as p:
-        shard_results = (
+        validated = (
             p
             | "ListShards" >> beam.Create(tasks)
             | "SpreadShards" >> beam.Reshuffle()
-            | "ValidateShard" >> beam.ParDo(ValidateShardDoFn())
-            | "KeyShardByConfig" >> beam.Map(_key_by_config)
+            | "ValidateShard" >> beam.ParDo(ValidateShardDoFn()).with_outputs("keys", main="results")
+        )
+        shard_results = validated.results | "KeyShardByConfig" >> beam.Map(_key_by_config)
+        duplicates = (
+            validated.keys
+            | "GroupKeyBuckets" >> beam.GroupByKey()
+            | "FindDuplicates" >> beam.ParDo(FindDuplicatesDoFn())
         )
         config_keys = p | "ListConfigs" >> beam.Create([(c, c) for c in shards_by_config])
         (
-            {"config": config_keys, "shards": shard_results}
+            {"config": config_keys, "shards": shard_results, "duplicates": duplicates}
             | "GroupByConfig" >> beam.CoGroupByKey()
             | "ValidateConfig" >> beam.ParDo(ValidateConfigDoFn(min_rows))
             | "WriteResults" >> beam.ParDo(WriteResultDoFn(parts_dir))

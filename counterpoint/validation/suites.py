@@ -17,8 +17,8 @@ Nothing here lists a column by hand: every expectation comes from
       derived canonical-JSON columns ``__<a>_json`` / ``__<b>_json`` for every
       ``must_differ`` pair (e.g. ``chosen`` != ``rejected`` message lists).
 
-``counterpoint.<config>.config`` (run once on the key columns gathered from all
-shards, so it holds *across* shards)
+``counterpoint.<config>.config`` (holds *across* shards; the gate evaluates it as a
+distributed Beam aggregation — hash buckets of key values — rather than on one frame)
     * ``expect_column_values_to_be_unique`` for every ``unique`` column;
     * ``expect_compound_columns_to_be_unique`` for every ``unique_together`` group;
     * ``expect_table_row_count_to_be_between(min_value=N)`` when the run sets a floor (``--min-rows CONFIG=N``).
@@ -28,8 +28,8 @@ Derived helper columns (all start with ``__`` and never reach the published data
 =====================  =====================================================
 ``__len_<col>``        ``len(<col>)`` of a list column (null when the list is null)
 ``__<col>_json``       canonical JSON (sorted keys) of ``<col>`` (null when null)
-``__shard``            (config suite only) shard path relative to the output dir
-``__row``              (config suite only) row number inside that shard
+``__shard``            (cross-shard examples) shard path relative to the output dir
+``__row``              (cross-shard examples) row number inside that shard
 =====================  =====================================================
 
 Every expectation carries ``meta["counterpoint"] = {"rule": ..., "columns": [...]}``
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, List, Literal, Optional, Sequence
+from typing import Any, Dict, Literal, Optional, Sequence
 
 import pyarrow as pa
 
@@ -215,14 +215,6 @@ def derived_columns(spec: records.TableSpec) -> Dict[str, tuple]:
     return out
 
 
-def key_columns(spec: records.TableSpec) -> List[str]:
-    """Columns the cross-shard (config) suite needs, in spec order."""
-    wanted = {c.name for c in spec.columns if c.unique}
-    for group in spec.unique_together:
-        wanted.update(group)
-    return [c for c in spec.column_names if c in wanted]
-
-
 def _canonical_json(value: Any) -> Optional[str]:
     if value is None:
         return None
@@ -243,22 +235,6 @@ def shard_frame(table: pa.Table, spec: records.TableSpec):
         else:
             df[helper] = [_canonical_json(v) for v in col.to_pylist()]
     return df
-
-
-def key_frame(parts: Sequence[tuple], spec: records.TableSpec):
-    """Concatenates ``(shard_rel, n_rows, {column: values})`` key parts into one frame with ``__shard``/``__row``."""
-    import pandas as pd
-
-    cols = key_columns(spec)
-    data: Dict[str, list] = {c: [] for c in cols}
-    data[SHARD_COLUMN] = []
-    data[ROW_COLUMN] = []
-    for shard, n, keys in parts:
-        for c in cols:
-            data[c].extend(keys.get(c, [None] * n))
-        data[SHARD_COLUMN].extend([shard] * n)
-        data[ROW_COLUMN].extend(range(n))
-    return pd.DataFrame(data)
 
 
 # ---------------------------------------------------------------------------
