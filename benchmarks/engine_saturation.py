@@ -37,8 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--defaults", action="store_true", help="every knob at its CLI default")
-    parser.add_argument("--problems", type=int, default=48)
+    parser.add_argument("--defaults", action="store_true",
+                        help="every knob at its CLI default (the workload size --problems may still be given)")
+    parser.add_argument("--problems", type=int, default=None, help="problems (default: 48; 24 with --defaults)")
     parser.add_argument("--samples", type=int, default=8, help="K_f screening samples per problem")
     parser.add_argument("--k", type=int, default=4, help="rollouts per prefix")
     parser.add_argument("--search-limit", type=int, default=16)
@@ -66,9 +67,9 @@ def main(argv=None):
 
     cfg = RunConfig(labeler="omegaprm")
     if args.defaults:
-        n_problems, min_ops, max_ops = cfg.source.num_problems, cfg.source.min_ops, cfg.source.max_ops
+        n_problems, min_ops, max_ops = args.problems or cfg.source.num_problems, cfg.source.min_ops, cfg.source.max_ops
     else:
-        n_problems, min_ops, max_ops = args.problems, args.min_ops, args.max_ops
+        n_problems, min_ops, max_ops = args.problems or 48, args.min_ops, args.max_ops
         parallel = args.parallel_searches if args.parallel_searches == "auto" else int(args.parallel_searches)
         cfg = dataclasses.replace(
             cfg, samples_per_problem=args.samples,
@@ -105,9 +106,22 @@ def main(argv=None):
 
     # 2. labelling stage: every problem in one call, as the pipeline's auto labelling batch does
     rounds = []
+    in_engine = {"s": 0.0, "polls": 0}
+    real_poll = gen.poll
+
+    def timed_poll():  # time the engine spends stepping vs the scheduler's own work between polls
+        t0 = time.perf_counter()
+        try:
+            return real_poll()
+        finally:
+            in_engine["s"] += time.perf_counter() - t0
+            in_engine["polls"] += 1
+
+    gen.poll = timed_poll
     t = time.perf_counter()
     results = label_problems(items, gen, suite.judge, labeling, sampling=params, on_round=rounds.append)
     label_s = time.perf_counter() - t
+    gen.poll = real_poll
     label_tokens = sum(r["generated_tokens"] for r in rounds)
     prompt_tokens = sum(r["prompt_tokens"] for r in rounds)
     cached_tokens = sum(r["cached_prompt_tokens"] for r in rounds)
@@ -144,6 +158,7 @@ def main(argv=None):
         "parallel_searches": o.parallel_searches, "max_trees": o.max_trees,
         "overlap_values": labeling.overlap_values, "max_tokens": params.max_tokens,
         "speculation": speculation,
+        "engine_share_of_labelling_time": round(in_engine["s"] / label_s, 3) if label_s else None,
         "screening": {"tokens": screen_tokens, "seconds": round(screen_s, 2),
                       "tokens_per_s": round(screen_tokens / screen_s, 2), "status": screened},
         "labeling": {"polls": len(rounds), "generated_tokens": label_tokens, "seconds": round(label_s, 2),
@@ -163,7 +178,7 @@ def main(argv=None):
     print(f"{'plain batch sampling':<22}{plain_tokens:>10}{plain_s:>10.1f}{plain_tps:>10.1f}")
     print(f"saturation {result['saturation']}  (target 0.85); prefix-cache hit share of rollout prompt tokens "
           f"{result['prefix_cache_hit_share']} (target 0.60); polls {len(rounds)}; screening {screened}; "
-          f"speculation {speculation}")
+          f"speculation {speculation}; engine busy {result['engine_share_of_labelling_time']} of the labelling time")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     return result

@@ -149,8 +149,9 @@ def test_procedural_source_on_a_server_pool_with_omegaprm_builds_a_flat_dataflow
 
     assert str(small["state"]) == "DONE"  # the dry run's result: built, not submitted
     names = transform_names(large["proto"])
-    for step in ("ReadProblems", "JoinCheckpoints", "DedupeAndResume", "Sample", "Verify", "Label", "OutcomePairs",
-                 "Checkpoint", "WriteConfigs", "RunStats", "WriteConfigs/Write[step_labels]"):
+    for step in ("ReadProblems", "DedupeAndResume/JoinCheckpoints", "SampleAndVerify/Sample", "SampleAndVerify/Verify",
+                 "Label", "PairAndCheckpoint/OutcomePairs", "PairAndCheckpoint/Checkpoint", "WriteConfigs",
+                 "RunStats", "WriteConfigs/Write[step_labels]"):
         assert step in names, f"{step} missing from the Dataflow job"
     job = json.loads(large["job_json"])
     env = job["environment"]
@@ -194,7 +195,8 @@ def test_file_source_job_does_not_grow_with_the_files(problem_files):
         assert sum(len(gzip.decompress(f.read_bytes()).splitlines()) for f in folder.glob("*.gz")) == n
         jobs.append(corpus_job(["--input", str(folder / "*.jsonl.gz"), "--preset", "gsm8k", "--num-problems", str(n),
                                 "--generator", "scripted", "--samples", "2", "--labeler", "omegaprm",
-                                "--output", "gs://cp-test-bucket/corpus"]))
+                                # pinned: auto shards follow --num-problems (a setting), not the files
+                                "--num-shards", "8", "--output", "gs://cp-test-bucket/corpus"]))
     names = transform_names(jobs[1]["proto"])
     assert {"ReadProblems/MatchFiles", "ReadProblems/ReadFiles", "ReadProblems/KeepFirstN"} <= names
     assert_flat(*jobs)
