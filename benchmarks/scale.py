@@ -422,10 +422,11 @@ def assess(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
             continue
         lo, hi = rs[0], rs[-1]
         v: Dict[str, Any] = {"sizes": [r["problems"] for r in rs]}
-        # What the driver process holds besides submitting and finalising the job.
-        v["driver_holds"] = ", ".join(
-            (["the runner (FnApiRunner: data crossing stages)"] if lo["runner"] == "fnapi" else [])
-            + (["the validation gate (in-process)"] if lo["validate"] else [])) or "nothing else"
+        # What the driver process holds besides submitting and finalising the job. The validation gate is a
+        # Beam job on the run's runner: in the driver only where the runner itself is (FnApiRunner).
+        v["driver_holds"] = ("the runner (FnApiRunner: data crossing stages"
+                             + (", the validation gate's job)" if lo["validate"] else ")")
+                             if lo["runner"] == "fnapi" else "nothing else")
         v["driver_rss_growth"] = round(hi["driver_peak_rss_mb"] / lo["driver_peak_rss_mb"] - 1, 3)
         v["graph_bytes_growth"] = round(hi["graph_bytes"] / lo["graph_bytes"] - 1, 4)
         v["rss_flat"] = abs(v["driver_rss_growth"]) <= 0.10

@@ -10,7 +10,7 @@ same display (:meth:`LiveProgress.poll`).
 
 The display is one line, rewritten in place on a terminal::
 
-    sample 24/24 · verify 24/24 · label 9/24 · 1,536 samples · 4,210 rollouts · 231 tok/s · 2m10s · ETA 3m05s
+    sample 24/24 · verify 24/24 · label 9/24 · 1,536 samples · 4,210 rollouts · 30,052 tokens · 231 tok/s · 2m10s · ETA 3m05s
 
 Not on a terminal (CI, log files) it prints the same line at most every 30 s through
 logging; ``--quiet`` silences both.
@@ -149,12 +149,20 @@ class LiveProgress:
                     etas.append((total - done) / rate)
             samples = self._get("sample_samples")
             rollouts = self._get("label_rollouts")
-            tokens = self._get("sample_tokens") + self._get("label_tokens") + self._get("judge_tokens")
             elapsed = now - self._started
+            # The engine's own count moves while requests decode; stages count tokens only when a
+            # problem completes. Rate over the time since tokens started flowing (not engine load).
+            engine_tokens = self._get("engine_tokens")
+            if engine_tokens:
+                tokens, since = engine_tokens, self.first_seen.get("engine", self._started)
+            else:
+                tokens = self._get("sample_tokens") + self._get("label_tokens") + self._get("judge_tokens")
+                since = self._started
             parts.append(f"{_fmt_int(samples)} samples")
             if "label" in self.stages:
                 parts.append(f"{_fmt_int(rollouts)} rollouts")
-            parts.append(f"{tokens / max(elapsed, 1e-6):,.0f} tok/s")
+            parts.append(f"{_fmt_int(tokens)} tokens")
+            parts.append(f"{tokens / max(now - since, 1e-6):,.0f} tok/s")
             parts.append(_fmt_duration(elapsed))
             all_done = total and all(self._get(f"{s}_problems") + resumed >= total for s in self.stages)
             if etas:

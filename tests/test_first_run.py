@@ -214,13 +214,59 @@ def test_live_progress_line_on_a_terminal_with_counts_rate_and_eta():
         progress.report("verify", problems=10)
         progress.report("label", problems=4, rollouts=120, tokens=2000)
         line = live.line()
-    assert line.startswith("sample 10/10 · verify 10/10 · label 4/10 · 40 samples · 120 rollouts · ")
+    assert line.startswith("sample 10/10 · verify 10/10 · label 4/10 · 40 samples · 120 rollouts · 6,000 tokens · ")
     assert re.search(r"· [\d,]+ tok/s · \d+s · ETA \d+s$", line), line
     written = stream.getvalue()
     assert written.startswith("\r") and written.endswith("\n") and "label 4/10" in written
     # Outside the context nothing is displayed any more (workers still count Beam metrics).
     progress.report("sample", problems=1)
     assert "label 4/10" in live.line()
+
+
+def test_engine_tokens_move_the_line_before_any_problem_completes():
+    """While a batch decodes no problem is done yet: the engine's live count carries the token figure."""
+    with LiveProgress(total=24, stages=("sample", "verify"), stream=io.StringIO(), enabled=False) as live:
+        progress.report("engine", tokens=5000)
+        assert live.line().startswith("sample 0/24 · verify 0/24 · 0 samples · 5,000 tokens · ")
+        progress.report("sample", problems=3, samples=24, tokens=900)  # part of what the engine counted
+        progress.report("engine", tokens=1000)
+        assert live.line().startswith("sample 3/24 · verify 0/24 · 24 samples · 6,000 tokens · ")
+
+
+class _FakeDetokenizer:
+    def __init__(self, n):
+        self.n = n
+
+    def num_output_tokens(self):
+        return self.n
+
+
+def test_the_vllm_token_meter_counts_in_flight_and_finished_tokens_once():
+    from types import SimpleNamespace
+
+    from counterpoint.generators.vllm_local import _LiveTokenMeter
+
+    states = {"a": SimpleNamespace(detokenizer=_FakeDetokenizer(30)),
+              "b": SimpleNamespace(detokenizer=_FakeDetokenizer(12))}
+    engine = SimpleNamespace(output_processor=SimpleNamespace(request_states=states))
+    meter = _LiveTokenMeter()
+    with LiveProgress(total=1, stages=("sample",), stream=io.StringIO(), enabled=False) as live:
+        meter.maybe_report(engine, force=True)
+        assert live.counts["engine_tokens"] == 42
+        meter.maybe_report(engine)  # within a second of the last report: nothing new
+        # "a" finishes with 31 tokens and leaves the in-flight states; "b" decoded 8 more
+        del states["a"]
+        states["b"].detokenizer.n = 20
+        meter.finished(SimpleNamespace(outputs=[SimpleNamespace(token_ids=list(range(31)))]))
+        meter.maybe_report(engine, force=True)
+        assert live.counts["engine_tokens"] == 51
+        # a vLLM without these internals: finished outputs still count, nothing raises
+        meter.finished(SimpleNamespace(outputs=[SimpleNamespace(token_ids=[1] * 20)]))
+        meter.maybe_report(SimpleNamespace(), force=True)
+        assert live.counts["engine_tokens"] == 51 and not meter.live
+        meter.finished(SimpleNamespace(outputs=[SimpleNamespace(token_ids=[1] * 9)]))
+        meter.maybe_report(None, force=True)
+        assert live.counts["engine_tokens"] == 60
 
 
 def test_progress_is_a_log_line_when_not_a_terminal_and_nothing_when_quiet(caplog):

@@ -32,6 +32,7 @@ import pytest
 from counterpoint import corpus
 from counterpoint.config import from_dict
 from counterpoint.pipelines.generate_corpus import run
+from counterpoint.progress import LiveProgress
 from counterpoint.schemas import records
 from counterpoint.state import ProblemState
 from counterpoint.verifiers import NumericVerifier
@@ -74,8 +75,20 @@ def real_run(tmp_path_factory):
     })
     # Two threads in one worker process share the one engine (engine calls serialised, each thread's finished
     # requests routed back to it).
-    summary = run(["--runner=FnApiRunner", "--direct_running_mode=multi_threading", "--direct_num_workers=2"],
-                  config=cfg)
+    live_counts = []
+    real_exit = LiveProgress.__exit__
+
+    def keep_counts(self, *exc):
+        live_counts.append(dict(self.counts))
+        return real_exit(self, *exc)
+
+    LiveProgress.__exit__ = keep_counts
+    try:
+        summary = run(["--runner=FnApiRunner", "--direct_running_mode=multi_threading", "--direct_num_workers=2"],
+                      config=cfg)
+    finally:
+        LiveProgress.__exit__ = real_exit
+    summary["live_counts"], = live_counts
     return tmp / "out", summary, cfg
 
 
@@ -113,6 +126,9 @@ def test_every_sample_is_a_well_formed_verified_row(real_run):
     assert (c["correct"], c["incorrect"], c["unknown"]) == tuple(
         sum(r["verdict"] == v for r in rows) for v in ("correct", "incorrect", "unknown"))
     assert c["problems_in"] == c["problems_with_output"] + c["problems_rejected"] == len(PROBLEMS)
+    # The progress line's live engine count saw at least every sampled token (rollouts add more).
+    live = summary["live_counts"]
+    assert live["engine_tokens"] >= live["sample_tokens"] == c["generated_tokens"]
     # Seeded requests with chunked prefills did not crash the engine (no problem was rejected).
     assert c["problems_rejected"] == 0 and summary["provenance"]["generator"]["seed_mode"] == "request"
 

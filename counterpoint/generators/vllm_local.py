@@ -96,6 +96,50 @@ def expected_tokens(cfg) -> Optional[float]:
     return tokens
 
 
+class _LiveTokenMeter:
+    """Counts generated tokens while requests are still decoding, for the live progress line.
+
+    Stages report tokens when a problem completes, which for a batch of long samples is minutes
+    after decoding started; this meter reports the engine's own count (finished outputs plus the
+    tokens of requests still in flight, at most once a second) as the ``engine_tokens`` counter.
+    The in-flight part reads vLLM's output processor (not a public API): if that changes, only
+    finished outputs are counted.
+    """
+
+    every_s = 1.0
+
+    def __init__(self) -> None:
+        self.finished_tokens = 0
+        self.reported = 0
+        self.last = 0.0
+        self.live = True
+
+    def finished(self, output) -> None:
+        self.finished_tokens += sum(len(c.token_ids) for c in output.outputs)
+
+    def _in_flight(self, engine) -> int:
+        if engine is None or not self.live:
+            return 0
+        try:
+            states = engine.output_processor.request_states.values()
+            return sum(s.detokenizer.num_output_tokens() for s in states if s.detokenizer is not None)
+        except Exception:  # vLLM internals moved: fall back to finished outputs
+            self.live = False
+            return 0
+
+    def maybe_report(self, engine, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < self.every_s:
+            return
+        self.last = now
+        total = self.finished_tokens + self._in_flight(engine)
+        if total > self.reported:  # monotone: a finished child leaves the in-flight sum before its parent returns
+            from counterpoint import progress
+
+            progress.report("engine", tokens=total - self.reported)
+            self.reported = total
+
+
 def choose_compile(cfg, cpu_flags: Optional[set] = None) -> str:
     """``on`` or ``off`` for ``generator.compile=auto``.
 
@@ -166,13 +210,14 @@ class VLLMGenerator(Generator):
         self._owner: Dict[str, int] = {}
         self._finished: Dict[str, Any] = {}
         self._next_handle = 0
+        self._token_meter = _LiveTokenMeter()
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_llm"] = None
         state["_tokenizer"] = None
         state["_loaded"] = False
-        for k in ("_engine_lock", "_owner", "_finished"):
+        for k in ("_engine_lock", "_owner", "_finished", "_token_meter"):
             state.pop(k, None)
         return state
 
@@ -348,6 +393,8 @@ class VLLMGenerator(Generator):
                         for o in engine.step():
                             if o.finished:
                                 self._finished[o.request_id] = o
+                                self._token_meter.finished(o)
+                        self._token_meter.maybe_report(engine, force=not engine.has_unfinished_requests())
                     else:  # requests of mine that the engine no longer knows (an earlier failure)
                         lost = [h for h, owner in self._owner.items() if owner == me and h not in self._finished]
                         for h in lost:
@@ -366,6 +413,7 @@ class VLLMGenerator(Generator):
                     raise EngineDeadError(f"vLLM engine failed: {type(e).__name__}: {e}") from e
 
     def close(self) -> None:
+        self._token_meter.maybe_report(None, force=True)
         self._llm = None
         self._tokenizer = None
         self._loaded = False
