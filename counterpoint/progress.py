@@ -70,8 +70,11 @@ class LiveProgress:
     """
 
     def __init__(self, *, total: Optional[int], stages, enabled: bool = True, stream=None,
-                 interval_s: float = 0.5, log_every_s: float = 30.0):
+                 interval_s: float = 0.5, log_every_s: float = 30.0, sampling_token_budget: Optional[int] = None):
         self.total = total
+        # Most tokens the sampling stage can generate (problems x samples x max_tokens): an upper-bound
+        # ETA while a batch decodes and no problem has completed yet.
+        self.sampling_token_budget = sampling_token_budget
         self.stages = tuple(stages)
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
@@ -167,6 +170,11 @@ class LiveProgress:
             all_done = total and all(self._get(f"{s}_problems") + resumed >= total for s in self.stages)
             if etas:
                 parts.append(f"ETA {_fmt_duration(max(etas))}")
+            elif not all_done and engine_tokens and self.sampling_token_budget and not self._get("sample_problems"):
+                # nothing completed yet: at most the budget's remaining tokens at the current rate
+                rate = engine_tokens / max(now - since, 1e-6)
+                left = max(self.sampling_token_budget - engine_tokens, 0) / max(rate, 1e-6)
+                parts.append(f"ETA ≤ {_fmt_duration(left)}")
             elif not all_done:
                 parts.append("ETA ?")
             return " · ".join(parts)

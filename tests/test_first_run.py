@@ -228,6 +228,10 @@ def test_engine_tokens_move_the_line_before_any_problem_completes():
     with LiveProgress(total=24, stages=("sample", "verify"), stream=io.StringIO(), enabled=False) as live:
         progress.report("engine", tokens=5000)
         assert live.line().startswith("sample 0/24 · verify 0/24 · 0 samples · 5,000 tokens · ")
+        assert live.line().endswith("ETA ?")  # no token budget given
+        live.sampling_token_budget = 15000
+        live.first_seen["engine"] -= 10  # 5,000 tokens in 10 s: 10,000 left take at most 20 s
+        assert re.search(r"· 5,000 tokens · (49\d|500) tok/s · \d+s · ETA ≤ (19|20)s$", live.line()), live.line()
         progress.report("sample", problems=3, samples=24, tokens=900)  # part of what the engine counted
         progress.report("engine", tokens=1000)
         assert live.line().startswith("sample 3/24 · verify 0/24 · 24 samples · 6,000 tokens · ")
@@ -246,27 +250,36 @@ def test_the_vllm_token_meter_counts_in_flight_and_finished_tokens_once():
 
     from counterpoint.generators.vllm_local import _LiveTokenMeter
 
-    states = {"a": SimpleNamespace(detokenizer=_FakeDetokenizer(30)),
-              "b": SimpleNamespace(detokenizer=_FakeDetokenizer(12))}
+    def seq(n):
+        return SimpleNamespace(detokenizer=_FakeDetokenizer(n))
+
+    def output(n):
+        return SimpleNamespace(outputs=[SimpleNamespace(token_ids=[7] * n)])
+
+    # one request with two children ("0_r", "1_r") and a plain request "s"
+    states = {"0_r": seq(30), "1_r": seq(12), "s": seq(5)}
     engine = SimpleNamespace(output_processor=SimpleNamespace(request_states=states))
     meter = _LiveTokenMeter()
     with LiveProgress(total=1, stages=("sample",), stream=io.StringIO(), enabled=False) as live:
         meter.maybe_report(engine, force=True)
-        assert live.counts["engine_tokens"] == 42
+        assert live.counts["engine_tokens"] == 47
+        states["1_r"].detokenizer.n = 40
         meter.maybe_report(engine)  # within a second of the last report: nothing new
-        # "a" finishes with 31 tokens and leaves the in-flight states; "b" decoded 8 more
-        del states["a"]
-        states["b"].detokenizer.n = 20
-        meter.finished(SimpleNamespace(outputs=[SimpleNamespace(token_ids=list(range(31)))]))
+        assert live.counts["engine_tokens"] == 47
+        # child "0_r" finished at 31 tokens and left; its request has not returned yet (its sibling decodes)
+        del states["0_r"]
         meter.maybe_report(engine, force=True)
-        assert live.counts["engine_tokens"] == 51
+        assert live.counts["engine_tokens"] == 30 + 40 + 5
+        # everything finished: the exact counts of the outputs win over the last-seen ones
+        states.clear()
+        meter.finished(output(31 + 44))
+        meter.finished(output(6))
+        meter.maybe_report(engine, force=True)
+        assert live.counts["engine_tokens"] == 81
         # a vLLM without these internals: finished outputs still count, nothing raises
-        meter.finished(SimpleNamespace(outputs=[SimpleNamespace(token_ids=[1] * 20)]))
+        meter.finished(output(9))
         meter.maybe_report(SimpleNamespace(), force=True)
-        assert live.counts["engine_tokens"] == 51 and not meter.live
-        meter.finished(SimpleNamespace(outputs=[SimpleNamespace(token_ids=[1] * 9)]))
-        meter.maybe_report(None, force=True)
-        assert live.counts["engine_tokens"] == 60
+        assert live.counts["engine_tokens"] == 90 and not meter.live
 
 
 def test_progress_is_a_log_line_when_not_a_terminal_and_nothing_when_quiet(caplog):

@@ -100,16 +100,20 @@ class _LiveTokenMeter:
     """Counts generated tokens while requests are still decoding, for the live progress line.
 
     Stages report tokens when a problem completes, which for a batch of long samples is minutes
-    after decoding started; this meter reports the engine's own count (finished outputs plus the
-    tokens of requests still in flight, at most once a second) as the ``engine_tokens`` counter.
-    The in-flight part reads vLLM's output processor (not a public API): if that changes, only
-    finished outputs are counted.
+    after decoding started; this meter reports the engine's own count as the ``engine_tokens``
+    counter, at most once a second. Two lower bounds of the true count, the larger wins: the exact
+    tokens of finished outputs, and the tokens of every sequence seen decoding (vLLM's output
+    processor states, not a public API; a sequence that leaves keeps its last-seen count, so the
+    ``n`` children of a request count before the request as a whole returns). Once the engine is
+    idle the first is exact. If vLLM's internals move, only finished outputs are counted.
     """
 
     every_s = 1.0
 
     def __init__(self) -> None:
-        self.finished_tokens = 0
+        self.finished_tokens = 0  # exact, from finished outputs
+        self.gone_tokens = 0  # last-seen counts of sequences that left the engine
+        self.seen: Dict[str, int] = {}
         self.reported = 0
         self.last = 0.0
         self.live = True
@@ -117,23 +121,27 @@ class _LiveTokenMeter:
     def finished(self, output) -> None:
         self.finished_tokens += sum(len(c.token_ids) for c in output.outputs)
 
-    def _in_flight(self, engine) -> int:
-        if engine is None or not self.live:
-            return 0
-        try:
-            states = engine.output_processor.request_states.values()
-            return sum(s.detokenizer.num_output_tokens() for s in states if s.detokenizer is not None)
-        except Exception:  # vLLM internals moved: fall back to finished outputs
-            self.live = False
-            return 0
+    def _seen_total(self, engine) -> int:
+        if engine is not None and self.live:
+            try:
+                now = {rid: st.detokenizer.num_output_tokens()
+                       for rid, st in engine.output_processor.request_states.items() if st.detokenizer is not None}
+            except Exception:  # vLLM internals moved: fall back to finished outputs
+                self.live = False
+                now = {}
+        else:
+            now = {}
+        self.gone_tokens += sum(n for rid, n in self.seen.items() if rid not in now)
+        self.seen = now
+        return self.gone_tokens + sum(now.values())
 
     def maybe_report(self, engine, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last < self.every_s:
+        clock = time.monotonic()
+        if not force and clock - self.last < self.every_s:
             return
-        self.last = now
-        total = self.finished_tokens + self._in_flight(engine)
-        if total > self.reported:  # monotone: a finished child leaves the in-flight sum before its parent returns
+        self.last = clock
+        total = max(self.finished_tokens, self._seen_total(engine))
+        if total > self.reported:
             from counterpoint import progress
 
             progress.report("engine", tokens=total - self.reported)

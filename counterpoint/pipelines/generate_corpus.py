@@ -207,7 +207,9 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True,
     p = test_pipeline or beam.Pipeline(options=options)
     build_pipeline(p, cfg, layout, staging, hf_files)
     t_pipe = time.perf_counter()
-    with LiveProgress(total=_progress_total(cfg), stages=_stages(cfg), enabled=not cfg.quiet) as live:
+    total = _progress_total(cfg)
+    budget = total * cfg.samples_per_problem * cfg.sampling.max_tokens if total else None
+    with LiveProgress(total=total, stages=_stages(cfg), enabled=not cfg.quiet, sampling_token_budget=budget) as live:
         result = p.run()
         live.poll(result)  # returns at once on runners whose run() already waited (FnApiRunner)
         result.wait_until_finish()
