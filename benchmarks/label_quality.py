@@ -30,7 +30,7 @@ final answer (checked by the chain's own grammar, independent of
 failures labelled (must be 0); unresolved solutions.
 
     python benchmarks/label_quality.py                      # scripted, < 2 min on 2 CPU cores
-    python benchmarks/label_quality.py --model embedded     # the same on the embedded vLLM model (no ground
+    python benchmarks/label_quality.py --model embedded     # the embedded vLLM model (no ground
                                                             # truth: false-equation share + judge agreement)
     python benchmarks/label_quality.py --processbench FILE --model embedded   # ProcessBench-style JSONL
 
@@ -253,7 +253,7 @@ def run_embedded(args) -> Dict[str, Any]:
         rows = corpus.trajectory_rows(p, comps, request=req, model_id=gen.model_id, segmentation="paragraph")
         verdicts = verify([(r["completion"], p["gold_answer"], r["finish_reason"] == "length", p["answer_type"])
                            for r in rows])
-        corpus.apply_verdicts(rows, verdicts, verifier_name="auto", verifier_version="")
+        rows = corpus.apply_verdicts(rows, verdicts, verifier_name="auto", verifier_version="")
         items.append(ProblemForLabeling(problem=p, trajectories=rows, system_prompt=DEFAULT_SYSTEM_PROMPT))
     gold = {p["problem_id"]: p["gold_answer"] for p in problems}
     out: Dict[str, Any] = {"model": gen.model_id, "problems": args.problems, "samples": args.samples, "runs": {}}
@@ -357,8 +357,13 @@ def main(argv=None) -> int:
     ap.add_argument("--processbench", default=None, help="ProcessBench-style JSONL to score (needs --model)")
     ap.add_argument("--verifier", default="math", help="verifier for --processbench answers")
     ap.add_argument("--max-tokens", type=int, default=256)
-    ap.add_argument("--out", default=RESULTS)
+    ap.add_argument("--out", default=None,
+                    help="results JSON (default: results/label_quality.json; label_quality_embedded.json with --model, "
+                         "label_quality_processbench.json with --processbench)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        suffix = "_processbench" if args.processbench else "_embedded" if args.model else ""
+        args.out = RESULTS.replace(".json", f"{suffix}.json")
     t0 = time.perf_counter()
     if args.processbench:
         if not args.model:

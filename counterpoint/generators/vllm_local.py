@@ -172,7 +172,8 @@ class VLLMGenerator(Generator):
     Args:
       model: HF folder or Hub id, or ``"embedded"`` for the bundled SmolLM2-135M-Instruct.
       seed: engine seed (and base of per-request seeds).
-      seed_mode: ``"engine"``, ``"request"`` or ``"auto"`` (engine on CPU, request on GPU).
+      seed_mode: ``"engine"``, ``"request"`` or ``"auto"`` (= request: per-request seeds, on CPU through
+        ``counterpoint.generators.vllm_cpu_seed``).
       max_model_len: context length (prompt + generation).
       engine_kwargs: passed to ``vllm.LLM`` as is (e.g. ``gpu_memory_utilization``).
     """
