@@ -33,43 +33,24 @@ from typing import Dict, List
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from counterpoint.generators.base import GenerationRequest, SamplingParams  # noqa: E402
+from counterpoint.generators.base import SamplingParams  # noqa: E402
 from counterpoint.generators.scripted import (  # noqa: E402
     ChainPolicy,
     ScriptedGenerator,
     chain_first_error,
     chain_problem,
-    chain_verdict,
     chain_verify,
 )
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, ProblemForLabeling, label_problems  # noqa: E402
-from counterpoint.segmentation import segment  # noqa: E402
+from counterpoint.labeling.worlds import sampled_chain_items  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "labeling_efficiency.json")
+
+
 def sample_items(policy: ChainPolicy, n_problems: int, n_steps: int, k_f: int, seed: int) -> List[ProblemForLabeling]:
     """The sampling stage: K_f solutions per problem, verified and segmented (trajectory rows)."""
-    gen = ScriptedGenerator(policy)
     problems = [chain_problem(seed, i, num_steps=n_steps) for i in range(n_problems)]
-    requests = [GenerationRequest.chat(None, p["question"], n=k_f, seed=seed * 1_000_003 + i) for i, p in enumerate(problems)]
-    outputs = gen.generate(requests)
-    items = []
-    for p, comps in zip(problems, outputs):
-        verdicts = [chain_verdict(c.text, p["gold_answer"], c.truncated) for c in comps]
-        trajs = [
-            {
-                "problem_id": p["problem_id"],
-                "sample_index": j,
-                "completion": c.text,
-                "steps": segment(c.text, "paragraph"),
-                "verdict": v.verdict,
-                "verdict_reason": v.reason,
-                "finish_reason": c.finish_reason,
-                "num_generated_tokens": c.num_tokens,
-            }
-            for j, (c, v) in enumerate(zip(comps, verdicts))
-        ]
-        items.append(ProblemForLabeling(p, trajs, None, "paragraph"))
-    return items
+    return sampled_chain_items(policy, problems, k_f, seed_of=lambda i: seed * 1_000_003 + i)
 
 
 def evaluate(items, results, labeler: str, wall: float, calls: int) -> Dict[str, float]:

@@ -62,15 +62,16 @@ import os
 import platform
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "scale.json")
+if ROOT not in sys.path:  # run as a script: this checkout's package
+    sys.path.insert(0, ROOT)
 DEFAULT_SIZES = (1000, 10000, 100000)
 PORTABLE_SIZES = (10000,)
 SAMPLES = 2
@@ -223,26 +224,8 @@ def run_case(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------
-# The portable topology: a job service and an external worker pool, each in its own process
+# Peak memory of the portable services (counterpoint.local_services starts and stops them)
 # ---------------------------------------------------------------------------
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"service on port {port} exited with {proc.returncode}")
-        with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-            if s.connect_ex(("localhost", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout_s}s")
-
-
 def peak_rss_mb(pid: int) -> Optional[float]:
     """``VmHWM`` (peak resident set) of a live process, in MiB (Linux)."""
     try:
@@ -253,41 +236,6 @@ def peak_rss_mb(pid: int) -> Optional[float]:
     except OSError:
         pass
     return None
-
-
-@contextlib.contextmanager
-def portable_services(env: Dict[str, str], log_dir: str, peaks: Dict[str, Optional[float]]) -> Iterator[List[str]]:
-    """Starts ``local_job_service_main`` and ``worker_pool_main``; yields the PortableRunner options; stops both.
-
-    ``peaks`` receives each service's peak RSS (MiB) just before it is stopped.
-    """
-    job_port, pool_port = free_port(), free_port()
-    procs = []
-    try:
-        for name, args, port in (
-            ("job_service", ["-m", "apache_beam.runners.portability.local_job_service_main", "-p", str(job_port)],
-             job_port),
-            ("worker_pool", ["-m", "apache_beam.runners.worker.worker_pool_main", "--service_port", str(pool_port)],
-             pool_port),
-        ):
-            log = open(os.path.join(log_dir, f"{name}.log"), "wb")
-            proc = subprocess.Popen([sys.executable, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=ROOT, start_new_session=True)
-            procs.append((name, proc, log))
-            wait_for_port(port, proc)
-        yield ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}",
-               "--environment_type=EXTERNAL", f"--environment_config=localhost:{pool_port}"]
-    finally:
-        for name, proc, log in reversed(procs):
-            peaks[f"{name}_peak_rss_mb"] = peak_rss_mb(proc.pid)
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            log.close()
 
 
 # ---------------------------------------------------------------------------
@@ -341,7 +289,14 @@ def measure(runner: str, labeler: Optional[str], n: int, validate: bool, work: s
     service_peaks: Dict[str, Optional[float]] = {}
     with contextlib.ExitStack() as stack:
         if runner == "portable":
-            spec["argv"] = argv + stack.enter_context(portable_services(env, case_dir, service_peaks))
+            from counterpoint import local_services
+
+            def keep_peak(service: str, proc) -> None:
+                service_peaks[f"{service}_peak_rss_mb"] = peak_rss_mb(proc.pid)
+
+            services = stack.enter_context(local_services.portable_services(case_dir, env=env, cwd=ROOT,
+                                                                            before_stop=keep_peak))
+            spec["argv"] = argv + services.options
         else:
             spec["argv"] = argv + ["--runner=FnApiRunner", "--direct_running_mode=multi_processing",
                                    f"--direct_num_workers={WORKERS}"]

@@ -164,15 +164,15 @@ class LiveProgress:
             parts.append(f"{_fmt_int(samples)} samples")
             if "label" in self.stages:
                 parts.append(f"{_fmt_int(rollouts)} rollouts")
+            rate = tokens / max(now - since, 1e-6)
             parts.append(f"{_fmt_int(tokens)} tokens")
-            parts.append(f"{tokens / max(now - since, 1e-6):,.0f} tok/s")
+            parts.append(f"{rate:,.0f} tok/s")
             parts.append(_fmt_duration(elapsed))
             all_done = total and all(self._get(f"{s}_problems") + resumed >= total for s in self.stages)
             if etas:
                 parts.append(f"ETA {_fmt_duration(max(etas))}")
             elif not all_done and engine_tokens and self.sampling_token_budget and not self._get("sample_problems"):
                 # nothing completed yet: at most the budget's remaining tokens at the current rate
-                rate = engine_tokens / max(now - since, 1e-6)
                 left = max(self.sampling_token_budget - engine_tokens, 0) / max(rate, 1e-6)
                 parts.append(f"ETA ≤ {_fmt_duration(left)}")
             elif not all_done:

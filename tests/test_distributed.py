@@ -17,60 +17,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
-import time
-from contextlib import closing
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from counterpoint import cli
+from counterpoint import cli, local_services
 from counterpoint.config import from_dict
 from counterpoint.pipelines.generate_corpus import run
 from counterpoint.schemas import records
 
 BIN = str(Path(sys.executable).parent)
 CONFIGS = list(records.OUTCOME_CONFIGS) + list(records.STEP_CONFIGS)
-
-
-def _free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"service exited with {proc.returncode} before listening on {port}")
-        with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on {port} after {timeout_s}s")
-
-
-def _start(args, port, log: Path, env=None) -> subprocess.Popen:
-    f = open(log, "wb")
-    proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    _wait_port(port, proc)
-    return proc
-
-
-def _stop(*procs) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _config(out, **overrides):
@@ -114,29 +73,16 @@ def reference(tmp_path_factory):
 @pytest.fixture(scope="module")
 def portable_services(tmp_path_factory):
     logs = tmp_path_factory.mktemp("services")
-    job_port, pool_port = _free_port(), _free_port()
-    # The worker pool starts SDK workers with `python -c ...`: this interpreter must be first on PATH.
-    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
-    job_service = _start([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-                          "--port", str(job_port)], job_port, logs / "job_service.log", env)
-    try:
-        pool = _start([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
-                       "--service_port", str(pool_port)], pool_port, logs / "worker_pool.log", env)
-    except Exception:
-        _stop(job_service)
-        raise
-    yield job_port, pool_port, logs
-    _stop(pool, job_service)
+    with local_services.portable_services(str(logs)) as services:
+        yield services, logs
 
 
 def test_portable_runner_with_an_external_worker_pool_writes_the_same_records(tmp_path, reference,
                                                                              portable_services):
-    job_port, pool_port, logs = portable_services
+    services, logs = portable_services
     ref_out, ref_summary, ref_records = reference
     out = tmp_path / "out"
-    argv = ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
-            f"--environment_config=localhost:{pool_port}"]
-    summary = run(argv, save_main_session=False, config=_config(out))
+    summary = run(services.options, save_main_session=False, config=_config(out))
     got = _records(_local_reader(out))
     for config in CONFIGS:
         assert got[config] == ref_records[config], config
@@ -157,9 +103,10 @@ def s3(tmp_path_factory):
     pytest.importorskip("moto")
     boto3 = pytest.importorskip("boto3")
     pytest.importorskip("apache_beam.io.aws.s3filesystem")
-    port = _free_port()
+    port = local_services.free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
-    server = _start([os.path.join(BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)], port, log)
+    server = local_services.start_service([os.path.join(BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                                          port, str(log))
     url = f"http://127.0.0.1:{port}"
     creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
@@ -169,7 +116,7 @@ def s3(tmp_path_factory):
     options = [f"--s3_endpoint_url={url}", "--s3_access_key_id=testing", "--s3_secret_access_key=testing",
                "--s3_region_name=us-east-1"]
     yield url, client, options
-    _stop(server)
+    local_services.stop_services(server)
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

@@ -475,3 +475,25 @@ def test_missing_config_counts_as_zero_rows(tmp_path, gate):
     assert report.configs["rejects"]["success"] and report.configs["rejects"]["n_shards"] == 0
     assert report.quarantined == []
     assert "preferences" in report.message() and "expect_table_row_count_to_be_between" in report.message()
+
+
+def test_on_a_cluster_the_gate_is_a_job_of_the_runs_runner_and_options():
+    """A Dataflow run validates on Dataflow with the run's options (a disabling flag included), under its own
+    job name, without Counterpoint's own options; a local run validates in-process."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from counterpoint.pipelines.generate_corpus import resolve_config  # noqa: F401  (registers CounterpointOptions)
+    from counterpoint.validation import gate
+
+    run_options = PipelineOptions([
+        "--runner=DataflowRunner", "--project=cp-test", "--region=us-central1", "--job_name=corpus",
+        "--temp_location=gs://bucket/tmp", "--no_use_public_ips", "--experiments=a", "--experiments=b",
+        "--cp_num_problems=100"])
+    options = gate._gate_options(None, run_options, on_job_runner=True).get_all_options(drop_default=True)
+    assert {k: options.get(k) for k in ("runner", "project", "region", "job_name", "temp_location",
+                                        "use_public_ips", "experiments")} == {
+        "runner": "DataflowRunner", "project": "cp-test", "region": "us-central1", "job_name": "corpus-validate",
+        "temp_location": "gs://bucket/tmp", "use_public_ips": False, "experiments": ["a", "b"]}
+    assert not [k for k in options if k.startswith("cp_")]
+    local = gate._gate_options(None, run_options).get_all_options(drop_default=True)
+    assert local["runner"] == "FnApiRunner" and local["project"] == "cp-test"

@@ -214,7 +214,8 @@ def _export(cfg: RunConfig, layout: storage.OutputLayout, summary: Dict[str, Any
 
 
 def finalize_run(cfg: RunConfig, *, layout: storage.OutputLayout, staging: storage.StagingLayout,
-                 timing: Dict[str, float], started: float, options=None, pipeline_result=None) -> Dict[str, Any]:
+                 timing: Dict[str, float], started: float, options=None, pipeline_result=None,
+                 on_job_runner: bool = False) -> Dict[str, Any]:
     configs = cfg.configs()
     stats_path = storage.join(staging.counts_dir, "run_stats.json")
     if not storage.exists(stats_path):
@@ -244,11 +245,8 @@ def finalize_run(cfg: RunConfig, *, layout: storage.OutputLayout, staging: stora
         from counterpoint.validation import validate_output
 
         t = time.perf_counter()
-        from counterpoint.pipelines.generate_corpus import _runs_here
-
-        on_cluster = options is not None and not _runs_here(options)
         report = validate_output(staging.root, configs=configs, quarantine_dir=layout.quarantine_dir(staging.run_id),
-                                 min_rows=cfg.min_rows, pipeline_options=options, on_job_runner=on_cluster)
+                                 min_rows=cfg.min_rows, pipeline_options=options, on_job_runner=on_job_runner)
         post["validate_s"] = time.perf_counter() - t
         summary["validation"] = {"success": report.success, "failures": len(report.failures)}
         if not report.success:

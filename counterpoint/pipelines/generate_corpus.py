@@ -186,7 +186,8 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True,
     options.view_as(SetupOptions).save_main_session = save_main_session
     if options.view_as(StandardOptions).runner is None and test_pipeline is None:
         options.view_as(StandardOptions).runner = DEFAULT_LOCAL_RUNNER
-    cfg = check_config(resolve_config(options, config), local=_runs_here(options, test_pipeline))
+    local = _runs_here(options, test_pipeline)
+    cfg = check_config(resolve_config(options, config), local=local)
 
     layout = storage.OutputLayout(cfg.output)
     storage.mkdirs(layout.root)
@@ -217,7 +218,7 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True,
     pipeline_seconds = time.perf_counter() - t_pipe
 
     return finalize.finalize_run(cfg, layout=layout, staging=staging, timing={"pipeline_s": pipeline_seconds},
-                                 started=started, options=options, pipeline_result=result)
+                                 started=started, options=options, pipeline_result=result, on_job_runner=not local)
 
 
 def main(argv=None):

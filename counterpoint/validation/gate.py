@@ -64,7 +64,7 @@ _PARTIAL_UNEXPECTED = 20
 _STR_LIMIT = 200
 _LIST_LIMIT = 8
 
-# Where a cross-shard example row lives (the same names as the suites' helper columns).
+# Where a cross-shard example row lives: shard path (relative to the output dir) and row number.
 SHARD_KEY = "__shard"
 ROW_KEY = "__row"
 
@@ -583,17 +583,11 @@ def _gate_options(runner_options: Optional[List[str]], pipeline_options, on_job_
     from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
     if on_job_runner and pipeline_options is not None and runner_options is None:
-        flags = []
-        for k, v in pipeline_options.get_all_options(drop_default=True).items():
-            if k.startswith("cp_") or v is None or v is False:
-                continue  # Counterpoint's own options are the run's, not the gate's
-            if v is True:
-                flags.append(f"--{k}")
-            elif isinstance(v, (list, tuple)):
-                flags += [f"--{k}={x}" for x in v]
-            elif isinstance(v, (str, int, float)):
-                flags.append(f"--{k}={v}")
-        gate = PipelineOptions(flags)
+        # Counterpoint's own options (cp_*) are the run's, not the gate's
+        run_options = {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in pipeline_options.get_all_options(drop_default=True).items()
+                       if not k.startswith("cp_") and v is not None}
+        gate = PipelineOptions.from_dictionary(run_options)
         job = pipeline_options.view_as(GoogleCloudOptions).job_name
         if job:
             gate.view_as(GoogleCloudOptions).job_name = f"{job}-validate"

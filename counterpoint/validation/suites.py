@@ -28,8 +28,6 @@ Derived helper columns (all start with ``__`` and never reach the published data
 =====================  =====================================================
 ``__len_<col>``        ``len(<col>)`` of a list column (null when the list is null)
 ``__<col>_json``       canonical JSON (sorted keys) of ``<col>`` (null when null)
-``__shard``            (cross-shard examples) shard path relative to the output dir
-``__row``              (cross-shard examples) row number inside that shard
 =====================  =====================================================
 
 Every expectation carries ``meta["counterpoint"] = {"rule": ..., "columns": [...]}``
@@ -64,9 +62,6 @@ from counterpoint.schemas import records
 SHARD = "shard"
 CONFIG = "config"
 LEVELS = (SHARD, CONFIG)
-
-SHARD_COLUMN = "__shard"
-ROW_COLUMN = "__row"
 
 
 # ---------------------------------------------------------------------------
