@@ -33,7 +33,6 @@ import hashlib
 import json
 import socket
 import tempfile
-from pathlib import Path
 from typing import Dict, List
 
 import pytest
