@@ -497,3 +497,219 @@ def test_on_a_cluster_the_gate_is_a_job_of_the_runs_runner_and_options():
     assert not [k for k in options if k.startswith("cp_")]
     local = gate._gate_options(None, run_options).get_all_options(drop_default=True)
     assert local["runner"] == "FnApiRunner" and local["project"] == "cp-test"
+
+
+# ---------------------------------------------------------------------------
+# Verdicts bound to content: shard fingerprints and the run's written counts
+# ---------------------------------------------------------------------------
+FAST = ["--runner=FnApiRunner", "--direct_num_workers=1"]
+SMALL = ("trajectories", "preferences", "unpaired")
+
+
+def disk_shards(out: Path, config: str) -> List[dict]:
+    """What the gate must record for ``config``: each shard's path under data/, size, sha256 and rows."""
+    import hashlib
+
+    from counterpoint import storage
+
+    layout = storage.DatasetLayout(str(out))
+    got = []
+    for uri in layout.shards(config):
+        data = Path(uri).read_bytes()
+        got.append({"path": storage.relpath(uri, layout.data_dir), "size": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(), "rows": pq.read_metadata(uri).num_rows})
+    return got
+
+
+def recorded_shards(out: Path, config: str) -> List[dict]:
+    summary = json.loads((out / "validation" / "summary.json").read_text())
+    return [{k: s[k] for k in ("path", "size", "sha256", "rows")} for s in summary["configs"][config]["shards"]]
+
+
+def written_counts(out: Path, configs=SMALL) -> Dict[str, Dict[str, int]]:
+    from counterpoint import storage
+
+    layout = storage.DatasetLayout(str(out))
+    return {c: {"shards": len(layout.shards(c)), "rows": layout.read_table(c).num_rows} for c in configs}
+
+
+def expected_failures(report) -> set:
+    return {(f.config, f.expectation_type, f.rule, f.kwargs.get("min_value"), f.detail.split(":")[0])
+            for f in report.failures if f.expectation_type in ("expect_written_shards_present",
+                                                               "expect_written_rows_present")}
+
+
+def test_shard_fingerprint_is_size_and_sha256():
+    import hashlib
+
+    from counterpoint.validation import shard_fingerprint
+
+    assert shard_fingerprint(b"") == (0, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    data = b"PAR1 some bytes PAR1"
+    assert shard_fingerprint(data) == (len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_gate_records_each_shards_size_hash_and_rows(tmp_path, gate):
+    from counterpoint import storage
+
+    out = tmp_path / "out"
+    rows = make_output(out, n_problems=3, samples=4, n_shards=2, configs=SMALL)
+    report = gate.validate_output(storage.DatasetLayout(str(out)), runner_options=FAST)
+    assert report.success, report.message()
+    for c in SMALL:
+        on_disk = disk_shards(out, c)
+        assert recorded_shards(out, c) == on_disk and len(on_disk) == 2
+        assert sum(s["rows"] for s in on_disk) == len(rows[c])
+    assert recorded_shards(out, "preferences")[0]["path"] == "preferences/train-00000-of-00002.parquet"
+    summary = json.loads((out / "validation" / "summary.json").read_text())
+    # the shard's path relative to the output folder (push compares it) is kept alongside
+    assert [s["shard"] for s in summary["configs"]["unpaired"]["shards"]] == [
+        f"data/unpaired/train-0000{i}-of-00002.parquet" for i in range(2)]
+    assert summary["configs"]["unpaired"]["expected"] is None and summary["expected"] == {}
+
+
+def test_same_row_count_tampering_changes_only_that_shards_hash(tmp_path, gate):
+    out = tmp_path / "out"
+    make_output(out, n_problems=3, samples=4, n_shards=2, configs=SMALL)
+    assert gate.validate_output(str(out), runner_options=FAST).success
+    before = {c: recorded_shards(out, c) for c in SMALL}
+    # chosen and rejected swapped in shard 0: same rows, same schema, still valid -- other content
+    target = shard_path(out, "preferences", 0, 2)
+    table = pq.read_table(target).to_pylist()
+    for r in table:
+        r["chosen"], r["rejected"] = r["rejected"], r["chosen"]
+    pq.write_table(rows_to_table("preferences", table), target, compression="zstd")
+    report = gate.validate_output(str(out), runner_options=FAST)
+    assert report.success, report.message()
+    after = {c: recorded_shards(out, c) for c in SMALL}
+    assert after["trajectories"] == before["trajectories"] and after["unpaired"] == before["unpaired"]
+    assert after["preferences"][1] == before["preferences"][1]
+    old, new = before["preferences"][0], after["preferences"][0]
+    assert (new["path"], new["rows"]) == (old["path"], old["rows"]) and new["sha256"] != old["sha256"]
+    assert after["preferences"] == disk_shards(out, "preferences")
+
+
+def test_written_counts_pass_when_everything_the_run_wrote_is_there(tmp_path, gate):
+    out = tmp_path / "out"
+    make_output(out, n_problems=3, samples=4, n_shards=2, configs=SMALL)
+    counts = written_counts(out)
+    report = gate.validate_output(str(out), runner_options=FAST, expected=counts)
+    assert report.success, report.message()
+    summary = json.loads((out / "validation" / "summary.json").read_text())
+    assert {c: summary["configs"][c]["expected"] for c in SMALL} == counts
+    assert summary["expected"] == counts
+
+
+def test_a_deleted_shard_or_missing_rows_fail_against_the_written_counts(tmp_path, gate):
+    out = tmp_path / "out"
+    rows = make_output(out, n_problems=3, samples=4, n_shards=2, configs=SMALL)
+    counts = written_counts(out)
+    shard_path(out, "trajectories", 1, 2).unlink()  # a deleted shard
+    for p in (out / "data" / "unpaired").glob("*.parquet"):  # a config with no shard left
+        p.unlink()
+    prefs = pq.read_table(shard_path(out, "preferences", 0, 2)).to_pylist()
+    pq.write_table(rows_to_table("preferences", prefs[:-1]), shard_path(out, "preferences", 0, 2),
+                   compression="zstd")  # one row fewer, same shards
+    report = gate.validate_output(str(out), runner_options=FAST, quarantine=False, expected=counts)
+    assert not report.success
+    traj_left = pq.read_metadata(shard_path(out, "trajectories", 0, 2)).num_rows
+    assert 0 < traj_left < len(rows["trajectories"])
+    assert expected_failures(report) == {
+        ("trajectories", "expect_written_shards_present", "written_shards", 2, "observed_value=1"),
+        ("trajectories", "expect_written_rows_present", "written_rows", len(rows["trajectories"]),
+         f"observed_value={traj_left}"),
+        ("unpaired", "expect_written_shards_present", "written_shards", 2, "observed_value=0"),
+        ("unpaired", "expect_written_rows_present", "written_rows", len(rows["unpaired"]), "observed_value=0"),
+        ("preferences", "expect_written_rows_present", "written_rows", len(rows["preferences"]),
+         f"observed_value={len(rows['preferences']) - 1}"),
+    }
+    assert len(report.failures) == 5 and all(f.level == "config" and f.shard is None for f in report.failures)
+    assert "expect_written_shards_present" in report.message()
+    # without the run's counts the same folder passes: the counts are what bind the verdict to the run
+    assert gate.validate_output(str(out), runner_options=FAST, quarantine=False).success
+
+
+def test_a_quarantined_shard_fails_the_next_validation_with_the_same_counts(tmp_path, gate):
+    out = tmp_path / "out"
+    rows = make_output(out, n_problems=3, samples=4, n_shards=2, configs=SMALL)
+    counts = written_counts(out)
+    bad = shard_path(out, "preferences", 1, 2)
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated
+    first = gate.validate_output(str(out), runner_options=FAST, expected=counts)
+    assert {(f.config, f.reason, f.expectation_type) for f in first.failures} == {
+        ("preferences", "corrupt_shard", None),
+        ("preferences", "expectation_failed", "expect_written_rows_present")}
+    assert [q["from"] for q in first.quarantined] == ["data/preferences/train-00001-of-00002.parquet"]
+    assert not bad.exists()
+    second = gate.validate_output(str(out), runner_options=FAST, expected=counts)
+    kept = pq.read_metadata(shard_path(out, "preferences", 0, 2)).num_rows
+    assert expected_failures(second) == {
+        ("preferences", "expect_written_shards_present", "written_shards", 2, "observed_value=1"),
+        ("preferences", "expect_written_rows_present", "written_rows", len(rows["preferences"]),
+         f"observed_value={kept}")}
+    assert len(second.failures) == 2 and second.quarantined == []
+    assert second.configs["trajectories"]["success"] and second.configs["unpaired"]["success"]
+
+
+def test_count_failures_is_a_pure_rule():
+    from counterpoint.validation.cross_shard import count_failures
+
+    assert count_failures("preferences", 2, 10, None, {"shards": 2, "rows": 10}) == []
+    assert count_failures("preferences", 3, 12, None, {"shards": 2, "rows": 10}) == []  # more is not "lost"
+    assert count_failures("rejects", 0, 0, None, {"shards": 0, "rows": 0}) == []
+    assert count_failures("rejects", 1, 0, None, {"shards": 1, "rows": 0}) == []
+    (f,) = count_failures("preferences", 0, 0, None, {"shards": 0, "rows": 4})[:1]
+    assert {k: f[k] for k in ("config", "shard", "expectation_type", "rule", "level", "kwargs")} == {
+        "config": "preferences", "shard": None, "expectation_type": "expect_written_shards_present",
+        "rule": "written_shards", "level": "config", "kwargs": {"min_value": 1}}
+    assert [f["expectation_type"] for f in count_failures("preferences", 1, 3, 5, {"shards": 2, "rows": 4})] == [
+        "expect_table_row_count_to_be_between", "expect_written_shards_present", "expect_written_rows_present"]
+
+
+def test_validate_dataset_composite_in_a_pipeline(tmp_path):
+    """``ValidateDataset`` alone, asserted in-pipeline: shard fingerprints, a cross-shard duplicate,
+    and a config the run wrote that has no shard."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from counterpoint import storage
+    from counterpoint.validation.cross_shard import ValidateDataset
+    from counterpoint.validation.shard import shard_task
+
+    out = tmp_path / "out"
+    rows = make_rows(n_problems=3, samples=4)
+    unp = rows["unpaired"]
+    write_config(out, "unpaired", unp + [dict(unp[0], sample_index=99)], n_shards=2)  # id in both shards
+    write_config(out, "preferences", rows["preferences"], n_shards=2)
+    layout = storage.DatasetLayout(str(out))
+    configs = ["unpaired", "preferences", "trajectories"]
+    tasks = [shard_task(c, uri, layout) for c in configs for uri in layout.shards(c)]
+    expected = {"trajectories": {"shards": 1, "rows": len(rows["trajectories"])}}
+
+    def fingerprints(c):
+        return tuple((s["path"], s["size"], s["sha256"], s["rows"]) for s in disk_shards(out, c))
+
+    def project(result):
+        return (result["config"],
+                tuple((s["path"], s["size"], s["sha256"], s["rows"]) for s in result["shards"]),
+                tuple(sorted((f["expectation_type"], f["detail"]) for f in result["failures"])),
+                tuple(result["offending_shards"]))
+
+    with TestPipeline(runner="FnApiRunner") as p:
+        results = (p | "ListShards" >> beam.Create(tasks)
+                   | "ValidateDataset" >> ValidateDataset(configs, expected=expected)
+                   | "Project" >> beam.Map(project))
+        assert_that(results, equal_to([
+            ("unpaired", fingerprints("unpaired"),
+             (("expect_column_values_to_be_unique", "1 value(s) held by more than one row"),),
+             ("data/unpaired/train-00000-of-00002.parquet", "data/unpaired/train-00001-of-00002.parquet")),
+            ("preferences", fingerprints("preferences"), (), ()),
+            ("trajectories", (),
+             (("expect_written_rows_present",
+               f"observed_value=0: the run wrote {len(rows['trajectories'])} row(s); rerun, or validate without "
+               "the run's counts"),
+              ("expect_written_shards_present",
+               "observed_value=0: the run wrote 1 shard(s); rerun, or validate without the run's counts")),
+             ()),
+        ]))
