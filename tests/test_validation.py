@@ -707,9 +707,9 @@ def test_validate_dataset_composite_in_a_pipeline(tmp_path):
             ("preferences", fingerprints("preferences"), (), ()),
             ("trajectories", (),
              (("expect_written_rows_present",
-               f"observed_value=0: the run wrote {len(rows['trajectories'])} row(s); rerun, or validate without "
-               "the run's counts"),
+               f"observed_value=0: the run wrote {len(rows['trajectories'])} row(s); rerun it or restore the "
+               "missing shard(s)"),
               ("expect_written_shards_present",
-               "observed_value=0: the run wrote 1 shard(s); rerun, or validate without the run's counts")),
+               "observed_value=0: the run wrote 1 shard(s); rerun it or restore the missing shard(s)")),
              ()),
         ]))

@@ -54,10 +54,10 @@ def count_failures(config: str, n_shards: int, rows: int, floor: Optional[int] =
     want_rows = int((expected or {}).get("rows") or 0)
     if n_shards < want_shards or (want_rows and not n_shards):
         out.append(fail(WRITTEN_SHARDS, "written_shards", n_shards, max(want_shards, 1),
-                        f"the run wrote {want_shards} shard(s); rerun, or validate without the run's counts"))
+                        f"the run wrote {want_shards} shard(s); rerun it or restore the missing shard(s)"))
     if rows < want_rows:
         out.append(fail(WRITTEN_ROWS, "written_rows", rows, want_rows,
-                        f"the run wrote {want_rows} row(s); rerun, or validate without the run's counts"))
+                        f"the run wrote {want_rows} row(s); rerun it or restore the missing shard(s)"))
     return out
 
 

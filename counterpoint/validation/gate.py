@@ -167,6 +167,24 @@ def _config_summary(part: Dict[str, Any], moved: Dict[str, str], floor: Optional
     }
 
 
+def _judge(parts: Dict[str, Any], tasks: List[Dict[str, str]], layout: storage.DatasetLayout,
+           quarantine_dir: Optional[str], min_rows: Optional[Dict[str, int]],
+           expected: Optional[Dict[str, Dict[str, int]]]) -> tuple:
+    """``(config summaries, quarantined, Data Docs results)`` of the config results; failed shards are
+    moved to ``quarantine_dir`` (None: they stay)."""
+    uris = {t["shard"]: t["uri"] for t in tasks}
+    quarantined: List[Dict[str, str]] = []
+    summaries: Dict[str, Dict[str, Any]] = {}
+    docs_results: List[tuple] = []
+    for c, part in parts.items():
+        moved = quarantine_config(part, uris, quarantine_dir, layout.root) if quarantine_dir else []
+        quarantined += moved
+        summaries[c] = _config_summary(part, {q["from"]: q["to"] for q in moved},
+                                       (min_rows or {}).get(c), (expected or {}).get(c))
+        docs_results += data_docs.results_of(c, part)
+    return summaries, quarantined, docs_results
+
+
 def validate_output(
     out_dir: Union[str, storage.DatasetLayout],
     *,
@@ -198,17 +216,8 @@ def validate_output(
                       _gate_options(runner_options, pipeline_options, on_job_runner), min_rows, expected)
     pipeline_s = time.monotonic() - t_pipeline
 
-    uris = {t["shard"]: t["uri"] for t in tasks}
-    quarantine_dir = quarantine_dir or layout.path(storage.QUARANTINE_DIR)
-    quarantined: List[Dict[str, str]] = []
-    config_summaries: Dict[str, Dict[str, Any]] = {}
-    docs_results: List[tuple] = []
-    for c, part in parts.items():
-        moved = quarantine_config(part, uris, quarantine_dir, layout.root) if quarantine else []
-        quarantined += moved
-        config_summaries[c] = _config_summary(part, {q["from"]: q["to"] for q in moved},
-                                              (min_rows or {}).get(c), (expected or {}).get(c))
-        docs_results += data_docs.results_of(c, part)
+    quarantine_dir = (quarantine_dir or layout.path(storage.QUARANTINE_DIR)) if quarantine else None
+    config_summaries, quarantined, docs_results = _judge(parts, tasks, layout, quarantine_dir, min_rows, expected)
     failures = [Failure(**f) for s in config_summaries.values() for f in s["failed_expectations"]]
 
     docs_index, docs_error, docs_s = data_docs.build_safely(
