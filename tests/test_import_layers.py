@@ -213,40 +213,34 @@ def _docstring_reason(node) -> bool:
     return REASON in (ast.get_docstring(node) or "")
 
 
+def _long(kind: str, found: Dict[str, int], allowed: Set[str], limit: int) -> None:
+    """Fails on an item over ``limit`` lines that is neither allowed nor says why; and on a stale allowance."""
+    long = [f"{k} ({n} lines)" for k, n in sorted(found.items()) if k not in allowed]
+    assert not long, (f"{kind} over {limit} lines: split them by concern, or say why at the top of the "
+                      f"docstring ('{REASON} ...'): {long}")
+    stale = sorted(allowed - set(found))
+    assert not stale, f"no longer long (or now say why): remove from the allow-list of {kind}: {stale}"
+
+
 def test_long_modules_state_why():
-    long, seen = [], set()
+    found = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         text = path.read_text()
         n = len(text.splitlines())
-        rel = path.relative_to(PACKAGE).as_posix()
-        if n <= MAX_MODULE_LINES or _docstring_reason(ast.parse(text)):
-            continue
-        seen.add(rel)
-        if rel not in LONG_MODULES:
-            long.append(f"{rel} ({n} lines)")
-    assert not long, (f"modules over {MAX_MODULE_LINES} lines: split them by concern, or say why at the top "
-                      f"of the module docstring ('{REASON} ...'): {long}")
-    stale = sorted(LONG_MODULES - seen)
-    assert not stale, f"no longer long (or now say why), remove from LONG_MODULES: {stale}"
+        if n > MAX_MODULE_LINES and not _docstring_reason(ast.parse(text)):
+            found[path.relative_to(PACKAGE).as_posix()] = n
+    _long("modules", found, LONG_MODULES, MAX_MODULE_LINES)
 
 
 def test_long_functions_state_why():
-    long, seen = [], set()
+    found = {}
     for path in sorted(PACKAGE.rglob("*.py")):
-        rel = path.relative_to(PACKAGE).as_posix()
         for node in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
-            n = node.end_lineno - node.lineno + 1
-            if n <= MAX_FUNCTION_LINES or _docstring_reason(node):
-                continue
-            seen.add(f"{rel}:{node.name}")
-            if f"{rel}:{node.name}" not in LONG_FUNCTIONS:
-                long.append(f"{rel}:{node.name} ({n} lines)")
-    assert not long, (f"functions over {MAX_FUNCTION_LINES} lines: split them, or say why at the top of the "
-                      f"docstring ('{REASON} ...'): {long}")
-    stale = sorted(LONG_FUNCTIONS - seen)
-    assert not stale, f"no longer long (or now say why), remove from LONG_FUNCTIONS: {stale}"
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES and not _docstring_reason(node):
+                    found[f"{path.relative_to(PACKAGE).as_posix()}:{node.name}"] = n
+    _long("functions", found, LONG_FUNCTIONS, MAX_FUNCTION_LINES)
 
 
 def test_the_checker_sees_what_it_must():
