@@ -178,8 +178,9 @@ class ValidateShardDoFn(beam.DoFn):
         """Reads and fingerprints the shard and checks its schema; the table to validate, or None."""
         config, rel = element["config"], element["shard"]
         if config not in records.OUTPUT_TABLES:
+            known = sorted(records.OUTPUT_TABLES)
             out["failures"].append(failure_dict(
-                config, rel, UNKNOWN_CONFIG, f"{config!r} is not a known config; known: {sorted(records.OUTPUT_TABLES)}"))
+                config, rel, UNKNOWN_CONFIG, f"{config!r} is not a known config; known: {known}"))
             return None
         try:
             with storage.open_read(element["uri"]) as f:
