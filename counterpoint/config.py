@@ -55,7 +55,8 @@ class VerifierConfig:
     name: str = "auto"
     timeout_s: float = 5.0
     pool_size: int = 2
-    # Tests only: "module:function" run in each math-verify worker before every item (MathVerifier).
+    # Tests only: "module:function" run in each math-verify worker before every item (MathVerifier),
+    # e.g. counterpoint.testing.verifier_faults:inject.
     fault_injector: Optional[str] = None
 
     def __post_init__(self):
@@ -190,8 +191,9 @@ class RunConfig:
         # Where the engine runs and how fast (servers, compile mode, fault injection) does not shape rows.
         gen = {k: v for k, v in shaping["generator"].items()
                if k not in ("base_urls", "api_key", "compile", "engine_kwargs", "max_num_seqs")}
+        # A plugged-in engine (e.g. counterpoint.testing.faults) changes how calls fail, not what they return.
         gen["scripted"] = {k: v for k, v in gen["scripted"].items()
-                           if k not in ("fail_every", "hang_every", "hang_s", "die_every", "capacity")}
+                           if k not in ("engine", "engine_options", "capacity")}
         shaping["generator"] = gen
         shaping["verifier"] = {"name": d["verifier"]["name"], "timeout_s": d["verifier"]["timeout_s"]}
         if self.labeler:

@@ -23,7 +23,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from counterpoint import cli, local_services
+from counterpoint import cli
+from counterpoint.testing import local_services
 from counterpoint.config import from_dict
 from counterpoint.pipelines.generate_corpus import run
 from counterpoint.schemas import records

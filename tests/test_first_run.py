@@ -16,6 +16,7 @@ from counterpoint.config import FLAGS, RunConfig, default_of, from_dict
 from counterpoint.pipelines.finalize import AccountingError, ValidationFailed
 from counterpoint.pipelines.generate_corpus import check_config, resolve_config, run
 from counterpoint.progress import LiveProgress
+from counterpoint.testing.chain import CHAIN_JUDGE
 
 IN_PROCESS = ["--runner=FnApiRunner"]
 
@@ -316,7 +317,7 @@ def test_a_run_reports_every_stage_to_the_live_display(tmp_path, monkeypatch):
 def test_consensus_judge_stage_annotates_and_filters(tmp_path):
     base = dict(labeler="omegaprm", samples_per_problem=6, report=False,
                 labeling={"omegaprm": {"k": 4, "search_limit": 6}},
-                judge={"kind": "scripted", "model": "scripted/judge", "scripted": {"policy": "chain_judge"}})
+                judge={"kind": "scripted", "model": "scripted/judge", "scripted": {"policy": CHAIN_JUDGE}})
     annotated = run(IN_PROCESS, config=_chain(tmp_path / "a", consensus={"mode": "annotate"}, **base))
     rows = pq.read_table(tmp_path / "a" / "data" / "step_labels").to_pylist()
     assert rows and all(r["judge_agrees"] is not None and r["judge_first_error_index"] is not None for r in rows)
