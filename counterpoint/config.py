@@ -13,10 +13,15 @@ path through :data:`FLAGS`. The resolved config is written next to the dataset
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import json
+import math
+import re
+import typing
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from counterpoint.errors import ConfigError
 from counterpoint.generators.base import SamplingParams
 from counterpoint.generators.config import COMPILE_MODES, GENERATOR_KINDS, SEED_MODES, GeneratorConfig
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig
@@ -178,6 +183,11 @@ class RunConfig:
         return list(records.OUTCOME_CONFIGS) + (list(records.STEP_CONFIGS) if self.labeler else [])
 
     def to_dict(self) -> Dict[str, Any]:
+        """The config as stored and published (``run_config.json``, the card): secrets redacted and local
+        absolute paths shortened (see :func:`public`). Loads back with :func:`from_dict`."""
+        return public(self._as_dict())
+
+    def _as_dict(self) -> Dict[str, Any]:
         return _to_jsonable(dataclasses.asdict(self))
 
     def output_fingerprint(self) -> str:
@@ -185,7 +195,7 @@ class RunConfig:
 
         Checkpoints live under it, so a resumed run reuses only results made with the same settings.
         """
-        d = self.to_dict()
+        d = self._as_dict()  # unredacted: two local models with one folder name must not share checkpoints
         shaping = {k: d[k] for k in ("generator", "sampling", "samples_per_problem", "system_prompt",
                                      "segmentation", "verifier", "labeler", "pairing")}
         # Where the engine runs and how fast (servers, compile mode, fault injection) does not shape rows.
@@ -204,6 +214,58 @@ class RunConfig:
         return content_id(shaping, length=16)
 
 
+# ---------------------------------------------------------------------------
+# What a stored config may hold: no secrets, no absolute local paths
+# ---------------------------------------------------------------------------
+#: Where the OpenAI-compatible client reads its key when ``generator.api_key`` is not set.
+API_KEY_ENV_VARS = ("OPENAI_API_KEY", "COUNTERPOINT_API_KEY")
+REDACTED = "<redacted>"
+API_KEY_REDACTED = f"<redacted: give the key as ${API_KEY_ENV_VARS[0]} or ${API_KEY_ENV_VARS[1]}>"
+_SECRET_KEYS = {"api_key", "apikey", "token", "password", "passwd", "secret", "authorization", "credentials"}
+_SECRET_SUFFIXES = ("_api_key", "_token", "_secret", "_password", "_credentials")
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+_URL_SECRET_PARAM = re.compile(r"(?P<name>[?&](?:api_?key|key|token|access_token|auth|sig|signature|password)=)[^&#\s]+",
+                               re.IGNORECASE)
+LOCAL_PATH_PREFIX = "<local>/"
+# Keys whose values are file or folder paths (only these are shortened: a stop string may start with "/").
+_PATH_KEYS = {"output", "paths", "model", "hf_data_files", "data_files", "cache_dir"}
+
+
+def is_secret_key(key: Any) -> bool:
+    """A config key whose string value is a credential (``api_key``, ``hf_token``, ``password``, ...)."""
+    k = str(key).lower()
+    return k in _SECRET_KEYS or k.endswith(_SECRET_SUFFIXES)
+
+
+def _public_str(text: str, shorten_path: bool = False) -> str:
+    """Credentials out of URLs (``user:pass@``, ``?token=``); an absolute local path becomes
+    ``<local>/<last part>`` (a published file must not name the machine's folders or users)."""
+    text = _URL_USERINFO.sub(lambda m: m.group("scheme") + REDACTED + "@", text)
+    text = _URL_SECRET_PARAM.sub(lambda m: m.group("name") + REDACTED, text)
+    local = text[len("file://"):] if text.startswith("file://") else text
+    if shorten_path and local.startswith(("/", "~")):
+        return LOCAL_PATH_PREFIX + (local.rstrip("/").rsplit("/", 1)[-1] or "")
+    return text
+
+
+def public(obj: Any, key: Any = None) -> Any:
+    """``obj`` (a stored config dict) with every secret replaced by a note saying where it is read from.
+
+    Rules: the string value of a secret key (:func:`is_secret_key`) becomes ``<redacted...>`` (the
+    engine's API key says which environment variables to set instead); URLs lose their
+    ``user:password@`` and secret query parameters; absolute local paths keep only their last part.
+    """
+    if isinstance(obj, Mapping):
+        return {k: public(v, k) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [public(v, key) for v in obj]
+    if isinstance(obj, str) and obj and key is not None and is_secret_key(key):
+        return API_KEY_REDACTED if str(key).lower() == "api_key" else REDACTED
+    if isinstance(obj, str):
+        return _public_str(obj, shorten_path=key in _PATH_KEYS)
+    return obj
+
+
 def _to_jsonable(obj):
     if isinstance(obj, dict):
         return {k: _to_jsonable(v) for k, v in obj.items()}
@@ -214,15 +276,85 @@ def _to_jsonable(obj):
     return obj
 
 
+_TYPE_NAMES = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
+_PLURALS = {int: "integers", float: "finite numbers", bool: "booleans", str: "strings"}
+
+
+def _describe(hint) -> str:
+    """``hint`` in words, for an error message (``an integer or null``, ``a list of strings``)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint in _TYPE_NAMES:
+        return _TYPE_NAMES[hint]
+    if origin is typing.Union:
+        return " or ".join(["null" if a is type(None) else _describe(a) for a in args])
+    if origin in (list, tuple) or hint is tuple:
+        return f"a list of {_PLURALS.get(args[0], 'values')}" if args else "a list"
+    if origin is dict or hint is dict:
+        return "a mapping"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _fits(value, hint) -> bool:
+    """Whether ``value`` (as loaded from YAML / JSON or parsed from a flag) is of type ``hint``.
+
+    Strict where YAML is loose: 2.0 is no integer, "no" is no boolean, nan / inf are no numbers.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any or (origin is None and not isinstance(hint, type)):
+        return True  # Callable and other hints a config file cannot write
+    if origin is typing.Union:
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if origin in (list, tuple) or hint in (list, tuple):
+        return isinstance(value, (list, tuple)) and (not args or all(_fits(v, args[0]) for v in value))
+    if origin is dict or hint is dict:
+        return isinstance(value, Mapping) and (not args or all(
+            _fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items()))
+    if origin is not None:
+        return callable(value) if origin is collections.abc.Callable else True
+    return isinstance(value, hint)
+
+
+def _check_value(cls, name: str, value, where: str) -> None:
+    """Raises :class:`ConfigError` naming the key and the expected type when ``value`` does not fit."""
+    _check_hint(value, typing.get_type_hints(cls).get(name, typing.Any), where)
+
+
+def _check_hint(value, hint, where: str) -> None:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list and args == (str,) and isinstance(value, str):
+        return  # one path / URL for a list of them (the component wraps it)
+    # A list or mapping of the right kind: name the element that does not fit (paths[1], min_rows[x]).
+    if args and origin in (list, tuple) and isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_hint(item, args[0], f"{where}[{i}]")
+        return
+    if args and origin is dict and isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_hint(key, args[0], f"{where} key {key!r}")
+            _check_hint(item, args[1], f"{where}[{key}]")
+        return
+    if not _fits(value, hint):
+        shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+        raise ConfigError(f"{where}: expected {_describe(hint)}, got {shown} ({type(value).__name__})")
+
+
 def _build(cls, data: Dict[str, Any], where: str = ""):
-    """Builds dataclass ``cls`` from a nested dict, rejecting unknown keys by name."""
+    """Builds dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types by name."""
     where = where or cls.__name__
     if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: expected a mapping of {cls.__name__} keys, got {type(data).__name__}")
+        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} keys, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown {cls.__name__} key(s) {unknown}; known: {sorted(fields)}")
+        raise ConfigError(f"{where}: unknown {cls.__name__} key(s) {unknown}; known: {sorted(fields)}")
     kwargs = {}
     for name, value in data.items():
         sub = _NESTED.get((cls, name))
@@ -230,16 +362,24 @@ def _build(cls, data: Dict[str, Any], where: str = ""):
             value = _build(sub, value, f"{where}.{name}")
         elif sub is not None and value is not None and not isinstance(value, sub):
             # e.g. a YAML section whose keys are all commented out loads as None
-            raise ValueError(f"{where}.{name} must be a mapping of {sub.__name__} keys, got {type(value).__name__}")
+            raise ConfigError(f"{where}.{name} must be a mapping of {sub.__name__} keys, got {type(value).__name__}")
         elif sub is not None and value is None and name not in _NULLABLE_SECTIONS:
-            raise ValueError(f"{where}.{name} must be a mapping of {sub.__name__} keys, got null")
-        elif cls is SamplingParams and name == "stop":
-            value = tuple(value or ())
+            raise ConfigError(f"{where}.{name} must be a mapping of {sub.__name__} keys, got null")
+        elif sub is None:
+            if isinstance(value, str) and value.startswith(REDACTED[:-1]) and is_secret_key(name):
+                value = None  # a stored config loads back: the secret comes from the environment again
+            _check_value(cls, name, value, f"{where}.{name}")
+            if cls is SamplingParams and name == "stop":
+                value = tuple(value or ())
         kwargs[name] = value
     try:
         return cls(**kwargs)
     except TypeError as e:
-        raise ValueError(f"{where}: {e}") from None
+        raise ConfigError(f"{where}: {e}") from None
+    except ConfigError:
+        raise
+    except ValueError as e:  # a component's own check (its message names the key and the fix)
+        raise ConfigError(str(e)) from None
 
 
 _NESTED = {
@@ -271,10 +411,27 @@ def load_config(path: Optional[str]) -> RunConfig:
 
     from counterpoint import storage
 
-    text = storage.read_text(path)
-    if text is None:
-        raise FileNotFoundError(f"--config {path}: file not found")
-    return from_dict(yaml.safe_load(text) or {})
+    data = storage.read_bytes(path)
+    if data is None:
+        raise ConfigError(f"--config {path}: file not found; check the path")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config {path}: not UTF-8 text (byte {e.start}); save the file as UTF-8 YAML") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(f"--config {path}: not valid YAML ({problem}{where}); fix the file") from None
+    if loaded is not None and not isinstance(loaded, Mapping):
+        raise ConfigError(f"--config {path}: expected a YAML mapping of config keys (source:, generator:, ...), "
+                          f"got {type(loaded).__name__}")
+    try:
+        return from_dict(loaded or {})
+    except ConfigError as e:
+        raise ConfigError(f"--config {path}: {e}") from None
 
 
 def dumps_config(cfg: RunConfig) -> str:
@@ -402,18 +559,21 @@ def _get_path(obj, path: str):
     return obj
 
 
-def _set_path(cfg, path: str, value):
-    """A copy of dataclass ``cfg`` with ``path`` set (each level rebuilt, so ``__post_init__`` re-checks it)."""
+def _set_path(cfg, path: str, value, full: str = ""):
+    """A copy of dataclass ``cfg`` with ``path`` set (type-checked; each level rebuilt, so ``__post_init__``
+    re-checks it)."""
     head, _, rest = path.partition(".")
+    full = full or path
     if not rest:
+        _check_value(type(cfg), head, value, full)
         return dataclasses.replace(cfg, **{head: value})
     child = getattr(cfg, head)
     if child is None:
         sub = _NESTED.get((type(cfg), head))
         if sub is None:
-            raise ValueError(f"cannot set {path}: {head} is empty")
+            raise ConfigError(f"cannot set {path}: {head} is empty")
         child = sub()
-    return dataclasses.replace(cfg, **{head: _set_path(child, rest, value)})
+    return dataclasses.replace(cfg, **{head: _set_path(child, rest, value, full)})
 
 
 def default_of(flag: Flag, cfg: Optional[RunConfig] = None) -> Any:
@@ -445,10 +605,13 @@ def apply_overrides(cfg: RunConfig, values: Mapping[str, Any], *, from_defaults:
             value = dict(cfg.min_rows, **dict(value))
         elif isinstance(value, str) and value == NONE:
             value = None
-        for path in flag.paths:
-            cfg = _set_path(cfg, path, list(value) if flag.action == "append" and path != "min_rows" else value)
-        for key, implied in flag.implies:  # after the value: e.g. base_urls before kind=openai
-            cfg = _set_path(cfg, key, implied)
+        try:
+            for path in flag.paths:
+                cfg = _set_path(cfg, path, list(value) if flag.action == "append" and path != "min_rows" else value)
+            for key, implied in flag.implies:  # after the value: e.g. base_urls before kind=openai
+                cfg = _set_path(cfg, key, implied)
+        except ValueError as e:  # ConfigError included: name the flag the user typed
+            raise ConfigError(f"{flag.names[0]}: {e}") from None
     if values.get("cp_preset") and cfg.source.kind == "procedural":
         cfg = _set_path(cfg, "source.kind", "hf")  # a preset names a dataset: read it
     if from_defaults and cfg.source.kind != kind and values.get("cp_num_problems") is None:

@@ -74,6 +74,33 @@ def expand_paths(pattern: str) -> List[str]:
     return [p for p in storage.match(local) if not p.endswith("/")]
 
 
+def check_inputs(patterns: List[str]) -> None:
+    """Driver-side: every ``--input`` path or glob matches at least one non-empty file (Beam
+    ``FileSystems.match``, so gs:// and s3:// too); raises :class:`ConfigError` naming the others."""
+    from counterpoint import storage
+    from counterpoint.errors import ConfigError
+
+    missing, empty = [], []
+    for pattern in patterns:
+        local = pattern[len("file://"):] if pattern.startswith("file://") else pattern
+        if "://" not in local:
+            local = os.path.expanduser(local)
+            if os.path.isdir(local):
+                raise ConfigError(f"--input {pattern} is a folder: name its files, e.g. --input "
+                                  f"'{os.path.join(pattern, '*.jsonl')}'")
+        found = [(p, size) for p, size in storage.match_sizes(local) if not p.endswith("/")]
+        if not found:
+            missing.append(pattern)
+        elif all(size == 0 for _, size in found):
+            empty.append(pattern)
+    if missing:
+        raise ConfigError(f"--input {', '.join(missing)}: no such file (nothing matches); check the path or glob "
+                          "(nothing was read or written)")
+    if empty:
+        raise ConfigError(f"--input {', '.join(empty)}: only empty files match; a run needs at least one problem "
+                          "(nothing was read or written)")
+
+
 def _reject(reason: str, detail: str, key: str, payload: Any = None) -> Item:
     return "reject", records.make_reject(
         stage="read", reason=reason, problem_id=None, scope="problem", detail=detail,
