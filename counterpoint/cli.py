@@ -138,7 +138,11 @@ def check_output(output: str) -> None:
     import os
 
     from counterpoint import storage
+    from counterpoint.config import LOCAL_PATH_PREFIX
 
+    if output.startswith(LOCAL_PATH_PREFIX):
+        raise ConfigError(f"--output {output} is a folder name shortened in a stored run_config.json (published "
+                          "files name no local folders): give the folder with --output DIR")
     if not output or not storage.is_local(output):
         return  # gs:// / s3://: the store answers for itself (and its errors are one line too)
     path = os.path.abspath(os.path.expanduser(output[len("file://"):] if output.startswith("file://") else output))

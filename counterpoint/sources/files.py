@@ -82,6 +82,9 @@ def check_inputs(patterns: List[str]) -> None:
 
     missing, empty = [], []
     for pattern in patterns:
+        if pattern.startswith("<local>/"):
+            raise ConfigError(f"--input {pattern} is a path shortened in a stored run_config.json (published files "
+                              "name no local folders): give the file with --input PATH")
         local = pattern[len("file://"):] if pattern.startswith("file://") else pattern
         if "://" not in local:
             local = os.path.expanduser(local)
