@@ -599,14 +599,14 @@ def test_bad_input_corpus_rejects_each_bad_item_and_keeps_good_rows_intact(tmp_p
     assert all(r["scope"] == "problem" for r in rejects)
     assert Counter(r["reason"] for r in rejects) == Counter(
         [reason for _, reason in expect.values()] + ["empty_file"])
-    a_path = str(inp / "a.jsonl")
+    a_path = "<local>/a.jsonl"  # published rows name the file, not the local folder
     for lineno, (stage, reason) in expect.items():
         where = f"{a_path}:{lineno}"
         if stage == "read":
             hits = [r for r in rejects if r["reason"] == reason and r["detail"].startswith(where + ":")]
             assert len(hits) == 1 and hits[0]["stage"] == "read", (lineno, reason)
     (empty,) = [r for r in rejects if r["reason"] == "empty_file"]
-    assert empty["stage"] == "read" and str(inp / "b.jsonl") in empty["detail"]
+    assert empty["stage"] == "read" and "<local>/b.jsonl" in empty["detail"] and str(tmp_path) not in empty["detail"]
     (dup,) = [r for r in rejects if r["reason"] == "duplicate_problem_id"]
     assert (dup["stage"], dup["problem_id"]) == ("dedupe", ids[0])
     (too_long,) = [r for r in rejects if r["reason"] == "question_too_long"]
