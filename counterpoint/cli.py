@@ -236,8 +236,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     command = _command_of(argv)
     name = f"counterpoint {command}".rstrip()
+    interrupts: List[int] = []
+    restore = _note_interrupts(interrupts, debug)
     try:
-        return _dispatch(argv)
+        try:
+            return _dispatch(argv)
+        except Exception as e:
+            # Beam re-raises a Ctrl-C inside a DoFn as RuntimeError("KeyboardInterrupt [while running ...]").
+            if interrupts and not isinstance(e, CounterpointError):
+                raise KeyboardInterrupt from e
+            raise
     except CounterpointError as e:
         if debug:
             traceback.print_exc()
@@ -245,17 +253,49 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("\n".join([f"{name}: {lines[0]}"] + lines[1:]), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        if debug:
-            traceback.print_exc()
-        print(f"{name}: interrupted (Ctrl-C); nothing new was published, rerun the same command to resume",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(name, debug)
     except OSError as e:  # a folder that cannot be written, a disk that is full: the person can fix it
         if debug:
             traceback.print_exc()
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"{name}: {e.strerror or e}{where} (run with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        restore()
+
+
+def _interrupted(name: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"{name}: interrupted (Ctrl-C); nothing new was published, rerun the same command to resume",
+          file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _note_interrupts(seen: List[int], debug: bool = False):
+    """Records each SIGINT in ``seen`` (then raises KeyboardInterrupt as usual); returns the undo.
+
+    After a Ctrl-C, Beam's own error log of the interrupted bundle is a consequence, not news: it
+    is silenced unless ``--debug``."""
+    import signal
+
+    def handler(signum, frame):
+        seen.append(signum)
+        if not debug:
+            logging.getLogger("apache_beam").setLevel(logging.CRITICAL + 1)
+        signal.default_int_handler(signum, frame)
+
+    beam_log = logging.getLogger("apache_beam")
+    level = beam_log.level
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return lambda: None
+
+    def restore():
+        signal.signal(signal.SIGINT, previous)
+        beam_log.setLevel(level)
+    return restore
 
 
 def _dispatch(argv: List[str]) -> int:
