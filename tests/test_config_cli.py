@@ -404,3 +404,23 @@ def test_console_script_help():
     assert proc.stdout.startswith("usage: counterpoint")
     for command in ("run", "validate", "report", "push", "export"):
         assert command in proc.stdout
+
+
+def test_the_package_never_imports_its_test_scaffolding():
+    """counterpoint/testing plugs in by 'module:Class' paths in configs; nothing else imports it."""
+    import ast
+
+    package = REPO / "counterpoint"
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        if (package / "testing") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                     if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "counterpoint.testing" or n.startswith("counterpoint.testing.") for n in names):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []
+    assert (package / "testing" / "worlds.py").is_file() and not (package / "labeling" / "worlds.py").exists()
+    assert not (package / "local_services.py").exists()

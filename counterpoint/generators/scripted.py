@@ -4,7 +4,7 @@ Behaves like an engine without one: same interface, seeded per (request, sample)
 so results do not depend on how requests are batched.
 
 Policies (``generator.scripted.policy``; a ``"module:Class"`` path plugs in any other
-:class:`Policy`, e.g. the consensus judge of ``counterpoint.testing.worlds``):
+:class:`Policy`, e.g. the consensus judge of ``counterpoint.testing.chain``):
 
 * :class:`AnswerKeyPolicy` (``answer_key``) answers questions it has a gold answer for,
   correctly with probability ``p_correct`` and otherwise with a wrong number — enough for
@@ -13,7 +13,7 @@ Policies (``generator.scripted.policy``; a ``"module:Class"`` path plugs in any 
   7, add 3, multiply by 2, ...": the ``chain`` problem source) one step per paragraph, making a
   slip at each step with probability ``step_error_rate``. By default a slip is a false equation
   that only overshoots and propagates (all ops are injective), so the first wrong step of every
-  sample is known exactly (``counterpoint.testing.worlds.chain_first_error``) and MC(prefix) has
+  sample is known exactly (``counterpoint.testing.chain.chain_first_error``) and MC(prefix) has
   a closed form: 0 after a slip, ``(1 - p) ** remaining`` before. Options make it harder, for the
   label-quality benchmark: ``slip="misread"`` (a wrong operand, arithmetically true: no false
   equation to spot; it overshoots too, so misreads never cancel out), ``repair_rate`` (the step
