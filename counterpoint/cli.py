@@ -22,7 +22,7 @@ import sys
 import traceback
 from typing import List, Optional, Sequence
 
-from counterpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, CounterpointError, UsageError
+from counterpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, ConfigError, CounterpointError, UsageError
 
 RUN_EPILOG = """\
 Beam pipeline options pass through unchanged: any other --flag is handed to Apache Beam, e.g.

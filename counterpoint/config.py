@@ -1,4 +1,4 @@
-"""Run configuration: dataclasses, YAML loading and the one table of command-line flags.
+"""Run configuration: dataclasses, YAML loading and the flags applied over them.
 
 A run is fully described by :class:`RunConfig`. Each part is a dataclass that lives
 next to the component it configures and checks itself when built (a bad value
@@ -7,29 +7,36 @@ worker starts): ``ProblemSourceConfig`` (sources), ``GeneratorConfig`` and
 ``SamplingParams`` (generators), ``LabelerConfig`` (labeling), and the
 pipeline-level ones below. ``counterpoint run --config FILE.yaml`` loads one
 (nested keys mirror the dataclasses); every command-line flag maps to one config
-path through :data:`FLAGS`. The resolved config is written next to the dataset
-(``run_config.json``) and summarised in the dataset card.
+path through :data:`~counterpoint.flags.FLAGS`. Every value is type-checked when it is set
+(:mod:`counterpoint.config_values`: the error names the key and the expected type). The resolved
+config is written next to the dataset (``run_config.json``, secrets redacted and local paths
+shortened: :func:`~counterpoint.config_values.public`) and summarised in the dataset card.
 """
 
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
 import json
-import math
-import re
-import typing
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional
 
+from counterpoint.config_values import (  # noqa: F401  (re-exported: the stored-config rules)
+    API_KEY_ENV_VARS,
+    API_KEY_REDACTED,
+    LOCAL_PATH_PREFIX,
+    REDACTED,
+    check_value,
+    is_secret_key,
+    public,
+)
 from counterpoint.errors import ConfigError
+from counterpoint.flags import FLAG_GROUPS, FLAGS, NONE, Flag, _min_rows, _none_or  # noqa: F401  (re-exported)
 from counterpoint.generators.base import SamplingParams
-from counterpoint.generators.config import COMPILE_MODES, GENERATOR_KINDS, SEED_MODES, GeneratorConfig
+from counterpoint.generators.config import GeneratorConfig
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig
 from counterpoint.labeling.consensus import ConsensusConfig
 from counterpoint.schemas import content_id
 from counterpoint.segmentation import MODES as SEGMENTATION_MODES
-from counterpoint.sources import KINDS as SOURCE_KINDS
-from counterpoint.sources import PRESETS, ProblemSourceConfig
+from counterpoint.sources import ProblemSourceConfig
 from counterpoint.sources.mapping import FieldMapping
 
 __all__ = [
@@ -214,58 +221,6 @@ class RunConfig:
         return content_id(shaping, length=16)
 
 
-# ---------------------------------------------------------------------------
-# What a stored config may hold: no secrets, no absolute local paths
-# ---------------------------------------------------------------------------
-#: Where the OpenAI-compatible client reads its key when ``generator.api_key`` is not set.
-API_KEY_ENV_VARS = ("OPENAI_API_KEY", "COUNTERPOINT_API_KEY")
-REDACTED = "<redacted>"
-API_KEY_REDACTED = f"<redacted: give the key as ${API_KEY_ENV_VARS[0]} or ${API_KEY_ENV_VARS[1]}>"
-_SECRET_KEYS = {"api_key", "apikey", "token", "password", "passwd", "secret", "authorization", "credentials"}
-_SECRET_SUFFIXES = ("_api_key", "_token", "_secret", "_password", "_credentials")
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
-_URL_SECRET_PARAM = re.compile(r"(?P<name>[?&](?:api_?key|key|token|access_token|auth|sig|signature|password)=)[^&#\s]+",
-                               re.IGNORECASE)
-LOCAL_PATH_PREFIX = "<local>/"
-# Keys whose values are file or folder paths (only these are shortened: a stop string may start with "/").
-_PATH_KEYS = {"output", "paths", "model", "hf_data_files", "data_files", "cache_dir"}
-
-
-def is_secret_key(key: Any) -> bool:
-    """A config key whose string value is a credential (``api_key``, ``hf_token``, ``password``, ...)."""
-    k = str(key).lower()
-    return k in _SECRET_KEYS or k.endswith(_SECRET_SUFFIXES)
-
-
-def _public_str(text: str, shorten_path: bool = False) -> str:
-    """Credentials out of URLs (``user:pass@``, ``?token=``); an absolute local path becomes
-    ``<local>/<last part>`` (a published file must not name the machine's folders or users)."""
-    text = _URL_USERINFO.sub(lambda m: m.group("scheme") + REDACTED + "@", text)
-    text = _URL_SECRET_PARAM.sub(lambda m: m.group("name") + REDACTED, text)
-    local = text[len("file://"):] if text.startswith("file://") else text
-    if shorten_path and local.startswith(("/", "~")):
-        return LOCAL_PATH_PREFIX + (local.rstrip("/").rsplit("/", 1)[-1] or "")
-    return text
-
-
-def public(obj: Any, key: Any = None) -> Any:
-    """``obj`` (a stored config dict) with every secret replaced by a note saying where it is read from.
-
-    Rules: the string value of a secret key (:func:`is_secret_key`) becomes ``<redacted...>`` (the
-    engine's API key says which environment variables to set instead); URLs lose their
-    ``user:password@`` and secret query parameters; absolute local paths keep only their last part.
-    """
-    if isinstance(obj, Mapping):
-        return {k: public(v, k) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [public(v, key) for v in obj]
-    if isinstance(obj, str) and obj and key is not None and is_secret_key(key):
-        return API_KEY_REDACTED if str(key).lower() == "api_key" else REDACTED
-    if isinstance(obj, str):
-        return _public_str(obj, shorten_path=key in _PATH_KEYS)
-    return obj
-
-
 def _to_jsonable(obj):
     if isinstance(obj, dict):
         return {k: _to_jsonable(v) for k, v in obj.items()}
@@ -274,76 +229,6 @@ def _to_jsonable(obj):
     if callable(obj):
         return getattr(obj, "__name__", "callable")
     return obj
-
-
-_TYPE_NAMES = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
-_PLURALS = {int: "integers", float: "finite numbers", bool: "booleans", str: "strings"}
-
-
-def _describe(hint) -> str:
-    """``hint`` in words, for an error message (``an integer or null``, ``a list of strings``)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint in _TYPE_NAMES:
-        return _TYPE_NAMES[hint]
-    if origin is typing.Union:
-        return " or ".join(["null" if a is type(None) else _describe(a) for a in args])
-    if origin in (list, tuple) or hint is tuple:
-        return f"a list of {_PLURALS.get(args[0], 'values')}" if args else "a list"
-    if origin is dict or hint is dict:
-        return "a mapping"
-    return getattr(hint, "__name__", str(hint))
-
-
-def _fits(value, hint) -> bool:
-    """Whether ``value`` (as loaded from YAML / JSON or parsed from a flag) is of type ``hint``.
-
-    Strict where YAML is loose: 2.0 is no integer, "no" is no boolean, nan / inf are no numbers.
-    """
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is typing.Any or (origin is None and not isinstance(hint, type)):
-        return True  # Callable and other hints a config file cannot write
-    if origin is typing.Union:
-        return any(_fits(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if origin in (list, tuple) or hint in (list, tuple):
-        return isinstance(value, (list, tuple)) and (not args or all(_fits(v, args[0]) for v in value))
-    if origin is dict or hint is dict:
-        return isinstance(value, Mapping) and (not args or all(
-            _fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items()))
-    if origin is not None:
-        return callable(value) if origin is collections.abc.Callable else True
-    return isinstance(value, hint)
-
-
-def _check_value(cls, name: str, value, where: str) -> None:
-    """Raises :class:`ConfigError` naming the key and the expected type when ``value`` does not fit."""
-    _check_hint(value, typing.get_type_hints(cls).get(name, typing.Any), where)
-
-
-def _check_hint(value, hint, where: str) -> None:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is list and args == (str,) and isinstance(value, str):
-        return  # one path / URL for a list of them (the component wraps it)
-    # A list or mapping of the right kind: name the element that does not fit (paths[1], min_rows[x]).
-    if args and origin in (list, tuple) and isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_hint(item, args[0], f"{where}[{i}]")
-        return
-    if args and origin is dict and isinstance(value, Mapping):
-        for key, item in value.items():
-            _check_hint(key, args[0], f"{where} key {key!r}")
-            _check_hint(item, args[1], f"{where}[{key}]")
-        return
-    if not _fits(value, hint):
-        shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-        raise ConfigError(f"{where}: expected {_describe(hint)}, got {shown} ({type(value).__name__})")
 
 
 def _build(cls, data: Dict[str, Any], where: str = ""):
@@ -368,7 +253,7 @@ def _build(cls, data: Dict[str, Any], where: str = ""):
         elif sub is None:
             if isinstance(value, str) and value.startswith(REDACTED[:-1]) and is_secret_key(name):
                 value = None  # a stored config loads back: the secret comes from the environment again
-            _check_value(cls, name, value, f"{where}.{name}")
+            check_value(cls, name, value, f"{where}.{name}")
             if cls is SamplingParams and name == "stop":
                 value = tuple(value or ())
         kwargs[name] = value
@@ -439,118 +324,8 @@ def dumps_config(cfg: RunConfig) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Command-line flags: one table, used by the CLI's --help, the PipelineOptions subclass and the overrides
+# Command-line flags (the table is counterpoint.flags): applied over a config, added to a parser
 # ---------------------------------------------------------------------------
-def _min_rows(text: str) -> Tuple[str, int]:
-    import argparse
-
-    config, sep, n = text.partition("=")
-    if not sep or not n.strip().isdigit():
-        # argparse shows an ArgumentTypeError's own message (a ValueError would become "invalid value")
-        raise argparse.ArgumentTypeError(f"--min-rows takes CONFIG=N (e.g. preferences=10), got {text!r}")
-    return config.strip(), int(n)
-
-
-@dataclasses.dataclass(frozen=True)
-class Flag:
-    """One command-line flag: its names, the config path(s) it sets, and how it parses.
-
-    ``action``: ``store`` (one value), ``append`` (repeatable: a list), ``false`` (a switch that sets False),
-    ``true`` (a switch that sets True). ``implies``: other config paths set when the flag is given.
-    """
-
-    names: Tuple[str, ...]
-    paths: Tuple[str, ...]
-    group: str
-    help: str
-    type: Callable[[str], Any] = str
-    choices: Optional[Sequence[Any]] = None
-    action: str = "store"
-    implies: Tuple[Tuple[str, Any], ...] = ()
-    metavar: Optional[str] = None
-
-    @property
-    def dest(self) -> str:
-        return "cp_" + self.names[0].lstrip("-").replace("-", "_")
-
-
-NONE = "none"  # a flag value meaning "set this config key to null" (None itself means "flag not given")
-
-
-def _none_or(kind):
-    def parse(text: str):
-        return NONE if text.lower() in ("none", "null", "auto") else kind(text)
-    parse.__name__ = kind.__name__
-    return parse
-
-
-FLAG_GROUPS = ("source", "generator", "sampling", "labelling", "output")
-
-FLAGS: Tuple[Flag, ...] = (
-    # source
-    Flag(("--source",), ("source.kind",), "source", "where problems come from", choices=SOURCE_KINDS),
-    Flag(("--input",), ("source.paths",), "source", "problem file(s) or glob(s), local/gs:///s3://, "
-         "JSONL/JSON/Parquet, .gz/.bz2/.zst (repeatable; implies --source file)", action="append",
-         implies=(("source.kind", "file"),), metavar="PATH"),
-    Flag(("--preset",), ("source.preset",), "source", "field mapping (and HF dataset) of a known dataset",
-         choices=tuple(sorted(PRESETS))),
-    Flag(("--num-problems", "--num_problems"), ("source.num_problems",), "source",
-         "problems to read (the first N items; required for the procedural and chain sources)", type=int),
-    Flag(("--seed",), ("generator.seed", "source.seed"), "source", "seed of the procedural source and the engine",
-         type=int),
-    # generator
-    Flag(("--generator",), ("generator.kind",), "generator", "engine", choices=GENERATOR_KINDS),
-    Flag(("--model",), ("generator.model",), "generator", "HF folder or Hub id, or 'embedded'"),
-    Flag(("--server-url", "--server_url"), ("generator.base_urls",), "generator",
-         "OpenAI-compatible server base URL (repeatable; implies --generator openai)", action="append",
-         implies=(("generator.kind", "openai"),), metavar="URL"),
-    Flag(("--seed-mode", "--seed_mode"), ("generator.seed_mode",), "generator",
-         "per-request seeds (a sample never depends on its batch) or one engine seed", choices=SEED_MODES),
-    Flag(("--compile",), ("generator.compile",), "generator",
-         "vLLM torch.compile: on, off (eager) or auto (by the job's size)", choices=COMPILE_MODES),
-    Flag(("--max-num-seqs", "--max_num_seqs"), ("generator.max_num_seqs",), "generator",
-         "sequences the engine decodes at once", type=int),
-    # sampling
-    Flag(("--samples",), ("samples_per_problem",), "sampling", "solutions sampled per problem", type=int),
-    Flag(("--temperature",), ("sampling.temperature",), "sampling", "sampling temperature (samples and rollouts)",
-         type=float),
-    Flag(("--top-p", "--top_p"), ("sampling.top_p",), "sampling", "nucleus sampling (samples and rollouts)",
-         type=float),
-    Flag(("--max-tokens", "--max_tokens"), ("sampling.max_tokens",), "sampling",
-         "tokens per sample and per rollout", type=int),
-    Flag(("--batch-size", "--batch_size"), ("batch_size",), "sampling", "problems per sampling engine call",
-         type=int),
-    # labelling
-    Flag(("--labeler",), ("labeler",), "labelling", "step labeller: omegaprm, mc (Math-Shepherd) or none",
-         choices=(NONE, "omegaprm", "mc")),
-    Flag(("--rollouts",), ("labeling.omegaprm.k",), "labelling", "rollouts per prefix (OmegaPRM / MC k)", type=int),
-    Flag(("--search-limit", "--search_limit"), ("labeling.omegaprm.search_limit",), "labelling",
-         "OmegaPRM selections per problem", type=int),
-    Flag(("--parallel-searches", "--parallel_searches"), ("labeling.omegaprm.parallel_searches",), "labelling",
-         "speculative binary searches per tree (auto = sized from the engine; never changes labels)",
-         type=lambda s: s if s == "auto" else int(s)),
-    Flag(("--labeling-batch-size", "--labeling_batch_size"), ("labeling_batch_size",), "labelling",
-         "problems whose trees share the engine (none = from the engine's capacity)", type=_none_or(int)),
-    Flag(("--consensus",), ("consensus.mode",), "labelling",
-         "judge-model consensus filter on step labels", choices=("off", "keep-agreeing", "annotate")),
-    Flag(("--judge-model", "--judge_model"), ("judge.model",), "labelling",
-         "judge model for --consensus (default: the run's model)"),
-    # output
-    Flag(("--config",), (), "output", "YAML run config (flags override it)", metavar="FILE"),
-    Flag(("--output",), ("output",), "output", "output folder (local, gs://, s3://)"),
-    Flag(("--num-shards", "--num_shards"), ("num_shards",), "output",
-         "Parquet shards per config (none = one per 5,000 problems)", type=_none_or(int)),
-    Flag(("--min-rows", "--min_rows"), ("min_rows",), "output",
-         "fail validation when CONFIG has fewer than N rows (repeatable)", type=_min_rows, action="append",
-         metavar="CONFIG=N"),
-    Flag(("--export",), ("exports",), "output", "trainer export made after validation (repeatable)",
-         action="append", metavar="FORMAT"),
-    Flag(("--no-validate",), ("validate",), "output", "skip the Great Expectations gate", action="false"),
-    Flag(("--no-report",), ("report",), "output", "skip report.html", action="false"),
-    Flag(("--quiet", "-q"), ("quiet",), "output", "no progress display", action="true"),
-)
-
-
 def _get_path(obj, path: str):
     for part in path.split("."):
         obj = obj.get(part) if isinstance(obj, Mapping) else getattr(obj, part)
@@ -565,7 +340,7 @@ def _set_path(cfg, path: str, value, full: str = ""):
     head, _, rest = path.partition(".")
     full = full or path
     if not rest:
-        _check_value(type(cfg), head, value, full)
+        check_value(type(cfg), head, value, full)
         return dataclasses.replace(cfg, **{head: value})
     child = getattr(cfg, head)
     if child is None:
