@@ -105,7 +105,9 @@ def _fits(value, hint) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return isinstance(value, int) or math.isfinite(value)  # (a huge int has no float to test)
     if origin in (list, tuple) or hint in (list, tuple):
         return isinstance(value, (list, tuple)) and (not args or all(_fits(v, args[0]) for v in value))
     if origin is dict or hint is dict:

@@ -145,7 +145,7 @@ def parse_chain_question(question: str) -> Tuple[int, List[Tuple[str, int]]]:
     return start, [(m.group(1), int(m.group(2))) for m in _OP_RE.finditer(question)]
 
 
-#: Final-line forms of :class:`ChainPolicy` (see :func:`chain_verdict`).
+#: Final-line forms of :class:`ChainPolicy` (read by ``counterpoint.testing.chain.chain_verdict``).
 ANSWER_LINE = "The answer is {value}."
 HEDGED_ANSWER_LINE = "The answer is {value} (I think)."
 NO_ANSWER_LINE = "So the total is {value}."
