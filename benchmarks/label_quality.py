@@ -58,17 +58,15 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from counterpoint.generators.base import GenerationRequest, SamplingParams  # noqa: E402
 from counterpoint.generators.scripted import (  # noqa: E402
-    ChainJudgePolicy,
     ChainPolicy,
     ScriptedGenerator,
-    chain_first_error,
     chain_problem,
-    chain_verify,
 )
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, ProblemForLabeling, label_problems  # noqa: E402
 from counterpoint.labeling.arithmetic import false_claims  # noqa: E402
 from counterpoint.labeling.consensus import ConsensusConfig, apply_consensus, judge_requests, judgements_from  # noqa: E402
-from counterpoint.labeling.worlds import sampled_chain_items  # noqa: E402
+from counterpoint.testing.chain import ChainJudgePolicy, chain_first_error, chain_verify  # noqa: E402
+from counterpoint.testing.worlds import sampled_chain_items  # noqa: E402
 from counterpoint.segmentation import segment  # noqa: E402
 from counterpoint.verifiers.extract import extract_final_answer  # noqa: E402
 

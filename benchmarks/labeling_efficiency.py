@@ -37,12 +37,11 @@ from counterpoint.generators.base import SamplingParams  # noqa: E402
 from counterpoint.generators.scripted import (  # noqa: E402
     ChainPolicy,
     ScriptedGenerator,
-    chain_first_error,
     chain_problem,
-    chain_verify,
 )
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, ProblemForLabeling, label_problems  # noqa: E402
-from counterpoint.labeling.worlds import sampled_chain_items  # noqa: E402
+from counterpoint.testing.chain import chain_first_error, chain_verify  # noqa: E402
+from counterpoint.testing.worlds import sampled_chain_items  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "labeling_efficiency.json")
 

@@ -224,7 +224,7 @@ def run_case(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------
-# Peak memory of the portable services (counterpoint.local_services starts and stops them)
+# Peak memory of the portable services (counterpoint.testing.local_services starts and stops them)
 # ---------------------------------------------------------------------------
 def peak_rss_mb(pid: int) -> Optional[float]:
     """``VmHWM`` (peak resident set) of a live process, in MiB (Linux)."""
@@ -289,7 +289,7 @@ def measure(runner: str, labeler: Optional[str], n: int, validate: bool, work: s
     service_peaks: Dict[str, Optional[float]] = {}
     with contextlib.ExitStack() as stack:
         if runner == "portable":
-            from counterpoint import local_services
+            from counterpoint.testing import local_services
 
             def keep_peak(service: str, proc) -> None:
                 service_peaks[f"{service}_peak_rss_mb"] = peak_rss_mb(proc.pid)

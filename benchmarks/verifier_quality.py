@@ -31,8 +31,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from counterpoint.verifiers import base, make_verifier  # noqa: E402
 from counterpoint.verifiers.base import Verdict, Verifier  # noqa: E402
 from counterpoint.verifiers.extract import extract_final_answer  # noqa: E402
-from counterpoint.verifiers.quality import DEFAULT_CASES, Case, judge_cases, load_cases, score  # noqa: E402
+from counterpoint.verifiers.quality import Case, judge_cases, load_cases, score  # noqa: E402
 
+CASES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data",
+                     "verifier_cases.jsonl")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "verifier_quality.json")
 
 
@@ -73,7 +75,7 @@ def _scores(cases: Sequence[Case], verdicts: Sequence[Verdict], answer_type: str
 
 
 def run(verifiers: List[str], baseline: bool, pool_size: int) -> Dict[str, object]:
-    cases = load_cases(DEFAULT_CASES)
+    cases = load_cases(CASES)
     out: Dict[str, object] = {
         "cases": len(cases),
         "equivalent_pairs": sum(1 for c in cases if c.equivalent is True),

@@ -6,7 +6,9 @@
     counterpoint push DIR --repo-id ORG/NAME [--private] [--dry-run]
     counterpoint export DIR --format FORMAT [--output DIR]
 
-Every command takes Beam's filesystem options for remote folders
+Errors are one line, ``counterpoint <command>: <cause and fix>``; exit code 2 for a usage or
+configuration error, 1 for a run or check that failed, 130 on Ctrl-C. ``--debug`` (before or after
+the command) adds the traceback. Every command takes Beam's filesystem options for remote folders
 (e.g. ``--s3_endpoint_url http://127.0.0.1:9000``, ``--project P`` for gs://).
 ``counterpoint run --help`` lists every run option with its default.
 """
@@ -17,7 +19,10 @@ import argparse
 import difflib
 import logging
 import sys
+import traceback
 from typing import List, Optional, Sequence
+
+from counterpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, ConfigError, CounterpointError, UsageError
 
 RUN_EPILOG = """\
 Beam pipeline options pass through unchanged: any other --flag is handed to Apache Beam, e.g.
@@ -124,28 +129,50 @@ def check_unknown(unknown: Sequence[str], known_extra: Sequence[str] = ()) -> No
         for f in bad:
             close = difflib.get_close_matches(f, ours + sorted(beam_names), n=1)
             hints.append(f"{f}" + (f" (did you mean {close[0]}?)" if close else ""))
-        raise SystemExit(f"counterpoint: unknown option(s): {', '.join(hints)}. "
+        raise UsageError(f"unknown option(s): {', '.join(hints)}. "
                          "See `counterpoint run --help` (Beam options pass through).")
 
 
+def check_output(output: str) -> None:
+    """Driver-side: a local ``--output`` must be a folder (or not exist yet) that this user can write."""
+    import os
+
+    from counterpoint import storage
+    from counterpoint.config import LOCAL_PATH_PREFIX
+
+    if output.startswith(LOCAL_PATH_PREFIX):
+        raise ConfigError(f"--output {output} is a folder name shortened in a stored run_config.json (published "
+                          "files name no local folders): give the folder with --output DIR")
+    if not output or not storage.is_local(output):
+        return  # gs:// / s3://: the store answers for itself (and its errors are one line too)
+    path = os.path.abspath(os.path.expanduser(output[len("file://"):] if output.startswith("file://") else output))
+    probe = path
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        what = "is a file" if probe == path else f"is inside {probe}, which is a file"
+        raise ConfigError(f"--output {output} {what}, not a folder: choose a folder (a new one, or a "
+                          "Counterpoint output to update)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output {output}: {probe} is not writable (permission denied): choose a writable "
+                          "folder or change its permissions")
+
+
 def cmd_run(argv: List[str]) -> int:
-    from counterpoint.pipelines.finalize import AccountingError, ValidationFailed
-    from counterpoint.pipelines.generate_corpus import run
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from counterpoint.pipelines.generate_corpus import resolve_config, run
 
     parser = run_parser()
     _, unknown = parser.parse_known_args(argv)  # --help, types and choices are checked here
     check_unknown(unknown)
     try:
+        check_output(resolve_config(PipelineOptions(argv)).output)
         summary = run(argv)
-    except ValidationFailed as e:
-        print(f"validation failed; failing shards were quarantined:\n{e}", file=sys.stderr)
-        return 2
-    except AccountingError as e:
-        print(f"accounting check failed: {e}", file=sys.stderr)
-        return 3
-    except (ValueError, FileNotFoundError) as e:
-        print(f"counterpoint run: {e}", file=sys.stderr)
-        return 2
+    except CounterpointError:
+        raise
+    except (ValueError, FileNotFoundError) as e:  # the driver's checks at the door (check_config)
+        raise UsageError(str(e)) from e
     print(_summary_table(summary))
     return 0
 
@@ -198,8 +225,80 @@ def cmd_export(args, extra) -> int:
     return export(args)
 
 
+def _command_of(argv: Sequence[str]) -> str:
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """The console script: dispatches, and turns every user-facing error into one line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    command = _command_of(argv)
+    name = f"counterpoint {command}".rstrip()
+    interrupts: List[int] = []
+    restore = _note_interrupts(interrupts, debug)
+    try:
+        try:
+            return _dispatch(argv)
+        except Exception as e:
+            # Beam re-raises a Ctrl-C inside a DoFn as RuntimeError("KeyboardInterrupt [while running ...]").
+            if interrupts and not isinstance(e, CounterpointError):
+                raise KeyboardInterrupt from e
+            raise
+    except CounterpointError as e:
+        if debug:
+            traceback.print_exc()
+        lines = str(e).splitlines() or [type(e).__name__]
+        print("\n".join([f"{name}: {lines[0]}"] + lines[1:]), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return _interrupted(name, debug)
+    except OSError as e:  # a folder that cannot be written, a disk that is full: the person can fix it
+        if debug:
+            traceback.print_exc()
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"{name}: {e.strerror or e}{where} (run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        restore()
+
+
+def _interrupted(name: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"{name}: interrupted (Ctrl-C); nothing new was published, rerun the same command to resume",
+          file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _note_interrupts(seen: List[int], debug: bool = False):
+    """Records each SIGINT in ``seen`` (then raises KeyboardInterrupt as usual); returns the undo.
+
+    After a Ctrl-C, Beam's own error log of the interrupted bundle is a consequence, not news: it
+    is silenced unless ``--debug``."""
+    import signal
+
+    def handler(signum, frame):
+        seen.append(signum)
+        if not debug:
+            logging.getLogger("apache_beam").setLevel(logging.CRITICAL + 1)
+        signal.default_int_handler(signum, frame)
+
+    beam_log = logging.getLogger("apache_beam")
+    level = beam_log.level
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return lambda: None
+
+    def restore():
+        signal.signal(signal.SIGINT, previous)
+        beam_log.setLevel(level)
+    return restore
+
+
+def _dispatch(argv: List[str]) -> int:
     # Beam logs file listings etc. on the root logger at INFO: the root stays at WARNING and
     # Counterpoint's own loggers say what happens.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -209,6 +308,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return cmd_run(argv[1:])
     parser = argparse.ArgumentParser(prog="counterpoint", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (any position)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the corpus pipeline (see `counterpoint run --help`)")
     v = sub.add_parser("validate", help="validate an output folder (Great Expectations gate)")

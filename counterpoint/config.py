@@ -1,4 +1,4 @@
-"""Run configuration: dataclasses, YAML loading and the one table of command-line flags.
+"""Run configuration: dataclasses, YAML loading and the flags applied over them.
 
 A run is fully described by :class:`RunConfig`. Each part is a dataclass that lives
 next to the component it configures and checks itself when built (a bad value
@@ -7,24 +7,36 @@ worker starts): ``ProblemSourceConfig`` (sources), ``GeneratorConfig`` and
 ``SamplingParams`` (generators), ``LabelerConfig`` (labeling), and the
 pipeline-level ones below. ``counterpoint run --config FILE.yaml`` loads one
 (nested keys mirror the dataclasses); every command-line flag maps to one config
-path through :data:`FLAGS`. The resolved config is written next to the dataset
-(``run_config.json``) and summarised in the dataset card.
+path through :data:`~counterpoint.flags.FLAGS`. Every value is type-checked when it is set
+(:mod:`counterpoint.config_values`: the error names the key and the expected type). The resolved
+config is written next to the dataset (``run_config.json``, secrets redacted and local paths
+shortened: :func:`~counterpoint.config_values.public`) and summarised in the dataset card.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional
 
+from counterpoint.config_values import (  # noqa: F401  (re-exported: the stored-config rules)
+    API_KEY_ENV_VARS,
+    API_KEY_REDACTED,
+    LOCAL_PATH_PREFIX,
+    REDACTED,
+    check_value,
+    is_secret_key,
+    public,
+)
+from counterpoint.errors import ConfigError
+from counterpoint.flags import FLAG_GROUPS, FLAGS, NONE, Flag, _min_rows, _none_or  # noqa: F401  (re-exported)
 from counterpoint.generators.base import SamplingParams
-from counterpoint.generators.config import COMPILE_MODES, GENERATOR_KINDS, SEED_MODES, GeneratorConfig
+from counterpoint.generators.config import GeneratorConfig
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig
 from counterpoint.labeling.consensus import ConsensusConfig
 from counterpoint.schemas import content_id
 from counterpoint.segmentation import MODES as SEGMENTATION_MODES
-from counterpoint.sources import KINDS as SOURCE_KINDS
-from counterpoint.sources import PRESETS, ProblemSourceConfig
+from counterpoint.sources import ProblemSourceConfig
 from counterpoint.sources.mapping import FieldMapping
 
 __all__ = [
@@ -55,7 +67,8 @@ class VerifierConfig:
     name: str = "auto"
     timeout_s: float = 5.0
     pool_size: int = 2
-    # Tests only: "module:function" run in each math-verify worker before every item (MathVerifier).
+    # Tests only: "module:function" run in each math-verify worker before every item (MathVerifier),
+    # e.g. counterpoint.testing.verifier_faults:inject.
     fault_injector: Optional[str] = None
 
     def __post_init__(self):
@@ -177,6 +190,11 @@ class RunConfig:
         return list(records.OUTCOME_CONFIGS) + (list(records.STEP_CONFIGS) if self.labeler else [])
 
     def to_dict(self) -> Dict[str, Any]:
+        """The config as stored and published (``run_config.json``, the card): secrets redacted and local
+        absolute paths shortened (see :func:`public`). Loads back with :func:`from_dict`."""
+        return public(self._as_dict())
+
+    def _as_dict(self) -> Dict[str, Any]:
         return _to_jsonable(dataclasses.asdict(self))
 
     def output_fingerprint(self) -> str:
@@ -184,14 +202,15 @@ class RunConfig:
 
         Checkpoints live under it, so a resumed run reuses only results made with the same settings.
         """
-        d = self.to_dict()
+        d = self._as_dict()  # unredacted: two local models with one folder name must not share checkpoints
         shaping = {k: d[k] for k in ("generator", "sampling", "samples_per_problem", "system_prompt",
                                      "segmentation", "verifier", "labeler", "pairing")}
         # Where the engine runs and how fast (servers, compile mode, fault injection) does not shape rows.
         gen = {k: v for k, v in shaping["generator"].items()
                if k not in ("base_urls", "api_key", "compile", "engine_kwargs", "max_num_seqs")}
+        # A plugged-in engine (e.g. counterpoint.testing.faults) changes how calls fail, not what they return.
         gen["scripted"] = {k: v for k, v in gen["scripted"].items()
-                           if k not in ("fail_every", "hang_every", "hang_s", "die_every", "capacity")}
+                           if k not in ("engine", "engine_options", "capacity")}
         shaping["generator"] = gen
         shaping["verifier"] = {"name": d["verifier"]["name"], "timeout_s": d["verifier"]["timeout_s"]}
         if self.labeler:
@@ -213,14 +232,14 @@ def _to_jsonable(obj):
 
 
 def _build(cls, data: Dict[str, Any], where: str = ""):
-    """Builds dataclass ``cls`` from a nested dict, rejecting unknown keys by name."""
+    """Builds dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types by name."""
     where = where or cls.__name__
     if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: expected a mapping of {cls.__name__} keys, got {type(data).__name__}")
+        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} keys, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown {cls.__name__} key(s) {unknown}; known: {sorted(fields)}")
+        raise ConfigError(f"{where}: unknown {cls.__name__} key(s) {unknown}; known: {sorted(fields)}")
     kwargs = {}
     for name, value in data.items():
         sub = _NESTED.get((cls, name))
@@ -228,16 +247,24 @@ def _build(cls, data: Dict[str, Any], where: str = ""):
             value = _build(sub, value, f"{where}.{name}")
         elif sub is not None and value is not None and not isinstance(value, sub):
             # e.g. a YAML section whose keys are all commented out loads as None
-            raise ValueError(f"{where}.{name} must be a mapping of {sub.__name__} keys, got {type(value).__name__}")
+            raise ConfigError(f"{where}.{name} must be a mapping of {sub.__name__} keys, got {type(value).__name__}")
         elif sub is not None and value is None and name not in _NULLABLE_SECTIONS:
-            raise ValueError(f"{where}.{name} must be a mapping of {sub.__name__} keys, got null")
-        elif cls is SamplingParams and name == "stop":
-            value = tuple(value or ())
+            raise ConfigError(f"{where}.{name} must be a mapping of {sub.__name__} keys, got null")
+        elif sub is None:
+            if isinstance(value, str) and value.startswith(REDACTED[:-1]) and is_secret_key(name):
+                value = None  # a stored config loads back: the secret comes from the environment again
+            check_value(cls, name, value, f"{where}.{name}")
+            if cls is SamplingParams and name == "stop":
+                value = tuple(value or ())
         kwargs[name] = value
     try:
         return cls(**kwargs)
     except TypeError as e:
-        raise ValueError(f"{where}: {e}") from None
+        raise ConfigError(f"{where}: {e}") from None
+    except ConfigError:
+        raise
+    except ValueError as e:  # a component's own check (its message names the key and the fix)
+        raise ConfigError(str(e)) from None
 
 
 _NESTED = {
@@ -269,10 +296,27 @@ def load_config(path: Optional[str]) -> RunConfig:
 
     from counterpoint import storage
 
-    text = storage.read_text(path)
-    if text is None:
-        raise FileNotFoundError(f"--config {path}: file not found")
-    return from_dict(yaml.safe_load(text) or {})
+    data = storage.read_bytes(path)
+    if data is None:
+        raise ConfigError(f"--config {path}: file not found; check the path")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config {path}: not UTF-8 text (byte {e.start}); save the file as UTF-8 YAML") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(f"--config {path}: not valid YAML ({problem}{where}); fix the file") from None
+    if loaded is not None and not isinstance(loaded, Mapping):
+        raise ConfigError(f"--config {path}: expected a YAML mapping of config keys (source:, generator:, ...), "
+                          f"got {type(loaded).__name__}")
+    try:
+        return from_dict(loaded or {})
+    except ConfigError as e:
+        raise ConfigError(f"--config {path}: {e}") from None
 
 
 def dumps_config(cfg: RunConfig) -> str:
@@ -280,118 +324,8 @@ def dumps_config(cfg: RunConfig) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Command-line flags: one table, used by the CLI's --help, the PipelineOptions subclass and the overrides
+# Command-line flags (the table is counterpoint.flags): applied over a config, added to a parser
 # ---------------------------------------------------------------------------
-def _min_rows(text: str) -> Tuple[str, int]:
-    import argparse
-
-    config, sep, n = text.partition("=")
-    if not sep or not n.strip().isdigit():
-        # argparse shows an ArgumentTypeError's own message (a ValueError would become "invalid value")
-        raise argparse.ArgumentTypeError(f"--min-rows takes CONFIG=N (e.g. preferences=10), got {text!r}")
-    return config.strip(), int(n)
-
-
-@dataclasses.dataclass(frozen=True)
-class Flag:
-    """One command-line flag: its names, the config path(s) it sets, and how it parses.
-
-    ``action``: ``store`` (one value), ``append`` (repeatable: a list), ``false`` (a switch that sets False),
-    ``true`` (a switch that sets True). ``implies``: other config paths set when the flag is given.
-    """
-
-    names: Tuple[str, ...]
-    paths: Tuple[str, ...]
-    group: str
-    help: str
-    type: Callable[[str], Any] = str
-    choices: Optional[Sequence[Any]] = None
-    action: str = "store"
-    implies: Tuple[Tuple[str, Any], ...] = ()
-    metavar: Optional[str] = None
-
-    @property
-    def dest(self) -> str:
-        return "cp_" + self.names[0].lstrip("-").replace("-", "_")
-
-
-NONE = "none"  # a flag value meaning "set this config key to null" (None itself means "flag not given")
-
-
-def _none_or(kind):
-    def parse(text: str):
-        return NONE if text.lower() in ("none", "null", "auto") else kind(text)
-    parse.__name__ = kind.__name__
-    return parse
-
-
-FLAG_GROUPS = ("source", "generator", "sampling", "labelling", "output")
-
-FLAGS: Tuple[Flag, ...] = (
-    # source
-    Flag(("--source",), ("source.kind",), "source", "where problems come from", choices=SOURCE_KINDS),
-    Flag(("--input",), ("source.paths",), "source", "problem file(s) or glob(s), local/gs:///s3://, "
-         "JSONL/JSON/Parquet, .gz/.bz2/.zst (repeatable; implies --source file)", action="append",
-         implies=(("source.kind", "file"),), metavar="PATH"),
-    Flag(("--preset",), ("source.preset",), "source", "field mapping (and HF dataset) of a known dataset",
-         choices=tuple(sorted(PRESETS))),
-    Flag(("--num-problems", "--num_problems"), ("source.num_problems",), "source",
-         "problems to read (the first N items; required for the procedural and chain sources)", type=int),
-    Flag(("--seed",), ("generator.seed", "source.seed"), "source", "seed of the procedural source and the engine",
-         type=int),
-    # generator
-    Flag(("--generator",), ("generator.kind",), "generator", "engine", choices=GENERATOR_KINDS),
-    Flag(("--model",), ("generator.model",), "generator", "HF folder or Hub id, or 'embedded'"),
-    Flag(("--server-url", "--server_url"), ("generator.base_urls",), "generator",
-         "OpenAI-compatible server base URL (repeatable; implies --generator openai)", action="append",
-         implies=(("generator.kind", "openai"),), metavar="URL"),
-    Flag(("--seed-mode", "--seed_mode"), ("generator.seed_mode",), "generator",
-         "per-request seeds (a sample never depends on its batch) or one engine seed", choices=SEED_MODES),
-    Flag(("--compile",), ("generator.compile",), "generator",
-         "vLLM torch.compile: on, off (eager) or auto (by the job's size)", choices=COMPILE_MODES),
-    Flag(("--max-num-seqs", "--max_num_seqs"), ("generator.max_num_seqs",), "generator",
-         "sequences the engine decodes at once", type=int),
-    # sampling
-    Flag(("--samples",), ("samples_per_problem",), "sampling", "solutions sampled per problem", type=int),
-    Flag(("--temperature",), ("sampling.temperature",), "sampling", "sampling temperature (samples and rollouts)",
-         type=float),
-    Flag(("--top-p", "--top_p"), ("sampling.top_p",), "sampling", "nucleus sampling (samples and rollouts)",
-         type=float),
-    Flag(("--max-tokens", "--max_tokens"), ("sampling.max_tokens",), "sampling",
-         "tokens per sample and per rollout", type=int),
-    Flag(("--batch-size", "--batch_size"), ("batch_size",), "sampling", "problems per sampling engine call",
-         type=int),
-    # labelling
-    Flag(("--labeler",), ("labeler",), "labelling", "step labeller: omegaprm, mc (Math-Shepherd) or none",
-         choices=(NONE, "omegaprm", "mc")),
-    Flag(("--rollouts",), ("labeling.omegaprm.k",), "labelling", "rollouts per prefix (OmegaPRM / MC k)", type=int),
-    Flag(("--search-limit", "--search_limit"), ("labeling.omegaprm.search_limit",), "labelling",
-         "OmegaPRM selections per problem", type=int),
-    Flag(("--parallel-searches", "--parallel_searches"), ("labeling.omegaprm.parallel_searches",), "labelling",
-         "speculative binary searches per tree (auto = sized from the engine; never changes labels)",
-         type=lambda s: s if s == "auto" else int(s)),
-    Flag(("--labeling-batch-size", "--labeling_batch_size"), ("labeling_batch_size",), "labelling",
-         "problems whose trees share the engine (none = from the engine's capacity)", type=_none_or(int)),
-    Flag(("--consensus",), ("consensus.mode",), "labelling",
-         "judge-model consensus filter on step labels", choices=("off", "keep-agreeing", "annotate")),
-    Flag(("--judge-model", "--judge_model"), ("judge.model",), "labelling",
-         "judge model for --consensus (default: the run's model)"),
-    # output
-    Flag(("--config",), (), "output", "YAML run config (flags override it)", metavar="FILE"),
-    Flag(("--output",), ("output",), "output", "output folder (local, gs://, s3://)"),
-    Flag(("--num-shards", "--num_shards"), ("num_shards",), "output",
-         "Parquet shards per config (none = one per 5,000 problems)", type=_none_or(int)),
-    Flag(("--min-rows", "--min_rows"), ("min_rows",), "output",
-         "fail validation when CONFIG has fewer than N rows (repeatable)", type=_min_rows, action="append",
-         metavar="CONFIG=N"),
-    Flag(("--export",), ("exports",), "output", "trainer export made after validation (repeatable)",
-         action="append", metavar="FORMAT"),
-    Flag(("--no-validate",), ("validate",), "output", "skip the Great Expectations gate", action="false"),
-    Flag(("--no-report",), ("report",), "output", "skip report.html", action="false"),
-    Flag(("--quiet", "-q"), ("quiet",), "output", "no progress display", action="true"),
-)
-
-
 def _get_path(obj, path: str):
     for part in path.split("."):
         obj = obj.get(part) if isinstance(obj, Mapping) else getattr(obj, part)
@@ -400,18 +334,21 @@ def _get_path(obj, path: str):
     return obj
 
 
-def _set_path(cfg, path: str, value):
-    """A copy of dataclass ``cfg`` with ``path`` set (each level rebuilt, so ``__post_init__`` re-checks it)."""
+def _set_path(cfg, path: str, value, full: str = ""):
+    """A copy of dataclass ``cfg`` with ``path`` set (type-checked; each level rebuilt, so ``__post_init__``
+    re-checks it)."""
     head, _, rest = path.partition(".")
+    full = full or path
     if not rest:
+        check_value(type(cfg), head, value, full)
         return dataclasses.replace(cfg, **{head: value})
     child = getattr(cfg, head)
     if child is None:
         sub = _NESTED.get((type(cfg), head))
         if sub is None:
-            raise ValueError(f"cannot set {path}: {head} is empty")
+            raise ConfigError(f"cannot set {path}: {head} is empty")
         child = sub()
-    return dataclasses.replace(cfg, **{head: _set_path(child, rest, value)})
+    return dataclasses.replace(cfg, **{head: _set_path(child, rest, value, full)})
 
 
 def default_of(flag: Flag, cfg: Optional[RunConfig] = None) -> Any:
@@ -443,10 +380,13 @@ def apply_overrides(cfg: RunConfig, values: Mapping[str, Any], *, from_defaults:
             value = dict(cfg.min_rows, **dict(value))
         elif isinstance(value, str) and value == NONE:
             value = None
-        for path in flag.paths:
-            cfg = _set_path(cfg, path, list(value) if flag.action == "append" and path != "min_rows" else value)
-        for key, implied in flag.implies:  # after the value: e.g. base_urls before kind=openai
-            cfg = _set_path(cfg, key, implied)
+        try:
+            for path in flag.paths:
+                cfg = _set_path(cfg, path, list(value) if flag.action == "append" and path != "min_rows" else value)
+            for key, implied in flag.implies:  # after the value: e.g. base_urls before kind=openai
+                cfg = _set_path(cfg, key, implied)
+        except ValueError as e:  # ConfigError included: name the flag the user typed
+            raise ConfigError(f"{flag.names[0]}: {e}") from None
     if values.get("cp_preset") and cfg.source.kind == "procedural":
         cfg = _set_path(cfg, "source.kind", "hf")  # a preset names a dataset: read it
     if from_defaults and cfg.source.kind != kind and values.get("cp_num_problems") is None:

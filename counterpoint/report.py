@@ -408,7 +408,7 @@ def build_report(out_dir: str) -> str:
     page = (
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Counterpoint run report</title>"
         f"<style>{_CSS}</style></head><body>"
-        f"<h1>Counterpoint run report</h1><p>{html.escape(str(out))}"
+        f"<h1>Counterpoint run report</h1><p>{html.escape(storage.basename(out) if storage.is_local(out) else out)}"
         + (f" &middot; model <code>{html.escape(str(model))}</code>" if model else "")
         + f" &middot; generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}</p>"
         + (f'<ul class="notes">{notes}</ul>' if notes else "")

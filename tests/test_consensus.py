@@ -7,12 +7,9 @@ import pytest
 
 from counterpoint.generators.base import SamplingParams
 from counterpoint.generators.scripted import (
-    ChainJudgePolicy,
     ChainPolicy,
     ScriptedGenerator,
-    chain_first_error,
     chain_problem,
-    chain_verify,
 )
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, label_problems
 from counterpoint.labeling.consensus import (
@@ -26,7 +23,8 @@ from counterpoint.labeling.consensus import (
     parse_judgement,
     read_judge_prompt,
 )
-from counterpoint.labeling.worlds import sampled_chain_items
+from counterpoint.testing.chain import ChainJudgePolicy, chain_first_error, chain_verify
+from counterpoint.testing.worlds import sampled_chain_items
 from counterpoint.schemas import records, rows
 
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from counterpoint import cli, local_services
+from counterpoint import cli
+from counterpoint.testing import local_services
 from counterpoint.config import from_dict
 from counterpoint.pipelines.generate_corpus import run
 from counterpoint.schemas import records
@@ -182,7 +183,7 @@ def test_s3_output_end_to_end_run_validate_report_push(tmp_path, reference, s3, 
     # A run that fails a check publishes nothing: the objects under data/ stay exactly as they were.
     before = _objects(client, "runs/r1/data/")
     assert cli.main(["run", "--config", str(cfg_path), "--output", out, "--runner=FnApiRunner",
-                     "--min-rows", "preferences=100000", "--seed", "9", *options]) == 2
+                     "--min-rows", "preferences=100000", "--seed", "9", *options]) == 1  # a failed check: exit 1
     assert "data/ was left as it was" in capsys.readouterr().err
     assert _objects(client, "runs/r1/data/") == before
     runs = {k.split("/")[2] for k in _objects(client, "runs/r1/") if k.startswith("_work/runs/")}

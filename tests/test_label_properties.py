@@ -20,7 +20,6 @@ from counterpoint.generators.scripted import (
     ScriptedGenerator,
     ScriptedSample,
     chain_problem,
-    chain_verify,
 )
 from counterpoint.labeling import (
     Estimate,
@@ -41,7 +40,8 @@ from counterpoint.labeling.common import first_discovered_index, incorrect_targe
 from counterpoint.labeling.labeler import _label_row, verify_terminals
 from counterpoint.labeling.mc import mc_label
 from counterpoint.labeling.scheduler import side_by_side
-from counterpoint.labeling.worlds import sampled_chain_items
+from counterpoint.testing.chain import chain_verify
+from counterpoint.testing.worlds import sampled_chain_items
 from counterpoint.schemas import records
 from counterpoint.segmentation import segment
 from counterpoint.verifiers.suite import VerifierSuite

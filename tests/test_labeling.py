@@ -17,9 +17,7 @@ from counterpoint.generators.base import Completion, GenerationRequest, Generato
 from counterpoint.generators.scripted import (
     ChainPolicy,
     ScriptedGenerator,
-    chain_first_error,
     chain_problem,
-    chain_verify,
 )
 from counterpoint.labeling import (
     Estimate,
@@ -38,7 +36,8 @@ from counterpoint.labeling import (
     within_noise,
 )
 from counterpoint.labeling.common import seed_root
-from counterpoint.labeling.worlds import sampled_chain_items
+from counterpoint.testing.chain import chain_first_error, chain_verify
+from counterpoint.testing.worlds import sampled_chain_items
 from counterpoint.schemas import records
 from counterpoint.segmentation import segment
 from counterpoint.verifiers import base as vb

@@ -164,7 +164,7 @@ def test_card_validation_and_report_exist(outcome_run):
 
 def test_omegaprm_run_on_chain_problems(tmp_path):
     """Step configs: OmegaPRM labels agree with the planted first errors of the chain policy."""
-    from counterpoint.generators.scripted import chain_first_error
+    from counterpoint.testing.chain import chain_first_error
 
     problems = [chain_problem(5, i, num_steps=6) for i in range(4)]
     _write_jsonl(tmp_path / "chain.jsonl",

@@ -38,6 +38,7 @@ from counterpoint.pipelines.generate_corpus import run
 from counterpoint.schemas import records
 from counterpoint.sources.procedural import procedural_problem
 from counterpoint import storage
+from counterpoint.testing.faults import faults
 from counterpoint.transforms.stages import EngineSpec, SampleDoFn
 
 IN_PROCESS = ["--runner=FnApiRunner"]
@@ -247,7 +248,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     # B: the full input, every engine call slowed down; kill -9 the whole process group midway,
     # once new problems are checkpointed and some sampled problem is cached but not finished.
     _write_jsonl(inp, _records_in(problems))
-    slow = _config(out, [inp], key, scripted={"hang_every": 1, "hang_s": 0.3}, **labeled)
+    slow = _config(out, [inp], key, scripted=faults(hang_every=1, hang_s=0.3), **labeled)
     cfg_path = tmp_path / "slow.json"
     cfg_path.write_text(json.dumps(slow), encoding="utf-8")
     script = tmp_path / "child_run.py"
@@ -317,7 +318,7 @@ def test_reruns_pay_nothing_twice(tmp_path, corpus_in, baseline):
     n_cache = len(_cache_entries(out))
     assert n_cache == N_PROBLEMS
     # This generator fails every engine call: any call would turn into a generation_failed reject.
-    broken = _config(out, [path], key, scripted={"fail_every": 1})
+    broken = _config(out, [path], key, scripted=faults(fail_every=1))
 
     # A finished run, rerun: every problem comes from its checkpoint.
     s = _run(broken)
@@ -349,9 +350,9 @@ def test_reruns_pay_nothing_twice(tmp_path, corpus_in, baseline):
 # 3. engine faults
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("scripted,retry,fault", [
-    ({"fail_every": 3}, {}, "scripted failure on call 3"),
-    ({"die_every": 2}, {}, "scripted engine died on call 2"),
-    ({"hang_every": 2, "hang_s": 1.5}, {"call_timeout_s": 0.5}, "sample call timed out after 0.5s"),
+    (faults(fail_every=3), {}, "scripted failure on call 3"),
+    (faults(die_every=2), {}, "scripted engine died on call 2"),
+    (faults(hang_every=2, hang_s=1.5), {"call_timeout_s": 0.5}, "sample call timed out after 0.5s"),
 ], ids=["fail_every_3", "die_every_2", "hang_every_2_with_timeout"])
 def test_recoverable_engine_faults_leave_no_trace(tmp_path, caplog, corpus_in, baseline, scripted, retry, fault):
     problems, path, key = corpus_in
@@ -366,9 +367,9 @@ def test_recoverable_engine_faults_leave_no_trace(tmp_path, caplog, corpus_in, b
 
 
 @pytest.mark.parametrize("scripted,retry,reason,detail", [
-    ({"fail_every": 1}, {}, "generation_failed", "scripted failure on call"),
-    ({"die_every": 1}, {}, "engine_dead", "scripted engine"),
-    ({"hang_every": 1, "hang_s": 5.0}, {"call_timeout_s": 0.25, "max_attempts": 2}, "engine_dead", "timed out after 0.25s"),
+    (faults(fail_every=1), {}, "generation_failed", "scripted failure on call"),
+    (faults(die_every=1), {}, "engine_dead", "scripted engine"),
+    (faults(hang_every=1, hang_s=5.0), {"call_timeout_s": 0.25, "max_attempts": 2}, "engine_dead", "timed out after 0.25s"),
 ], ids=["fail_every_1", "die_every_1", "hang_every_1_with_timeout"])
 def test_terminal_engine_faults_become_rejects_and_are_retried_on_rerun(
         tmp_path, corpus_in, baseline, scripted, retry, reason, detail):
@@ -598,14 +599,14 @@ def test_bad_input_corpus_rejects_each_bad_item_and_keeps_good_rows_intact(tmp_p
     assert all(r["scope"] == "problem" for r in rejects)
     assert Counter(r["reason"] for r in rejects) == Counter(
         [reason for _, reason in expect.values()] + ["empty_file"])
-    a_path = str(inp / "a.jsonl")
+    a_path = "<local>/a.jsonl"  # published rows name the file, not the local folder
     for lineno, (stage, reason) in expect.items():
         where = f"{a_path}:{lineno}"
         if stage == "read":
             hits = [r for r in rejects if r["reason"] == reason and r["detail"].startswith(where + ":")]
             assert len(hits) == 1 and hits[0]["stage"] == "read", (lineno, reason)
     (empty,) = [r for r in rejects if r["reason"] == "empty_file"]
-    assert empty["stage"] == "read" and str(inp / "b.jsonl") in empty["detail"]
+    assert empty["stage"] == "read" and "<local>/b.jsonl" in empty["detail"] and str(tmp_path) not in empty["detail"]
     (dup,) = [r for r in rejects if r["reason"] == "duplicate_problem_id"]
     assert (dup["stage"], dup["problem_id"]) == ("dedupe", ids[0])
     (too_long,) = [r for r in rejects if r["reason"] == "question_too_long"]

@@ -28,7 +28,7 @@ from counterpoint.sources import (  # noqa: E402
     map_record,
     validate_problem,
 )
-from counterpoint.sources.files import expand_paths, read_problem_file  # noqa: E402
+from counterpoint.sources.files import expand_paths, read_problem_file, shown_path  # noqa: E402
 from counterpoint.sources.procedural import iter_procedural, procedural_problem  # noqa: E402
 
 PROBLEM_COLUMNS = set(records.PROBLEMS.column_names)
@@ -176,7 +176,7 @@ def test_read_jsonl_plain_and_compressed(tmp_path, suffix):
     items = list(read_problem_file(path, TOY))
     assert [k for k, _ in items] == ["problem"] * 3
     assert [_loaded(r) for _, r in items] == [
-        _expected_problem(rec, {"path": path, "line": i + 1}) for i, rec in enumerate(GOOD)
+        _expected_problem(rec, {"path": shown_path(path), "line": i + 1}) for i, rec in enumerate(GOOD)
     ]
 
 
@@ -186,14 +186,14 @@ def test_read_json_array_and_parquet(tmp_path):
         json.dump(GOOD, f, ensure_ascii=False, indent=2)
     items = list(read_problem_file(jpath, TOY))
     assert [_loaded(r) for _, r in items] == [
-        _expected_problem(rec, {"path": jpath, "index": i}) for i, rec in enumerate(GOOD)
+        _expected_problem(rec, {"path": shown_path(jpath), "index": i}) for i, rec in enumerate(GOOD)
     ]
 
     ppath = str(tmp_path / "good.parquet")
     pq.write_table(pa.Table.from_pylist([dict(r, answer=str(r["answer"])) for r in GOOD]), ppath)
     items = list(read_problem_file(ppath, TOY))
     assert [_loaded(r) for _, r in items] == [
-        _expected_problem(rec, {"path": ppath, "row": i}) for i, rec in enumerate(GOOD)
+        _expected_problem(rec, {"path": shown_path(ppath), "row": i}) for i, rec in enumerate(GOOD)
     ]
     table = records.rows_to_table("problems", [r for _, r in items])
     assert table.num_rows == 3
@@ -287,7 +287,7 @@ def test_bad_input_corpus(tmp_path):
     for lineno, (raw, exp) in enumerate(lines, start=1):
         if exp in ("invalid_utf8", "malformed_json", "not_an_object", "missing_field", "unparsable_gold",
                    "invalid_field_type"):
-            rej = next(r for r in rejects if f"{bad}:{lineno}" in (r["detail"] or ""))
+            rej = next(r for r in rejects if f"{shown_path(str(bad))}:{lineno}" in (r["detail"] or ""))
             assert rej["reason"] == exp and rej["stage"] == "read" and rej["scope"] == "problem"
     missing_details = [r["detail"] for r in rejects if r["reason"] == "missing_field"]
     assert any("'question'" in d for d in missing_details) and any("'answer'" in d for d in missing_details)
@@ -308,7 +308,7 @@ def test_bad_input_corpus(tmp_path):
         "problem_id": "g1", "source": "gsm8k", "question": emoji_q, "gold_answer": "5",
         "answer_type": "numeric", "difficulty": None}
     assert json.loads(emoji["metadata"]) == {
-        "extra": {}, "reference_solution": "3 + 2 = 5\n#### 5", "origin": {"path": str(bad), "line": 1}}
+        "extra": {}, "reference_solution": "3 + 2 = 5\n#### 5", "origin": {"path": shown_path(str(bad)), "line": 1}}
     latex = by_id["g2"][0]
     assert latex["question"] == latex_q and latex["gold_answer"] == "8"
     assert by_id["c1"][0]["gold_answer"] == "1234"

@@ -30,7 +30,7 @@ from counterpoint.verifiers import (
 from counterpoint.verifiers import quality
 from counterpoint.verifiers.suite import VerifierSuite
 
-FAULTS = "verifier_faults:inject"
+FAULTS = "counterpoint.testing.verifier_faults:inject"
 
 
 def _alive(pid: int) -> bool:
@@ -285,7 +285,7 @@ def test_math_worker_crash_is_unknown(faulty_verifier):
 
 
 def test_math_bad_fault_injector_fails_loudly():
-    v = MathVerifier(pool_size=1, fault_injector="verifier_faults:no_such_function", start_timeout_s=60)
+    v = MathVerifier(pool_size=1, fault_injector="counterpoint.testing.verifier_faults:no_such_function", start_timeout_s=60)
     with pytest.raises(VerifierStartupError, match="no_such_function"):
         v.verify(r"\boxed{1}", "1")
     v.close()
@@ -516,7 +516,7 @@ def test_suite_judge_returns_verdicts_in_order():
 
 # --------------------------------------------------------------------------- the case file (issue 9 item 8)
 
-CASES = quality.load_cases()
+CASES = quality.load_cases(os.path.join(os.path.dirname(__file__), "data", "verifier_cases.jsonl"))
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import pyarrow as pa
 
 from counterpoint import storage
+from counterpoint.errors import RunFailed
 from counterpoint.export import formats
 from counterpoint.schemas import exports, records
 
@@ -52,7 +53,7 @@ MAX_ROWS_PER_SHARD = 100_000
 WORK_DIR = "_work"
 
 
-class ExportError(RuntimeError):
+class ExportError(RunFailed, RuntimeError):
     """The output cannot be exported (not validated, changed since, nothing to export, invalid export)."""
 
 

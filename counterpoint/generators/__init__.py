@@ -61,28 +61,5 @@ def build_generator(cfg: GeneratorConfig) -> Generator:
     if cfg.kind == "scripted":
         from counterpoint.generators import scripted
 
-        opts = dict(cfg.scripted)
-        policy_name = opts.pop("policy", "chain")
-        if policy_name == "chain":
-            policy = scripted.ChainPolicy(
-                step_error_rate=opts.pop("step_error_rate", 0.05),
-                slip=opts.pop("slip", "overshoot"),
-                repair_rate=opts.pop("repair_rate", 0.0),
-                no_answer_rate=opts.pop("no_answer_rate", 0.0),
-                hedge_rate=opts.pop("hedge_rate", 0.0),
-            )
-        elif policy_name == "answer_key":
-            policy = scripted.AnswerKeyPolicy(
-                answer_key=opts.pop("answer_key"),
-                p_correct=opts.pop("p_correct", 0.5),
-                p_truncate=opts.pop("p_truncate", 0.0),
-            )
-        elif policy_name == "chain_judge":
-            policy = scripted.ChainJudgePolicy(
-                error_rate=opts.pop("error_rate", 0.1),
-                unparsable_rate=opts.pop("unparsable_rate", 0.0),
-            )
-        else:
-            raise ValueError(f"unknown scripted policy {policy_name!r}; use chain, answer_key or chain_judge")
-        return scripted.ScriptedGenerator(policy, **opts)
+        return scripted.from_options(cfg.scripted)
     raise ValueError(f"unknown generator kind {cfg.kind!r}; choose one of {GENERATOR_KINDS}")

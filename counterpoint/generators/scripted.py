@@ -1,32 +1,30 @@
-"""Deterministic scripted generator for tests and benchmarks.
+"""Deterministic scripted generator: an engine without a model, for smoke runs, tests and benchmarks.
 
 Behaves like an engine without one: same interface, seeded per (request, sample)
-so results do not depend on how requests are batched, and with controllable
-faults (raise every Nth call, hang, die) for reliability tests.
+so results do not depend on how requests are batched.
 
-Policies:
+Policies (``generator.scripted.policy``; a ``"module:Class"`` path plugs in any other
+:class:`Policy`, e.g. the consensus judge of ``counterpoint.testing.chain``):
 
-* :class:`AnswerKeyPolicy` answers questions it has a gold answer for, correctly
-  with probability ``p_correct`` and otherwise with a wrong number — enough for
+* :class:`AnswerKeyPolicy` (``answer_key``) answers questions it has a gold answer for,
+  correctly with probability ``p_correct`` and otherwise with a wrong number — enough for
   outcome-level pipeline tests.
-* :class:`ChainPolicy` solves :func:`chain_problem` questions ("start at 7, add
-  3, multiply by 2, ...") one step per paragraph, making a slip at each step with
-  probability ``step_error_rate``. By default a slip is a false equation that only
-  overshoots and propagates (all ops are injective), so the first wrong step of
-  every sample is known exactly (:func:`chain_first_error`) and MC(prefix) has a
-  closed form: 0 after a slip, ``(1 - p) ** remaining`` before. Options make it
-  harder, for the label-quality benchmark: ``slip="misread"`` (a wrong operand,
-  arithmetically true: no false equation to spot; it overshoots too, so misreads
-  never cancel out), ``repair_rate`` (the step right
-  after a slip silently goes on from the right value, so MC after a slip is > 0:
-  non-monotone MC; the planted first error stays the slip), ``no_answer_rate`` (the final line states no answer marker: a
-  format failure) and ``hedge_rate`` (the answer is stated in a form a verifier
-  cannot decide: see :func:`chain_verdict`). Continuations read the prefix back
-  and go on from its last stated value, which is what rollouts from a step prefix
-  need.
-* :class:`ChainJudgePolicy` is a consensus judge for chain solutions: it answers
-  the ProcessBench-style prompt of ``counterpoint.labeling.consensus`` from the
-  ground truth, wrong with probability ``error_rate``.
+* :class:`ChainPolicy` (``chain``, the default) solves :func:`chain_problem` questions ("start at
+  7, add 3, multiply by 2, ...": the ``chain`` problem source) one step per paragraph, making a
+  slip at each step with probability ``step_error_rate``. By default a slip is a false equation
+  that only overshoots and propagates (all ops are injective), so the first wrong step of every
+  sample is known exactly (``counterpoint.testing.chain.chain_first_error``) and MC(prefix) has
+  a closed form: 0 after a slip, ``(1 - p) ** remaining`` before. Options make it harder, for the
+  label-quality benchmark: ``slip="misread"`` (a wrong operand, arithmetically true: no false
+  equation to spot; it overshoots too, so misreads never cancel out), ``repair_rate`` (the step
+  right after a slip silently goes on from the right value, so MC after a slip is > 0:
+  non-monotone MC; the planted first error stays the slip), ``no_answer_rate`` (the final line
+  states no answer marker: a format failure) and ``hedge_rate`` (the answer is stated in a form
+  a verifier cannot decide). Continuations read the prefix back and go on from its last stated
+  value, which is what rollouts from a step prefix need.
+
+Fault injection (fail / hang / die every Nth call) is test scaffolding and lives in
+``counterpoint.testing.faults``; it plugs in through ``generator.scripted.engine``.
 """
 
 from __future__ import annotations
@@ -36,12 +34,10 @@ import hashlib
 import random
 import re
 import threading
-import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from counterpoint.generators.base import (
     Completion,
-    EngineDeadError,
     GenerationError,
     GenerationRequest,
     Generator,
@@ -149,39 +145,7 @@ def parse_chain_question(question: str) -> Tuple[int, List[Tuple[str, int]]]:
     return start, [(m.group(1), int(m.group(2))) for m in _OP_RE.finditer(question)]
 
 
-_FINAL_RE = re.compile(r"(-?\d+)(?: \(I think\))?\.?\s*$")
-
-
-def chain_first_error(question: str, steps: Sequence[str]) -> Optional[int]:
-    """Ground truth: index of the first wrong step (None if all right).
-
-    A step is wrong when its stated result is not the true running value (an
-    arithmetic slip or a misread operand). The line after the last operation is
-    the answer line: right when it states the true final value, wrong otherwise.
-    """
-    value, ops = parse_chain_question(question)
-    for i, step in enumerate(steps):
-        if i == len(ops):
-            m = _FINAL_RE.search(step.strip())
-            return None if m is not None and int(m.group(1)) == value else i
-        m = _STEP_RE.search(step)
-        if m is None or i > len(ops):
-            return i
-        value = _OPS[ops[i][0]](value, ops[i][1])
-        if int(m.group(5)) != value:
-            return i
-    return None
-
-
-def chain_value_after(question: str, done: int) -> int:
-    """The true running value after the first ``done`` operations."""
-    value, ops = parse_chain_question(question)
-    for name, operand in ops[:done]:
-        value = _OPS[name](value, operand)
-    return value
-
-
-#: Final-line forms of :class:`ChainPolicy` (see :func:`chain_verdict`).
+#: Final-line forms of :class:`ChainPolicy` (read by ``counterpoint.testing.chain.chain_verdict``).
 ANSWER_LINE = "The answer is {value}."
 HEDGED_ANSWER_LINE = "The answer is {value} (I think)."
 NO_ANSWER_LINE = "So the total is {value}."
@@ -255,75 +219,17 @@ class ChainPolicy(Policy):
         return ScriptedSample(body)
 
 
-_ANSWER_LINE_RE = re.compile(r"The answer is (-?\d+)(?P<hedge> \(I think\))?\.")
-
-
-def chain_verdict(text: str, gold: str, truncated: bool = False):
-    """A verifier for chain solutions with the three outcomes of a real one (a ``Verdict``).
-
-    The last "The answer is N." decides; a hedged "The answer is N (I think)." is
-    ``unknown`` (an answer the verifier cannot read as a number, like math-verify's
-    ``unparsable_answer``); no answer line at all is ``incorrect`` / ``no_final_answer``
-    (a format failure); truncated text is ``incorrect`` / ``truncated``.
-    """
-    from counterpoint.verifiers import base
-
-    found = list(_ANSWER_LINE_RE.finditer(text))
-    answer = found[-1].group(1) if found else None
-    if truncated:
-        return base.incorrect(base.REASON_TRUNCATED, answer)
-    if not found:
-        return base.incorrect(base.REASON_NO_FINAL_ANSWER, None)
-    if found[-1].group("hedge"):
-        return base.unknown(base.REASON_UNPARSABLE_ANSWER, answer)
-    if answer == str(gold).strip():
-        return base.correct(answer)
-    return base.incorrect(base.REASON_ANSWER_MISMATCH, answer)
-
-
-def chain_verify(items):
-    """``verify`` callback for ``label_problems`` over chain problems (see :func:`chain_verdict`)."""
-    return [chain_verdict(text, gold, truncated) for text, gold, truncated, _answer_type in items]
-
-
-@dataclasses.dataclass
-class ChainJudgePolicy(Policy):
-    """Consensus judge for chain solutions: the earliest wrong step from :func:`chain_first_error`
-    (``-1`` when all are right), replaced by another index with probability ``error_rate`` and by
-    an unparsable reply with probability ``unparsable_rate``; deterministic per request seed."""
-
-    error_rate: float = 0.1
-    unparsable_rate: float = 0.0
-
-    def sample(self, request, sample_index, rng):
-        from counterpoint.labeling.consensus import read_judge_prompt
-
-        question, steps = read_judge_prompt(_user_text(request))
-        truth = chain_first_error(question, steps)
-        index = -1 if truth is None else truth
-        roll = rng.random()
-        if roll < self.unparsable_rate:
-            return ScriptedSample("I cannot tell which paragraph is wrong.")
-        if roll < self.unparsable_rate + self.error_rate:
-            others = [j for j in range(-1, len(steps)) if j != index]
-            index = rng.choice(others) if others else index
-        return ScriptedSample(f"Reviewing the paragraphs one by one.\n\nThe earliest error: \\boxed{{{index}}}")
-
-
 # ---------------------------------------------------------------------------
 # The generator
 # ---------------------------------------------------------------------------
 class ScriptedGenerator(PicklableLock, Generator):
-    """Seeded scripted engine with fault injection.
+    """Seeded scripted engine.
 
-    Faults count engine calls (one ``generate`` call = one engine call):
-    ``fail_every=N`` raises :class:`GenerationError` on every Nth call,
-    ``hang_every=N`` sleeps ``hang_s`` seconds on every Nth call,
-    ``die_every=N`` raises :class:`EngineDeadError` on every Nth call and refuses
-    further calls until :meth:`load` rebuilds it, like a crashed engine.
     ``fail_on_substring`` raises for any batch containing a prompt with that text
-    (a "poison" request, used to show that one bad request does not sink others).
-    ``capacity`` is what :attr:`Generator.capacity` reports (default 256).
+    (a "poison" request, used to show that one bad request does not sink others);
+    ``prompt_token_limit`` rejects a prompt over it (``prompt_too_long``), like a real engine.
+    ``capacity`` is what :attr:`Generator.capacity` reports (default 256). Subclasses
+    (``counterpoint.testing.faults``) add faults in :meth:`before_call`.
     """
 
     kind = "scripted"
@@ -333,10 +239,6 @@ class ScriptedGenerator(PicklableLock, Generator):
         policy: Optional[Policy] = None,
         *,
         model_id: str = "scripted/chain-solver-v1",
-        fail_every: int = 0,
-        hang_every: int = 0,
-        hang_s: float = 30.0,
-        die_every: int = 0,
         fail_on_substring: Optional[str] = None,
         prompt_token_limit: Optional[int] = None,
         capacity: Optional[int] = 256,
@@ -345,16 +247,11 @@ class ScriptedGenerator(PicklableLock, Generator):
         self._capacity = capacity
         self.policy = policy or ChainPolicy()
         self._model_id = model_id
-        self.fail_every = fail_every
-        self.hang_every = hang_every
-        self.hang_s = hang_s
-        self.die_every = die_every
         self.fail_on_substring = fail_on_substring
         self.prompt_token_limit = prompt_token_limit
         self.calls = 0
         self.requests_served = 0
         self.samples_served = 0
-        self._dead = False
         self._lock = threading.Lock()
 
     @property
@@ -367,27 +264,16 @@ class ScriptedGenerator(PicklableLock, Generator):
         return self._capacity
 
     def _load(self) -> None:
-        self._dead = False
+        pass
 
-    def load(self) -> "ScriptedGenerator":
-        # A dead engine is rebuilt by load(), like a real one.
-        if self._dead:
-            self._loaded = False
-        return super().load()
+    def before_call(self, call: int) -> None:
+        """Runs before engine call number ``call`` (1-based): the hook fault-injecting subclasses use."""
 
     def _generate(self, requests: List[GenerationRequest]) -> List[List[Completion]]:
         with self._lock:
             self.calls += 1
             call = self.calls
-        if self._dead:
-            raise EngineDeadError("scripted engine is dead; call load() to restart it")
-        if self.die_every and call % self.die_every == 0:
-            self._dead = True
-            raise EngineDeadError(f"scripted engine died on call {call}")
-        if self.fail_every and call % self.fail_every == 0:
-            raise GenerationError(f"scripted failure on call {call}")
-        if self.hang_every and call % self.hang_every == 0:
-            time.sleep(self.hang_s)
+        self.before_call(call)
         if self.fail_on_substring and any(
             self.fail_on_substring in c for req in requests for _, c in req.messages
         ):
@@ -419,3 +305,47 @@ class ScriptedGenerator(PicklableLock, Generator):
             self.requests_served += len(requests)
             self.samples_served += sum(r.n for r in requests)
         return out
+
+
+# ---------------------------------------------------------------------------
+# From a config: generator.scripted = {policy, <policy options>, <engine options>, engine, engine_options}
+# ---------------------------------------------------------------------------
+POLICIES = {"chain": ChainPolicy, "answer_key": AnswerKeyPolicy}
+
+
+def _resolve(path: str, what: str):
+    """A ``"module:Class"`` plug-in (importable in every worker, so it works on any runner)."""
+    from counterpoint.verifiers._worker import resolve_callable
+
+    try:
+        return resolve_callable(path)
+    except (ImportError, AttributeError, TypeError, ValueError) as e:
+        raise ValueError(f"generator.scripted.{what}: cannot load {path!r} ({e}); give a "
+                         f"'module:Class' importable on every worker") from None
+
+
+def from_options(options: Mapping[str, Any]) -> ScriptedGenerator:
+    """The scripted engine that ``generator.scripted`` describes.
+
+    ``policy``: ``chain`` (default), ``answer_key`` or a ``"module:Class"`` :class:`Policy`; the
+    options named like the policy's fields configure it, the rest go to the engine. ``engine``: a
+    ``"module:Class"`` subclass of :class:`ScriptedGenerator` to build instead, with its own
+    ``engine_options`` (how tests plug in ``counterpoint.testing.faults``).
+    """
+    opts = dict(options)
+    name = opts.pop("policy", "chain")
+    cls = POLICIES.get(name) or (_resolve(name, "policy") if ":" in str(name) else None)
+    if cls is None:
+        raise ValueError(f"generator.scripted.policy: unknown scripted policy {name!r}; use "
+                         f"{' or '.join(POLICIES)}, or a 'module:Class' Policy")
+    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    policy = cls(**{k: opts.pop(k) for k in list(opts) if k in fields})
+    engine = opts.pop("engine", None)
+    engine_cls = _resolve(engine, "engine") if engine else ScriptedGenerator
+    engine_options = opts.pop("engine_options", None) or {}
+    if engine_options and not engine:
+        raise ValueError("generator.scripted.engine_options needs generator.scripted.engine ('module:Class')")
+    try:
+        return engine_cls(policy, **opts, **engine_options)
+    except TypeError as e:
+        raise ValueError(f"generator.scripted: {e}; policy {name!r} takes {sorted(fields)}") from None

@@ -26,15 +26,16 @@ from typing import Any, Dict, Optional, Sequence
 
 from counterpoint import __version__, schemas, storage
 from counterpoint.config import RunConfig
+from counterpoint.errors import RunFailed
 
 log = logging.getLogger(__name__)
 
 
-class AccountingError(RuntimeError):
+class AccountingError(RunFailed, RuntimeError):
     """Problems in != problems with output + problems rejected: something was lost."""
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(RunFailed, RuntimeError):
     """The validation gate failed; failing shards were quarantined and data/ was left as it was."""
 
 
@@ -253,7 +254,7 @@ def finalize_run(cfg: RunConfig, *, layout: storage.OutputLayout, staging: stora
             storage.copy_tree(staging.validation_dir, storage.join(record, storage.VALIDATION_DIR))
             storage.write_json(storage.join(record, storage.SUMMARY_FILE), summary)
             storage.delete_tree(staging.root)
-            raise ValidationFailed(report.message() + f"\n  data/ was left as it was; run record: {record}")
+            raise ValidationFailed(report.message().replace(staging.root, record) + f"\n  data/ was left as it was; run record: {record}")
 
     # Every check passed: publish.
     storage.replace_tree(staging.data_dir, layout.data_dir)

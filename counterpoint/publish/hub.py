@@ -24,6 +24,7 @@ import os
 from typing import List, Optional, Tuple
 
 from counterpoint import storage
+from counterpoint.errors import RunFailed
 
 ALLOW_PATTERNS = ["README.md", "data/**", "report.html", "validation/**"]
 IGNORE_PATTERNS = [
@@ -38,7 +39,7 @@ IGNORE_PATTERNS = [
 REPO_TYPE = "dataset"
 
 
-class PublishRefused(RuntimeError):
+class PublishRefused(RunFailed, RuntimeError):
     """The output directory is not fit to publish (unvalidated, failed, or changed since validation)."""
 
 

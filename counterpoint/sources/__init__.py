@@ -19,6 +19,7 @@ import dataclasses
 import itertools
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
+from counterpoint.errors import ConfigError
 from counterpoint.schemas import records
 
 from counterpoint.sources.mapping import (
@@ -76,25 +77,34 @@ class ProblemSourceConfig:
         if isinstance(self.paths, str):
             self.paths = [self.paths]
         if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+            raise ConfigError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; known: {sorted(PRESETS)}")
+            raise ConfigError(f"unknown preset {self.preset!r}; known: {sorted(PRESETS)}")
         if self.num_problems is not None and self.num_problems < 0:
-            raise ValueError(f"num_problems must be >= 0, got {self.num_problems}")
+            raise ConfigError(f"num_problems must be >= 0, got {self.num_problems}")
 
     def check(self) -> None:
-        """Checks that the source is complete (called once every override is applied)."""
+        """Checks that the source is complete and names something to read (called in the driver once every
+        override is applied): a file source's paths must each match at least one file, through Beam's
+        filesystems (local, gs://, s3://), so a typo fails here instead of publishing an empty dataset."""
         if self.kind in ("procedural", "chain") and self.num_problems is None:
-            raise ValueError(f"source.kind={self.kind} needs source.num_problems (--num-problems N)")
+            raise ConfigError(f"source.kind={self.kind} needs source.num_problems (--num-problems N)")
         if self.kind in ("procedural", "chain"):
             if not (1 <= self.min_ops <= self.max_ops):
-                raise ValueError(f"source needs 1 <= min_ops <= max_ops, got {self.min_ops}..{self.max_ops}")
+                raise ConfigError(f"source needs 1 <= min_ops <= max_ops, got {self.min_ops}..{self.max_ops}")
         if self.kind == "file" and not self.paths:
-            raise ValueError("source.kind=file needs at least one path: --input FILE_OR_GLOB (repeatable)")
+            raise ConfigError("source.kind=file needs at least one path: --input FILE_OR_GLOB (repeatable)")
         if self.kind == "hf":
             self.hf_args()  # raises with the fix when no dataset is named
+        if self.num_problems == 0:
+            raise ConfigError("source.num_problems is 0 (--num-problems 0): a run needs at least one problem; "
+                              "give N >= 1, or leave it out to read the whole input")
+        if self.kind == "file":
+            from counterpoint.sources.files import check_inputs
+
+            check_inputs(self.paths)
         if self.max_question_chars < 1:
-            raise ValueError(f"source.max_question_chars must be >= 1, got {self.max_question_chars}")
+            raise ConfigError(f"source.max_question_chars must be >= 1, got {self.max_question_chars}")
 
     def resolved_mapping(self) -> FieldMapping:
         return PRESETS[self.preset] if self.preset else self.mapping
@@ -104,7 +114,7 @@ class ProblemSourceConfig:
         m = self.resolved_mapping()
         name = self.hf_name or m.hf_name
         if not name:
-            raise ValueError("source.kind=hf needs source.hf_name or a preset that names a dataset "
+            raise ConfigError("source.kind=hf needs source.hf_name or a preset that names a dataset "
                              "(--preset gsm8k|math|math500)")
         config = self.hf_config if self.hf_config is not None else (m.hf_config if not self.hf_name else None)
         split = self.hf_split or m.split or "train"

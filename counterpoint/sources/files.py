@@ -74,6 +74,37 @@ def expand_paths(pattern: str) -> List[str]:
     return [p for p in storage.match(local) if not p.endswith("/")]
 
 
+def check_inputs(patterns: List[str]) -> None:
+    """Driver-side: every ``--input`` path or glob matches at least one file, and not every file is
+    empty (Beam ``FileSystems.match``, so gs:// and s3:// too); raises :class:`ConfigError` naming them.
+    An empty file among others is read as usual (an ``empty_file`` reject)."""
+    from counterpoint import storage
+    from counterpoint.errors import ConfigError
+
+    missing: List[str] = []
+    sizes: List[int] = []
+    for pattern in patterns:
+        if pattern.startswith("<local>/"):
+            raise ConfigError(f"--input {pattern} is a path shortened in a stored run_config.json (published files "
+                              "name no local folders): give the file with --input PATH")
+        local = pattern[len("file://"):] if pattern.startswith("file://") else pattern
+        if "://" not in local:
+            local = os.path.expanduser(local)
+            if os.path.isdir(local):
+                raise ConfigError(f"--input {pattern} is a folder: name its files, e.g. --input "
+                                  f"'{os.path.join(pattern, '*.jsonl')}'")
+        found = [(p, size) for p, size in storage.match_sizes(local) if not p.endswith("/")]
+        if not found:
+            missing.append(pattern)
+        sizes.extend(size for _, size in found)
+    if missing:
+        raise ConfigError(f"--input {', '.join(missing)}: no such file (nothing matches); check the path or glob "
+                          "(nothing was read or written)")
+    if not any(sizes):
+        raise ConfigError(f"--input {', '.join(patterns)}: every matching file is empty; a run needs at least one "
+                          "problem (nothing was read or written)")
+
+
 def _reject(reason: str, detail: str, key: str, payload: Any = None) -> Item:
     return "reject", records.make_reject(
         stage="read", reason=reason, problem_id=None, scope="problem", detail=detail,
@@ -95,13 +126,32 @@ def read_problem_file(path: str, mapping: FieldMapping, *, fmt: Optional[str] = 
     fmt = fmt or detect_format(path)
     source = default_source_name(path)
     if fmt == "parquet":
-        yield from _read_parquet(path, mapping, source)
+        items = _read_parquet(path, mapping, source)
     elif fmt == "json":
-        yield from _read_json(path, mapping, source)
+        items = _read_json(path, mapping, source)
     elif fmt == "jsonl":
-        yield from _read_jsonl(path, mapping, source)
+        items = _read_jsonl(path, mapping, source)
     else:
         raise ValueError(f"unknown format {fmt!r} (jsonl, json, parquet)")
+    shown = shown_path(path)
+    for kind, row in items:
+        yield kind, (row if shown == path else _with_shown_path(row, path, shown))
+
+
+def shown_path(path: str) -> str:
+    """How a problem file is named in published rows (reject details, provenance): a local absolute
+    path keeps only its file name (``<local>/name.jsonl``), so the rejects config names no local
+    folders or users; remote paths (gs://, s3://, hf://) stay whole."""
+    local = path[len("file://"):] if path.startswith("file://") else path
+    if "://" in local or not os.path.isabs(local):
+        return path
+    return "<local>/" + os.path.basename(local)
+
+
+def _with_shown_path(row: Dict[str, Any], path: str, shown: str) -> Dict[str, Any]:
+    # Only the text a person reads changes; ids (computed from the full path) stay as they were.
+    return {k: v.replace(path, shown) if isinstance(v, str) and k in ("detail", "payload", "metadata") else v
+            for k, v in row.items()}
 
 
 def _beam_can_open(path: str) -> bool:

@@ -15,6 +15,20 @@ from counterpoint.schemas import records
 from counterpoint.sources.mapping import safe_payload
 
 DEFAULT_MAX_QUESTION_CHARS = 8000
+# C0/C1 control characters other than tab, newline and carriage return: a NUL in an id or a prompt would
+# reach the engine (which may cut the prompt there) and the Parquet id columns; such a row is rejected.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_TEXT_FIELDS = ("problem_id", "question", "gold_answer")
+
+
+def control_characters(row: Mapping[str, Any]) -> Optional[str]:
+    """``"field: U+0000 at 12"`` for the first control character in an id or text field, else None."""
+    for field in _TEXT_FIELDS:
+        value = row.get(field)
+        m = _CONTROL.search(value) if isinstance(value, str) else None
+        if m:
+            return f"{field}: U+{ord(m.group()):04X} at {m.start()}"
+    return None
 
 
 def validate_problem(
@@ -22,8 +36,9 @@ def validate_problem(
 ) -> Optional[Dict[str, Any]]:
     """A ``rejects`` row if ``row`` is unusable, else None.
 
-    Reasons: ``empty_question``, ``empty_gold_answer``, ``question_too_long``,
-    ``unknown_answer_type``. ``key`` disambiguates reject ids (defaults to the
+    Reasons: ``control_characters`` (a NUL or other control character in the id, question or gold
+    answer; the reject's ``problem_id`` is then null), ``empty_question``, ``empty_gold_answer``,
+    ``question_too_long``, ``unknown_answer_type``. ``key`` disambiguates reject ids (defaults to the
     row's metadata, which carries its origin).
     """
     question = row.get("question")
@@ -32,6 +47,9 @@ def validate_problem(
     problem_id = row.get("problem_id")
     if key is None:
         key = row.get("metadata")
+    bad_text = control_characters(row)
+    if bad_text is not None and problem_id is not None and _CONTROL.search(str(problem_id)):
+        problem_id = None  # never write the bad id into the rejects' id column
 
     def reject(reason: str, detail: str) -> Dict[str, Any]:
         return records.make_reject(
@@ -39,6 +57,8 @@ def validate_problem(
             detail=detail, payload=safe_payload(dict(row)), key=key,
         )
 
+    if bad_text is not None:
+        return reject("control_characters", f"control character in {bad_text}; remove it from the input")
     if not isinstance(question, str) or not question.strip():
         return reject("empty_question", "question is empty or whitespace")
     if gold is None or not str(gold).strip():

@@ -17,6 +17,7 @@ import functools
 import importlib
 import logging
 import os
+import signal
 import threading
 import time
 import traceback
@@ -151,6 +152,7 @@ class _Judge:
 
 
 def worker_main(conn, fault_injector: Optional[str], parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent handles it
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="parent-watch").start()
     try:
         judge = _Judge()

@@ -1,6 +1,7 @@
 """Verifier quality on labelled equivalence cases: precision and recall of ``correct`` verdicts.
 
-A case (one JSON line, see ``tests/data/verifier_cases.jsonl``) is a completion — or a bare answer,
+A case (one JSON line; the project's cases are ``tests/data/verifier_cases.jsonl``, read by the tests
+and ``benchmarks/verifier_quality.py``) is a completion — or a bare answer,
 wrapped as ``The final answer is $\\boxed{answer}$.`` — a gold answer, its ``answer_type``, the
 verdict (and reason) its own verifier must give, and the truth: ``equivalent`` is true when the
 completion states a final answer equal to the gold, false when not (no stated answer counts as
@@ -22,9 +23,6 @@ from typing import Dict, List, Optional, Sequence
 from counterpoint.schemas.records import VERDICT_CORRECT, VERDICT_UNKNOWN
 from counterpoint.verifiers.base import Verdict, Verifier
 
-DEFAULT_CASES = Path(__file__).resolve().parents[2] / "tests" / "data" / "verifier_cases.jsonl"
-
-
 @dataclasses.dataclass(frozen=True)
 class Case:
     id: str
@@ -43,7 +41,7 @@ def wrap_answer(answer: str) -> str:
     return f"The final answer is $\\boxed{{{answer}}}$."
 
 
-def load_cases(path: Path = DEFAULT_CASES) -> List[Case]:
+def load_cases(path: Path) -> List[Case]:
     cases = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):

@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Callable, List, Sequence
 
 from counterpoint.generators.base import GenerationRequest
-from counterpoint.generators.scripted import ScriptedGenerator, chain_verdict
+from counterpoint.generators.scripted import ScriptedGenerator
 from counterpoint.labeling.labeler import ProblemForLabeling
 from counterpoint.segmentation import segment
+from counterpoint.testing.chain import chain_verdict
 
 
 def sampled_chain_items(policy, problems: Sequence[dict], k_f: int,

@@ -1,8 +1,7 @@
 """Fault injectors for MathVerifier tests, run inside the spawned worker processes.
 
-Referenced as ``fault_injector="verifier_faults:inject"``; importable in the
-worker because the parent's ``sys.path`` (which pytest puts ``tests/`` on) is
-handed to ``spawn``-ed children.
+Referenced as ``fault_injector="counterpoint.testing.verifier_faults:inject"``
+(``MathVerifier`` / ``verifier.fault_injector``); importable in every ``spawn``-ed worker.
 """
 
 import os
