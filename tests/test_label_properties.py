@@ -498,17 +498,27 @@ TABLE9 = {
 
 
 @pytest.mark.parametrize("labeler", ["omegaprm", "mc"])
-def test_defect9_false_equation_is_an_error_whatever_mc_says(labeler):
+def test_a_false_claim_never_cuts_below_a_verified_correct_extension(labeler):
+    # Issue 15 (supersedes issue 9's "whatever MC says"): the claim check reads text and can be wrong; a
+    # verified-correct completion through the step cannot. The claim is overruled and the row says so.
     right = "Step 1: 20 + 8 = 28.\n\nStep 2: 28 - 1 = 27.\n\nThe answer is 27."
     item = item_of([right, W9], gold="27", verdict_fn=lambda t, g, tr: NUMERIC.verify([(t, g, tr, "numeric")])[0][0],
                    question=Q9, answer_type="numeric")
     (res,) = run([item], TableGenerator(TABLE9), numeric_verify, config(labeler, compute_values=True))
     (row,) = res.step_labels
     assert row["mc_values"][0] == 0.5 and row["mc_measured"][0]
-    assert row["labels"] == [False, False, False] and row["first_error_source"] == "claim"
-    # with the check off, MC decides (the documented baseline behaviour)
+    assert (row["labels"], row["first_error_index"], row["claim_overruled"]) == ([True, False, False], 1, True)
+    assert res.stats["claims_overruled_by_evidence"] == 1
     (res,) = run([item], TableGenerator(TABLE9), numeric_verify, config(labeler, check_arithmetic=False))
-    assert res.step_labels[0]["first_error_index"] == 1
+    assert (res.step_labels[0]["first_error_index"], res.step_labels[0]["claim_overruled"]) == (1, False)
+
+
+def test_decide_claim_cuts_only_from_the_evidence_on():
+    # search unresolved in [2, 4]: a false claim at step 2 decides it; a claim at step 0 under evidence 1 does not
+    d = decide(5, (2, 4), 1, None, 2)
+    assert (d.index, d.claim, d.claim_overruled) == (2, 2, False)
+    d = decide(5, (1, 1), 1, None, 0)
+    assert (d.index, d.source, d.claim, d.claim_overruled) == (1, "search", None, True)
 
 
 Q9B = "What is twice 9 - 7?"
@@ -543,7 +553,8 @@ def test_defect9_terminal_wrong_overrides_evidence_and_search():
     d = decide(4, (3, 3), 3, 1, None)
     assert d.index == 1 and d.source == SOURCE_TERMINAL
     assert decide(4, (0, 3), 2, None, None).index is None  # unresolved bracket above the evidence
-    assert decide(4, (0, 3), 2, None, 1).index == 1  # ... unless a false claim settles it
+    assert decide(4, (0, 3), 2, None, 2).index == 2  # ... unless a false claim settles it
+    assert decide(4, (0, 3), 2, None, 1).index is None  # a claim under the evidence is overruled (issue 15)
     assert decide(5, (1, 1), 3, None, None).source == "evidence"
     assert decide(5, None, 4, None, None).index == 4
 

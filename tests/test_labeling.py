@@ -380,7 +380,8 @@ def test_omegaprm_rows_whole_records(overlap):
     assert p["k"] == 4 and p["rollout_params"] == SAMPLING.to_dict() and p["min_known_verdicts"] == 2
     assert "parallel_searches" not in p and "max_trees" not in p and "overlap_values" not in p
     base = {"problem_id": "p", "prompt": "Q?", "labeler": "omegaprm", "labeler_params": params,
-            "judge_first_error_index": None, "judge_agrees": None}
+            "judge_first_error_index": None, "judge_agrees": None, "claim_overruled": False,
+            "n_format_failure_rollouts": 0, "n_truncated_rollouts": 0}
     # Rows are built from the final evidence store: every prefix of the sampled negatives holds k = 4
     # rollouts (search or value pass, whichever paid), the last step is the exact verdict (0 rollouts).
     assert res.step_labels == [
@@ -431,6 +432,7 @@ def test_omegaprm_rows_whole_records(overlap):
         "id": "p/s1/omegaprm/t2", "problem_id": "p", "sample_index": 1, "step_index": 2, "step": "X",
         "q_value": 0.0, "advantage": -0.75, "measured": True, "n_rollouts": 4, "n_correct": 0,
         "is_first_pit": True, "within_noise": False, "best_of_k_value": 0.0, "labeler": "omegaprm",
+        "n_format_failure_rollouts": 0, "n_truncated_rollouts": 0,
     }
     assert [v[(3, i)]["q_value"] for i in range(4)] == [1.0, 0.0, 0.0, 0.0]
     assert v[(3, 1)]["is_first_pit"] and v[(3, 1)]["within_noise"]  # previous estimate rests on 3 rollouts
@@ -487,16 +489,18 @@ def test_mc_values_fill_rule():
     assert fill_mc_values([0.0, None, 0.8, 0.0], 3, 0.4) == pytest.approx([0.0, 0.4 + 0.4 * 2 / 3, 0.8, 0.0])
 
 
-def test_step_pair_skipped_when_chosen_equals_rejected():
-    # The only correct continuation of "a b" starts with the erroneous step's content ("X", other spacing: a
-    # different step, so it is no evidence for W's own step 2) -> no pair, counted and rejected.
+def test_a_correct_continuation_with_other_spacing_is_evidence_for_the_same_step():
+    # Issue 15: the trie keys steps on content with whitespace normalised. The only correct continuation
+    # of "a b" is "X  " (other spacing): it proves W's own step 2 right, so the first error moves to the
+    # last step, and the step pair at it is built from the correct next step ("ANS=1").
     table = {"a\n\nb\n\n": ["X  \n\nANS=1"], "a\n\nb\n\nX\n\n": ["ANS=2"]}
     item = ProblemForLabeling(problem(), [traj("p", 0, "q\n\nANS=1", "correct"), traj("p", 1, S1, "incorrect")])
     (res,) = run_labels([item], TableGenerator(table), fake_verify, small_config(compute_values=False))
-    assert [r["first_error_index"] for r in res.step_labels] == [2]
-    assert not res.preferences and res.stats["step_pairs_chosen_equals_rejected"] == 1
-    assert [r["reason"] for r in res.rejects] == ["step_pair_chosen_equals_rejected"]
-    assert res.rejects[0]["stage"] == "label" and res.rejects[0]["scope"] == "row"
+    assert [(r["first_error_index"], r["first_error_source"]) for r in res.step_labels] == [(3, "evidence")]
+    (pair,) = res.preferences
+    assert (pair["chosen"][0]["content"], pair["rejected"][0]["content"]) == ("a\n\nb\n\nX\n\nANS=1",
+                                                                              "a\n\nb\n\nX\n\nANS=2")
+    assert not res.rejects
 
 
 # ---------------------------------------------------------------------------

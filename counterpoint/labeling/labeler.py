@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 from counterpoint.generators.base import Generator, SamplingParams
 from counterpoint.labeling.advantages import step_values, value_pass
 from counterpoint.labeling.arithmetic import first_false_claim_step
+from counterpoint.labeling.evidence import FORMAT_FAILURE_MODES, FORMAT_FAILURES_ZERO
 from counterpoint.labeling.common import (
     SCREEN_KEPT,
     SCREEN_STATUSES,
@@ -83,16 +84,22 @@ class LabelerConfig:
     first_pit_require_signal: bool = True
     check_arithmetic: bool = True
     overlap_values: bool = True
+    rollout_format_failures: str = FORMAT_FAILURES_ZERO
 
     def __post_init__(self):
         if self.labeler not in LABELERS:
             raise ValueError(f"labeling.labeler must be one of {LABELERS}, got {self.labeler!r}")
+        if self.rollout_format_failures not in FORMAT_FAILURE_MODES:
+            raise ValueError(f"labeling.rollout_format_failures must be one of {FORMAT_FAILURE_MODES}, "
+                             f"got {self.rollout_format_failures!r}")
 
     def labeler_params(self, sampling: Optional[SamplingParams] = None) -> str:
         """JSON recorded on every row: everything the labels depend on (effective rollout sampling
         included), nothing they do not (throughput knobs)."""
         o = self.omegaprm
         common = {"check_arithmetic": self.check_arithmetic, "semantics": LABEL_SEMANTICS}
+        if self.rollout_format_failures != FORMAT_FAILURES_ZERO:  # the default stays out: rows unchanged
+            common["rollout_format_failures"] = self.rollout_format_failures
         if self.labeler == "omegaprm":
             return records.dumps({**o.params_dict(sampling), **common})
         return records.dumps({"k": o.k, "rollout_params": o.effective_rollout_params(sampling).to_dict(),
@@ -109,7 +116,8 @@ class LabelingResult:
     rejects: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-def _context(item: ProblemForLabeling, min_known: int) -> ProblemContext:
+def _context(item: ProblemForLabeling, min_known: int, format_failures: str = FORMAT_FAILURES_ZERO
+             ) -> ProblemContext:
     p = item.problem
     for t in item.trajectories:
         if t.get("problem_id", p["problem_id"]) != p["problem_id"]:
@@ -122,6 +130,7 @@ def _context(item: ProblemForLabeling, min_known: int) -> ProblemContext:
         system_prompt=item.system_prompt,
         segmentation_mode=item.segmentation_mode,
         min_known=min_known,
+        format_failures=format_failures,
     )
 
 
@@ -207,7 +216,10 @@ def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: Labeler
                 step_index=v.step_index, step=steps[v.step_index], q_value=v.q_value, advantage=v.advantage,
                 measured=v.measured, n_rollouts=v.n_rollouts or 0, n_correct=v.n_correct,
                 is_first_pit=v.is_first_pit, within_noise=v.within_noise, best_of_k_value=v.best_of_k_value,
+                n_format_failure_rollouts=measures[v.step_index].n_format_failures,
+                n_truncated_rollouts=measures[v.step_index].n_truncated,
             ))
+        _count_format(ctx, measures)
         if n_pit_pairs >= config.max_first_pit_pairs_per_problem:
             continue
         pair = first_pit_pair(ctx, r, vals, correct, n_pit_pairs, labeler=labeler,
@@ -248,7 +260,10 @@ def _label_row(ctx: ProblemContext, sol: LabeledSolution, *, labeler: str, param
     sol.first_error_index = e
     sol.resolved = True
     ctx.stats[f"first_error_from_{decision.source}"] += 1
+    if decision.claim_overruled:
+        ctx.stats["claims_overruled_by_evidence"] += 1
     measures = step_measures(ctx, steps, 0.0)
+    _count_format(ctx, measures)
     values = [ms.value if ms.measured else None for ms in measures]
     return rows.step_label_row(
         problem_id=ctx.problem_id,
@@ -263,7 +278,18 @@ def _label_row(ctx: ProblemContext, sol: LabeledSolution, *, labeler: str, param
         first_error_source=decision.source,
         labeler=labeler,
         labeler_params=params,
+        claim_overruled=decision.claim_overruled,
+        n_format_failure_rollouts=sum(ms.n_format_failures for ms in measures),
+        n_truncated_rollouts=sum(ms.n_truncated for ms in measures),
     )
+
+
+def _count_format(ctx: ProblemContext, measures) -> None:
+    """Run-level shares: rollouts behind row values, and how many of them were format failures /
+    truncations (the summary reports ``format_failure_rollouts / row_rollouts``)."""
+    ctx.stats["row_rollouts"] += sum(ms.n_rollouts for ms in measures)
+    ctx.stats["row_format_failure_rollouts"] += sum(ms.n_format_failures for ms in measures)
+    ctx.stats["row_truncated_rollouts"] += sum(ms.n_truncated for ms in measures)
 
 
 def _stats(ctx: ProblemContext, extra: Mapping[str, Any]) -> Dict[str, Any]:
@@ -285,7 +311,8 @@ STATS_KEYS = (
     "unresolved_probes", "searches_unresolved", "step_label_rows", "step_value_rows", "step_pairs",
     "first_pit_pairs", "first_pit_is_last_step", "prefetched", "prefetch_used", "prefetch_wasted",
     "first_error_from_search", "first_error_from_evidence", "first_error_from_terminal", "first_error_from_claim",
-    "first_error_from_verdict",
+    "first_error_from_verdict", "claims_overruled_by_evidence", "row_rollouts", "row_format_failure_rollouts",
+    "row_truncated_rollouts",
 )
 
 
@@ -310,7 +337,7 @@ def label_problems(
     """
     o = config.omegaprm
     params = o.effective_rollout_params(sampling)
-    contexts = [_context(it, o.min_known) for it in items]
+    contexts = [_context(it, o.min_known, config.rollout_format_failures) for it in items]
 
     def sync(i: int, result: LabelingResult) -> None:
         # Engine-side counters keep moving after a problem's rows are final: its unused prefetched

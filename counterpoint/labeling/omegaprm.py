@@ -381,7 +381,7 @@ class OmegaPRMTree:
             if prefix in seen or len(out) >= width:
                 return
             seen.add(prefix)
-            if not self.ctx.store.states_answer(prefix) and self.ctx.held(prefix) < k:
+            if self.ctx.store.rollable(prefix) and self.ctx.held(prefix) < k:
                 out.append(RolloutAsk(prefix, k, tuple(s[: j + 1]), speculative=True))
 
         frontier = [(mid, good, bad)]
