@@ -32,15 +32,7 @@ __all__ = [
     "FLAGS", "Flag", "from_dict", "load_config", "dumps_config", "apply_overrides", "DEFAULT_SYSTEM_PROMPT",
 ]
 
-# Measured with the embedded 135M model on 24 one-op procedural problems x 8 samples: this prompt
-# 13/192 correct, a one-line "step by step, one step per paragraph" prompt 14/192 (a wash). This one
-# is kept: its length (> one 128-token KV block with the question) lets rollouts from step prefixes
-# share cached prompt blocks in vLLM.
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a careful math tutor. Solve the problem step by step. Write each step as its own "
-    "short paragraph, separated by a blank line. End with a final line of the form "
-    "'The answer is <number>.'"
-)
+from counterpoint.prompts import DEFAULT_SYSTEM_PROMPT  # noqa: E402  (every prompt lives in counterpoint.prompts)
 
 VERIFIER_NAMES = ("auto", "numeric", "math", "exact")
 # Problems per Parquet shard when num_shards is auto (a few hundred MB of trajectories per shard at most).
@@ -374,6 +366,9 @@ FLAGS: Tuple[Flag, ...] = (
          "problems whose trees share the engine (none = from the engine's capacity)", type=_none_or(int)),
     Flag(("--consensus",), ("consensus.mode",), "labelling",
          "judge-model consensus filter on step labels", choices=("off", "keep-agreeing", "annotate")),
+    Flag(("--rollout-format-failures", "--rollout_format_failures"), ("labeling.rollout_format_failures",),
+         "labelling", "a rollout with no readable final answer counts as 0 (zero: Math-Shepherd/OmegaPRM) "
+         "or as an unknown verdict", choices=("zero", "unknown")),
     Flag(("--judge-model", "--judge_model"), ("judge.model",), "labelling",
          "judge model for --consensus (default: the run's model)"),
     # output

@@ -25,7 +25,7 @@ Policies:
   and go on from its last stated value, which is what rollouts from a step prefix
   need.
 * :class:`ChainJudgePolicy` is a consensus judge for chain solutions: it answers
-  the ProcessBench-style prompt of ``counterpoint.labeling.consensus`` from the
+  the ProcessBench-style prompt of ``counterpoint.prompts`` from the
   ground truth, wrong with probability ``error_rate``.
 """
 
@@ -47,6 +47,7 @@ from counterpoint.generators.base import (
     Generator,
     PicklableLock,
 )
+from counterpoint.prompts import read_judge_prompt
 
 
 def _rng(*parts: Any) -> random.Random:
@@ -296,8 +297,6 @@ class ChainJudgePolicy(Policy):
     unparsable_rate: float = 0.0
 
     def sample(self, request, sample_index, rng):
-        from counterpoint.labeling.consensus import read_judge_prompt
-
         question, steps = read_judge_prompt(_user_text(request))
         truth = chain_first_error(question, steps)
         index = -1 if truth is None else truth
