@@ -155,12 +155,16 @@ _WORD_RE = re.compile(r"[A-Za-z]{3,}")
 
 
 def _answer_like(ans: str) -> bool:
-    """Whether a marker's text reads as a final answer: a number, some math, or one short word
-    ("Tuesday", "(B)") that is not prose ("reasonable", "how many ...")."""
-    if any(ch.isdigit() for ch in ans) or "\\" in ans:
-        return not re.match(r"(?i)\s*(?:step|part|case)\b", ans) and ":" not in ans
+    """Whether a marker's text reads as a final answer: a number, some math, or one or two words
+    ("Tuesday", "(B)"), at most six tokens, never a question or prose ("reasonable", "how many ...")."""
     words = ans.split()
-    return 0 < len(words) <= 2 and words[0].lower().strip("*_.,:;()") not in _PROSE_WORDS and ":" not in ans
+    if not words or len(words) > 6 or "?" in ans or ":" in ans:
+        return False
+    if words[0].lower().strip("*_.,;()") in _PROSE_WORDS:
+        return False
+    if any(ch.isdigit() for ch in ans) or "\\" in ans:
+        return True
+    return len(words) <= 2
 
 
 def states_final_answer(step: str) -> bool:
