@@ -30,6 +30,7 @@ final answer (checked by the chain's own grammar, independent of
 failures labelled (must be 0); unresolved solutions.
 
     python benchmarks/label_quality.py                      # scripted, < 2 min on 2 CPU cores
+    python benchmarks/label_quality.py --world styles       # the model-styles world (issue 15), seconds
     python benchmarks/label_quality.py --model embedded     # the embedded vLLM model (no ground
                                                             # truth: false-equation share + judge agreement)
     python benchmarks/label_quality.py --processbench FILE --model embedded   # ProcessBench-style JSONL
@@ -354,6 +355,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--model", default=None, help="run on a real model instead (e.g. 'embedded'); needs vLLM")
+    ap.add_argument("--world", choices=("chain", "styles"), default="chain",
+                    help="chain: the scripted chain scenarios; styles: solutions written the ways models write "
+                         "(benchmarks/model_styles.py, tests/data/model_style_solutions.jsonl)")
     ap.add_argument("--processbench", default=None, help="ProcessBench-style JSONL to score (needs --model)")
     ap.add_argument("--verifier", default="math", help="verifier for --processbench answers")
     ap.add_argument("--max-tokens", type=int, default=256)
@@ -362,7 +366,8 @@ def main(argv=None) -> int:
                          "label_quality_processbench.json with --processbench)")
     args = ap.parse_args(argv)
     if args.out is None:
-        suffix = "_processbench" if args.processbench else "_embedded" if args.model else ""
+        suffix = ("_processbench" if args.processbench else "_embedded" if args.model
+                  else "_styles" if args.world == "styles" else "")
         args.out = RESULTS.replace(".json", f"{suffix}.json")
     t0 = time.perf_counter()
     if args.processbench:
@@ -371,6 +376,15 @@ def main(argv=None) -> int:
         out = {"config": vars(args), "processbench": run_processbench(args)}
     elif args.model:
         out = {"config": vars(args), "embedded": run_embedded(args)}
+    elif args.world == "styles":
+        from benchmarks.model_styles import markdown_table as styles_table
+        from benchmarks.model_styles import run_styles
+
+        out = {"config": vars(args), "styles": run_styles(k=args.k, seed=args.seed)}
+        out["markdown"] = styles_table(out["styles"])
+        print(out["markdown"])
+        print(json.dumps({k: out["styles"][k] for k in ("format_failures",)}, indent=1))
+        print({lab: out["styles"]["labellers"][lab]["labels_identical_across_leads"] for lab in LABELERS})
     else:
         out = {"config": vars(args), "scenarios": [run_scenario(s, args) for s in args.scenarios.split(",")]}
         print_table(out)
