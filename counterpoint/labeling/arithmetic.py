@@ -390,6 +390,11 @@ def claims(step: str) -> List[Claim]:
         if rhs is None:
             continue
         claim = _check(toks, s, q, rhs)
+        if claim is not None and not claim.holds and s > 0 and toks[s - 1].text == "-" and toks[s - 1].kind == "op":
+            # a dropped dash or list marker that could have been a minus: unsure, say nothing
+            alt = _check(toks, s - 1, q, rhs)
+            if alt is None or alt.holds:
+                continue
         if claim is not None:
             out.append(dataclasses.replace(claim, text=text[toks[s].start:toks[rhs[-1] - 1].end]))
     return out
