@@ -717,3 +717,89 @@ def test_rows_conform_to_their_tables():
             assert r["n_rollouts"] == sum(r["n_rollouts_per_step"])
         for v in values:
             assert v["measured"] == (v["q_value"] is not None) == (v["advantage"] is not None)
+
+
+# ---------------------------------------------------------------------------
+# Issue 15: final answers only at the end, format failures stated, whitespace-proof evidence
+# ---------------------------------------------------------------------------
+Q15 = "Apples cost 2 dollars and pears 3 dollars. Mia buys 5 apples and 4 pears. What does she pay?"
+H0 = "#### Step 1: Cost of the apples\n5 × 2 = 10 dollars.\n\n"
+H1 = "#### Step 2: Cost of the pears\n4 × 3 = 12 dollars. The answer is reasonable.\n\n"
+C15 = H0 + H1 + "#### Step 3: Total\n10 + 12 = 22 dollars.\n\n#### 22"
+W15 = H0 + H1 + "#### Step 3: Total\n12 - 10 = 2 dollars.\n\n#### 2"
+TABLE15 = {H0: ["#### Step 2: Pears\n4 × 3 = 12.\n\n10 + 12 = 22.\n\n#### 22"],
+           H0 + H1: ["#### Step 3: Sum\n10 + 12 = 22.\n\n#### 22"],
+           H0 + H1 + "#### Step 3: Total\n12 - 10 = 2 dollars.\n\n": ["#### 2"]}
+
+
+def numeric_item(texts, gold, question):
+    return item_of(texts, gold=gold, verdict_fn=lambda t, g, tr: NUMERIC.verify([(t, g, tr, "numeric")])[0][0],
+                   question=question, answer_type="numeric")
+
+
+@pytest.mark.parametrize("labeler", ["omegaprm", "mc"])
+def test_headings_and_prose_about_the_answer_are_never_terminal(labeler):
+    # "#### Step 1: ..." is a markdown heading and "The answer is reasonable." prose: both prefixes are rolled
+    # out like any other (the old rule made them terminal with a format-class verdict -> all steps False)
+    gen = TableGenerator(TABLE15)
+    (res,) = run([numeric_item([C15, W15], "22", Q15)], gen, numeric_verify, config(labeler, compute_values=False))
+    row = row_of(res)
+    assert (row["labels"], row["first_error_index"]) == ([True, True, False, False], 2)
+    assert res.stats["terminal_verifications"] == 0  # only "#### 2" states an answer; it is the whole solution
+
+
+Q15B = "Tom has 20 apples and buys 8 more, then eats 1. How many are left?"
+S0 = "Step 1: 20 + 8 = 28.\n\n"
+S1 = "So the answer is many.\n\n"  # states an answer the numeric verifier cannot read: format class
+W15B = S0 + S1 + "Step 2: 28 - 2 = 26.\n\nThe answer is 26."
+C15B = "Step 1: 8 + 20 = 28.\n\nStep 2: 28 - 1 = 27.\n\nThe answer is 27."
+TABLE15B = {S0: ["Step 2: 28 - 1 = 27.\n\nThe answer is 27."], S0 + S1: ["Step 2: 28 - 1 = 27.\n\nThe answer is 27."],
+            S0 + S1 + "Step 2: 28 - 2 = 26.\n\n": ["The answer is 26."]}
+
+
+@pytest.mark.parametrize("labeler", ["omegaprm", "mc"])
+def test_a_terminal_prefix_with_a_format_class_verdict_is_no_evidence_and_is_rolled_out(labeler):
+    gen = TableGenerator(TABLE15B)
+    (res,) = run([numeric_item([C15B, W15B], "27", Q15B)], gen, numeric_verify, config(labeler, compute_values=False))
+    row = row_of(res)
+    assert (row["labels"], row["first_error_index"]) == ([True, True, False, False], 2)
+    assert S0 + S1 in gen.prefixes()  # verified first (non_numeric_answer), then rolled out
+    assert res.stats["terminal_verifications"] >= 1
+
+
+S15C = "Step 1: 20 + 8 = 28.\n\n"
+W15C = S15C + "Step 2: 28 - 2 = 26.\n\nThe answer is 26."
+C15C = "Step 1: 8 + 20 = 28.\n\nStep 2: 28 - 1 = 27.\n\nThe answer is 27."
+TABLE15C = {S15C: ["Step 2: 28 - 1 = 27.\n\nSo the total is 27."],  # right work, no answer marker
+            S15C + "Step 2: 28 - 2 = 26.\n\n": ["The answer is 26."]}
+
+
+def test_rollout_format_failures_zero_or_unknown_and_counted_on_every_row():
+    item = numeric_item([C15C, W15C], "27", Q15B)
+    (res,) = run([item], TableGenerator(TABLE15C), numeric_verify, config("mc", k=2, compute_values=True))
+    row = row_of(res)
+    assert (row["labels"], row["first_error_index"], row["n_format_failure_rollouts"]) == ([False] * 3, 0, 2)
+    assert [v["n_format_failure_rollouts"] for v in res.step_values] == [2, 0, 0]
+    # counted per row, label and value rows alike: the summary reports the share
+    assert (res.stats["row_format_failure_rollouts"], res.stats["row_rollouts"]) == (4, 8)
+    # unknown: the two format failures are no verdict, the probe stays unresolved: no confident zero
+    (res,) = run([item], TableGenerator(TABLE15C), numeric_verify,
+                 config("mc", k=2, compute_values=True, rollout_format_failures="unknown"))
+    assert res.step_labels == [] and "label_unresolved_probe" in [r["reason"] for r in res.rejects]
+    assert [(v["measured"], v["q_value"], v["n_format_failure_rollouts"]) for v in res.step_values] == [
+        (False, None, 2), (True, 0.0, 0), (True, 0.0, 0)]
+    assert json.loads(config("mc", rollout_format_failures="unknown").labeler_params(SAMPLING))["rollout_format_failures"] \
+        == "unknown"
+    with pytest.raises(ValueError, match="rollout_format_failures"):
+        config("mc", rollout_format_failures="drop")
+
+
+@pytest.mark.parametrize("labeler", ["omegaprm", "mc"])
+def test_labels_identical_whatever_separator_a_continuation_starts_with(labeler):
+    # trimmed chat templates continue a prefix with "\n" or "\n\n"; evidence is keyed on step content
+    out = {}
+    for lead in ("", "\n", "\n\n"):
+        table = {p: [lead + t for t in texts] for p, texts in TABLE1.items()}
+        (res,) = run([item_of([W1, C1])], TableGenerator(table), cfg=config(labeler))
+        out[lead] = [(r["id"], r["labels"], r["first_error_index"], r["first_error_source"]) for r in res.step_labels]
+    assert out["\n"] == out[""] == out["\n\n"] and out[""]
