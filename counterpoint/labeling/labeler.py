@@ -207,7 +207,7 @@ def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: Labeler
         vals = step_values(
             root.value, root.n_known,
             [(ms.value, ms.n_known, ms.n_correct) if ms.measured else None for ms in measures],
-            best_of_k=config.best_of_k, z=config.noise_z, min_n=config.noise_min_n,
+            best_of_k=config.best_of_k, z=config.noise_z, min_n=config.noise_min_n, c_root=root.n_correct,
         )
         ctx.stats["values_unmeasured"] += sum(not v.measured for v in vals)
         for v in vals:
