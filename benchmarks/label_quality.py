@@ -76,7 +76,8 @@ from counterpoint.verifiers.extract import extract_final_answer  # noqa: E402
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "label_quality.json")
 LABELERS = ("omegaprm", "mc")
 ABLATE_CLAIMS = ("rescued",)
-ROWS = ("omegaprm", "omegaprm+cons", "mc", "mc+cons", "omegaprm-noclaims", "mc-noclaims")
+ROWS = ("omegaprm", "omegaprm+cons", "mc", "mc+cons", "omegaprm-noclaims", "mc-noclaims",
+        "omegaprm-claims>evidence", "mc-claims>evidence")
 
 SCENARIOS = {
     "arithmetic": dict(step_error_rate=0.06),
@@ -151,11 +152,12 @@ def run_scenario(name: str, args) -> Dict[str, Any]:
     entry: Dict[str, Any] = {"scenario": name, "policy": SCENARIOS[name],
                              "format_failure_samples": len(fmt_ids)}
     variants = [(lab, True) for lab in LABELERS]
-    if name in ABLATE_CLAIMS:
-        variants += [(lab, False) for lab in LABELERS]
+    if name in ABLATE_CLAIMS:  # the check off, and issue 9's rule (a claim cuts below the evidence too)
+        variants += [(lab, False) for lab in LABELERS] + [(lab, "over") for lab in LABELERS]
     for labeler, checks in variants:
         cfg = LabelerConfig(labeler=labeler, omegaprm=OmegaPRMConfig(k=args.k, search_limit=args.search_limit),
-                            compute_values=False, seed=args.seed, check_arithmetic=checks)
+                            compute_values=False, seed=args.seed, check_arithmetic=bool(checks),
+                            claims_over_evidence=checks == "over")
         t0 = time.perf_counter()
         results = label_problems(items, ScriptedGenerator(policy), chain_verify, cfg, sampling=sampling)
         wall = time.perf_counter() - t0
@@ -178,9 +180,9 @@ def run_scenario(name: str, args) -> Dict[str, Any]:
         cons.update({"rollouts_per_labelled_solution": rollouts / len(kept["step_labels"])
                      if kept["step_labels"] else None, "agreement_rate": cstats["agreement_rate"],
                      "kept_share": len(kept["step_labels"]) / len(rows) if rows else None})
-        name_ = labeler if checks else labeler + "-noclaims"
+        name_ = labeler + {True: "", False: "-noclaims", "over": "-claims>evidence"}[checks]
         entry[name_] = base
-        if checks:
+        if checks is True:
             entry[name_ + "+cons"] = cons
     return entry
 

@@ -803,3 +803,14 @@ def test_labels_identical_whatever_separator_a_continuation_starts_with(labeler)
         (res,) = run([item_of([W1, C1])], TableGenerator(table), cfg=config(labeler))
         out[lead] = [(r["id"], r["labels"], r["first_error_index"], r["first_error_source"]) for r in res.step_labels]
     assert out["\n"] == out[""] == out["\n\n"] and out[""]
+
+
+@pytest.mark.parametrize("labeler", ["omegaprm", "mc"])
+def test_claims_over_evidence_restores_issue_9_rule(labeler):
+    # the documented option: a false claim cuts even where a lucky continuation reached the gold answer
+    right = "Step 1: 20 + 8 = 28.\n\nStep 2: 28 - 1 = 27.\n\nThe answer is 27."
+    item = numeric_item([right, W9], "27", Q9)
+    (res,) = run([item], TableGenerator(TABLE9), numeric_verify, config(labeler, claims_over_evidence=True))
+    row = row_of(res)
+    assert (row["labels"], row["first_error_source"], row["claim_overruled"]) == ([False] * 3, "claim", False)
+    assert json.loads(row["labeler_params"])["claims_over_evidence"] is True

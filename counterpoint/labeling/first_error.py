@@ -15,7 +15,11 @@ For a wrong solution ``W`` with steps ``s_0 .. s_{m-1}``:
   after ``e_evidence``: a claim may only lower a label where no verified-correct
   extension passes through the step (issue 15; the check reads text and can be
   wrong, a correct completion through the step cannot). A claim before
-  ``e_evidence`` is ignored and recorded (``claim_overruled``);
+  ``e_evidence`` is ignored and recorded (``claim_overruled``). With
+  ``claims_over_evidence`` (issue 9's rule, ``labeling.claims_over_evidence``) a
+  claim cuts wherever it is: it then also catches a plainly false step that a lucky
+  continuation "rescued" to the right answer, at the price of trusting the check's
+  reading over the verifier;
 * ``e = min(e_value, e_terminal, e_claim, m - 1)``; labels are ``[i < e]``.
 
 The last step of a wrong solution is the solution itself, whose value is its
@@ -57,11 +61,12 @@ def decide(
     evidence: int,
     terminal: Optional[int],
     claim: Optional[int],
+    claims_over_evidence: bool = False,
 ) -> FirstError:
     """Combines the pieces (see the module docstring). ``search=(lo, hi)`` brackets ``e_search``
     (``lo == hi`` when the search resolved; ``None`` when it has no information at all)."""
     cap = m - 1
-    overruled = claim is not None and claim < min(evidence, cap)
+    overruled = not claims_over_evidence and claim is not None and claim < min(evidence, cap)
     if overruled:
         claim = None
     hard = min([x for x in (terminal, claim) if x is not None], default=cap)

@@ -53,7 +53,7 @@ from counterpoint.schemas.records import PAIR_FIRST_PIT, PAIR_STEP, VERDICT_CORR
 
 LABELERS = ("omegaprm", "mc")
 #: Recorded in ``labeler_params``: how the first error is decided (see the package docstring).
-LABEL_SEMANTICS = "first_error=min(max(search,evidence),terminal_wrong,false_claim)/v1"
+LABEL_SEMANTICS = "first_error=min(max(search,evidence),terminal_wrong,false_claim_from_evidence)/v2"
 
 
 @dataclasses.dataclass
@@ -69,7 +69,9 @@ class LabelerConfig:
     """``labeler``: "omegaprm" or "mc" (per-step Math-Shepherd baseline; uses ``omegaprm.k``,
     ``omegaprm.rollout_params`` and ``omegaprm.min_known_verdicts``). ``noise_z``/``noise_min_n``
     parameterise ``within_noise``. ``check_arithmetic``: a false explicit arithmetic claim makes its
-    step an error whatever MC says. ``overlap_values`` (a throughput knob, rows do not depend on it)
+    step an error, unless a verified-correct completion passes through it (``claims_over_evidence``:
+    whatever the evidence says, issue 9's rule). ``rollout_format_failures``: "zero" (a rollout with no
+    readable final answer counts as wrong, Math-Shepherd / OmegaPRM) or "unknown". ``overlap_values`` (a throughput knob, rows do not depend on it)
     estimates values alongside the search: fuller engine rounds."""
 
     labeler: str = "omegaprm"
@@ -85,6 +87,7 @@ class LabelerConfig:
     check_arithmetic: bool = True
     overlap_values: bool = True
     rollout_format_failures: str = FORMAT_FAILURES_ZERO
+    claims_over_evidence: bool = False
 
     def __post_init__(self):
         if self.labeler not in LABELERS:
@@ -100,6 +103,8 @@ class LabelerConfig:
         common = {"check_arithmetic": self.check_arithmetic, "semantics": LABEL_SEMANTICS}
         if self.rollout_format_failures != FORMAT_FAILURES_ZERO:  # the default stays out: rows unchanged
             common["rollout_format_failures"] = self.rollout_format_failures
+        if self.claims_over_evidence:
+            common["claims_over_evidence"] = True
         if self.labeler == "omegaprm":
             return records.dumps({**o.params_dict(sampling), **common})
         return records.dumps({"k": o.k, "rollout_params": o.effective_rollout_params(sampling).to_dict(),
@@ -188,7 +193,7 @@ def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: Labeler
     label_rows: Dict[int, dict] = {}
     for sol in sols:
         row = _label_row(ctx, sol, labeler=labeler, params=params, root_value=root.value,
-                         check_arithmetic=config.check_arithmetic)
+                         check_arithmetic=config.check_arithmetic, claims_over_evidence=config.claims_over_evidence)
         if row is None:
             ctx.stats["searches_unresolved"] += 1
             rejects.append(label_reject(ctx, f"label_{sol.note or 'unresolved'}", sol.sample_index,
@@ -240,7 +245,7 @@ def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: Labeler
 
 
 def _label_row(ctx: ProblemContext, sol: LabeledSolution, *, labeler: str, params: str, root_value: float,
-               check_arithmetic: bool) -> Optional[dict]:
+               check_arithmetic: bool, claims_over_evidence: bool = False) -> Optional[dict]:
     """The step_labels row of one searched solution, or None when its first error is not decided."""
     steps = sol.steps
     m = len(steps)
@@ -252,6 +257,7 @@ def _label_row(ctx: ProblemContext, sol: LabeledSolution, *, labeler: str, param
         ctx.store.correct_depth(steps),
         terminal_wrong_step(ctx, steps),
         first_false_claim_step(steps) if check_arithmetic else None,
+        claims_over_evidence,
     )
     sol.decision = decision
     if not decision.resolved:
