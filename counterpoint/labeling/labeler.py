@@ -9,8 +9,9 @@ one :class:`RoundScheduler`. Each problem goes through:
 2. **estimates** — the labeller (OmegaPRM tree or per-step MC) and, with
    ``compute_values``, the value pass over every step prefix of the sampled
    negatives; side by side (``overlap_values``, default) or one after the other;
-3. **terminal verdicts** — every prefix of a labelled solution that states a final
-   answer is verified as it stands (no generation);
+3. **terminal verdicts** — every prefix of a labelled solution whose last step states
+   a final answer is verified as it stands (rolled out only when the verdict is no
+   evidence);
 4. **rows, once** — from the final evidence store, so no row depends on which pass
    paid for a rollout, on ``overlap_values``, ``parallel_searches``, ``max_trees``,
    the batch or the order a streaming engine answers in (wherever the engine honours
@@ -140,7 +141,8 @@ def _context(item: ProblemForLabeling, min_known: int, format_failures: str = FO
 
 
 def verify_terminals(ctx: ProblemContext, solutions: Sequence[Sequence[str]], k: int):
-    """Coroutine: has every prefix that states a final answer verified (one round, no generation)."""
+    """Coroutine: has every prefix that states a final answer verified (one round). A prefix whose verdict
+    is no step evidence (format class, unknown) is then rolled out like any other prefix (``k``)."""
     asks, seen = [], set()
     for steps in solutions:
         for prefix, psteps in terminal_prefixes(ctx, steps):
