@@ -30,6 +30,7 @@ final answer (checked by the chain's own grammar, independent of
 failures labelled (must be 0); unresolved solutions.
 
     python benchmarks/label_quality.py                      # scripted, < 2 min on 2 CPU cores
+    python benchmarks/label_quality.py --world styles       # the model-styles world (issue 15), seconds
     python benchmarks/label_quality.py --model embedded     # the embedded vLLM model (no ground
                                                             # truth: false-equation share + judge agreement)
     python benchmarks/label_quality.py --processbench FILE --model embedded   # ProcessBench-style JSONL
@@ -73,7 +74,8 @@ from counterpoint.verifiers.extract import extract_final_answer  # noqa: E402
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "label_quality.json")
 LABELERS = ("omegaprm", "mc")
 ABLATE_CLAIMS = ("rescued",)
-ROWS = ("omegaprm", "omegaprm+cons", "mc", "mc+cons", "omegaprm-noclaims", "mc-noclaims")
+ROWS = ("omegaprm", "omegaprm+cons", "mc", "mc+cons", "omegaprm-noclaims", "mc-noclaims",
+        "omegaprm-claims>evidence", "mc-claims>evidence")
 
 SCENARIOS = {
     "arithmetic": dict(step_error_rate=0.06),
@@ -148,11 +150,12 @@ def run_scenario(name: str, args) -> Dict[str, Any]:
     entry: Dict[str, Any] = {"scenario": name, "policy": SCENARIOS[name],
                              "format_failure_samples": len(fmt_ids)}
     variants = [(lab, True) for lab in LABELERS]
-    if name in ABLATE_CLAIMS:
-        variants += [(lab, False) for lab in LABELERS]
+    if name in ABLATE_CLAIMS:  # the check off, and issue 9's rule (a claim cuts below the evidence too)
+        variants += [(lab, False) for lab in LABELERS] + [(lab, "over") for lab in LABELERS]
     for labeler, checks in variants:
         cfg = LabelerConfig(labeler=labeler, omegaprm=OmegaPRMConfig(k=args.k, search_limit=args.search_limit),
-                            compute_values=False, seed=args.seed, check_arithmetic=checks)
+                            compute_values=False, seed=args.seed, check_arithmetic=bool(checks),
+                            claims_over_evidence=checks == "over")
         t0 = time.perf_counter()
         results = label_problems(items, ScriptedGenerator(policy), chain_verify, cfg, sampling=sampling)
         wall = time.perf_counter() - t0
@@ -175,9 +178,9 @@ def run_scenario(name: str, args) -> Dict[str, Any]:
         cons.update({"rollouts_per_labelled_solution": rollouts / len(kept["step_labels"])
                      if kept["step_labels"] else None, "agreement_rate": cstats["agreement_rate"],
                      "kept_share": len(kept["step_labels"]) / len(rows) if rows else None})
-        name_ = labeler if checks else labeler + "-noclaims"
+        name_ = labeler + {True: "", False: "-noclaims", "over": "-claims>evidence"}[checks]
         entry[name_] = base
-        if checks:
+        if checks is True:
             entry[name_ + "+cons"] = cons
     return entry
 
@@ -352,6 +355,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--model", default=None, help="run on a real model instead (e.g. 'embedded'); needs vLLM")
+    ap.add_argument("--world", choices=("chain", "styles"), default="chain",
+                    help="chain: the scripted chain scenarios; styles: solutions written the ways models write "
+                         "(benchmarks/model_styles.py, tests/data/model_style_solutions.jsonl)")
     ap.add_argument("--processbench", default=None, help="ProcessBench-style JSONL to score (needs --model)")
     ap.add_argument("--verifier", default="math", help="verifier for --processbench answers")
     ap.add_argument("--max-tokens", type=int, default=256)
@@ -360,7 +366,8 @@ def main(argv=None) -> int:
                          "label_quality_processbench.json with --processbench)")
     args = ap.parse_args(argv)
     if args.out is None:
-        suffix = "_processbench" if args.processbench else "_embedded" if args.model else ""
+        suffix = ("_processbench" if args.processbench else "_embedded" if args.model
+                  else "_styles" if args.world == "styles" else "")
         args.out = RESULTS.replace(".json", f"{suffix}.json")
     t0 = time.perf_counter()
     if args.processbench:
@@ -369,6 +376,15 @@ def main(argv=None) -> int:
         out = {"config": vars(args), "processbench": run_processbench(args)}
     elif args.model:
         out = {"config": vars(args), "embedded": run_embedded(args)}
+    elif args.world == "styles":
+        from benchmarks.model_styles import markdown_table as styles_table
+        from benchmarks.model_styles import run_styles
+
+        out = {"config": vars(args), "styles": run_styles(k=args.k, seed=args.seed)}
+        out["markdown"] = styles_table(out["styles"])
+        print(out["markdown"])
+        print(json.dumps({k: out["styles"][k] for k in ("format_failures",)}, indent=1))
+        print({lab: out["styles"]["labellers"][lab]["labels_identical_across_leads"] for lab in LABELERS})
     else:
         out = {"config": vars(args), "scenarios": [run_scenario(s, args) for s in args.scenarios.split(",")]}
         print_table(out)

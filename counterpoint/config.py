@@ -44,15 +44,7 @@ __all__ = [
     "FLAGS", "Flag", "from_dict", "load_config", "dumps_config", "apply_overrides", "DEFAULT_SYSTEM_PROMPT",
 ]
 
-# Measured with the embedded 135M model on 24 one-op procedural problems x 8 samples: this prompt
-# 13/192 correct, a one-line "step by step, one step per paragraph" prompt 14/192 (a wash). This one
-# is kept: its length (> one 128-token KV block with the question) lets rollouts from step prefixes
-# share cached prompt blocks in vLLM.
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a careful math tutor. Solve the problem step by step. Write each step as its own "
-    "short paragraph, separated by a blank line. End with a final line of the form "
-    "'The answer is <number>.'"
-)
+from counterpoint.prompts import DEFAULT_SYSTEM_PROMPT  # noqa: E402  (every prompt lives in counterpoint.prompts)
 
 VERIFIER_NAMES = ("auto", "numeric", "math", "exact")
 # Problems per Parquet shard when num_shards is auto (a few hundred MB of trajectories per shard at most).

@@ -105,6 +105,9 @@ FLAGS: Tuple[Flag, ...] = (
          "problems whose trees share the engine (none = from the engine's capacity)", type=_none_or(int)),
     Flag(("--consensus",), ("consensus.mode",), "labelling",
          "judge-model consensus filter on step labels", choices=("off", "keep-agreeing", "annotate")),
+    Flag(("--rollout-format-failures", "--rollout_format_failures"), ("labeling.rollout_format_failures",),
+         "labelling", "a rollout with no readable final answer counts as 0 (zero: Math-Shepherd/OmegaPRM) "
+         "or as an unknown verdict", choices=("zero", "unknown")),
     Flag(("--judge-model", "--judge_model"), ("judge.model",), "labelling",
          "judge model for --consensus (default: the run's model)"),
     # output

@@ -22,6 +22,7 @@ from counterpoint.labeling.consensus import (
     judgements_from,
     parse_judgement,
     read_judge_prompt,
+    solution_targets,
 )
 from counterpoint.testing.chain import ChainJudgePolicy, chain_first_error, chain_verify
 from counterpoint.testing.worlds import sampled_chain_items
@@ -109,24 +110,45 @@ def _world():
     return labels, values, prefs, judgements
 
 
-def test_keep_agreeing_drops_the_disagreeing_solution_everywhere():
+def test_keep_agreeing_keeps_only_parsed_agreement_and_drops_the_rest_everywhere():
     labels, values, prefs, judgements = _world()
     kept, rejects, stats = apply_consensus(labels, values, prefs, judgements, "keep-agreeing")
-    assert [r["id"] for r in kept["step_labels"]] == ["p/s1/omegaprm", "p/s3/omegaprm", "q/s1/omegaprm"]
-    got = {r["id"]: (r["judge_first_error_index"], r["judge_agrees"]) for r in kept["step_labels"]}
-    assert got == {"p/s1/omegaprm": (1, True), "p/s3/omegaprm": (None, None), "q/s1/omegaprm": (None, None)}
-    assert not [v for v in kept["step_values"] if (v["problem_id"], v["sample_index"]) == ("p", 2)]
-    assert len(kept["step_values"]) == 3 + 2 + 2
-    # the solution's step and first-pit pairs go; its outcome pair and another labeller's pair stay
-    assert [p["id"] for p in kept["preferences"]] == ["p/step/1", "p/outcome/2", "p/step/3", "q/first_pit/1",
-                                                      "p/step/2"]
-    assert rejects == [records.make_reject(stage="label", reason="consensus_disagreement", problem_id="p",
-                                           scope="row", detail="label first error 2, judge 0", key="p/s2/omegaprm")]
-    assert stats == {"judged": 3, "agreed": 1, "disagreed": 1, "unparsable": 1, "agreement_rate": 0.5,
-                     "dropped_step_labels": 1, "dropped_step_values": 3, "dropped_preferences": 2}
+    assert [(r["id"], r["judge_first_error_index"], r["judge_agrees"]) for r in kept["step_labels"]] == [
+        ("p/s1/omegaprm", 1, True)]
+    assert [(v["problem_id"], v["sample_index"]) for v in kept["step_values"]] == [("p", 1)] * 3
+    # only the agreeing solution's step pair and the outcome pair (never judged: not step-level) stay
+    assert [p["id"] for p in kept["preferences"]] == ["p/step/1", "p/outcome/2"]
+
+    def reject(reason, pid, key, detail):
+        return records.make_reject(stage="label", reason=reason, problem_id=pid, scope="row", detail=detail, key=key)
+
+    assert rejects == [reject("consensus_disagreement", "p", "p/s2/omegaprm", "label first error 2, judge 0"),
+                       reject("consensus_unparsable", "p", "p/s3/omegaprm", "label first error 0, judge None"),
+                       reject("consensus_not_judged", "q", "q/s1/omegaprm", "no judge reply"),
+                       reject("consensus_not_judged", "p", "p/s2/mc", "no judge reply")]
+    assert stats == {"judged": 3, "agreed": 1, "disagreed": 1, "unparsable": 1, "not_judged": 2,
+                     "agreement_rate": 0.5, "dropped_step_labels": 3, "dropped_step_values": 7,
+                     "dropped_preferences": 5, "kept_step_labels": 1, "kept_step_values": 3, "kept_preferences": 2}
     records.rows_to_table("step_labels", kept["step_labels"])
     # inputs are not modified (Beam forbids mutating inputs)
     assert all(r["judge_agrees"] is None for r in labels)
+
+
+def test_values_only_solutions_are_judged_on_their_mc_first_error():
+    # a negative with step values but no step-label row (e.g. its search was unresolved): its first error
+    # for the judge is its first measured zero; its values and first-pit pair live or die with that judgement
+    vals = [rows.step_value_row(problem_id="p", sample_index=5, labeler="mc", step_index=t, step=f"s{t}",
+                                q_value=q, advantage=None if q is None else 0.0, measured=q is not None, n_rollouts=4,
+                                n_correct=0, is_first_pit=t == 2, within_noise=False) for t, q in enumerate([0.5, None, 0.0, 0.0])]
+    (target,) = solution_targets([], vals)
+    assert target == {"id": "p/s5/mc", "problem_id": "p", "prompt": "", "completions": ["s0", "s1", "s2", "s3"],
+                      "first_error_index": 2}
+    pit = pair("p", 5, "first_pit", labeler="mc")
+    kept, rejects, _ = apply_consensus([], vals, [pit], {"p/s5/mc": 2}, "keep-agreeing")
+    assert (len(kept["step_values"]), kept["preferences"], rejects) == (4, [pit], [])
+    kept, rejects, _ = apply_consensus([], vals, [pit], {"p/s5/mc": 1}, "keep-agreeing")
+    assert (kept["step_values"], kept["preferences"], [r["reason"] for r in rejects]) == (
+        [], [], ["consensus_disagreement"])
 
 
 def test_annotate_keeps_and_flags_and_off_is_untouched():
@@ -174,15 +196,41 @@ def test_scripted_judge_end_to_end_filters_wrong_labels():
     truth = {r["id"]: chain_first_error(problems[r["problem_id"]]["question"], r["completions"]) for r in labels}
     right = {rid for rid, t in truth.items() if t == next(r for r in labels if r["id"] == rid)["first_error_index"]}
     assert 0 < len(right) < len(labels)  # the world is hard enough to have wrong labels
-    judgements = _judge(problems, labels, error_rate=0.0)
-    assert judgements == {r["id"]: (-1 if truth[r["id"]] is None else truth[r["id"]]) for r in labels}
+    targets = solution_targets(labels, values)
+    judgements = _judge(problems, targets, error_rate=0.0)
+    assert {rid: judgements[rid] for rid in truth} == {rid: (-1 if t is None else t) for rid, t in truth.items()}
     kept, rejects, stats = apply_consensus(labels, values, prefs, judgements, "keep-agreeing")
     assert {r["id"] for r in kept["step_labels"]} == right
-    assert stats["agreement_rate"] == pytest.approx(len(right) / len(labels))
-    assert len(rejects) == len(labels) - len(right) and {r["reason"] for r in rejects} == {"consensus_disagreement"}
+    agreeing = sum(judgements[t["id"]] == t["first_error_index"] for t in targets)
+    assert stats["agreement_rate"] == pytest.approx(agreeing / len(targets)) and stats["not_judged"] == 0
+    assert len(rejects) == len(targets) - agreeing and {r["reason"] for r in rejects} == {"consensus_disagreement"}
     dropped = {(r["problem_id"], r["sample_index"]) for r in labels if r["id"] not in right}
     assert not [p for p in kept["preferences"] if p["pair_type"] in ("step", "first_pit")
                 and (p["problem_id"], p["rejected_sample_index"]) in dropped]
+
+
+@pytest.mark.parametrize("judge_kind", ["unparsable", "disagreeing"])
+def test_a_judge_that_never_agrees_keeps_no_step_level_row(judge_kind):
+    # Issue 15: an always-unparsable judge keeps 0 rows under keep-agreeing, and so does an
+    # always-disagreeing one, of every kind (labels, values, step and first-pit pairs).
+    problems, results = _labelled_chain(ChainPolicy(step_error_rate=0.15))
+    labels = [r for res in results for r in res.step_labels]
+    values = [v for res in results for v in res.step_values]
+    prefs = [p for res in results for p in res.preferences]
+    targets = solution_targets(labels, values)
+    if judge_kind == "unparsable":
+        judgements = _judge(problems, targets, 0.0, 1.0)
+    else:  # names a step other than the label's first error, always
+        judgements = {t["id"]: (t["first_error_index"] + 1) % len(t["completions"]) for t in targets}
+    kept, rejects, stats = apply_consensus(labels, values, prefs, judgements, "keep-agreeing")
+    step_prefs = [p for p in prefs if p["pair_type"] in ("step", "first_pit")]
+    assert labels and values and step_prefs
+    assert (kept["step_labels"], kept["step_values"]) == ([], [])
+    assert [p for p in kept["preferences"] if p["pair_type"] in ("step", "first_pit")] == []
+    assert (stats["kept_step_labels"], stats["dropped_step_labels"], stats["dropped_step_values"]) == (
+        0, len(labels), len(values))
+    reason = {"unparsable": "consensus_unparsable", "disagreeing": "consensus_disagreement"}[judge_kind]
+    assert len(rejects) == len(targets) and {r["reason"] for r in rejects} == {reason}
 
 
 def test_scripted_judge_is_deterministic_and_errs_at_its_rate():

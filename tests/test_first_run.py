@@ -325,14 +325,18 @@ def test_consensus_judge_stage_annotates_and_filters(tmp_path):
     rows = pq.read_table(tmp_path / "a" / "data" / "step_labels").to_pylist()
     assert rows and all(r["judge_agrees"] is not None and r["judge_first_error_index"] is not None for r in rows)
     c = annotated["consensus"]
-    assert c["judged"] == len(rows) and c["agreed"] + c["disagreed"] + c["unparsable"] == len(rows)
+    # every labelled solution with training rows is judged (step labels, and negatives with values only)
+    assert c["judged"] >= len(rows) and c["agreed"] + c["disagreed"] + c["unparsable"] == c["judged"]
+    assert c["not_judged"] == 0 and c["judge_model"] == "scripted/judge" and c["prompt"] == "processbench"
     assert c["agreement_rate"] == pytest.approx(c["agreed"] / (c["agreed"] + c["disagreed"]))
     kept = run(IN_PROCESS, config=_chain(tmp_path / "k", consensus={"mode": "keep-agreeing"}, **base))
     kept_rows = pq.read_table(tmp_path / "k" / "data" / "step_labels").to_pylist()
-    assert {r["id"] for r in kept_rows} == {r["id"] for r in rows if r["judge_agrees"] is not False}
+    assert {r["id"] for r in kept_rows} == {r["id"] for r in rows if r["judge_agrees"] is True}
     assert kept["rejects_by_reason"].get("consensus_disagreement", 0) == c["disagreed"]
+    assert kept["rejects_by_reason"].get("consensus_unparsable", 0) == c["unparsable"]
+    assert kept["consensus"]["kept_share"] == pytest.approx(len(kept_rows) / len(rows))
     card = (tmp_path / "k" / "README.md").read_text()
-    assert "agreement" in card.lower()
+    assert "agreement" in card.lower() and "rows kept" in card
 
 
 def test_export_stage_publishes_validated_trainer_configs(tmp_path):

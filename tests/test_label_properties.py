@@ -498,17 +498,27 @@ TABLE9 = {
 
 
 @pytest.mark.parametrize("labeler", ["omegaprm", "mc"])
-def test_defect9_false_equation_is_an_error_whatever_mc_says(labeler):
+def test_a_false_claim_never_cuts_below_a_verified_correct_extension(labeler):
+    # Issue 15 (supersedes issue 9's "whatever MC says"): the claim check reads text and can be wrong; a
+    # verified-correct completion through the step cannot. The claim is overruled and the row says so.
     right = "Step 1: 20 + 8 = 28.\n\nStep 2: 28 - 1 = 27.\n\nThe answer is 27."
     item = item_of([right, W9], gold="27", verdict_fn=lambda t, g, tr: NUMERIC.verify([(t, g, tr, "numeric")])[0][0],
                    question=Q9, answer_type="numeric")
     (res,) = run([item], TableGenerator(TABLE9), numeric_verify, config(labeler, compute_values=True))
     (row,) = res.step_labels
     assert row["mc_values"][0] == 0.5 and row["mc_measured"][0]
-    assert row["labels"] == [False, False, False] and row["first_error_source"] == "claim"
-    # with the check off, MC decides (the documented baseline behaviour)
+    assert (row["labels"], row["first_error_index"], row["claim_overruled"]) == ([True, False, False], 1, True)
+    assert res.stats["claims_overruled_by_evidence"] == 1
     (res,) = run([item], TableGenerator(TABLE9), numeric_verify, config(labeler, check_arithmetic=False))
-    assert res.step_labels[0]["first_error_index"] == 1
+    assert (res.step_labels[0]["first_error_index"], res.step_labels[0]["claim_overruled"]) == (1, False)
+
+
+def test_decide_claim_cuts_only_from_the_evidence_on():
+    # search unresolved in [2, 4]: a false claim at step 2 decides it; a claim at step 0 under evidence 1 does not
+    d = decide(5, (2, 4), 1, None, 2)
+    assert (d.index, d.claim, d.claim_overruled) == (2, 2, False)
+    d = decide(5, (1, 1), 1, None, 0)
+    assert (d.index, d.source, d.claim, d.claim_overruled) == (1, "search", None, True)
 
 
 Q9B = "What is twice 9 - 7?"
@@ -543,7 +553,8 @@ def test_defect9_terminal_wrong_overrides_evidence_and_search():
     d = decide(4, (3, 3), 3, 1, None)
     assert d.index == 1 and d.source == SOURCE_TERMINAL
     assert decide(4, (0, 3), 2, None, None).index is None  # unresolved bracket above the evidence
-    assert decide(4, (0, 3), 2, None, 1).index == 1  # ... unless a false claim settles it
+    assert decide(4, (0, 3), 2, None, 2).index == 2  # ... unless a false claim settles it
+    assert decide(4, (0, 3), 2, None, 1).index is None  # a claim under the evidence is overruled (issue 15)
     assert decide(5, (1, 1), 3, None, None).source == "evidence"
     assert decide(5, None, 4, None, None).index == 4
 
@@ -706,3 +717,100 @@ def test_rows_conform_to_their_tables():
             assert r["n_rollouts"] == sum(r["n_rollouts_per_step"])
         for v in values:
             assert v["measured"] == (v["q_value"] is not None) == (v["advantage"] is not None)
+
+
+# ---------------------------------------------------------------------------
+# Issue 15: final answers only at the end, format failures stated, whitespace-proof evidence
+# ---------------------------------------------------------------------------
+Q15 = "Apples cost 2 dollars and pears 3 dollars. Mia buys 5 apples and 4 pears. What does she pay?"
+H0 = "#### Step 1: Cost of the apples\n5 × 2 = 10 dollars.\n\n"
+H1 = "#### Step 2: Cost of the pears\n4 × 3 = 12 dollars. The answer is reasonable.\n\n"
+C15 = H0 + H1 + "#### Step 3: Total\n10 + 12 = 22 dollars.\n\n#### 22"
+W15 = H0 + H1 + "#### Step 3: Total\n12 - 10 = 2 dollars.\n\n#### 2"
+TABLE15 = {H0: ["#### Step 2: Pears\n4 × 3 = 12.\n\n10 + 12 = 22.\n\n#### 22"],
+           H0 + H1: ["#### Step 3: Sum\n10 + 12 = 22.\n\n#### 22"],
+           H0 + H1 + "#### Step 3: Total\n12 - 10 = 2 dollars.\n\n": ["#### 2"]}
+
+
+def numeric_item(texts, gold, question):
+    return item_of(texts, gold=gold, verdict_fn=lambda t, g, tr: NUMERIC.verify([(t, g, tr, "numeric")])[0][0],
+                   question=question, answer_type="numeric")
+
+
+@pytest.mark.parametrize("labeler", ["omegaprm", "mc"])
+def test_headings_and_prose_about_the_answer_are_never_terminal(labeler):
+    # "#### Step 1: ..." is a markdown heading and "The answer is reasonable." prose: both prefixes are rolled
+    # out like any other (the old rule made them terminal with a format-class verdict -> all steps False)
+    gen = TableGenerator(TABLE15)
+    (res,) = run([numeric_item([C15, W15], "22", Q15)], gen, numeric_verify, config(labeler, compute_values=False))
+    row = row_of(res)
+    assert (row["labels"], row["first_error_index"]) == ([True, True, False, False], 2)
+    assert res.stats["terminal_verifications"] == 0  # only "#### 2" states an answer; it is the whole solution
+
+
+Q15B = "Tom has 20 apples and buys 8 more, then eats 1. How many are left?"
+S0 = "Step 1: 20 + 8 = 28.\n\n"
+S1 = "So the answer is many.\n\n"  # states an answer the numeric verifier cannot read: format class
+W15B = S0 + S1 + "Step 2: 28 - 2 = 26.\n\nThe answer is 26."
+C15B = "Step 1: 8 + 20 = 28.\n\nStep 2: 28 - 1 = 27.\n\nThe answer is 27."
+TABLE15B = {S0: ["Step 2: 28 - 1 = 27.\n\nThe answer is 27."], S0 + S1: ["Step 2: 28 - 1 = 27.\n\nThe answer is 27."],
+            S0 + S1 + "Step 2: 28 - 2 = 26.\n\n": ["The answer is 26."]}
+
+
+@pytest.mark.parametrize("labeler", ["omegaprm", "mc"])
+def test_a_terminal_prefix_with_a_format_class_verdict_is_no_evidence_and_is_rolled_out(labeler):
+    gen = TableGenerator(TABLE15B)
+    (res,) = run([numeric_item([C15B, W15B], "27", Q15B)], gen, numeric_verify, config(labeler, compute_values=False))
+    row = row_of(res)
+    assert (row["labels"], row["first_error_index"]) == ([True, True, False, False], 2)
+    assert S0 + S1 in gen.prefixes()  # verified first (non_numeric_answer), then rolled out
+    assert res.stats["terminal_verifications"] >= 1
+
+
+S15C = "Step 1: 20 + 8 = 28.\n\n"
+W15C = S15C + "Step 2: 28 - 2 = 26.\n\nThe answer is 26."
+C15C = "Step 1: 8 + 20 = 28.\n\nStep 2: 28 - 1 = 27.\n\nThe answer is 27."
+TABLE15C = {S15C: ["Step 2: 28 - 1 = 27.\n\nSo the total is 27."],  # right work, no answer marker
+            S15C + "Step 2: 28 - 2 = 26.\n\n": ["The answer is 26."]}
+
+
+def test_rollout_format_failures_zero_or_unknown_and_counted_on_every_row():
+    item = numeric_item([C15C, W15C], "27", Q15B)
+    (res,) = run([item], TableGenerator(TABLE15C), numeric_verify, config("mc", k=2, compute_values=True))
+    row = row_of(res)
+    assert (row["labels"], row["first_error_index"], row["n_format_failure_rollouts"]) == ([False] * 3, 0, 2)
+    assert [v["n_format_failure_rollouts"] for v in res.step_values] == [2, 0, 0]
+    # counted per row, label and value rows alike: the summary reports the share
+    assert (res.stats["row_format_failure_rollouts"], res.stats["row_rollouts"]) == (4, 8)
+    # unknown: the two format failures are no verdict, the probe stays unresolved: no confident zero
+    (res,) = run([item], TableGenerator(TABLE15C), numeric_verify,
+                 config("mc", k=2, compute_values=True, rollout_format_failures="unknown"))
+    assert res.step_labels == [] and "label_unresolved_probe" in [r["reason"] for r in res.rejects]
+    assert [(v["measured"], v["q_value"], v["n_format_failure_rollouts"]) for v in res.step_values] == [
+        (False, None, 2), (True, 0.0, 0), (True, 0.0, 0)]
+    assert json.loads(config("mc", rollout_format_failures="unknown").labeler_params(SAMPLING))["rollout_format_failures"] \
+        == "unknown"
+    with pytest.raises(ValueError, match="rollout_format_failures"):
+        config("mc", rollout_format_failures="drop")
+
+
+@pytest.mark.parametrize("labeler", ["omegaprm", "mc"])
+def test_labels_identical_whatever_separator_a_continuation_starts_with(labeler):
+    # trimmed chat templates continue a prefix with "\n" or "\n\n"; evidence is keyed on step content
+    out = {}
+    for lead in ("", "\n", "\n\n"):
+        table = {p: [lead + t for t in texts] for p, texts in TABLE1.items()}
+        (res,) = run([item_of([W1, C1])], TableGenerator(table), cfg=config(labeler))
+        out[lead] = [(r["id"], r["labels"], r["first_error_index"], r["first_error_source"]) for r in res.step_labels]
+    assert out["\n"] == out[""] == out["\n\n"] and out[""]
+
+
+@pytest.mark.parametrize("labeler", ["omegaprm", "mc"])
+def test_claims_over_evidence_restores_issue_9_rule(labeler):
+    # the documented option: a false claim cuts even where a lucky continuation reached the gold answer
+    right = "Step 1: 20 + 8 = 28.\n\nStep 2: 28 - 1 = 27.\n\nThe answer is 27."
+    item = numeric_item([right, W9], "27", Q9)
+    (res,) = run([item], TableGenerator(TABLE9), numeric_verify, config(labeler, claims_over_evidence=True))
+    row = row_of(res)
+    assert (row["labels"], row["first_error_source"], row["claim_overruled"]) == ([False] * 3, "claim", False)
+    assert json.loads(row["labeler_params"])["claims_over_evidence"] is True

@@ -379,7 +379,8 @@ def test_omegaprm_rows_whole_records(overlap):
     assert p["k"] == 4 and p["rollout_params"] == SAMPLING.to_dict() and p["min_known_verdicts"] == 2
     assert "parallel_searches" not in p and "max_trees" not in p and "overlap_values" not in p
     base = {"problem_id": "p", "prompt": "Q?", "labeler": "omegaprm", "labeler_params": params,
-            "judge_first_error_index": None, "judge_agrees": None}
+            "judge_first_error_index": None, "judge_agrees": None, "claim_overruled": False,
+            "n_format_failure_rollouts": 0, "n_truncated_rollouts": 0}
     # Rows are built from the final evidence store: every prefix of the sampled negatives holds k = 4
     # rollouts (search or value pass, whichever paid), the last step is the exact verdict (0 rollouts).
     assert res.step_labels == [
@@ -417,7 +418,9 @@ def test_omegaprm_rows_whole_records(overlap):
     # Values. Root Q_-1 = 2/4 (n = 4). s1: Q = 1.0 (n 3: one unknown), 0.75 (n 4), 0.0 (n 4), 0.0 (exact).
     v = {(r["sample_index"], r["step_index"]): r for r in res.step_values}
     assert [v[(1, i)]["q_value"] for i in range(4)] == [1.0, 0.75, 0.0, 0.0]
-    assert [v[(1, i)]["advantage"] for i in range(4)] == [0.5, -0.25, -0.75, 0.0]
+    # best_of_k=2: advantages are taken on best-of-2 values (Setlur et al.): root 1 - C(2,2)/C(4,2) = 5/6,
+    # then 1.0, 1.0, 0.0, 0.0 (see below)
+    assert [v[(1, i)]["advantage"] for i in range(4)] == pytest.approx([1 / 6, 0.0, -1.0, 0.0])
     assert [v[(1, i)]["n_rollouts"] for i in range(4)] == [3, 4, 4, 0]
     assert [v[(1, i)]["n_correct"] for i in range(4)] == [3, 3, 0, 0]
     assert [v[(1, i)]["measured"] for i in range(4)] == [True] * 4
@@ -428,8 +431,9 @@ def test_omegaprm_rows_whole_records(overlap):
     assert [v[(1, i)]["best_of_k_value"] for i in range(4)] == [1.0, 1.0, 0.0, 0.0]
     assert v[(1, 2)] == {
         "id": "p/s1/omegaprm/t2", "problem_id": "p", "sample_index": 1, "step_index": 2, "step": "X",
-        "q_value": 0.0, "advantage": -0.75, "measured": True, "n_rollouts": 4, "n_correct": 0,
+        "q_value": 0.0, "advantage": -1.0, "measured": True, "n_rollouts": 4, "n_correct": 0,
         "is_first_pit": True, "within_noise": False, "best_of_k_value": 0.0, "labeler": "omegaprm",
+        "n_format_failure_rollouts": 0, "n_truncated_rollouts": 0,
     }
     assert [v[(3, i)]["q_value"] for i in range(4)] == [1.0, 0.0, 0.0, 0.0]
     assert v[(3, 1)]["is_first_pit"] and v[(3, 1)]["within_noise"]  # previous estimate rests on 3 rollouts
@@ -444,8 +448,9 @@ def test_omegaprm_rows_whole_records(overlap):
         "pair_type": "first_pit", "chosen_sample_index": 0, "rejected_sample_index": 1, "step_index": 2,
         "prefix": None, "labeler": "omegaprm",
     }
-    assert pit_meta == {"policy": "first_pit", "pit_q": 0.0, "pit_advantage": -0.75, "within_noise": False,
-                        "n_rollouts": 11}
+    assert pit_meta == {"policy": "first_pit", "pit_q": 0.0, "pit_advantage": -1.0, "within_noise": False,
+                        "n_rollouts": 11, "chosen_complete": True, "rejected_complete": False}
+    assert [(m["chosen_complete"], m["rejected_complete"]) for m in meta] == [(False, False)] * 3
     s = res.stats
     # The same 24 rollouts either way; who paid differs (statistics only, never in a row).
     assert s["rollouts"] == 24 and s["selections"] == 3 and s["first_pit_within_noise"] == 1 and s["unknown"] == 1
@@ -486,16 +491,18 @@ def test_mc_values_fill_rule():
     assert fill_mc_values([0.0, None, 0.8, 0.0], 3, 0.4) == pytest.approx([0.0, 0.4 + 0.4 * 2 / 3, 0.8, 0.0])
 
 
-def test_step_pair_skipped_when_chosen_equals_rejected():
-    # The only correct continuation of "a b" starts with the erroneous step's content ("X", other spacing: a
-    # different step, so it is no evidence for W's own step 2) -> no pair, counted and rejected.
+def test_a_correct_continuation_with_other_spacing_is_evidence_for_the_same_step():
+    # Issue 15: the trie keys steps on content with whitespace normalised. The only correct continuation
+    # of "a b" is "X  " (other spacing): it proves W's own step 2 right, so the first error moves to the
+    # last step, and the step pair at it is built from the correct next step ("ANS=1").
     table = {"a\n\nb\n\n": ["X  \n\nANS=1"], "a\n\nb\n\nX\n\n": ["ANS=2"]}
     item = ProblemForLabeling(problem(), [traj("p", 0, "q\n\nANS=1", "correct"), traj("p", 1, S1, "incorrect")])
     (res,) = run_labels([item], TableGenerator(table), fake_verify, small_config(compute_values=False))
-    assert [r["first_error_index"] for r in res.step_labels] == [2]
-    assert not res.preferences and res.stats["step_pairs_chosen_equals_rejected"] == 1
-    assert [r["reason"] for r in res.rejects] == ["step_pair_chosen_equals_rejected"]
-    assert res.rejects[0]["stage"] == "label" and res.rejects[0]["scope"] == "row"
+    assert [(r["first_error_index"], r["first_error_source"]) for r in res.step_labels] == [(3, "evidence")]
+    (pair,) = res.preferences
+    assert (pair["chosen"][0]["content"], pair["rejected"][0]["content"]) == ("a\n\nb\n\nX\n\nANS=1",
+                                                                              "a\n\nb\n\nX\n\nANS=2")
+    assert not res.rejects
 
 
 # ---------------------------------------------------------------------------
@@ -510,16 +517,26 @@ def test_best_of_k_value_hand_numbers():
 
 def test_step_values_advantages_and_first_pit():
     stats = [(0.5, 8, 4), (0.625, 8, 5), (0.125, 8, 1), None, (0.0, 8, 0), (0.0, None, 0)]
-    vals = step_values(0.5, 8, stats, best_of_k=4)
+    vals = step_values(0.5, 8, stats)  # raw MC (best-of-1) values
     assert [v.step_index for v in vals] == [0, 1, 2, 3, 4, 5]  # every step gets an entry
     assert [v.measured for v in vals] == [True, True, True, False, True, True]
     assert (vals[3].q_value, vals[3].advantage, vals[3].within_noise) == (None, None, True)  # unmeasured: no value
     assert [v.advantage for v in vals if v.measured] == pytest.approx([0.0, 0.125, -0.5, -0.125, 0.0])  # 4 vs 2
     assert [v.is_first_pit for v in vals] == [False, False, False, False, True, False]  # first measured min Q
-    assert vals[2].best_of_k_value == pytest.approx(1 - math.comb(7, 4) / math.comb(8, 4))
-    assert vals[5].best_of_k_value == 0.0 and vals[5].n_rollouts is None
     # noise: step 2: |-0.5| vs 1.96*sqrt(.109375/8 + .234375/8) = 0.406 -> signal; step 1 -> noise.
     assert [v.within_noise for v in vals] == [True, True, False, True, True, True]
+    assert all(v.best_of_k_value is None for v in vals)
+    # best-of-4 (Setlur et al.): advantages and the pit on 1 - C(M-c,4)/C(M,4); the root's is 1 - 1/70
+    bok = step_values(0.5, 8, stats, best_of_k=4, c_root=4)
+    assert [v.best_of_k_value for v in bok] == pytest.approx([69 / 70, 1.0, 1 - math.comb(7, 4) / math.comb(8, 4),
+                                                               None, 0.0, 0.0])
+    assert bok[5].n_rollouts is None and [v.q_value for v in bok] == [v.q_value for v in vals]
+    assert [v.advantage for v in bok if v.measured] == pytest.approx([0.0, 1 / 70, -0.5, -0.5, 0.0])
+    assert [v.is_first_pit for v in bok] == [False, False, False, False, True, False]
+    assert [v.within_noise for v in bok] == [v.within_noise for v in vals]  # noise is judged on the MC estimates
+    # a step whose best-of-K value is undefined (fewer rollouts than K) gets no advantage and is no pit
+    short = step_values(0.5, 8, [(0.0, 3, 0), (0.5, 8, 4)], best_of_k=4, c_root=4)
+    assert [(v.advantage, v.is_first_pit) for v in short] == [(None, False), (pytest.approx(0.0), True)]
 
 
 def test_within_noise_flag():

@@ -669,3 +669,28 @@ def test_property_sets_any_order_tuples_in_order(math_verifier):
               (r"\{(4, 3), (1, 2)\}", r"\{(1, 2), (3, 4)\}")]
     expected += [CORRECT, MISMATCH, CORRECT, MISMATCH]
     assert _judge(math_verifier, pairs) == expected
+
+
+@pytest.mark.parametrize("step,states", [
+    ("#### 42", True), ("#### 1,308", True), ("The answer is 39.", True), ("Final answer: 42", True),
+    ("So the answer is \\boxed{26}.", True), ("The final answer is $\\boxed{5}$. I hope it is correct.", True),
+    ("The answer is Tuesday.", True), ("Answer: (B)", True), ("The answer is 25 (I think).", True),
+    ("#### Step 1: Cost of the apples", False), ("### Step 1", False), ("#### Final Answer", False),
+    ("The answer is reasonable.", False), ("To find the answer: how many stickers does Leo keep? 6 * 8 = 48.", False),
+    ("Step 3: 20 + 8 = 28.", False), ("", False),
+])
+def test_states_final_answer_reads_the_marker_grammar_not_headings_or_prose(step, states):
+    from counterpoint.verifiers import states_final_answer
+
+    assert states_final_answer(step) is states
+
+
+def test_format_class_reasons_and_step_evidence():
+    from counterpoint.verifiers import FORMAT_FAILURE_REASONS, is_format_failure, is_step_evidence
+
+    assert FORMAT_FAILURE_REASONS == {"no_final_answer", "non_numeric_answer"}
+    assert [is_format_failure(r) for r in ("no_final_answer", "non_numeric_answer", "answer_mismatch", None)] == [
+        True, True, False, False]
+    assert is_step_evidence("correct", None) and is_step_evidence("incorrect", "answer_mismatch")
+    assert not is_step_evidence("incorrect", "non_numeric_answer") and not is_step_evidence("incorrect", "no_final_answer")
+    assert not is_step_evidence("unknown", "verifier_timeout")

@@ -9,7 +9,9 @@ Label semantics (the one place they are written down)
 One **evidence store** per problem (``evidence.EvidenceStore``) holds every
 rollout by exact prefix, the verdict of every verified text, and a trie of the
 step tuples of every verified-correct completion (sampled trajectories and
-rollouts; a rollout's steps are its prefix's steps + the continuation's).
+rollouts; a rollout's steps are its prefix's steps + the continuation's), keyed on
+step content with whitespace normalised (a continuation may start with "", "\n"
+or "\n\n": the labels are the same).
 Labellers, values and pairs all read it; rows are built once, after every search
 and value estimate of the problem has finished.
 
@@ -23,14 +25,20 @@ For a wrong solution ``W`` with steps ``s_0 .. s_{m-1}`` the first error is
   W.steps[:j+1]}`` (0 if none): a correct trajectory or rollout through a prefix
   proves its steps right;
 * ``e_value = max(e_search, e_evidence)`` — evidence only moves the error later;
-* **terminal prefixes**: a prefix that states a final answer
-  (``extract_final_answer(prefix) is not None``) is judged by the verifier as it
-  stands — its value is exact (1.0 / 0.0, no rollouts, no sampling noise) and no
-  rollout is ever generated from it, so no continuation can "rescue" a stated wrong
-  answer. ``e_terminal`` = the first step whose prefix states an answer judged
-  wrong;
-* **arithmetic claims**: explicit ``a op b = c`` claims are checked exactly
-  (``arithmetic``); ``e_claim`` = the first step with a false one;
+* **terminal prefixes**: a prefix whose LAST step states a final answer in the
+  verifier's marker grammar (``verifiers.extract.states_final_answer``: ``\\boxed{}``,
+  a "#### 42" answer line, "The answer is 42", "Final answer: 42" — never a
+  markdown heading or prose about "the answer") is judged by the verifier as it
+  stands. A verdict that is step evidence (correct, or a wrong stated answer) is
+  exact (1.0 / 0.0, no rollouts) and no continuation can "rescue" a stated wrong
+  answer; a format-class or unknown verdict is no evidence and the prefix is
+  rolled out like any other. ``e_terminal`` = the first step whose prefix states an
+  answer judged wrong;
+* **arithmetic claims**: explicit ``a op b = c`` claims are checked exactly as
+  models write them (``arithmetic``: LaTeX, lists, money, percentages, rounding);
+  ``e_claim`` = the first step with a false one at or after ``e_evidence`` (a claim
+  never cuts below a verified-correct completion; the row's ``claim_overruled``
+  says when it would have; ``claims_over_evidence`` restores issue 9's rule);
 * ``e = min(e_value, e_terminal, e_claim, m - 1)`` (the last step is the whole
   wrong solution: its value is its verdict, 0); ``labels = [i < e]`` — monotone,
   first-error labels as TRL's stepwise supervision expects. ``first_error_source``
@@ -43,12 +51,16 @@ incorrect" is unresolved, never a confident 0. An unresolved probe stops a searc
 the solution becomes a row-scope reject (``label_unresolved_probe``) unless the
 evidence, a stated wrong answer or a false claim decides its first error anyway.
 
-Format failures (verdict reason ``no_final_answer``): outcome negatives, never
-step-level evidence — such a sampled solution gets no ``step_labels`` row, no step
-pair, no first-pit pair and no ``step_values`` (counted, and a
-``label_format_failure`` reject). A rollout that is a format failure still counts
-as "did not reach the gold answer" in MC, but never joins OmegaPRM's candidate
-pool. Truncated samples count as wrong and are never searched.
+Format failures (the format-class reasons, ``verifiers.base.is_format_failure``):
+outcome negatives, never step-level evidence — such a sampled solution gets no
+``step_labels`` row, no step pair, no first-pit pair and no ``step_values``
+(counted, and a ``label_format_failure`` reject). A rollout that is a format
+failure counts as "did not reach the gold answer" in MC under
+``rollout_format_failures: zero`` (default; Math-Shepherd's and OmegaPRM's
+semantics) or as an unknown verdict under ``unknown``; either way it never joins
+OmegaPRM's candidate pool, and every step-label and step-value row counts its
+format-failure and truncated rollouts. Truncated samples count as wrong and are
+never searched.
 
 Rollouts inherit the run's sampling (``sampling=`` of :func:`label_problems`)
 unless ``omegaprm.rollout_params`` is set; ``labeler_params`` records the

@@ -19,7 +19,14 @@ not a format failure):
 * the **first pit** is the first measured step at the minimum ``Q``;
 * optional best-of-K value: ``1 - C(M - c, K) / C(M, K)`` from ``M`` known
   rollouts with ``c`` correct (the chance that at least one of ``K`` draws
-  without replacement is correct); ``None`` when ``M < K``;
+  without replacement is correct); ``None`` when ``M < K``. With ``best_of_k``
+  set, the advantages and the first pit are taken on these values, as Setlur et
+  al. do (the value of the best-of-K policy ``BoK(pi)``): ``A_i = V_i - V_j``
+  with ``V`` the best-of-K value (an exact terminal value is its own best-of-K
+  value; the question's from the sampled trajectories), and a measured step whose
+  best-of-K value is undefined (``M < K``) gets no advantage and is no pit.
+  Without ``best_of_k`` (default) they use the raw MC ``Q`` (Math-Shepherd's
+  value, i.e. best-of-1);
 * ``within_noise``: True when ``|A_i| <= z * sqrt(Q_i(1-Q_i)/n_i + Q_j(1-Q_j)/n_j)``
   (z = 1.96), when either estimate rests on fewer than ``min_n`` known rollouts,
   or when the step is unmeasured — such an advantage must not be read as a signal.
@@ -86,6 +93,7 @@ def step_values(
     best_of_k: Optional[int] = None,
     z: float = 1.96,
     min_n: int = 4,
+    c_root: Optional[int] = None,
 ) -> List[StepValue]:
     """Values/advantages/first pit from per-step ``(q, n_known, n_correct)`` (``None`` = unmeasured).
 
@@ -96,31 +104,40 @@ def step_values(
     """
     out: List[StepValue] = []
     q_prev, n_prev = q_root, n_root
+    v_prev: Optional[float] = q_root  # the value advantages are taken on (module docstring)
+    if best_of_k is not None:
+        c0 = round(q_root * n_root) if c_root is None and n_root else c_root
+        v_prev = q_root if n_root is None else best_of_k_value(n_root, c0 or 0, best_of_k)
     for i, st in enumerate(stats):
         if st is None:
             out.append(StepValue(i, None, None, 0, None, True, measured=False))
             continue
         q, n, c = st
-        a = q - q_prev
         bok = None
         if best_of_k is not None:
             bok = q if n is None else best_of_k_value(n, c, best_of_k)
+        v = q if best_of_k is None else bok
+        a = None if v is None or v_prev is None else v - v_prev
         out.append(
             StepValue(
                 step_index=i,
                 q_value=q,
                 n_rollouts=n,
                 n_correct=c,
-                advantage=max(-1.0, min(1.0, a)),
-                within_noise=within_noise(a, q, n, q_prev, n_prev, z=z, min_n=min_n),
+                advantage=None if a is None else max(-1.0, min(1.0, a)),
+                # noise is judged on the underlying MC estimates
+                within_noise=True if a is None else within_noise(q - q_prev, q, n, q_prev, n_prev, z=z, min_n=min_n),
                 best_of_k_value=bok,
             )
         )
         q_prev, n_prev = q, n
-    measured = [v for v in out if v.measured]
-    if measured:
-        low = min(v.q_value for v in measured)
-        next(v for v in measured if v.q_value == low).is_first_pit = True
+        if v is not None:
+            v_prev = v
+    scored = [s for s in out if s.measured and (best_of_k is None or s.best_of_k_value is not None)]
+    if scored:
+        key = (lambda s: s.q_value) if best_of_k is None else (lambda s: s.best_of_k_value)
+        low = min(key(s) for s in scored)
+        next(s for s in scored if key(s) == low).is_first_pit = True
     return out
 
 

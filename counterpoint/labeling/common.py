@@ -141,6 +141,8 @@ class StepMeasure:
     n_known: Optional[int]  # known-verdict rollouts behind the value; None for exact values
     n_correct: int
     exact: bool  # value from a verdict (terminal prefix / the whole solution), not from rollouts
+    n_format_failures: int = 0  # held rollouts that are format failures
+    n_truncated: int = 0  # held rollouts that hit max_tokens
 
 
 def step_measures(ctx: ProblemContext, steps: Sequence[str], final_verdict_value: Optional[float] = 0.0
@@ -166,22 +168,22 @@ def step_measures(ctx: ProblemContext, steps: Sequence[str], final_verdict_value
             out.append(StepMeasure(est.value if ok else None, ok, 0, None, int(est.value == 1.0), True))
         else:
             out.append(StepMeasure(est.value if est.resolved else None, est.resolved, est.n, est.n_known,
-                                   est.n_correct, False))
+                                   est.n_correct, False, est.n_format_failures, est.n_truncated))
     return out
 
 
 def terminal_wrong_step(ctx: ProblemContext, steps: Sequence[str]) -> Optional[int]:
-    """First step whose prefix states a final answer the verifier judged incorrect (None if none).
+    """First step whose prefix states a final answer the verifier judged wrong (None if none).
 
-    Every terminal prefix must have been verified first (``labeler._verify_terminals``).
+    Only a wrong stated answer counts: a format-class or unknown verdict is no evidence
+    (``EvidenceStore.terminal``). Every terminal prefix must have been verified first
+    (``labeler.verify_terminals``).
     """
     prefix = ""
     for i, s in enumerate(steps):
         prefix += s
-        if ctx.store.states_answer(prefix):
-            v = ctx.store.verdict_of(prefix)
-            if v is not None and v[0] == VERDICT_INCORRECT:
-                return i
+        if ctx.store.terminal(prefix) and ctx.store.verdict_of(prefix)[0] == VERDICT_INCORRECT:
+            return i
     return None
 
 

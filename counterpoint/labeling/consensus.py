@@ -4,24 +4,29 @@ Process Reward Models in Mathematical Reasoning", 2025).
 The MC / OmegaPRM labels are noisy; the Qwen report keeps only the samples on which
 Monte Carlo estimation and an LLM judge agree on the first erroneous step. Here:
 
-1. :func:`judge_requests` turns ``step_labels`` rows into ProcessBench-style prompts
-   (Zheng et al. 2024): the problem, the solution's steps as tagged paragraphs
-   indexed from 0, and "return the index of the earliest wrong paragraph, or -1,
-   in ``\\boxed{}``". Any generator answers them (in-process vLLM, the
-   OpenAI-compatible pool, the scripted ``ChainJudgePolicy`` in tests);
-2. :func:`parse_judgement` reads the reply (``None`` = unparsable: it never counts as
-   agreement nor as disagreement);
-3. :func:`apply_consensus` records ``judge_first_error_index`` and ``judge_agrees``
-   on every judged row. ``annotate`` keeps every row and flags it;
-   ``keep-agreeing`` drops each disagreeing row (a row-scope reject with reason
-   ``consensus_disagreement``) together with that solution's step pairs, first-pit
-   pairs and ``step_values`` rows; ``off`` returns the rows untouched.
+1. :func:`solution_targets` lists every labelled solution that has rows which can
+   become training data — a ``step_labels`` row, or (a negative without one)
+   ``step_values`` rows — with the first error MC gives it (the label's
+   ``first_error_index``; for a values-only solution the first measured step with
+   ``q_value == 0``, else its last step);
+2. :func:`judge_requests` turns them into ProcessBench-style prompts (Zheng et al.
+   2024; the template lives in ``counterpoint.prompts``): the problem, the steps as
+   tagged paragraphs indexed from 0, "return the index of the earliest wrong
+   paragraph, or -1, in ``\\boxed{}``". Any generator answers them;
+3. :func:`parse_judgement` reads the reply (``None`` = unparsable);
+4. :func:`apply_consensus` records ``judge_first_error_index`` and ``judge_agrees``
+   on every judged step-label row. ``keep-agreeing`` keeps a solution's rows — step
+   labels, step values, step and first-pit pairs — only when the judge parsed and
+   agreed; everything else is dropped with a row-scope reject:
+   ``consensus_disagreement``, ``consensus_unparsable`` (the reply had no index) or
+   ``consensus_not_judged`` (no reply at all). ``annotate`` keeps every row and
+   flags it; ``off`` returns the rows untouched.
 
-Agreement: the judge's index equals the label's ``first_error_index`` (with
-``tolerance = t``: differs by at most ``t`` steps; default 0, exact match). A judge
-answer of -1 ("no error") never agrees with a labelled negative.
+Agreement: the judge's index equals the MC first error (with ``tolerance = t``:
+differs by at most ``t`` steps; default 0, exact match). A judge answer of -1
+("no error") never agrees with a labelled negative.
 
-This module is Beam-free; the Beam stage around it belongs to the pipeline.
+This module is Beam-free; the Beam stage around it is ``transforms.judge``.
 """
 
 from __future__ import annotations
@@ -31,25 +36,16 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from counterpoint.generators.base import GenerationRequest, SamplingParams
+from counterpoint.prompts import PROCESSBENCH_TEMPLATE, judge_prompt, read_judge_prompt, tag_steps  # noqa: F401
 from counterpoint.schemas import records
 from counterpoint.schemas.records import PAIR_FIRST_PIT, PAIR_STEP
+from counterpoint.schemas.rows import step_label_id
 from counterpoint.verifiers.extract import extract_final_answer
 
 CONSENSUS_MODES = ("off", "keep-agreeing", "annotate")
 REASON_DISAGREEMENT = "consensus_disagreement"
-
-#: ProcessBench's critique prompt (Zheng et al. 2024, "ProcessBench: Identifying Process Errors in
-#: Mathematical Reasoning"); ``{problem}`` and ``{tagged_response}`` are filled in.
-PROCESSBENCH_TEMPLATE = (
-    "The following is a math problem and a solution (split into paragraphs, enclosed with tags and indexed "
-    "from 0):\n\n"
-    "[Math Problem]\n\n{problem}\n\n"
-    "[Solution]\n\n{tagged_response}\n\n"
-    "Your task is to review and critique the solution paragraph by paragraph. Once you identify an error in "
-    "a paragraph, return the index of the paragraph where the earliest error occurs. Otherwise, return the "
-    "index of -1 (which typically denotes \"not found\").\n\n"
-    "Please put your final answer (i.e., the index) in \\boxed{{}}."
-)
+REASON_UNPARSABLE = "consensus_unparsable"
+REASON_NOT_JUDGED = "consensus_not_judged"
 
 
 @dataclasses.dataclass
@@ -82,26 +78,6 @@ class ConsensusConfig:
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
 
 
-def tag_steps(steps: Sequence[str]) -> str:
-    return "\n\n".join(f"<paragraph_{i}>\n{s}\n</paragraph_{i}>" for i, s in enumerate(steps))
-
-
-def judge_prompt(question: str, steps: Sequence[str], template: str = PROCESSBENCH_TEMPLATE) -> str:
-    return template.format(problem=question, tagged_response=tag_steps(steps))
-
-
-_PROBLEM_RE = re.compile(r"\[Math Problem\]\n\n(?P<q>.*?)\n\n\[Solution\]\n\n", re.DOTALL)
-_PARAGRAPH_RE = re.compile(r"<paragraph_(\d+)>\n(.*?)\n</paragraph_\1>", re.DOTALL)
-
-
-def read_judge_prompt(prompt: str) -> Tuple[str, List[str]]:
-    """``(question, steps)`` back from a prompt built with the default template (scripted judges)."""
-    m = _PROBLEM_RE.search(prompt)
-    if m is None:
-        raise ValueError("not a ProcessBench-style judge prompt")
-    return m.group("q"), [p.group(2) for p in _PARAGRAPH_RE.finditer(prompt, m.end())]
-
-
 def _question(row: Mapping[str, Any], problems: Mapping[str, Any]) -> str:
     p = problems.get(row["problem_id"]) if problems else None
     if isinstance(p, Mapping):
@@ -114,7 +90,8 @@ def _question(row: Mapping[str, Any], problems: Mapping[str, Any]) -> str:
 def judge_requests(rows: Sequence[Mapping[str, Any]], problems: Mapping[str, Any],
                    system_prompt: Optional[str] = None, *, config: Optional[ConsensusConfig] = None
                    ) -> List[GenerationRequest]:
-    """One judge request per ``step_labels`` row, aligned with ``rows`` (``request_id`` = the row id).
+    """One judge request per ``step_labels`` row or :func:`solution_targets` target, aligned with
+    ``rows`` (``request_id`` = the row id).
 
     ``problems`` maps problem id to a problem row (or its question); a missing one
     falls back to the row's ``prompt`` (which holds the question).
@@ -163,6 +140,31 @@ def agrees(label_index: Optional[int], judge_index: Optional[int], tolerance: in
     return abs(judge_index - label_index) <= tolerance
 
 
+def _solution_key(row: Mapping[str, Any], index_field: str = "sample_index") -> str:
+    return step_label_id(row["problem_id"], row[index_field], row.get("labeler"))
+
+
+def solution_targets(step_labels: Sequence[Mapping[str, Any]], step_values: Sequence[Mapping[str, Any]]
+                     ) -> List[Dict[str, Any]]:
+    """One judge target per labelled solution (module docstring, 1): ``id`` (the step-label row id of
+    the solution, also for values-only ones), ``problem_id``, ``prompt``, ``completions`` and the MC
+    ``first_error_index``. Step-label rows first, in order; then values-only solutions."""
+    out = [dict(id=str(r["id"]), problem_id=r["problem_id"], prompt=r["prompt"], completions=list(r["completions"]),
+                first_error_index=r["first_error_index"]) for r in step_labels]
+    seen = {t["id"] for t in out}
+    groups: Dict[str, List[Mapping[str, Any]]] = {}
+    for v in step_values:
+        key = _solution_key(v)
+        if key not in seen:
+            groups.setdefault(key, []).append(v)
+    for key, vals in groups.items():
+        vals = sorted(vals, key=lambda v: v["step_index"])
+        zero = next((v["step_index"] for v in vals if v["measured"] and v["q_value"] == 0.0), vals[-1]["step_index"])
+        out.append(dict(id=key, problem_id=vals[0]["problem_id"], prompt="", completions=[v["step"] for v in vals],
+                        first_error_index=zero))
+    return out
+
+
 def apply_consensus(
     step_labels: Sequence[Mapping[str, Any]],
     step_values: Sequence[Mapping[str, Any]],
@@ -174,60 +176,67 @@ def apply_consensus(
 ) -> Tuple[Dict[str, List[dict]], List[dict], Dict[str, Any]]:
     """Applies the judge's verdicts; returns ``(kept rows per config, rejects, stats)``.
 
-    ``judgements`` maps ``step_labels`` row ids to parsed judge indices (None =
-    unparsable); rows without an entry are not judged (kept, judge columns null).
-    Preferences other than step / first-pit pairs (e.g. outcome pairs) are never
-    touched. ``stats``: judged, agreed, disagreed, unparsable, agreement_rate
-    (agreed / (agreed + disagreed); None if neither), and the dropped row counts.
+    ``judgements`` maps solution ids (:func:`solution_targets` ``id``) to parsed judge
+    indices (None = unparsable). Preferences other than step / first-pit pairs (e.g.
+    outcome pairs) are never touched. ``stats``: judged, agreed, disagreed, unparsable,
+    not_judged, agreement_rate (agreed / (agreed + disagreed); None if neither), the
+    dropped and kept row counts per kind.
     """
     if mode not in CONSENSUS_MODES:
         raise ValueError(f"consensus mode must be one of {CONSENSUS_MODES}, got {mode!r}")
-    stats: Dict[str, Any] = {"judged": 0, "agreed": 0, "disagreed": 0, "unparsable": 0, "agreement_rate": None,
-                             "dropped_step_labels": 0, "dropped_step_values": 0, "dropped_preferences": 0}
+    kinds = ("step_labels", "step_values", "preferences")
+    stats: Dict[str, Any] = {"judged": 0, "agreed": 0, "disagreed": 0, "unparsable": 0, "not_judged": 0,
+                             "agreement_rate": None, **{f"dropped_{k}": 0 for k in kinds},
+                             **{f"kept_{k}": 0 for k in kinds}}
     if mode == "off":
         return ({"step_labels": [dict(r) for r in step_labels], "step_values": [dict(r) for r in step_values],
                  "preferences": [dict(r) for r in preferences]}, [], stats)
-    labels: List[dict] = []
+    verdicts: Dict[str, Tuple[Optional[bool], Optional[int], Optional[str]]] = {}
     rejects: List[dict] = []
-    dropped = set()  # (problem_id, sample_index, labeler) of disagreeing solutions
-    for row in step_labels:
-        out = dict(row)
-        rid = str(row["id"])
-        if rid in judgements:
-            j = judgements[rid]
-            stats["judged"] += 1
-            verdict = agrees(row["first_error_index"], j, tolerance)
-            out["judge_first_error_index"] = j
-            out["judge_agrees"] = verdict
-            if verdict is None:
-                stats["unparsable"] += 1
-            elif verdict:
-                stats["agreed"] += 1
-            else:
-                stats["disagreed"] += 1
-                if mode == "keep-agreeing":
-                    dropped.add((row["problem_id"], row["sample_index"], row["labeler"]))
-                    rejects.append(records.make_reject(
-                        stage="label", reason=REASON_DISAGREEMENT, problem_id=row["problem_id"], scope="row",
-                        detail=f"label first error {row['first_error_index']}, judge {j}", key=rid,
-                    ))
-                    stats["dropped_step_labels"] += 1
-                    continue
-        labels.append(out)
+    for t in solution_targets(step_labels, step_values):
+        if t["id"] not in judgements:
+            stats["not_judged"] += 1
+            verdicts[t["id"]] = (None, None, REASON_NOT_JUDGED)
+            continue
+        j = judgements[t["id"]]
+        stats["judged"] += 1
+        verdict = agrees(t["first_error_index"], j, tolerance)
+        stats["unparsable" if verdict is None else "agreed" if verdict else "disagreed"] += 1
+        reason = REASON_UNPARSABLE if verdict is None else None if verdict else REASON_DISAGREEMENT
+        verdicts[t["id"]] = (verdict, j, reason)
+        if reason is not None and mode == "keep-agreeing":
+            rejects.append(records.make_reject(
+                stage="label", reason=reason, problem_id=t["problem_id"], scope="row", key=t["id"],
+                detail=f"label first error {t['first_error_index']}, judge {j}"))
+    for p in preferences:  # a pair whose solution has no label or value row: nothing judged it
+        key = _solution_key(p, "rejected_sample_index")
+        if p["pair_type"] in (PAIR_STEP, PAIR_FIRST_PIT) and key not in verdicts:
+            stats["not_judged"] += 1
+            verdicts[key] = (None, None, REASON_NOT_JUDGED)
     decided = stats["agreed"] + stats["disagreed"]
     stats["agreement_rate"] = stats["agreed"] / decided if decided else None
+    if mode == "keep-agreeing":
+        for key, (verdict, j, reason) in verdicts.items():
+            if reason == REASON_NOT_JUDGED:
+                problem_id = key.rsplit("/s", 1)[0]
+                rejects.append(records.make_reject(stage="label", reason=reason, problem_id=problem_id,
+                                                   scope="row", key=key, detail="no judge reply"))
 
-    values = []
-    for v in step_values:
-        if (v["problem_id"], v["sample_index"], v["labeler"]) in dropped:
-            stats["dropped_step_values"] += 1
-            continue
-        values.append(dict(v))
-    prefs = []
-    for p in preferences:
-        if p["pair_type"] in (PAIR_STEP, PAIR_FIRST_PIT) and \
-                (p["problem_id"], p["rejected_sample_index"], p.get("labeler")) in dropped:
-            stats["dropped_preferences"] += 1
-            continue
-        prefs.append(dict(p))
-    return {"step_labels": labels, "step_values": values, "preferences": prefs}, rejects, stats
+    def keep(key: Optional[str]) -> bool:
+        return mode != "keep-agreeing" or key is None or verdicts.get(key, (None,))[0] is True
+
+    out: Dict[str, List[dict]] = {k: [] for k in kinds}
+    for row in step_labels:
+        r = dict(row)
+        verdict, j, _ = verdicts.get(str(row["id"]), (None, None, None))
+        r["judge_first_error_index"], r["judge_agrees"] = j, verdict
+        if keep(str(row["id"])):
+            out["step_labels"].append(r)
+    out["step_values"] = [dict(v) for v in step_values if keep(_solution_key(v))]
+    out["preferences"] = [dict(p) for p in preferences
+                          if keep(_solution_key(p, "rejected_sample_index")
+                                  if p["pair_type"] in (PAIR_STEP, PAIR_FIRST_PIT) else None)]
+    for k, rows_in in (("step_labels", step_labels), ("step_values", step_values), ("preferences", preferences)):
+        stats[f"kept_{k}"] = len(out[k])
+        stats[f"dropped_{k}"] = len(rows_in) - len(out[k])
+    return out, rejects, stats

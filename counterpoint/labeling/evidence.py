@@ -9,15 +9,26 @@ evidence store per problem"):
 * **verdicts by text** — every verified, untruncated text (sampled trajectories,
   prefix + rollout, and terminal prefixes verified on their own) with its verdict
   and reason;
-* **terminal prefixes** — a prefix that states a final answer
-  (``extract_final_answer(prefix) is not None``) is judged by the verifier as it
-  stands: its value is exact (1.0 / 0.0), it is never rolled out, and no
-  continuation can overturn it;
+* **terminal prefixes** — a prefix whose LAST step states a final answer in the
+  verifier's marker grammar (``verifiers.extract.states_final_answer``: not a
+  markdown heading, not prose about "the answer") is judged by the verifier as it
+  stands. A verdict that is step evidence (correct, or a wrong stated answer:
+  ``verifiers.base.is_step_evidence``) makes its value exact (1.0 / 0.0): it is
+  never rolled out and no continuation can overturn it. A format-class or unknown
+  verdict is no evidence: the prefix is then rolled out like any other (issue 15);
 * **the correct-completion trie** — the step tuple of every verified-correct,
   untruncated completion: sampled trajectories (their stored steps) and rollouts
-  (prefix steps + the continuation's steps, :meth:`EvidenceStore.full_steps`).
-  :meth:`EvidenceStore.correct_depth` is how many leading steps of a solution some
-  correct completion shares; any such prefix provably leads to the gold answer.
+  (prefix steps + the continuation's steps, :meth:`EvidenceStore.full_steps`),
+  keyed on step *content* with whitespace normalised (:func:`step_key`), so a
+  continuation that starts with "\n", "\n\n" or nothing after the prefix matches
+  the same steps. :meth:`EvidenceStore.correct_depth` is how many leading steps of a
+  solution some correct completion shares; any such prefix provably leads to the
+  gold answer;
+* **format failures in rollouts** — ``format_failures="zero"`` (default; the
+  papers' semantics: a rollout that reaches no readable answer did not reach the
+  gold answer) counts them as incorrect in MC; ``"unknown"`` counts them as
+  unknown verdicts (they then never resolve an estimate to 0). Every estimate
+  counts them (:attr:`Estimate.n_format_failures`) either way.
 
 Nothing enters the store except what a labelling pass asked for: speculative
 rollouts wait in the scheduler's prefetch buffer until (unless) the sequential
@@ -32,8 +43,18 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from counterpoint.schemas.records import VERDICT_CORRECT, VERDICT_INCORRECT, VERDICT_UNKNOWN
 from counterpoint.segmentation import segment
-from counterpoint.verifiers.base import is_format_failure
-from counterpoint.verifiers.extract import extract_final_answer
+from counterpoint.verifiers.base import is_format_failure, is_step_evidence
+from counterpoint.verifiers.extract import states_final_answer
+
+FORMAT_FAILURES_ZERO = "zero"
+FORMAT_FAILURES_UNKNOWN = "unknown"
+#: ``labeling.rollout_format_failures``: how a rollout that is a format failure counts in MC.
+FORMAT_FAILURE_MODES = (FORMAT_FAILURES_ZERO, FORMAT_FAILURES_UNKNOWN)
+
+
+def step_key(step: str) -> str:
+    """A step's content with whitespace normalised: the trie's key (issue 15)."""
+    return " ".join(step.split())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +128,19 @@ class Estimate:
     n_new: int = 0
     exact: Optional[str] = None
     min_known: int = 1
+    format_failures_unknown: bool = False
+
+    def _counts_unknown(self, r: Rollout) -> bool:
+        return r.verdict == VERDICT_UNKNOWN or (self.format_failures_unknown and r.is_format_failure)
+
+    @property
+    def n_format_failures(self) -> int:
+        """Rollouts that are format failures (counted whatever ``format_failures`` says)."""
+        return sum(r.is_format_failure for r in self.rollouts)
+
+    @property
+    def n_truncated(self) -> int:
+        return sum(r.truncated for r in self.rollouts)
 
     @property
     def n(self) -> int:
@@ -118,11 +152,11 @@ class Estimate:
 
     @property
     def n_incorrect(self) -> int:
-        return sum(r.verdict == VERDICT_INCORRECT for r in self.rollouts)
+        return sum(r.verdict == VERDICT_INCORRECT and not self._counts_unknown(r) for r in self.rollouts)
 
     @property
     def n_unknown(self) -> int:
-        return sum(r.verdict == VERDICT_UNKNOWN for r in self.rollouts)
+        return sum(self._counts_unknown(r) for r in self.rollouts)
 
     @property
     def n_known(self) -> int:
@@ -171,19 +205,24 @@ class Source:
 
 
 class _Node:
-    __slots__ = ("children", "best")
+    __slots__ = ("children", "best", "text")
 
     def __init__(self):
-        self.children: Dict[str, "_Node"] = {}
+        self.children: Dict[str, "_Node"] = {}  # keyed on step_key
         self.best: Optional[Source] = None  # canonical first source passing through this node
+        self.text: str = ""  # the step as the best source wrote it
 
 
 class EvidenceStore:
     """See the module docstring. ``min_known`` parameterises :attr:`Estimate.resolved`."""
 
-    def __init__(self, segmentation_mode: str = "paragraph", min_known: int = 1):
+    def __init__(self, segmentation_mode: str = "paragraph", min_known: int = 1,
+                 format_failures: str = FORMAT_FAILURES_ZERO):
+        if format_failures not in FORMAT_FAILURE_MODES:
+            raise ValueError(f"format_failures must be one of {FORMAT_FAILURE_MODES}, got {format_failures!r}")
         self.segmentation_mode = segmentation_mode
         self.min_known = max(1, int(min_known))
+        self.format_failures_unknown = format_failures == FORMAT_FAILURES_UNKNOWN
         self.rollouts: Dict[str, List[Rollout]] = {}
         self.prefix_steps: Dict[str, Tuple[str, ...]] = {}
         self.verdicts: Dict[str, Tuple[str, Optional[str]]] = {}
@@ -192,12 +231,27 @@ class EvidenceStore:
 
     # -- terminal prefixes -------------------------------------------------
     def states_answer(self, text: str) -> bool:
-        """True when ``text`` states a final answer (it is then judged as it stands)."""
+        """True when the last step of the prefix ``text`` states a final answer (it is then verified
+        as it stands; see :meth:`terminal`)."""
         hit = self._states_answer.get(text)
         if hit is None:
-            hit = bool(text) and extract_final_answer(text) is not None
+            steps = self.steps_of_prefix(text) if text else ()
+            hit = bool(steps) and states_final_answer(steps[-1])
             self._states_answer[text] = hit
         return hit
+
+    def needs_verdict(self, text: str) -> bool:
+        """States an answer that has not been verified yet."""
+        return self.states_answer(text) and text not in self.verdicts
+
+    def terminal(self, text: str) -> bool:
+        """States an answer whose verdict is step evidence: exact value, never rolled out."""
+        v = self.verdicts.get(text) if self.states_answer(text) else None
+        return v is not None and is_step_evidence(*v)
+
+    def rollable(self, text: str) -> bool:
+        """Rolled out like any prefix: states no answer, or its verdict is no evidence."""
+        return not self.states_answer(text) or (text in self.verdicts and not self.terminal(text))
 
     def verdict_of(self, text: str) -> Optional[Tuple[str, Optional[str]]]:
         return self.verdicts.get(text)
@@ -260,33 +314,33 @@ class EvidenceStore:
                 self._insert(self.full_steps(prefix_steps, r), Source(prefix, position, None))
 
     def estimate(self, prefix: str, n_new: int = 0) -> Optional[Estimate]:
-        """The prefix's estimate: exact for a judged terminal prefix, MC over held rollouts, else None."""
-        if self.states_answer(prefix):
-            v = self.verdicts.get(prefix)
-            return None if v is None else Estimate(prefix, (), n_new, exact=v[0], min_known=self.min_known)
+        """The prefix's estimate: exact for a terminal prefix, MC over held rollouts, else None."""
+        if self.terminal(prefix):
+            return Estimate(prefix, (), n_new, exact=self.verdicts[prefix][0], min_known=self.min_known)
         held = self.rollouts.get(prefix)
         if not held:
             return None
-        return Estimate(prefix, tuple(held), n_new, min_known=self.min_known)
+        return Estimate(prefix, tuple(held), n_new, min_known=self.min_known,
+                        format_failures_unknown=self.format_failures_unknown)
 
     def satisfied(self, ask: RolloutAsk) -> bool:
-        if self.states_answer(ask.prefix):
-            return ask.prefix in self.verdicts
-        return self.held(ask.prefix) >= ask.n
+        if self.needs_verdict(ask.prefix):
+            return False
+        return self.terminal(ask.prefix) or self.held(ask.prefix) >= ask.n
 
     # -- the correct-completion trie ---------------------------------------
     def _insert(self, steps: Sequence[str], source: Source) -> None:
         node = self._trie
         for s in steps:
-            node = node.children.setdefault(s, _Node())
+            node = node.children.setdefault(step_key(s), _Node())
             if node.best is None or source.key() < node.best.key():
-                node.best = source
+                node.best, node.text = source, s
 
     def correct_depth(self, steps: Sequence[str]) -> int:
         """Largest ``d`` such that some verified-correct completion's steps start with ``steps[:d]``."""
         node, d = self._trie, 0
         for s in steps:
-            node = node.children.get(s)
+            node = node.children.get(step_key(s))
             if node is None:
                 break
             d += 1
@@ -296,8 +350,8 @@ class EvidenceStore:
         """Next steps of correct completions that share all of ``steps``, in canonical source order."""
         node = self._trie
         for s in steps:
-            node = node.children.get(s)
+            node = node.children.get(step_key(s))
             if node is None:
                 return []
-        out = [(step, child.best) for step, child in node.children.items() if child.best is not None]
+        out = [(child.text, child.best) for child in node.children.values() if child.best is not None]
         return sorted(out, key=lambda sc: (sc[1].key(), sc[0]))

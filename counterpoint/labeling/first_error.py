@@ -11,7 +11,15 @@ For a wrong solution ``W`` with steps ``s_0 .. s_{m-1}``:
 * ``e_value = max(e_search, e_evidence)`` — evidence only moves the error later;
 * ``e_terminal`` — the first step whose prefix states a final answer that the
   verifier judges wrong (no rollout may overturn a stated answer);
-* ``e_claim`` — the first step stating a false arithmetic claim (``arithmetic``);
+* ``e_claim`` — the first step stating a false arithmetic claim (``arithmetic``) at or
+  after ``e_evidence``: a claim may only lower a label where no verified-correct
+  extension passes through the step (issue 15; the check reads text and can be
+  wrong, a correct completion through the step cannot). A claim before
+  ``e_evidence`` is ignored and recorded (``claim_overruled``). With
+  ``claims_over_evidence`` (issue 9's rule, ``labeling.claims_over_evidence``) a
+  claim cuts wherever it is: it then also catches a plainly false step that a lucky
+  continuation "rescued" to the right answer, at the price of trusting the check's
+  reading over the verifier;
 * ``e = min(e_value, e_terminal, e_claim, m - 1)``; labels are ``[i < e]``.
 
 The last step of a wrong solution is the solution itself, whose value is its
@@ -40,6 +48,7 @@ class FirstError:
     evidence: int
     terminal: Optional[int]
     claim: Optional[int]
+    claim_overruled: bool = False  # a false claim was read in a step the evidence proves right
 
     @property
     def resolved(self) -> bool:
@@ -52,10 +61,14 @@ def decide(
     evidence: int,
     terminal: Optional[int],
     claim: Optional[int],
+    claims_over_evidence: bool = False,
 ) -> FirstError:
     """Combines the pieces (see the module docstring). ``search=(lo, hi)`` brackets ``e_search``
     (``lo == hi`` when the search resolved; ``None`` when it has no information at all)."""
     cap = m - 1
+    overruled = not claims_over_evidence and claim is not None and claim < min(evidence, cap)
+    if overruled:
+        claim = None
     hard = min([x for x in (terminal, claim) if x is not None], default=cap)
     hard = min(hard, cap)
     evidence = min(evidence, cap)
@@ -65,7 +78,7 @@ def decide(
         lo, hi = max(search[0], evidence), max(search[1], evidence)
     lo, hi = min(lo, hard), min(hi, hard)
     if lo != hi:
-        return FirstError(None, None, search, evidence, terminal, claim)
+        return FirstError(None, None, search, evidence, terminal, claim, overruled)
     e = lo
     value_lo = max(search[0], evidence) if search is not None else evidence
     if e < value_lo or (search is None and e < cap):
@@ -77,4 +90,4 @@ def decide(
         source = SOURCE_SEARCH
     else:
         source = SOURCE_EVIDENCE if evidence == e else SOURCE_VERDICT
-    return FirstError(e, source, search, evidence, terminal, claim)
+    return FirstError(e, source, search, evidence, terminal, claim, overruled)

@@ -9,8 +9,9 @@ one :class:`RoundScheduler`. Each problem goes through:
 2. **estimates** — the labeller (OmegaPRM tree or per-step MC) and, with
    ``compute_values``, the value pass over every step prefix of the sampled
    negatives; side by side (``overlap_values``, default) or one after the other;
-3. **terminal verdicts** — every prefix of a labelled solution that states a final
-   answer is verified as it stands (no generation);
+3. **terminal verdicts** — every prefix of a labelled solution whose last step states
+   a final answer is verified as it stands (rolled out only when the verdict is no
+   evidence);
 4. **rows, once** — from the final evidence store, so no row depends on which pass
    paid for a rollout, on ``overlap_values``, ``parallel_searches``, ``max_trees``,
    the batch or the order a streaming engine answers in (wherever the engine honours
@@ -29,6 +30,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 from counterpoint.generators.base import Generator, SamplingParams
 from counterpoint.labeling.advantages import step_values, value_pass
 from counterpoint.labeling.arithmetic import first_false_claim_step
+from counterpoint.labeling.evidence import FORMAT_FAILURE_MODES, FORMAT_FAILURES_ZERO
 from counterpoint.labeling.common import (
     SCREEN_KEPT,
     SCREEN_STATUSES,
@@ -52,7 +54,7 @@ from counterpoint.schemas.records import PAIR_FIRST_PIT, PAIR_STEP, VERDICT_CORR
 
 LABELERS = ("omegaprm", "mc")
 #: Recorded in ``labeler_params``: how the first error is decided (see the package docstring).
-LABEL_SEMANTICS = "first_error=min(max(search,evidence),terminal_wrong,false_claim)/v1"
+LABEL_SEMANTICS = "first_error=min(max(search,evidence),terminal_wrong,false_claim_from_evidence)/v2"
 
 
 @dataclasses.dataclass
@@ -68,7 +70,9 @@ class LabelerConfig:
     """``labeler``: "omegaprm" or "mc" (per-step Math-Shepherd baseline; uses ``omegaprm.k``,
     ``omegaprm.rollout_params`` and ``omegaprm.min_known_verdicts``). ``noise_z``/``noise_min_n``
     parameterise ``within_noise``. ``check_arithmetic``: a false explicit arithmetic claim makes its
-    step an error whatever MC says. ``overlap_values`` (a throughput knob, rows do not depend on it)
+    step an error, unless a verified-correct completion passes through it (``claims_over_evidence``:
+    whatever the evidence says, issue 9's rule). ``rollout_format_failures``: "zero" (a rollout with no
+    readable final answer counts as wrong, Math-Shepherd / OmegaPRM) or "unknown". ``overlap_values`` (a throughput knob, rows do not depend on it)
     estimates values alongside the search: fuller engine rounds."""
 
     labeler: str = "omegaprm"
@@ -83,16 +87,25 @@ class LabelerConfig:
     first_pit_require_signal: bool = True
     check_arithmetic: bool = True
     overlap_values: bool = True
+    rollout_format_failures: str = FORMAT_FAILURES_ZERO
+    claims_over_evidence: bool = False
 
     def __post_init__(self):
         if self.labeler not in LABELERS:
             raise ValueError(f"labeling.labeler must be one of {LABELERS}, got {self.labeler!r}")
+        if self.rollout_format_failures not in FORMAT_FAILURE_MODES:
+            raise ValueError(f"labeling.rollout_format_failures must be one of {FORMAT_FAILURE_MODES}, "
+                             f"got {self.rollout_format_failures!r}")
 
     def labeler_params(self, sampling: Optional[SamplingParams] = None) -> str:
         """JSON recorded on every row: everything the labels depend on (effective rollout sampling
         included), nothing they do not (throughput knobs)."""
         o = self.omegaprm
         common = {"check_arithmetic": self.check_arithmetic, "semantics": LABEL_SEMANTICS}
+        if self.rollout_format_failures != FORMAT_FAILURES_ZERO:  # the default stays out: rows unchanged
+            common["rollout_format_failures"] = self.rollout_format_failures
+        if self.claims_over_evidence:
+            common["claims_over_evidence"] = True
         if self.labeler == "omegaprm":
             return records.dumps({**o.params_dict(sampling), **common})
         return records.dumps({"k": o.k, "rollout_params": o.effective_rollout_params(sampling).to_dict(),
@@ -109,7 +122,8 @@ class LabelingResult:
     rejects: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-def _context(item: ProblemForLabeling, min_known: int) -> ProblemContext:
+def _context(item: ProblemForLabeling, min_known: int, format_failures: str = FORMAT_FAILURES_ZERO
+             ) -> ProblemContext:
     p = item.problem
     for t in item.trajectories:
         if t.get("problem_id", p["problem_id"]) != p["problem_id"]:
@@ -122,11 +136,13 @@ def _context(item: ProblemForLabeling, min_known: int) -> ProblemContext:
         system_prompt=item.system_prompt,
         segmentation_mode=item.segmentation_mode,
         min_known=min_known,
+        format_failures=format_failures,
     )
 
 
 def verify_terminals(ctx: ProblemContext, solutions: Sequence[Sequence[str]], k: int):
-    """Coroutine: has every prefix that states a final answer verified (one round, no generation)."""
+    """Coroutine: has every prefix that states a final answer verified (one round). A prefix whose verdict
+    is no step evidence (format class, unknown) is then rolled out like any other prefix (``k``)."""
     asks, seen = [], set()
     for steps in solutions:
         for prefix, psteps in terminal_prefixes(ctx, steps):
@@ -179,7 +195,7 @@ def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: Labeler
     label_rows: Dict[int, dict] = {}
     for sol in sols:
         row = _label_row(ctx, sol, labeler=labeler, params=params, root_value=root.value,
-                         check_arithmetic=config.check_arithmetic)
+                         check_arithmetic=config.check_arithmetic, claims_over_evidence=config.claims_over_evidence)
         if row is None:
             ctx.stats["searches_unresolved"] += 1
             rejects.append(label_reject(ctx, f"label_{sol.note or 'unresolved'}", sol.sample_index,
@@ -198,7 +214,7 @@ def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: Labeler
         vals = step_values(
             root.value, root.n_known,
             [(ms.value, ms.n_known, ms.n_correct) if ms.measured else None for ms in measures],
-            best_of_k=config.best_of_k, z=config.noise_z, min_n=config.noise_min_n,
+            best_of_k=config.best_of_k, z=config.noise_z, min_n=config.noise_min_n, c_root=root.n_correct,
         )
         ctx.stats["values_unmeasured"] += sum(not v.measured for v in vals)
         for v in vals:
@@ -207,7 +223,10 @@ def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: Labeler
                 step_index=v.step_index, step=steps[v.step_index], q_value=v.q_value, advantage=v.advantage,
                 measured=v.measured, n_rollouts=v.n_rollouts or 0, n_correct=v.n_correct,
                 is_first_pit=v.is_first_pit, within_noise=v.within_noise, best_of_k_value=v.best_of_k_value,
+                n_format_failure_rollouts=measures[v.step_index].n_format_failures,
+                n_truncated_rollouts=measures[v.step_index].n_truncated,
             ))
+        _count_format(ctx, measures)
         if n_pit_pairs >= config.max_first_pit_pairs_per_problem:
             continue
         pair = first_pit_pair(ctx, r, vals, correct, n_pit_pairs, labeler=labeler,
@@ -228,7 +247,7 @@ def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: Labeler
 
 
 def _label_row(ctx: ProblemContext, sol: LabeledSolution, *, labeler: str, params: str, root_value: float,
-               check_arithmetic: bool) -> Optional[dict]:
+               check_arithmetic: bool, claims_over_evidence: bool = False) -> Optional[dict]:
     """The step_labels row of one searched solution, or None when its first error is not decided."""
     steps = sol.steps
     m = len(steps)
@@ -240,6 +259,7 @@ def _label_row(ctx: ProblemContext, sol: LabeledSolution, *, labeler: str, param
         ctx.store.correct_depth(steps),
         terminal_wrong_step(ctx, steps),
         first_false_claim_step(steps) if check_arithmetic else None,
+        claims_over_evidence,
     )
     sol.decision = decision
     if not decision.resolved:
@@ -248,7 +268,10 @@ def _label_row(ctx: ProblemContext, sol: LabeledSolution, *, labeler: str, param
     sol.first_error_index = e
     sol.resolved = True
     ctx.stats[f"first_error_from_{decision.source}"] += 1
+    if decision.claim_overruled:
+        ctx.stats["claims_overruled_by_evidence"] += 1
     measures = step_measures(ctx, steps, 0.0)
+    _count_format(ctx, measures)
     values = [ms.value if ms.measured else None for ms in measures]
     return rows.step_label_row(
         problem_id=ctx.problem_id,
@@ -263,7 +286,18 @@ def _label_row(ctx: ProblemContext, sol: LabeledSolution, *, labeler: str, param
         first_error_source=decision.source,
         labeler=labeler,
         labeler_params=params,
+        claim_overruled=decision.claim_overruled,
+        n_format_failure_rollouts=sum(ms.n_format_failures for ms in measures),
+        n_truncated_rollouts=sum(ms.n_truncated for ms in measures),
     )
+
+
+def _count_format(ctx: ProblemContext, measures) -> None:
+    """Run-level shares: rollouts behind row values, and how many of them were format failures /
+    truncations (the summary reports ``format_failure_rollouts / row_rollouts``)."""
+    ctx.stats["row_rollouts"] += sum(ms.n_rollouts for ms in measures)
+    ctx.stats["row_format_failure_rollouts"] += sum(ms.n_format_failures for ms in measures)
+    ctx.stats["row_truncated_rollouts"] += sum(ms.n_truncated for ms in measures)
 
 
 def _stats(ctx: ProblemContext, extra: Mapping[str, Any]) -> Dict[str, Any]:
@@ -285,7 +319,8 @@ STATS_KEYS = (
     "unresolved_probes", "searches_unresolved", "step_label_rows", "step_value_rows", "step_pairs",
     "first_pit_pairs", "first_pit_is_last_step", "prefetched", "prefetch_used", "prefetch_wasted",
     "first_error_from_search", "first_error_from_evidence", "first_error_from_terminal", "first_error_from_claim",
-    "first_error_from_verdict",
+    "first_error_from_verdict", "claims_overruled_by_evidence", "row_rollouts", "row_format_failure_rollouts",
+    "row_truncated_rollouts",
 )
 
 
@@ -310,7 +345,7 @@ def label_problems(
     """
     o = config.omegaprm
     params = o.effective_rollout_params(sampling)
-    contexts = [_context(it, o.min_known) for it in items]
+    contexts = [_context(it, o.min_known, config.rollout_format_failures) for it in items]
 
     def sync(i: int, result: LabelingResult) -> None:
         # Engine-side counters keep moving after a problem's rows are final: its unused prefetched

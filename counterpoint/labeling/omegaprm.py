@@ -65,6 +65,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from counterpoint.generators.base import SamplingParams
 from counterpoint.labeling.common import LabeledSolution, full_steps
+from counterpoint.labeling.evidence import step_key
 from counterpoint.labeling.scheduler import Estimate, ProblemContext, Rollout, RolloutAsk
 from counterpoint.schemas import records
 
@@ -246,12 +247,12 @@ class OmegaPRMTree:
         return st
 
     def add_candidate(self, state: TreeState, rollout: Rollout) -> bool:
-        """Adds a wrong, untruncated, answer-stating rollout once per distinct full solution text."""
+        """Adds a wrong, untruncated, answer-stating rollout once per distinct full solution (by content)."""
         if not rollout.searchable:
             if rollout.is_format_failure:
                 self.ctx.stats["pool_format_failures_skipped"] += 1
             return False
-        key = state.prefix + rollout.text
+        key = step_key(state.prefix + rollout.text)  # content, not whitespace: "\n" vs "\n\n" leads are one solution
         if key in self._seen_solutions:
             return False
         self._seen_solutions.add(key)
@@ -381,7 +382,7 @@ class OmegaPRMTree:
             if prefix in seen or len(out) >= width:
                 return
             seen.add(prefix)
-            if not self.ctx.store.states_answer(prefix) and self.ctx.held(prefix) < k:
+            if self.ctx.store.rollable(prefix) and self.ctx.held(prefix) < k:
                 out.append(RolloutAsk(prefix, k, tuple(s[: j + 1]), speculative=True))
 
         frontier = [(mid, good, bad)]

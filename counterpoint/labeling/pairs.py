@@ -16,7 +16,19 @@
   i.e. an outcome pair: issue 9, defect 7).
 
 Pairs that cannot be built are skipped, counted in ``ctx.stats`` and reported as
-row-scope rejects.
+row-scope rejects; a step pair whose (chosen, rejected) repeats one already made for
+the problem (two wrong solutions sharing the prefix and the wrong step) is
+dropped the same way (``step_pair_duplicate``).
+
+**Cut sides are continuations, not finished answers** (issue 15). A step pair's
+chosen and rejected, and a first-pit pair's rejected, stop mid-solution. TRL's
+DPOTrainer (1.x) renders a conversational chosen/rejected through the chat template,
+which closes the assistant turn (end-of-turn / EOS token): trained that way, a half
+solution is taught as a complete answer. The metadata of every pair says which
+sides are cut (``"chosen_complete"``, ``"rejected_complete"``); a trainer export must
+then render a cut side as a continuation — prompt = the conversation with the
+assistant's text so far, completion = the rest without an end-of-turn (TRL's
+prompt/completion form with ``continue_final_message``) — or drop the pair.
 """
 
 from __future__ import annotations
@@ -51,6 +63,7 @@ def step_pairs(ctx: ProblemContext, sols: Sequence[LabeledSolution], label_rows:
                labeler: str, limit: int, check_arithmetic: bool, rejects: list) -> List[dict]:
     """Step-DPO pairs at the first error of each labelled solution (labelling order, up to ``limit``)."""
     out: List[dict] = []
+    made = set()  # (chosen, rejected) of the pairs made so far: step pairs are distinct
     for sol in sols:
         if len(out) >= limit:
             break
@@ -80,6 +93,12 @@ def step_pairs(ctx: ProblemContext, sols: Sequence[LabeledSolution], label_rows:
             rejects.append(label_reject(ctx, reason, sol.sample_index, f"first error {e}"))
             continue
         step, source = pick
+        if (prefix + step_content(step), prefix + wrong) in made:
+            ctx.stats["step_pairs_duplicate"] += 1
+            rejects.append(label_reject(ctx, "step_pair_duplicate", sol.sample_index,
+                                        f"first error {e}: the same pair as an earlier solution's"))
+            continue
+        made.add((prefix + step_content(step), prefix + wrong))
         est = ctx.estimate(prefix)
         out.append(rows.preference_row(
             id=f"{ctx.problem_id}/step/{labeler}/s{sol.sample_index}",
@@ -101,6 +120,8 @@ def step_pairs(ctx: ProblemContext, sols: Sequence[LabeledSolution], label_rows:
                 "chosen_source": "sampled" if source.sample_index is not None else "rollout",
                 "rejected_sampled": sol.sampled,
                 "first_error_source": row["first_error_source"],
+                "chosen_complete": ctx.store.states_answer(prefix + step),
+                "rejected_complete": e == len(sol.steps) - 1,
             },
         ))
     return out
@@ -148,5 +169,7 @@ def first_pit_pair(ctx: ProblemContext, target: Rollout, vals: Sequence[StepValu
             "pit_advantage": pit.advantage,
             "within_noise": pit.within_noise,
             "n_rollouts": sum(v.n_rollouts or 0 for v in vals if v.measured),
+            "chosen_complete": True,
+            "rejected_complete": False,  # cut after the pit (never the last step: see above)
         },
     )

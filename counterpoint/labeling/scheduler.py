@@ -87,10 +87,11 @@ class ProblemContext:
     min_known: int = 1
     store: EvidenceStore = None  # type: ignore[assignment]
     stats: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    format_failures: str = "zero"  # labeling.rollout_format_failures
 
     def __post_init__(self):
         if self.store is None:
-            self.store = EvidenceStore(self.segmentation_mode, self.min_known)
+            self.store = EvidenceStore(self.segmentation_mode, self.min_known, self.format_failures)
 
     def estimate(self, prefix: str, n_new: int = 0) -> Optional[Estimate]:
         return self.store.estimate(prefix, n_new)
@@ -268,7 +269,7 @@ class _Run:
     def serve_from_buffer(self, i: int) -> None:
         ctx = self.ctx(i)
         for a in self.real_asks(i):
-            if ctx.store.states_answer(a.prefix):
+            if not ctx.store.rollable(a.prefix):
                 continue
             missing = a.n - ctx.held(a.prefix)
             if missing <= 0:
@@ -297,9 +298,9 @@ class _Run:
         for a in self.real_asks(i):
             if ctx.store.satisfied(a):
                 continue
-            if ctx.store.states_answer(a.prefix):
+            if ctx.store.needs_verdict(a.prefix):
                 self.to_verify.setdefault((i, a.prefix), None)
-                continue
+                continue  # verified first; rolled out afterwards only if its verdict is no evidence
             missing = a.n - ctx.held(a.prefix)
             key = RoundScheduler._ask_key(ctx, a.prefix)
             handle = self.by_key.get((key, missing))
@@ -349,7 +350,7 @@ class _Run:
                     continue
                 a = lists[i][rank]
                 ctx = self.ctx(i)
-                if ctx.store.states_answer(a.prefix):
+                if not ctx.store.rollable(a.prefix):
                     continue
                 missing = a.n - ctx.held(a.prefix)
                 if missing <= 0:

@@ -102,6 +102,17 @@ def empty_config_reasons(counts: Dict[str, Any], screening: Dict[str, int], conf
     return reasons
 
 
+def _consensus_provenance(cfg: RunConfig, judged: Dict[str, int]) -> Dict[str, Any]:
+    """Judge, prompt and kept share for the card (issue 15)."""
+    from counterpoint.prompts import PROCESSBENCH_NAME, PROCESSBENCH_TEMPLATE
+
+    judge = (cfg.judge or cfg.generator).model
+    kept, dropped = judged["kept_step_labels"], judged["dropped_step_labels"]
+    return {"judge_model": judge, "judge_is_policy": judge == cfg.generator.model,
+            "prompt": PROCESSBENCH_NAME if cfg.consensus.prompt_template == PROCESSBENCH_TEMPLATE else "custom",
+            "kept_share": round(kept / (kept + dropped), 6) if kept + dropped else None}
+
+
 def summarize(cfg: RunConfig, stats: Dict[str, Any], configs: Sequence[str], timing: Dict[str, float]) -> Dict[str, Any]:
     """The run summary (``run_summary.json``) from the pipeline's combined stats."""
     st = _prefixed(stats, "stat:")
@@ -140,14 +151,21 @@ def summarize(cfg: RunConfig, stats: Dict[str, Any], configs: Sequence[str], tim
     screening = {k[len("screened_"):]: int(v) for k, v in st.items() if k.startswith("screened_")}
     wall = timing.get("wall_s", 0.0)
     label_stats = {k[len("label_"):]: round(v, 3) for k, v in st.items() if k.startswith("label_")}
+    if cfg.labeler:  # issue 15: how much of the rows' values rests on rollouts that reached no answer
+        n = label_stats.get("row_rollouts", 0)
+        label_stats["rollout_format_failures"] = cfg.labeling.rollout_format_failures
+        label_stats["format_failure_rollout_share"] = round(label_stats.get("row_format_failure_rollouts", 0) / n, 6) if n else None
+        label_stats["truncated_rollout_share"] = round(label_stats.get("row_truncated_rollouts", 0) / n, 6) if n else None
     consensus = None
     if cfg.consensus.mode != "off":
         judged = {k: int(st.get(f"judge_{k}", 0)) for k in ("judged", "agreed", "disagreed", "unparsable",
-                                                            "dropped_step_labels", "dropped_step_values",
-                                                            "dropped_preferences")}
+                                                            "not_judged", "dropped_step_labels", "dropped_step_values",
+                                                            "dropped_preferences", "kept_step_labels",
+                                                            "kept_step_values", "kept_preferences")}
         decided = judged["agreed"] + judged["disagreed"]
         consensus = {"mode": cfg.consensus.mode, **judged,
-                     "agreement_rate": round(judged["agreed"] / decided, 6) if decided else None}
+                     "agreement_rate": round(judged["agreed"] / decided, 6) if decided else None,
+                     **_consensus_provenance(cfg, judged)}
     return {
         "counts": counts,
         "consensus": consensus,

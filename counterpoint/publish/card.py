@@ -226,6 +226,21 @@ def render_card(out_dir: str) -> str:
                   f"agreement with the Monte Carlo label: **{'n/a' if rate is None else f'{rate:.1%}'}** "
                   f"({consensus['agreed']} agreed, {consensus['disagreed']} disagreed, "
                   f"{consensus['unparsable']} unparsable; mode `{consensus['mode']}`).", ""]
+        if "judge_model" in consensus:  # issue 15: judge, prompt and kept share
+            kept = consensus.get("kept_share")
+            lines += [f"Judge: `{consensus['judge_model']}`"
+                      f"{' (the policy itself)' if consensus.get('judge_is_policy') else ''}; prompt: "
+                      f"`{consensus.get('prompt')}`; step-label rows kept: "
+                      f"**{'n/a' if kept is None else f'{kept:.1%}'}**.", ""]
+    labeling = summary.get("labeling") or {}
+    if labeling.get("rollout_format_failures"):  # issue 15: format failures stated, not silent zeros
+        share = labeling.get("format_failure_rollout_share")
+        lines += ["### Rollout format failures", "",
+                  f"Rollouts that reach no readable final answer count as "
+                  f"**{'0 (Math-Shepherd / OmegaPRM semantics)' if labeling['rollout_format_failures'] == 'zero' else 'unknown verdicts'}**"
+                  f"; share of the rows' rollouts that were format failures: "
+                  f"{'n/a' if share is None else f'{share:.1%}'} (truncated: "
+                  f"{_cell(labeling.get('truncated_rollout_share'))}).", ""]
     counts = summary.get("counts") or {}
     if counts:
         lines += ["### Counts", "", _md_table(["count", "value"], list(counts.items())), ""]

@@ -231,6 +231,14 @@ STEP_LABELS = TableSpec(
            doc="Consensus filter: the judge's earliest wrong step (-1 = none); null if not judged/unparsable."),
         _c("judge_agrees", pa.bool_(), nullable=True,
            doc="Consensus filter: judge index == first_error_index; null if not judged/unparsable."),
+        _c("claim_overruled", pa.bool_(), nullable=True,
+           doc="A false arithmetic claim was read in a step that a verified-correct completion passes "
+               "through: claim and evidence disagreed, the evidence decided."),
+        _c("n_format_failure_rollouts", pa.int32(), nullable=True, min_value=0,
+           doc="Rollouts behind the row's values that reached no readable final answer (format failures; "
+               "counted as 0 or unknown per labeling.rollout_format_failures)."),
+        _c("n_truncated_rollouts", pa.int32(), nullable=True, min_value=0,
+           doc="Rollouts behind the row's values that hit max_tokens (counted as incorrect)."),
     ),
     equal_length=(("completions", "labels"), ("completions", "mc_values"), ("completions", "mc_measured"),
                   ("completions", "n_rollouts_per_step")),
@@ -258,6 +266,10 @@ STEP_VALUES = TableSpec(
         _c("within_noise", pa.bool_(), doc="|advantage| within sampling noise of the two estimates."),
         _c("best_of_k_value", pa.float64(), nullable=True, min_value=0.0, max_value=1.0),
         _c("labeler", pa.string(), value_set=("omegaprm", "mc")),
+        _c("n_format_failure_rollouts", pa.int32(), nullable=True, min_value=0,
+           doc="Rollouts behind q_value that reached no readable final answer (format failures)."),
+        _c("n_truncated_rollouts", pa.int32(), nullable=True, min_value=0,
+           doc="Rollouts behind q_value that hit max_tokens."),
     ),
     unique_together=(("problem_id", "sample_index", "step_index"),),
 )

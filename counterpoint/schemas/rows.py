@@ -77,6 +77,9 @@ def step_label_row(
     labeler_params: str,
     judge_first_error_index: Optional[int] = None,
     judge_agrees: Optional[bool] = None,
+    claim_overruled: Optional[bool] = None,
+    n_format_failure_rollouts: Optional[int] = None,
+    n_truncated_rollouts: Optional[int] = None,
 ) -> Dict[str, Any]:
     """A ``step_labels`` row (TRL stepwise supervision). ``steps`` are the raw segments; the row holds
     their stripped contents. ``n_rollouts`` is the sum of ``n_rollouts_per_step``."""
@@ -103,6 +106,9 @@ def step_label_row(
             "labeler_params": labeler_params,
             "judge_first_error_index": judge_first_error_index,
             "judge_agrees": judge_agrees,
+            "claim_overruled": claim_overruled,
+            "n_format_failure_rollouts": n_format_failure_rollouts,
+            "n_truncated_rollouts": n_truncated_rollouts,
         }
     )
 
@@ -122,6 +128,8 @@ def step_value_row(
     is_first_pit: bool,
     within_noise: bool,
     best_of_k_value: Optional[float] = None,
+    n_format_failure_rollouts: Optional[int] = None,
+    n_truncated_rollouts: Optional[int] = None,
 ) -> Dict[str, Any]:
     """A ``step_values`` row. Unmeasured steps have ``measured=False`` and null ``q_value``/``advantage``."""
     if not measured and (q_value is not None or advantage is not None):
@@ -142,5 +150,7 @@ def step_value_row(
             "within_noise": bool(within_noise),
             "best_of_k_value": best_of_k_value,
             "labeler": labeler,
+            "n_format_failure_rollouts": n_format_failure_rollouts,
+            "n_truncated_rollouts": n_truncated_rollouts,
         }
     )

@@ -92,7 +92,7 @@ class ChainJudgePolicy(Policy):
     unparsable_rate: float = 0.0
 
     def sample(self, request, sample_index, rng):
-        from counterpoint.labeling.consensus import read_judge_prompt
+        from counterpoint.prompts import read_judge_prompt
 
         question, steps = read_judge_prompt(_user_text(request))
         truth = chain_first_error(question, steps)

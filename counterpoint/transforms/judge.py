@@ -2,16 +2,24 @@
 
 Consensus filtering (Qwen team, "The Lessons of Developing Process Reward Models in
 Mathematical Reasoning", 2025) around :mod:`counterpoint.labeling.consensus`: one
-ProcessBench-style request per ``step_labels`` row of the batch, one engine call;
-``keep-agreeing`` drops rows where judge and label disagree (with their step pairs,
-first-pit pairs and step values; row-scope rejects ``consensus_disagreement``),
-``annotate`` keeps and flags them. Input: labelled states. Output: states with
-``judge_first_error_index`` / ``judge_agrees`` on their step label rows.
+ProcessBench-style request per labelled solution of the batch (every solution with
+step-label or step-value rows: ``solution_targets``), one engine call;
+``keep-agreeing`` keeps a solution's rows (labels, values, step and first-pit pairs)
+only where the judge parsed and agreed (row-scope rejects ``consensus_disagreement``,
+``consensus_unparsable``, ``consensus_not_judged``), ``annotate`` keeps and flags
+them. Input: labelled states. Output: states with ``judge_first_error_index`` /
+``judge_agrees`` on their step label rows.
 """
 
 from __future__ import annotations
 
-from counterpoint.labeling.consensus import ConsensusConfig, apply_consensus, judge_requests, judgements_from
+from counterpoint.labeling.consensus import (
+    ConsensusConfig,
+    apply_consensus,
+    judge_requests,
+    judgements_from,
+    solution_targets,
+)
 from counterpoint.transforms.stages import EngineSpec, ProblemBatchDoFn
 
 
@@ -23,7 +31,8 @@ class JudgeDoFn(ProblemBatchDoFn):
         self.consensus = consensus
 
     def process_problems(self, states):
-        rows = [row for s in states for row in s.step_labels]
+        targets = {s.problem_id: solution_targets(s.step_labels, s.step_values) for s in states}
+        rows = [t for s in states for t in targets[s.problem_id]]
         problems = {s.problem_id: s.problem for s in states}
         requests = judge_requests(rows, problems, None, config=self.consensus)
         results = self.generator.generate(requests) if requests else []
@@ -35,7 +44,7 @@ class JudgeDoFn(ProblemBatchDoFn):
             kept, rejects, stats = apply_consensus(s.step_labels, s.step_values, s.preferences, judgements,
                                                    self.consensus.mode, tolerance=self.consensus.tolerance)
             counts = {f"judge_{k}": v for k, v in stats.items() if isinstance(v, int)}
-            counts["judge_tokens"] = sum(tokens.get(str(r["id"]), 0) for r in s.step_labels)
+            counts["judge_tokens"] = sum(tokens.get(str(t["id"]), 0) for t in targets[s.problem_id])
             out.append(s.evolve(step_labels=kept["step_labels"], step_values=kept["step_values"],
                                 preferences=kept["preferences"], rejects=list(s.rejects) + rejects).add_stats(**counts))
         return out

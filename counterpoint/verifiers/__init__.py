@@ -29,6 +29,7 @@ from counterpoint.verifiers.base import (
     Verdict,
     Verifier,
     is_format_failure,
+    is_step_evidence,
     reason_class,
 )
 from counterpoint.verifiers.extract import (
@@ -38,6 +39,7 @@ from counterpoint.verifiers.extract import (
     parse_number,
     parse_quantity,
     quantities_match,
+    states_final_answer,
     strip_units,
 )
 from counterpoint.verifiers.math_verifier import MathVerifier, VerifierStartupError
@@ -70,6 +72,8 @@ __all__ = [
     "REASON_UNCONFIRMED_EQUIVALENCE",
     "RULES_VERSION",
     "is_format_failure",
+    "is_step_evidence",
+    "states_final_answer",
     "parse_quantity",
     "quantities_match",
     "reason_class",

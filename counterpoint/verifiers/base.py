@@ -87,7 +87,27 @@ def reason_class(reason: Optional[str]) -> Optional[str]:
 
 
 def is_format_failure(reason: Optional[str]) -> bool:
+    """True for the format-class reasons (:data:`FORMAT_FAILURE_REASONS`: ``no_final_answer``,
+    ``non_numeric_answer``) — THE one place that says which verdict reasons are format-class.
+
+    Where the distinction matters (issue 15):
+
+    * a sampled solution with a format failure is an outcome negative, never step-level evidence;
+    * a prefix that states a final answer and is judged with a format-class or an unknown verdict is
+      no evidence either (:func:`is_step_evidence`): it is rolled out like any other prefix;
+    * a rollout with a format failure counts as "did not reach the gold answer" (0, Math-Shepherd's
+      and OmegaPRM's semantics) under ``labeling.rollout_format_failures: zero``, and as unknown
+      under ``unknown``; rows count such rollouts either way.
+    """
     return reason_class(reason) == REASON_CLASS_FORMAT
+
+
+def is_step_evidence(verdict: str, reason: Optional[str]) -> bool:
+    """Whether the verdict of a text that states a final answer says something about its steps:
+    correct, or incorrect because the stated answer is wrong (not a format failure, not unknown)."""
+    if verdict == VERDICT_CORRECT:
+        return True
+    return verdict == VERDICT_INCORRECT and reason_class(reason) in (REASON_CLASS_ANSWER, REASON_CLASS_TRUNCATED)
 
 
 @dataclasses.dataclass(frozen=True)

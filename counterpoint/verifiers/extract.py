@@ -145,6 +145,49 @@ def extract_final_answer(text: str, fallback_last_number: bool = False) -> Optio
     return None
 
 
+# A word answer after "the answer is" that is prose about the answer, not an answer.
+_PROSE_WORDS = frozenset(
+    """reasonable correct wrong right incorrect not that this the a an how what which why when where clear
+    simple obvious below above following as given unknown yes no likely plausible consistent same different
+    found here there in to be final answer solution step steps summary conclusion verification check""".split()
+)
+_WORD_RE = re.compile(r"[A-Za-z]{3,}")
+
+
+def _answer_like(ans: str) -> bool:
+    """Whether a marker's text reads as a final answer: a number, some math, or one or two words
+    ("Tuesday", "(B)"), at most six tokens, never a question or prose ("reasonable", "how many ...")."""
+    words = ans.split()
+    if not words or len(words) > 6 or "?" in ans or ":" in ans:
+        return False
+    if words[0].lower().strip("*_.,;()") in _PROSE_WORDS:
+        return False
+    if any(ch.isdigit() for ch in ans) or "\\" in ans:
+        return True
+    return len(words) <= 2
+
+
+def states_final_answer(step: str) -> bool:
+    """True when ``step`` itself states a final answer in the marker grammar of
+    :func:`extract_final_answer`: a complete ``\\boxed{...}``, or a ``#### X`` / "final answer: X" /
+    "the answer is X" / "Answer: X" line whose ``X`` reads as an answer.
+
+    Issue 15: a prefix is terminal only when its LAST step states an answer, so markdown headings
+    ("#### Step 1: Cost of the apples") and prose ("the answer is reasonable", "find the answer: how
+    many ...") never make a prefix terminal.
+    """
+    if not step or not step.strip():
+        return False
+    if any(normalize_answer(c) for c in _boxed_contents(step)):
+        return True
+    for rx in _MARKER_RES:
+        for m in _overlapping(rx, step):
+            ans = normalize_answer(_cut_sentence(m.group("ans")))
+            if ans and _answer_like(ans):
+                return True
+    return False
+
+
 # --- numbers with units ---------------------------------------------------------
 
 # A decimal is read as an approximation (compared with a tolerance) only if it states at least this
