@@ -82,7 +82,9 @@ def build_generator(cfg: GeneratorConfig) -> Generator:
                 error_rate=opts.pop("error_rate", 0.1),
                 unparsable_rate=opts.pop("unparsable_rate", 0.0),
             )
+        elif policy_name == "replay":
+            policy = scripted.ReplayPolicy(script=opts.pop("script"))
         else:
-            raise ValueError(f"unknown scripted policy {policy_name!r}; use chain, answer_key or chain_judge")
+            raise ValueError(f"unknown scripted policy {policy_name!r}; use chain, answer_key, chain_judge or replay")
         return scripted.ScriptedGenerator(policy, **opts)
     raise ValueError(f"unknown generator kind {cfg.kind!r}; choose one of {GENERATOR_KINDS}")

@@ -310,6 +310,25 @@ class ChainJudgePolicy(Policy):
         return ScriptedSample(f"Reviewing the paragraphs one by one.\n\nThe earliest error: \\boxed{{{index}}}")
 
 
+@dataclasses.dataclass
+class ReplayPolicy(Policy):
+    """Replays planted samples: sample ``i`` of a question is ``script[question][i]`` (cycled).
+
+    An entry is the text (finish reason "stop") or ``{"text": ..., "finish_reason": ...}``
+    ("length" plants a truncated sample). Tests plant exact per-problem outcomes with it.
+    A question without a script gets "I cannot solve this." (no final answer).
+    """
+
+    script: Mapping[str, Sequence[Any]]
+
+    def sample(self, request, sample_index, rng):
+        planned = self.script.get(_user_text(request)) or ["I cannot solve this."]
+        entry = planned[sample_index % len(planned)]
+        if isinstance(entry, str):
+            return ScriptedSample(entry)
+        return ScriptedSample(entry["text"], entry.get("finish_reason", "stop"))
+
+
 # ---------------------------------------------------------------------------
 # The generator
 # ---------------------------------------------------------------------------
