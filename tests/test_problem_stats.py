@@ -235,3 +235,27 @@ def test_problem_stats_row_without_known_verdicts_has_null_rates():
     assert (row["pass_rate"], row["pass_rate_lo"], row["pass_rate_hi"]) == (None, None, None)
     assert row["mean_generated_tokens"] == 6.0 and row["verdict_reasons"] == [{"reason": "verifier_timeout", "count": 2}]
     assert stats.problem_stats_rows({"problem_id": "p"}, []) == []
+
+
+def test_problem_stats_suite_fails_broken_rows():
+    """The GX shard suite catches an interval that does not hold its rate and counts that miss samples."""
+    good = {"problem_id": "p", "source": "s", "prompt": [{"role": "user", "content": "q"}], "gold_answer": "1",
+            "verifier": "numeric", "verifier_version": "v", "samples": 4, "correct": 1, "incorrect": 2,
+            "unknown": 1, "truncated": 1, "pass_rate": 1 / 3, "pass_rate_lo": 0.06, "pass_rate_hi": 0.79,
+            "mean_generated_tokens": 12.5, "verdict_reasons": [{"reason": "answer_mismatch", "count": 2}],
+            "distinct_final_answers": 2, "most_common_wrong_answer": "2", "most_common_wrong_answer_count": 2}
+    bad = good | {"problem_id": "q", "pass_rate_lo": 0.5, "unknown": 2, "truncated": 5}
+    context, batch_definition, built = suites.make_context(["problem_stats"], levels=(suites.SHARD,))
+    suite = built[("problem_stats", suites.SHARD)]
+
+    def failed_rules(row):
+        table = records.rows_to_table("problem_stats", [row])
+        df = suites.shard_frame(table, records.PROBLEM_STATS)
+        result = batch_definition.get_batch(batch_parameters={"dataframe": df}).validate(suite)
+        return sorted((r.expectation_config.meta["counterpoint"]["rule"],
+                       tuple(r.expectation_config.meta["counterpoint"]["columns"]))
+                      for r in result.results if not r.success)
+
+    assert failed_rules(good) == []
+    assert failed_rules(bad) == [("ordered", ("pass_rate_lo", "pass_rate")), ("ordered", ("truncated", "samples")),
+                                 ("sums", ("correct", "incorrect", "unknown", "samples"))]
