@@ -274,6 +274,10 @@ def test_suites_are_derived_from_the_table_specs(gate):
             assert ("expect_column_pair_values_to_differ", (a, b)) in types
         for a, b in spec.equal_length:
             assert ("expect_column_pair_values_to_be_equal", (a, b)) in types
+        for low, high in spec.ordered:
+            assert ("expect_column_pair_values_a_to_be_greater_than_b", (low, high)) in types
+        for parts, total in spec.sums:
+            assert ("expect_column_pair_values_to_be_equal", (*parts, total)) in types
         cross_types = {(e.expectation_type, tuple(e.meta["counterpoint"]["columns"])) for e in cross.expectations}
         for c in spec.columns:
             assert (("expect_column_values_to_be_unique", (c.name,)) in cross_types) == c.unique
@@ -287,10 +291,12 @@ def test_suites_are_derived_from_the_table_specs(gate):
         assert set(suites.derived_columns(spec)) <= {
             *(suites.len_column(c) for pair in spec.equal_length for c in pair),
             *(suites.json_column(c) for pair in spec.must_differ for c in pair),
+            *(suites.sum_column(total) for _, total in spec.sums),
         }
     lists = {e.column: (e.min_value, e.max_value) for e in gate.build_suite("step_labels").expectations
              if e.expectation_type == "expect_column_list_elements_to_be_between"}
     assert lists == {"mc_values": (0.0, 1.0), "n_rollouts_per_step": (0, None)}
+    assert records.PROBLEM_STATS.ordered and records.PROBLEM_STATS.sums  # the rules above are exercised
 
 
 def test_clean_output_passes(tmp_path, gate):
