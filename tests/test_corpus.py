@@ -457,7 +457,7 @@ REALISTIC_ROWS = {
         "verifier_version": "1", "reward": 1.0, "group_mean_reward": 0.75, "grpo_advantage": 0.5773502691896258,
         "rloo_advantage": 0.33333333333333337},
     "problem_stats": {
-        "problem_id": "gsm8k-12", "source": "gsm8k", "prompt": PROMPT, "gold_answer": "7", "verifier": "numeric",
+        "id": "gsm8k-12", "problem_id": "gsm8k-12", "source": "gsm8k", "prompt": PROMPT, "gold_answer": "7", "verifier": "numeric",
         "verifier_version": "1", "samples": 5, "correct": 3, "incorrect": 1, "unknown": 1, "truncated": 0,
         "pass_rate": 0.75, "pass_rate_lo": 0.3006418, "pass_rate_hi": 0.9544127, "mean_generated_tokens": 41.2,
         "verdict_reasons": [{"reason": "answer_mismatch", "count": 1}, {"reason": "verifier_timeout", "count": 1}],

@@ -117,7 +117,7 @@ def test_problem_stats_whole_record_loads_with_datasets(planted_run):
     lo, hi = _wilson_roots(1, 4)
     tokens = sorted(t["num_generated_tokens"] for t in traj)
     expected = {
-        "problem_id": "p-quarter", "source": "problems",
+        "id": "p-quarter", "problem_id": "p-quarter", "source": "problems",
         "prompt": corpus.prompt_messages(cfg.system_prompt, _question("p-quarter")),
         "gold_answer": "20 minutes", "verifier": "numeric", "verifier_version": traj[0]["verifier_version"],
         "samples": 6, "correct": 1, "incorrect": 3, "unknown": 2, "truncated": 1,
@@ -239,12 +239,12 @@ def test_problem_stats_row_without_known_verdicts_has_null_rates():
 
 def test_problem_stats_suite_fails_broken_rows():
     """The GX shard suite catches an interval that does not hold its rate and counts that miss samples."""
-    good = {"problem_id": "p", "source": "s", "prompt": [{"role": "user", "content": "q"}], "gold_answer": "1",
+    good = {"id": "p", "problem_id": "p", "source": "s", "prompt": [{"role": "user", "content": "q"}], "gold_answer": "1",
             "verifier": "numeric", "verifier_version": "v", "samples": 4, "correct": 1, "incorrect": 2,
             "unknown": 1, "truncated": 1, "pass_rate": 1 / 3, "pass_rate_lo": 0.06, "pass_rate_hi": 0.79,
             "mean_generated_tokens": 12.5, "verdict_reasons": [{"reason": "answer_mismatch", "count": 2}],
             "distinct_final_answers": 2, "most_common_wrong_answer": "2", "most_common_wrong_answer_count": 2}
-    bad = good | {"problem_id": "q", "pass_rate_lo": 0.5, "unknown": 2, "truncated": 5}
+    bad = good | {"id": "q", "problem_id": "q", "pass_rate_lo": 0.5, "unknown": 2, "truncated": 5}
     context, batch_definition, built = suites.make_context(["problem_stats"], levels=(suites.SHARD,))
     suite = built[("problem_stats", suites.SHARD)]
 

@@ -70,6 +70,7 @@ def problem_stats_row(problem: Mapping[str, Any], trajectories: Sequence[Mapping
     wrong_answer, wrong_count = _most_common(wrong)
     first = trajectories[0]
     return records.PROBLEM_STATS.conform({
+        "id": problem["problem_id"],
         "problem_id": problem["problem_id"],
         "source": first["source"],
         "prompt": first["prompt"],

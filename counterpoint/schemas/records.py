@@ -196,6 +196,7 @@ PROBLEM_STATS = TableSpec(
     doc="One row per problem with samples: verdict counts, pass rate with a 95% Wilson interval, tokens, "
         "the verdict-reason histogram and the answers given (counterpoint.rl.stats).",
     columns=(
+        _c("id", pa.string(), unique=True, doc="The problem id (like every config, rows carry an id)."),
         _c("problem_id", pa.string(), unique=True),
         _c("source", pa.string()),
         _c("prompt", MESSAGES_TYPE, doc="Chat messages the samples were drawn with (system + user)."),
