@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from counterpoint.rl import signed
+from counterpoint.rl.stats import problem_stats_row
 from counterpoint.schemas import records
 from counterpoint.schemas.records import content_id, dumps, make_reject, messages, rows_to_table, trajectory_id
 
@@ -82,7 +84,8 @@ def make_rows(n_problems: int = 6, samples: int = 4) -> Dict[str, List[dict]]:
                 "completion": messages(("assistant", completion)),
                 "label": correct,
             })
-        rows["trajectories"].extend(trajs)
+        rows["trajectories"].extend(signed.with_signed_columns(trajs))
+        rows["problem_stats"].append(problem_stats_row({"problem_id": pid}, trajs))
         good = [t for t in trajs if t["verdict"] == records.VERDICT_CORRECT]
         bad = [t for t in trajs if t["verdict"] == records.VERDICT_INCORRECT]
         for g in good[:1]:
