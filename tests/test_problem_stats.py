@@ -259,3 +259,27 @@ def test_problem_stats_suite_fails_broken_rows():
     assert failed_rules(good) == []
     assert failed_rules(bad) == [("ordered", ("pass_rate_lo", "pass_rate")), ("ordered", ("truncated", "samples")),
                                  ("sums", ("correct", "incorrect", "unknown", "samples"))]
+
+
+def test_the_gate_fails_a_run_output_with_a_broken_problem_stats_row(planted_run, tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from counterpoint.validation import validate_output
+
+    out = tmp_path / "copy"
+    shutil.copytree(planted_run[0], out)
+    (shard,) = DatasetLayout(str(out)).shards("problem_stats")
+    rows = pq.read_table(shard).to_pylist()
+    for r in rows:
+        if r["problem_id"] == "p-quarter":
+            r["pass_rate_lo"] = 0.3  # above the pass rate 0.25
+            r["unknown"] = 3  # correct + incorrect + unknown = 7 of 6 samples
+    pq.write_table(records.rows_to_table("problem_stats", rows), shard)
+    report = validate_output(str(out), quarantine=False, runner_options=["--runner=FnApiRunner"])
+    assert not report.success
+    got = sorted((f.config, f.rule, f.column, f.unexpected_count, f.examples[0]["problem_id"])
+                 for f in report.failures)
+    assert got == [("problem_stats", "ordered", "pass_rate_lo,pass_rate", 1, "p-quarter"),
+                   ("problem_stats", "sums", "correct,incorrect,unknown,samples", 1, "p-quarter")]
