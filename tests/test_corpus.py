@@ -19,6 +19,7 @@ from counterpoint import corpus, schemas
 from counterpoint.state import ProblemState
 from counterpoint.generators.base import Completion, GenerationRequest, SamplingParams
 from counterpoint.schemas import records
+from counterpoint.rl.signed import SIGNED_COLUMNS
 from counterpoint.verifiers.base import correct, incorrect, unknown
 
 PROBLEM = {
@@ -192,10 +193,12 @@ def test_trajectory_rows_whole_records():
         _base_row(3, "", [], "abort", 0, None, seed),
     ]
     spec = schemas.table("trajectories")
+    # The signed columns (reward, advantages) are per problem: the write stage adds them (rl.signed).
+    unsigned = [c for c in spec.column_names if c not in SIGNED_COLUMNS]
     for row in rows:
-        assert sorted(row) == sorted(spec.column_names)
-        assert spec.conform(row) == row
-    assert _roundtrip("trajectories", rows) == rows
+        assert sorted(row) == sorted(unsigned)
+        assert spec.conform(row) == row | dict.fromkeys(SIGNED_COLUMNS)
+    assert _roundtrip("trajectories", rows) == [r | dict.fromkeys(SIGNED_COLUMNS) for r in rows]
 
 
 def test_trajectory_rows_use_the_segmentation_mode():
@@ -220,7 +223,7 @@ def test_apply_verdicts_fills_only_the_verdict_fields():
     for row, old, (final, verdict, reason) in zip(rows, before, expected_fields):
         assert row == old | {"final_answer": final, "verdict": verdict, "verdict_reason": reason,
                              "verifier": "numeric", "verifier_version": "1.2"}
-    assert _roundtrip("trajectories", rows) == rows
+    assert _roundtrip("trajectories", rows) == [r | dict.fromkeys(SIGNED_COLUMNS) for r in rows]
 
 
 # ---------------------------------------------------------------------------
@@ -436,7 +439,7 @@ def test_table_lookup():
     with pytest.raises(KeyError, match="no column 'nope'"):
         records.TRAJECTORIES.column("nope")
     assert records.TRAJECTORIES.column("seed").type == pa.int64()
-    assert list(schemas.OUTPUT_TABLES) == ["trajectories", "preferences", "unpaired", "step_labels",
+    assert list(schemas.OUTPUT_TABLES) == ["trajectories", "problem_stats", "preferences", "unpaired", "step_labels",
                                            "step_values", "rejects", "trl_stepwise", "openrlhf_prm", "step_dpo",
                                            "weighted_pairs"]
     assert set(records.OUTCOME_CONFIGS) | set(records.STEP_CONFIGS) | set(schemas.exports.EXPORT_CONFIGS) == set(
@@ -451,7 +454,15 @@ REALISTIC_ROWS = {
     "trajectories": _base_row(1, "Step 1: 3 + 4 = 7.\n\nThe answer is 7.",
                               ["Step 1: 3 + 4 = 7.\n\n", "The answer is 7."], "stop", 14, -2.5, 2 ** 40) | {
         "final_answer": "7", "verdict": "correct", "verdict_reason": None, "verifier": "numeric",
-        "verifier_version": "1"},
+        "verifier_version": "1", "reward": 1.0, "group_mean_reward": 0.75, "grpo_advantage": 0.5773502691896258,
+        "rloo_advantage": 0.33333333333333337},
+    "problem_stats": {
+        "id": "gsm8k-12", "problem_id": "gsm8k-12", "source": "gsm8k", "prompt": PROMPT, "gold_answer": "7", "verifier": "numeric",
+        "verifier_version": "1", "samples": 5, "correct": 3, "incorrect": 1, "unknown": 1, "truncated": 0,
+        "pass_rate": 0.75, "pass_rate_lo": 0.3006418, "pass_rate_hi": 0.9544127, "mean_generated_tokens": 41.2,
+        "verdict_reasons": [{"reason": "answer_mismatch", "count": 1}, {"reason": "verifier_timeout", "count": 1}],
+        "distinct_final_answers": 3, "most_common_wrong_answer": "6", "most_common_wrong_answer_count": 1,
+    },
     "preferences": {
         "id": "gsm8k-12/step/1-3", "problem_id": "gsm8k-12", "prompt": PROMPT,
         "chosen": [{"role": "assistant", "content": "Step 1: 3 + 4 = 7.\n\nStep 2: done."}],

@@ -20,6 +20,7 @@ from counterpoint import corpus
 from counterpoint.config import from_dict
 from counterpoint.generators.scripted import AnswerKeyPolicy, ScriptedGenerator, chain_problem
 from counterpoint.pipelines.generate_corpus import run
+from counterpoint.rl import signed
 from counterpoint.schemas import records
 from counterpoint.sources.procedural import procedural_problem
 from counterpoint.verifiers import NumericVerifier
@@ -76,7 +77,7 @@ def _expected_trajectories(cfg, problems, answer_key):
                                       segmentation="paragraph")
         verdicts = [verifier.verify(c.text, p["gold_answer"], truncated=c.truncated) for c in comps]
         rows = corpus.apply_verdicts(rows, verdicts, verifier_name=verifier.name, verifier_version=verifier.version)
-        expected.update(_by_id(rows))
+        expected.update(_by_id(signed.with_signed_columns(rows)))  # reward / advantages per problem
     return expected
 
 

@@ -195,3 +195,68 @@ def test_openrlhf_prm_rows_label_every_step_exactly_once(corpus, tokenizer):
     assert [len(tokenizer.encode(t, add_special_tokens=False)) for t in ("+", "-")] == [1, 1]
     print(f"openrlhf_prm: {report['rows']} rows, {report['steps']} steps, {report['label_positions']} label "
           f"positions, placeholder {PLACEHOLDER!r}")
+
+
+def test_grpo_step_with_counterpoint_reward_on_the_pass_band(model_dir, tokenizer, tmp_path):
+    """TRL 1.16 GRPOTrainer, one step, on prompts a scripted run solved sometimes (0 < pass rate < 1), with
+    ``counterpoint.rewards.trl_reward`` as its reward function (the grpo-prompts export comes later: the
+    dataset is built here from ``problem_stats``, which carries prompt, gold and verifier)."""
+    import datasets
+    import trl
+    from trl import GRPOConfig, GRPOTrainer
+
+    from counterpoint import rewards
+    from counterpoint.config import from_dict
+    from counterpoint.pipelines.generate_corpus import run
+    from counterpoint.sources.procedural import procedural_problem
+    from counterpoint.storage import DatasetLayout
+    from counterpoint.verifiers import NumericVerifier
+
+    problems = [procedural_problem(11, i) for i in range(6)]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"id": p["problem_id"], "question": p["question"],
+                                                          "answer": p["gold_answer"]}) + "\n" for p in problems))
+    cfg = from_dict({
+        "source": {"kind": "file", "paths": [str(tmp_path / "p.jsonl")],
+                   "mapping": {"question": "question", "answer": "answer", "id": "id"}},
+        "generator": {"kind": "scripted", "seed": 1, "scripted": {
+            "policy": "answer_key", "answer_key": {p["question"]: p["gold_answer"] for p in problems},
+            "p_correct": 0.75}},
+        "sampling": {"max_tokens": 64}, "samples_per_problem": 4, "num_shards": 1, "output": str(tmp_path / "out"),
+    })
+    run(["--runner=FnApiRunner"], config=cfg)
+    stats = DatasetLayout(str(tmp_path / "out")).read_table("problem_stats").to_pylist()
+    band = [s for s in stats if s["pass_rate"] is not None and 0.0 < s["pass_rate"] < 1.0]
+    assert 0 < len(band) < len(stats) == len(problems)
+    ds = datasets.Dataset.from_list([{"prompt": s["prompt"], "answer": s["gold_answer"], "verifier": s["verifier"],
+                                      "verifier_version": s["verifier_version"]} for s in band])
+    calls = []
+
+    def counterpoint_reward(completions, **kwargs):
+        scores = rewards.trl_reward(completions, **kwargs)
+        calls.append({"completions": completions, "kwargs": kwargs, "scores": scores})
+        return scores
+
+    args = GRPOConfig(output_dir=str(tmp_path / "grpo"), max_steps=1, num_generations=2,
+                      per_device_train_batch_size=2, max_completion_length=8, learning_rate=1e-3, logging_steps=1,
+                      save_strategy="no", report_to=[], use_cpu=True, bf16=False, use_vllm=False, seed=0,
+                      disable_tqdm=True, dataloader_num_workers=0)
+    trainer = GRPOTrainer(model=str(model_dir), reward_funcs=[counterpoint_reward], args=args, train_dataset=ds,
+                          processing_class=tokenizer)
+    trainer.train()
+    assert trl.__version__ == "1.16.0" and trainer.state.global_step == 1
+    assert len(calls) == 1
+    call = calls[0]
+    completions, golds = call["completions"], call["kwargs"]["answer"]
+    assert len(completions) == len(golds) == 2 and golds[0] == golds[1] in set(ds["answer"])
+    assert all(isinstance(c, list) and c[-1]["role"] == "assistant" for c in completions)  # conversational
+    assert call["kwargs"]["verifier"] == ["numeric"] * 2
+    assert len(call["scores"]) == 2 and all(isinstance(x, float) and x in (0.0, 1.0) for x in call["scores"])
+    # The scores are the verifier's on those very completions, and what the trainer logged as its reward.
+    expected = [1.0 if NumericVerifier().verify(c[-1]["content"], g).verdict == "correct" else 0.0
+                for c, g in zip(completions, golds)]
+    assert call["scores"] == expected
+    logged = [h for h in trainer.state.log_history if "reward" in h]
+    assert logged and math.isfinite(logged[0]["reward"]) and logged[0]["reward"] == pytest.approx(sum(expected) / 2)
+    print(f"GRPOTrainer (trl {trl.__version__}): {len(band)}/{len(stats)} problems in the pass band "
+          f"(pass rates {sorted(s['pass_rate'] for s in stats)}), "
+          f"1 step, rewards {call['scores']}, loss {[h.get('loss') for h in trainer.state.log_history]}")

@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from counterpoint.rl import signed
+from counterpoint.rl.stats import problem_stats_row
 from counterpoint.schemas import records
 from counterpoint.schemas.records import content_id, dumps, make_reject, messages, rows_to_table, trajectory_id
 
@@ -82,7 +84,8 @@ def make_rows(n_problems: int = 6, samples: int = 4) -> Dict[str, List[dict]]:
                 "completion": messages(("assistant", completion)),
                 "label": correct,
             })
-        rows["trajectories"].extend(trajs)
+        rows["trajectories"].extend(signed.with_signed_columns(trajs))
+        rows["problem_stats"].append(problem_stats_row({"problem_id": pid}, trajs))
         good = [t for t in trajs if t["verdict"] == records.VERDICT_CORRECT]
         bad = [t for t in trajs if t["verdict"] == records.VERDICT_INCORRECT]
         for g in good[:1]:
@@ -274,6 +277,10 @@ def test_suites_are_derived_from_the_table_specs(gate):
             assert ("expect_column_pair_values_to_differ", (a, b)) in types
         for a, b in spec.equal_length:
             assert ("expect_column_pair_values_to_be_equal", (a, b)) in types
+        for low, high in spec.ordered:
+            assert ("expect_column_pair_values_a_to_be_greater_than_b", (low, high)) in types
+        for parts, total in spec.sums:
+            assert ("expect_column_pair_values_to_be_equal", (*parts, total)) in types
         cross_types = {(e.expectation_type, tuple(e.meta["counterpoint"]["columns"])) for e in cross.expectations}
         for c in spec.columns:
             assert (("expect_column_values_to_be_unique", (c.name,)) in cross_types) == c.unique
@@ -287,10 +294,12 @@ def test_suites_are_derived_from_the_table_specs(gate):
         assert set(suites.derived_columns(spec)) <= {
             *(suites.len_column(c) for pair in spec.equal_length for c in pair),
             *(suites.json_column(c) for pair in spec.must_differ for c in pair),
+            *(suites.sum_column(total) for _, total in spec.sums),
         }
     lists = {e.column: (e.min_value, e.max_value) for e in gate.build_suite("step_labels").expectations
              if e.expectation_type == "expect_column_list_elements_to_be_between"}
     assert lists == {"mc_values": (0.0, 1.0), "n_rollouts_per_step": (0, None)}
+    assert records.PROBLEM_STATS.ordered and records.PROBLEM_STATS.sums  # the rules above are exercised
 
 
 def test_clean_output_passes(tmp_path, gate):

@@ -34,7 +34,7 @@ import hashlib
 import random
 import re
 import threading
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from counterpoint.generators.base import (
     Completion,
@@ -219,6 +219,25 @@ class ChainPolicy(Policy):
         return ScriptedSample(body)
 
 
+@dataclasses.dataclass
+class ReplayPolicy(Policy):
+    """Replays planted samples: sample ``i`` of a question is ``script[question][i]`` (cycled).
+
+    An entry is the text (finish reason "stop") or ``{"text": ..., "finish_reason": ...}``
+    ("length" plants a truncated sample). Tests plant exact per-problem outcomes with it.
+    A question without a script gets "I cannot solve this." (no final answer).
+    """
+
+    script: Mapping[str, Sequence[Any]]
+
+    def sample(self, request, sample_index, rng):
+        planned = self.script.get(_user_text(request)) or ["I cannot solve this."]
+        entry = planned[sample_index % len(planned)]
+        if isinstance(entry, str):
+            return ScriptedSample(entry)
+        return ScriptedSample(entry["text"], entry.get("finish_reason", "stop"))
+
+
 # ---------------------------------------------------------------------------
 # The generator
 # ---------------------------------------------------------------------------
@@ -310,7 +329,7 @@ class ScriptedGenerator(PicklableLock, Generator):
 # ---------------------------------------------------------------------------
 # From a config: generator.scripted = {policy, <policy options>, <engine options>, engine, engine_options}
 # ---------------------------------------------------------------------------
-POLICIES = {"chain": ChainPolicy, "answer_key": AnswerKeyPolicy}
+POLICIES = {"chain": ChainPolicy, "answer_key": AnswerKeyPolicy, "replay": ReplayPolicy}
 
 
 def _resolve(path: str, what: str):

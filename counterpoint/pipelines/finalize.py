@@ -77,7 +77,7 @@ def empty_config_reasons(counts: Dict[str, Any], screening: Dict[str, int], conf
     for config in configs:
         if counts.get(f"rows_{config}", 0):
             continue
-        if config == "trajectories":
+        if config in ("trajectories", "problem_stats"):
             reasons[config] = (f"no problem produced samples ({counts['problems_in']} read, "
                                f"{counts['problems_rejected']} rejected)")
         elif config == "preferences":

@@ -14,6 +14,12 @@ Column layouts of the trainer-facing configs follow TRL exactly:
   preference format);
 * ``step_labels``: ``prompt`` / ``completions`` / ``labels`` (PRMTrainer,
   stepwise supervision format).
+
+RL-facing data (issue 19): ``problem_stats`` holds one row per problem (verdict counts,
+pass rate with its 95% Wilson interval, reason histogram, answers given), and
+``trajectories`` carries signed columns next to ``cumulative_logprob`` and
+``num_generated_tokens`` (A-LoL's importance-weight inputs): ``reward``,
+``group_mean_reward``, ``grpo_advantage`` and ``rloo_advantage`` (see their column docs).
 """
 
 from __future__ import annotations
@@ -82,6 +88,10 @@ class TableSpec:
     must_differ: Tuple[Tuple[str, str], ...] = ()
     # Pairs of list columns that must have equal lengths row by row.
     equal_length: Tuple[Tuple[str, str], ...] = ()
+    # Pairs (low, high) of columns with low <= high row by row (rows with a null skipped), e.g. interval bounds.
+    ordered: Tuple[Tuple[str, str], ...] = ()
+    # (parts, total): the parts add up to the total column row by row (e.g. verdict counts = samples).
+    sums: Tuple[Tuple[Tuple[str, ...], str], ...] = ()
     # The trainer line the dataset card prints for this config ("" = the card's own wording).
     trainer: str = ""
 
@@ -163,8 +173,57 @@ TRAJECTORIES = TableSpec(
         _c("cumulative_logprob", pa.float64(), nullable=True),
         *_PROVENANCE,
         _c("seed", pa.int64()),
+        # Signed columns (issue 19; counterpoint.rl.signed). Written by the run, never read back by it.
+        _c("reward", pa.float64(), nullable=True, min_value=0.0, max_value=1.0,
+           doc="1.0 correct / 0.0 incorrect; null for unknown verdicts and for truncated samples "
+               "(finish_reason 'length'), which are no evidence either way."),
+        _c("group_mean_reward", pa.float64(), nullable=True, min_value=0.0, max_value=1.0,
+           doc="Mean of the problem's non-null rewards (same on every row of the problem); null when none."),
+        _c("grpo_advantage", pa.float64(), nullable=True,
+           doc="GRPO: (reward - group mean) / population std of the problem's non-null rewards; 0 where the "
+               "std is 0; null where reward is null. Sums to 0 over a problem's known rewards."),
+        _c("rloo_advantage", pa.float64(), nullable=True, min_value=-1.0, max_value=1.0,
+           doc="RLOO: reward - mean of the problem's other non-null rewards; null where reward is null or no "
+               "other reward is known. Sums to 0 over a problem's known rewards."),
     ),
     unique_together=(("problem_id", "sample_index"),),
+)
+
+REASON_COUNT_TYPE = pa.struct([("reason", pa.string()), ("count", pa.int32())])
+
+PROBLEM_STATS = TableSpec(
+    name="problem_stats",
+    doc="One row per problem with samples: verdict counts, pass rate with a 95% Wilson interval, tokens, "
+        "the verdict-reason histogram and the answers given (counterpoint.rl.stats).",
+    columns=(
+        _c("id", pa.string(), unique=True, doc="The problem id (like every config, rows carry an id)."),
+        _c("problem_id", pa.string(), unique=True),
+        _c("source", pa.string()),
+        _c("prompt", MESSAGES_TYPE, doc="Chat messages the samples were drawn with (system + user)."),
+        _c("gold_answer", pa.string()),
+        _c("verifier", pa.string(), doc="Verifier that judged the samples (reward functions judge with it)."),
+        _c("verifier_version", pa.string()),
+        _c("samples", pa.int32(), min_value=1),
+        _c("correct", pa.int32(), min_value=0),
+        _c("incorrect", pa.int32(), min_value=0, doc="Verified incorrect, truncated samples included."),
+        _c("unknown", pa.int32(), min_value=0),
+        _c("truncated", pa.int32(), min_value=0, doc="Samples that hit max_tokens (finish_reason 'length')."),
+        _c("pass_rate", pa.float64(), nullable=True, min_value=0.0, max_value=1.0,
+           doc="correct / (correct + incorrect); null when no verdict is known."),
+        _c("pass_rate_lo", pa.float64(), nullable=True, min_value=0.0, max_value=1.0,
+           doc="Lower bound of the 95% Wilson score interval of pass_rate."),
+        _c("pass_rate_hi", pa.float64(), nullable=True, min_value=0.0, max_value=1.0,
+           doc="Upper bound of the 95% Wilson score interval of pass_rate."),
+        _c("mean_generated_tokens", pa.float64(), min_value=0.0),
+        _c("verdict_reasons", pa.list_(REASON_COUNT_TYPE),
+           doc="{reason, count} of every non-correct verdict reason, most frequent first."),
+        _c("distinct_final_answers", pa.int32(), min_value=0, doc="Distinct stated final answers (any verdict)."),
+        _c("most_common_wrong_answer", pa.string(), nullable=True,
+           doc="Most frequent final answer of the incorrect, not truncated samples; null when none."),
+        _c("most_common_wrong_answer_count", pa.int32(), min_value=0),
+    ),
+    ordered=(("pass_rate_lo", "pass_rate"), ("pass_rate", "pass_rate_hi"), ("truncated", "samples")),
+    sums=((("correct", "incorrect", "unknown"), "samples"),),
 )
 
 PREFERENCES = TableSpec(
@@ -290,10 +349,10 @@ REJECTS = TableSpec(
 )
 
 OUTPUT_TABLES: Dict[str, TableSpec] = {
-    t.name: t for t in (TRAJECTORIES, PREFERENCES, UNPAIRED, STEP_LABELS, STEP_VALUES, REJECTS)
+    t.name: t for t in (TRAJECTORIES, PROBLEM_STATS, PREFERENCES, UNPAIRED, STEP_LABELS, STEP_VALUES, REJECTS)
 }
 # Configs written by an outcome-only run; the labeller adds the step configs.
-OUTCOME_CONFIGS = ("trajectories", "preferences", "unpaired", "rejects")
+OUTCOME_CONFIGS = ("trajectories", "problem_stats", "preferences", "unpaired", "rejects")
 STEP_CONFIGS = ("step_labels", "step_values")
 
 

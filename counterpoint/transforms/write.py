@@ -19,11 +19,19 @@ from typing import Any, Dict, Sequence
 import apache_beam as beam
 
 from counterpoint import corpus, schemas
+from counterpoint.rl import signed
+from counterpoint.rl.stats import problem_stats_rows
 from counterpoint.schemas import records
 from counterpoint.state import ProblemState
 
 
 def _rows(state: ProblemState, config: str):
+    """The rows of ``config`` for one problem. ``problem_stats`` and the signed ``trajectories`` columns are
+    derived here, where a problem's samples and verdicts are together (resumed checkpoints get them too)."""
+    if config == "problem_stats":
+        return problem_stats_rows(state.problem, state.trajectories)
+    if config == "trajectories":
+        return signed.with_signed_columns(list(corpus.rows_for(config, [state])))
     return corpus.rows_for(config, [state])
 
 
@@ -63,6 +71,7 @@ def state_stats(state: ProblemState) -> Dict[str, Any]:
     c["with_output"] = int(not state.failed and bool(state.trajectories))
     for config in corpus.ROW_CONFIGS:
         c[f"rows:{config}"] = len(state.rows(config))
+    c["rows:problem_stats"] = int(bool(state.trajectories))  # one row per problem with samples (_rows)
     verdicts = Counter(t["verdict"] for t in state.trajectories)
     for v, n in verdicts.items():
         c[f"verdict:{v}"] = n

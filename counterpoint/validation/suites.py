@@ -15,7 +15,13 @@ Nothing here lists a column by hand: every expectation comes from
       ``__len_<a>`` / ``__len_<b>`` for every ``equal_length`` pair;
     * ``expect_column_pair_values_to_differ`` (custom, defined below) on the
       derived canonical-JSON columns ``__<a>_json`` / ``__<b>_json`` for every
-      ``must_differ`` pair (e.g. ``chosen`` != ``rejected`` message lists).
+      ``must_differ`` pair (e.g. ``chosen`` != ``rejected`` message lists);
+    * ``expect_column_pair_values_a_to_be_greater_than_b`` (``or_equal``) for every
+      ``ordered`` pair (low, high), rows with a null skipped (e.g. ``pass_rate_lo`` <=
+      ``pass_rate`` <= ``pass_rate_hi``);
+    * ``expect_column_pair_values_to_be_equal`` between the derived ``__sum_<total>``
+      column and ``<total>`` for every ``sums`` rule (e.g. correct + incorrect + unknown
+      = samples).
 
 ``counterpoint.<config>.config`` (holds *across* shards; the gate evaluates it as a
 distributed Beam aggregation — hash buckets of key values — rather than on one frame)
@@ -28,6 +34,7 @@ Derived helper columns (all start with ``__`` and never reach the published data
 =====================  =====================================================
 ``__len_<col>``        ``len(<col>)`` of a list column (null when the list is null)
 ``__<col>_json``       canonical JSON (sorted keys) of ``<col>`` (null when null)
+``__sum_<total>``      row-wise sum of the ``sums`` parts of ``<total>``
 =====================  =====================================================
 
 Every expectation carries ``meta["counterpoint"] = {"rule": ..., "columns": [...]}``
@@ -198,6 +205,10 @@ def json_column(name: str) -> str:
     return f"__{name}_json"
 
 
+def sum_column(total: str) -> str:
+    return f"__sum_{total}"
+
+
 def derived_columns(spec: records.TableSpec) -> Dict[str, tuple]:
     """``{helper column: (kind, source column)}`` the shard suite of ``spec`` needs."""
     out: Dict[str, tuple] = {}
@@ -207,6 +218,8 @@ def derived_columns(spec: records.TableSpec) -> Dict[str, tuple]:
     for a, b in spec.must_differ:
         out[json_column(a)] = ("json", a)
         out[json_column(b)] = ("json", b)
+    for parts, total in spec.sums:
+        out[sum_column(total)] = ("sum", parts)
     return out
 
 
@@ -220,6 +233,10 @@ def shard_frame(table: pa.Table, spec: records.TableSpec):
     """The pandas frame one shard is validated on: the table plus its derived helper columns."""
     df = table.to_pandas()
     for helper, (kind, source) in derived_columns(spec).items():
+        if kind == "sum":
+            if all(p in table.column_names for p in source):  # a missing part is reported by its own expectations
+                df[helper] = sum(df[p] for p in source)
+            continue
         if source not in table.column_names:
             continue  # the missing column is reported by its own expectations
         col = table.column(source)
@@ -295,6 +312,20 @@ def expectations(config: str, level: str = SHARD, min_rows: Optional[int] = None
                     column_B=json_column(b),
                     ignore_row_if="either_value_is_missing",
                     meta=_meta("must_differ", a, b),
+                )
+            )
+        for low, high in spec.ordered:
+            out.append(
+                gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+                    column_A=high, column_B=low, or_equal=True, ignore_row_if="either_value_is_missing",
+                    meta=_meta("ordered", low, high),
+                )
+            )
+        for parts, total in spec.sums:
+            out.append(
+                gxe.ExpectColumnPairValuesToBeEqual(
+                    column_A=sum_column(total), column_B=total, ignore_row_if="either_value_is_missing",
+                    meta=_meta("sums", *parts, total),
                 )
             )
     else:
