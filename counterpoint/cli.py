@@ -162,7 +162,7 @@ def _configure_storage(extra: Sequence[str]) -> None:
 
 def cmd_validate(args, extra) -> int:
     from counterpoint.config import _min_rows
-    from counterpoint.publish.card import write_dataset_card
+    from counterpoint.dataset.card import write_dataset_card
     from counterpoint.validation import validate_output
 
     _configure_storage(extra)
@@ -174,7 +174,7 @@ def cmd_validate(args, extra) -> int:
 
 
 def cmd_report(args, extra) -> int:
-    from counterpoint.report import build_report
+    from counterpoint.dataset.report import build_report
 
     _configure_storage(extra)
     print(build_report(args.dir))
@@ -182,7 +182,7 @@ def cmd_report(args, extra) -> int:
 
 
 def cmd_push(args, extra) -> int:
-    from counterpoint.publish.hub import push_to_hub
+    from counterpoint.dataset.hub import push_to_hub
 
     _configure_storage(extra)
     plan = push_to_hub(args.dir, args.repo_id, private=args.private, dry_run=args.dry_run, endpoint=args.endpoint)
@@ -192,7 +192,7 @@ def cmd_push(args, extra) -> int:
 
 
 def cmd_export(args, extra) -> int:
-    from counterpoint.export.command import cmd_export as export
+    from counterpoint.dataset.export.command import cmd_export as export
 
     _configure_storage(extra)
     return export(args)
@@ -223,7 +223,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--private", action="store_true")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--endpoint", default=None, help="Hub endpoint (default: huggingface.co or HF_ENDPOINT)")
-    from counterpoint.export.command import add_export_parser
+    from counterpoint.dataset.export.command import add_export_parser
 
     add_export_parser(sub)
     args, extra = parser.parse_known_args(argv)

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from _tiny_model import corpus_rows, write_validated_output
-from counterpoint import export
-from counterpoint.export import ExportError, export_output, formats
+from counterpoint.dataset import export
+from counterpoint.dataset.export import ExportError, export_output, formats
 from counterpoint.schemas import exports, records
 
 ALL_FORMATS = ["trl-stepwise", "openrlhf-prm", "step-dpo", "weighted-pairs"]
@@ -362,7 +362,7 @@ def test_an_export_that_fails_the_gate_is_not_published(output, monkeypatch):
 def test_export_command_line(output, tmp_path, capsys):
     import argparse
 
-    from counterpoint.export.command import add_export_parser, cmd_export
+    from counterpoint.dataset.export.command import add_export_parser, cmd_export
 
     parser = argparse.ArgumentParser(prog="counterpoint")
     add_export_parser(parser.add_subparsers(dest="command"))

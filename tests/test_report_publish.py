@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from counterpoint.publish.card import write_dataset_card
-from counterpoint.publish.hub import PublishRefused, push_to_hub
-from counterpoint.report import build_report
+from counterpoint.dataset.card import write_dataset_card
+from counterpoint.dataset.hub import PublishRefused, push_to_hub
+from counterpoint.dataset.report import build_report
 from counterpoint.schemas import records
 
 _spec = importlib.util.spec_from_file_location("_cp_output_fixtures", Path(__file__).with_name("test_validation.py"))

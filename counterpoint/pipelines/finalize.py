@@ -196,7 +196,7 @@ def _export(cfg: RunConfig, layout: storage.OutputLayout, summary: Dict[str, Any
     A format with nothing to export (e.g. ``step-dpo`` of a run without step pairs) is a thin run,
     not a failure: it is recorded in the summary.
     """
-    from counterpoint.export import ExportError, export_output
+    from counterpoint.dataset.export import ExportError, export_output
 
     t = time.perf_counter()
     exports: Dict[str, Any] = {}
@@ -265,7 +265,7 @@ def finalize_run(cfg: RunConfig, *, layout: storage.OutputLayout, staging: stora
     storage.write_json(layout.summary_path, summary)  # the report reads it
     if cfg.report:
         t = time.perf_counter()
-        from counterpoint.report import build_report
+        from counterpoint.dataset.report import build_report
 
         build_report(layout.root)
         post["report_s"] = time.perf_counter() - t
@@ -273,7 +273,7 @@ def finalize_run(cfg: RunConfig, *, layout: storage.OutputLayout, staging: stora
     summary["timing"]["total_s"] = round(time.perf_counter() - started, 3)
     storage.write_json(layout.summary_path, summary)
     storage.write_json(storage.join(record, storage.SUMMARY_FILE), summary)
-    from counterpoint.publish.card import write_dataset_card
+    from counterpoint.dataset.card import write_dataset_card
 
     write_dataset_card(layout.root)
     storage.delete_tree(staging.root)

@@ -93,7 +93,7 @@ def check_config(cfg: RunConfig, local: bool = True) -> RunConfig:
     if cfg.consensus.mode != "off" and cfg.judge is None:
         updates["judge"] = cfg.generator
     if cfg.exports:
-        from counterpoint.export import FORMAT_SOURCES, FORMATS
+        from counterpoint.dataset.export import FORMAT_SOURCES, FORMATS
 
         unknown = [f for f in cfg.exports if f not in FORMATS]
         if unknown:

@@ -6,7 +6,7 @@ dataset card. Formats: ``trl-stepwise``, ``openrlhf-prm``, ``step-dpo``,
 ``weighted-pairs``; their schemas live in :mod:`counterpoint.schemas.exports`.
 """
 
-from counterpoint.export.api import (
+from counterpoint.dataset.export.api import (
     FORMAT_CONFIG,
     FORMAT_SOURCES,
     FORMATS,
@@ -15,7 +15,7 @@ from counterpoint.export.api import (
     export_output,
     read_source_config,
 )
-from counterpoint.export.formats import (
+from counterpoint.dataset.export.formats import (
     ExportRows,
     openrlhf_input,
     openrlhf_prm_rows,
@@ -24,7 +24,7 @@ from counterpoint.export.formats import (
     trl_stepwise_rows,
     weighted_pair_rows,
 )
-from counterpoint.export.trainers import (
+from counterpoint.dataset.export.trainers import (
     check_openrlhf_prm,
     openrlhf_label_positions,
     placeholder_token_id,

@@ -128,7 +128,7 @@ def push_to_hub(
     out = _root(out_dir)
     _check_validation(out)
     if not storage.exists(storage.DatasetLayout(out).card_path):
-        from counterpoint.publish.card import write_dataset_card
+        from counterpoint.dataset.card import write_dataset_card
 
         write_dataset_card(out)
     plan = PushPlan(repo_id=repo_id, files=planned_files(out), private=private, endpoint=endpoint,

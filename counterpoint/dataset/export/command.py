@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from counterpoint.export.api import FORMATS, ExportError, export_output
+from counterpoint.dataset.export.api import FORMATS, ExportError, export_output
 from counterpoint.schemas.exports import DEFAULT_PLACEHOLDER
 
 

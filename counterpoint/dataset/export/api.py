@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import pyarrow as pa
 
 from counterpoint import storage
-from counterpoint.export import formats
+from counterpoint.dataset.export import formats
 from counterpoint.schemas import exports, records
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ def export_output(
                            {"placeholder": placeholder, "default_weight": default_weight})
     storage.delete_tree(staging)
     if write_card:
-        from counterpoint.publish.card import write_dataset_card
+        from counterpoint.dataset.card import write_dataset_card
 
         write_dataset_card(target)
     result = ExportResult(
