@@ -1,29 +1,23 @@
-"""Publishing a validated output directory to the Hugging Face Hub as a dataset repo.
+"""Publishing a validated dataset to the Hugging Face Hub as a dataset repo.
 
-``push_to_hub(out_dir, repo_id)`` refuses (``PublishRefused``) unless
-``<out>/validation/summary.json`` exists, says ``"success": true`` and covers
-exactly the Parquet shards now under ``data/`` (a shard added or changed after
-validation must be validated first). It then creates the dataset repo
-(``exist_ok=True``) and uploads with ``HfApi.upload_folder`` restricted to
-``ALLOW_PATTERNS`` (README.md, data/**, report.html, validation/**) minus
-``IGNORE_PATTERNS``: ``quarantine/``, ``run_summary.json`` and any cache/work
-folder never leave the machine. ``dry_run=True`` computes the same file list
-(with huggingface_hub's own ``filter_repo_objects`` and default ignore
-patterns, exactly as ``upload_folder`` does), prints it and touches nothing
-remote. A missing README.md is generated first with ``write_dataset_card``.
-
-The output folder may be local, ``gs://`` or ``s3://`` (read through
-:mod:`counterpoint.storage`): a local folder goes up with ``upload_folder``, a
-remote one file by file in one commit (``create_commit`` with the bytes).
+``push_to_hub(layout, repo_id)`` uploads the dataset folder of ``layout`` (an output folder's
+live version, which has the Hub layout: ``README.md``, ``data/<config>/``, ``validation/``,
+``report.html``). It refuses unless the verdict (:mod:`counterpoint.dataset.verdicts`) passed and
+``data/`` holds exactly the shards the gate passed, each with the size and sha256 the gate saw
+(:class:`~counterpoint.errors.VerdictMismatch` otherwise); the bytes checked are the bytes
+uploaded, in one ``create_commit``. ``ALLOW_PATTERNS`` minus ``IGNORE_PATTERNS`` choose the files
+(huggingface_hub's own ``filter_repo_objects``); ``dry_run=True`` checks and lists the same files
+and touches nothing remote. The folder may be local, ``gs://`` or ``s3://``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from counterpoint import storage
+from counterpoint.dataset.verdicts import Verdict
+from counterpoint.errors import VerdictMismatch
 
 ALLOW_PATTERNS = ["README.md", "data/**", "report.html", "validation/**"]
 IGNORE_PATTERNS = [
@@ -36,10 +30,6 @@ IGNORE_PATTERNS = [
     ".*",
 ]
 REPO_TYPE = "dataset"
-
-
-class PublishRefused(RuntimeError):
-    """The output directory is not fit to publish (unvalidated, failed, or changed since validation)."""
 
 
 @dataclasses.dataclass
@@ -71,51 +61,43 @@ class PushPlan:
     __str__ = describe
 
 
-def _check_validation(out: str) -> dict:
-    path = storage.DatasetLayout(out).validation_summary
-    if not storage.exists(path):
-        raise PublishRefused(
-            f"refusing to publish {out}: {path} is missing; run `counterpoint validate {out}` first")
-    summary = storage.read_json(path)
-    if not isinstance(summary, dict):
-        raise PublishRefused(f"refusing to publish {out}: {path} is not valid JSON")
-    if summary.get("success") is not True:
-        failed = [f"{c} ({', '.join(sorted({x.get('expectation_type') or x.get('reason') for x in s.get('failed_expectations', [])}))})"
-                  for c, s in (summary.get("configs") or {}).items() if not s.get("success")]
-        raise PublishRefused(
-            f"refusing to publish {out}: validation failed for {', '.join(failed) or 'unknown configs'}; "
-            f"see {path}")
-    validated = {
-        sh["shard"] for s in (summary.get("configs") or {}).values() for sh in s.get("shards", [])
-        if sh.get("success") and not sh.get("quarantined_to")
-    }
-    # everything under data/ that would be uploaded must be a shard the gate passed
-    present = {p for p, _ in planned_files(out) if p.startswith("data/")}
-    if present != validated:
-        extra, gone = sorted(present - validated), sorted(validated - present)
-        raise PublishRefused(
-            f"refusing to publish {out}: data/ changed since validation "
-            f"(not validated: {extra or 'none'}; validated but missing: {gone or 'none'}); rerun validate_output")
-    return summary
+def _verified_files(dataset: storage.DatasetLayout) -> Dict[str, bytes]:
+    """``{path in repo: bytes}`` of every file to upload; each shard's bytes checked against the verdict.
+
+    Refuses (:class:`NotValidated`, :class:`VerdictMismatch`) unless the dataset passed validation
+    and ``data/`` holds exactly the shards the gate passed, each with the size and sha256 it saw.
+    """
+    verdict = Verdict.require(dataset, f"refusing to publish {dataset.dataset_dir}")
+    planned = [rel for rel, _ in planned_files(dataset)]
+    shards = {}
+    for config in verdict.configs:
+        for path in verdict.check_file_set(config):
+            shards[storage.relpath(path, dataset.dataset_dir)] = verdict.verified_bytes(config, path)
+    strays = sorted(r for r in planned if r.startswith(storage.DATA_DIR + "/") and r not in shards)
+    if strays:
+        raise VerdictMismatch(f"refusing to publish {dataset.dataset_dir}: data/ changed since validation "
+                              f"(not validated: {strays}); run `counterpoint validate` again")
+    files = {}
+    for rel in planned:
+        data = shards.get(rel) if rel in shards else storage.read_bytes(storage.join(dataset.dataset_dir, rel))
+        if data is not None:
+            files[rel] = data
+    return files
 
 
-def _root(out_dir: str) -> str:
-    return os.path.abspath(out_dir) if storage.is_local(out_dir) else out_dir.rstrip("/")
-
-
-def planned_files(out_dir: str) -> List[Tuple[str, int]]:
-    """``(path in repo, size)`` of every file ``upload_folder`` would send, sorted."""
+def planned_files(dataset: storage.DatasetLayout) -> List[Tuple[str, int]]:
+    """``(path in repo, size)`` of every file of the dataset's folder the upload sends, sorted."""
     from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 
-    out = _root(out_dir)
-    rel = {storage.relpath(p, out): size for p, size in storage.match_sizes(storage.join(out, "**"))}
+    root = dataset.dataset_dir
+    rel = {storage.relpath(p, root): size for p, size in storage.match_sizes(storage.join(root, "**"))}
     kept = filter_repo_objects(rel, allow_patterns=list(ALLOW_PATTERNS),
                                ignore_patterns=list(IGNORE_PATTERNS) + list(DEFAULT_IGNORE_PATTERNS))
     return sorted((r, rel[r]) for r in kept)
 
 
 def push_to_hub(
-    out_dir: str,
+    dataset: storage.DatasetLayout,
     repo_id: str,
     *,
     private: bool = False,
@@ -124,39 +106,26 @@ def push_to_hub(
     endpoint: Optional[str] = None,
     commit_message: Optional[str] = None,
 ) -> PushPlan:
-    """Publishes a validated output directory as the dataset repo ``repo_id``; see the module docstring."""
-    out = _root(out_dir)
-    _check_validation(out)
-    if not storage.exists(storage.DatasetLayout(out).card_path):
+    """Publishes a validated dataset (an output folder's live version) as the dataset repo ``repo_id``."""
+    if not storage.exists(dataset.card_path):
         from counterpoint.dataset.card import write_dataset_card
 
-        write_dataset_card(out)
-    plan = PushPlan(repo_id=repo_id, files=planned_files(out), private=private, endpoint=endpoint,
-                    dry_run=dry_run)
+        write_dataset_card(dataset)
+    files = _verified_files(dataset)
+    plan = PushPlan(repo_id=repo_id, files=sorted((r, len(b)) for r, b in files.items()), private=private,
+                    endpoint=endpoint, dry_run=dry_run)
     if dry_run:
         print(plan.describe())
         return plan
 
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi(endpoint=endpoint, token=token)
     repo_url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
     plan.repo_url = str(repo_url)
-    message = commit_message or "Upload Counterpoint dataset"
-    if storage.is_local(out):
-        info = api.upload_folder(
-            folder_path=out,
-            repo_id=repo_id,
-            repo_type=REPO_TYPE,
-            allow_patterns=list(ALLOW_PATTERNS),
-            ignore_patterns=list(IGNORE_PATTERNS),
-            commit_message=message,
-        )
-    else:
-        from huggingface_hub import CommitOperationAdd
-
-        operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=storage.read_bytes(storage.join(out, rel)))
-                      for rel, _ in plan.files]
-        info = api.create_commit(repo_id=repo_id, repo_type=REPO_TYPE, operations=operations, commit_message=message)
+    # The bytes uploaded are the bytes checked: nothing is read again between the check and the upload.
+    operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=data) for rel, data in sorted(files.items())]
+    info = api.create_commit(repo_id=repo_id, repo_type=REPO_TYPE, operations=operations,
+                             commit_message=commit_message or "Upload Counterpoint dataset")
     plan.commit_url = getattr(info, "commit_url", None) or str(info)
     return plan

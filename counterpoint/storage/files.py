@@ -123,6 +123,13 @@ def exists(path: str) -> bool:
         return False
 
 
+def is_file(path: str) -> bool:
+    """True when ``path`` is a file (locally) or an object at exactly that key (object stores)."""
+    if is_local(path):
+        return os.path.isfile(_local(path))
+    return exists(path) and not match(join(path, "*"))
+
+
 def mkdirs(path: str) -> None:
     """Creates a folder (a no-op on object stores, where folders do not exist)."""
     if is_local(path):

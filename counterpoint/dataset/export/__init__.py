@@ -13,7 +13,8 @@ from counterpoint.dataset.export.api import (
     ExportError,
     ExportResult,
     export_output,
-    read_source_config,
+    run_exports,
+    stage_exports,
 )
 from counterpoint.dataset.export.formats import (
     ExportRows,
@@ -33,7 +34,7 @@ from counterpoint.dataset.export.trainers import (
 
 __all__ = [
     "FORMATS", "FORMAT_CONFIG", "FORMAT_SOURCES", "ExportError", "ExportResult", "ExportRows", "export_output",
-    "read_source_config", "trl_stepwise_rows", "openrlhf_prm_rows", "openrlhf_input", "step_dpo_rows",
+    "run_exports", "stage_exports", "trl_stepwise_rows", "openrlhf_prm_rows", "openrlhf_input", "step_dpo_rows",
     "weighted_pair_rows", "pair_weight", "step_dpo_text", "check_openrlhf_prm", "openrlhf_label_positions",
     "placeholder_token_id",
 ]

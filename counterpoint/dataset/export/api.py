@@ -1,27 +1,20 @@
-"""``export_output``: trainer-ready configs from a validated Counterpoint output, validated and documented.
+"""``export_output``: trainer-ready configs from a validated Counterpoint dataset, validated and published.
 
-Input: an output directory that passed the validation gate
-(``validation/summary.json`` with ``success: true``, covering every config the
-export reads, with the row counts still on disk). Output: one Hub-layout config
-per format, ``data/<config>/train-0000i-of-0000N.parquet`` (zstd), either next
-to the other configs (default) or in a separate dataset folder (``output_dir``).
-
-Each export is written to a staging folder (``<target>/_work/export-<ns>/``),
-validated there by the same gate (``validate_output(staging, configs=[...])``,
-suites from :mod:`counterpoint.schemas.exports`) and only then moved into
-``<target>/data/`` (replacing an earlier export of the same config). Its
-validation result is merged into ``<target>/validation/summary.json`` (the
-other configs' entries and Data Docs stay; ``counterpoint validate`` rebuilds
-Data Docs for every config, exports included) and the dataset card is rewritten so that
-``datasets.load_dataset(target, "<config>")`` works. A failed validation leaves
-``data/`` untouched and keeps the staging folder for inspection.
+Input: a dataset that passed the validation gate (its verdict covers every config the export
+reads); each source shard's bytes are checked against the verdict's sha256 before they are read
+(:meth:`~counterpoint.dataset.verdicts.Verdict.read_verified`). Output: one Hub-layout config per
+format, ``data/<config>/train-0000i-of-0000N.parquet`` (zstd), in a new version of the target
+output folder (the source's own by default, with its other configs carried over; or a separate
+dataset folder), made by the one publish procedure (:mod:`counterpoint.dataset.publish`): staged,
+gated against the rows written, merged into the verdict, described by the card, switched in by
+the manifest. A run's ``--export`` formats go through the same code as a publish extension
+(:func:`run_exports`). A failed gate publishes nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -29,7 +22,12 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import pyarrow as pa
 
 from counterpoint import storage
+from counterpoint.dataset import publish
 from counterpoint.dataset.export import formats
+from counterpoint.dataset.publish import Extension, Staged
+from counterpoint.dataset.summary import RunSummary
+from counterpoint.dataset.verdicts import Verdict
+from counterpoint.errors import UsageError
 from counterpoint.schemas import exports, records
 
 log = logging.getLogger(__name__)
@@ -49,11 +47,15 @@ FORMAT_SOURCES = {
     "weighted-pairs": (("preferences",), ("step_values", "step_labels")),
 }
 MAX_ROWS_PER_SHARD = 100_000
-WORK_DIR = "_work"
 
 
-class ExportError(RuntimeError):
-    """The output cannot be exported (not validated, changed since, nothing to export, invalid export)."""
+class ExportError(UsageError):
+    """The export cannot be made as asked (unknown format, bad option, missing source config, nothing to export).
+
+    An unvalidated or changed source raises :class:`~counterpoint.dataset.verdicts.NotValidated` or
+    :class:`~counterpoint.errors.VerdictMismatch`; an export that fails the gate raises
+    :class:`~counterpoint.dataset.publish.ValidationFailed`.
+    """
 
 
 @dataclasses.dataclass
@@ -83,57 +85,24 @@ class ExportResult:
 
 
 # ---------------------------------------------------------------------------
-# Reading (one function, so the FileSystems-based reader is a one-line switch)
+# Reading: exactly the bytes the gate saw
 # ---------------------------------------------------------------------------
-def read_source_config(out_dir: str, config: str) -> pa.Table:
-    from counterpoint.pipelines.finalize import read_config
-
-    return read_config(out_dir, config)
-
-
-def _load_json(path: str) -> Optional[dict]:
-    data = storage.read_json(path)
-    return data if isinstance(data, dict) else None
-
-
-def _has_config(out: str, config: str) -> bool:
-    return bool(storage.DatasetLayout(out).shards(config))
-
-
-def _validated_sources(src: str, fmts: Sequence[str]) -> Dict[str, List[Dict[str, Any]]]:
-    """Rows of every source config the formats read, after checking they passed validation unchanged."""
-    summary = _load_json(storage.DatasetLayout(src).validation_summary)
-    if summary is None:
-        raise ExportError(f"{src} has not been validated (no validation/summary.json): "
-                          f"run `counterpoint validate {src}` first")
-    if not summary.get("success"):
-        raise ExportError(f"{src} failed validation ({storage.DatasetLayout(src).validation_summary}): fix the output and "
-                          "re-validate before exporting")
-    validated = summary.get("configs") or {}
+def _validated_sources(source: storage.DatasetLayout, fmts: Sequence[str]) -> Dict[str, List[Dict[str, Any]]]:
+    """Rows of every source config the formats read, each shard's bytes checked against the verdict."""
     wanted: Dict[str, bool] = {}
     for f in fmts:
         required, optional = FORMAT_SOURCES[f]
         for c in required:
-            if not _has_config(src, c):
-                raise ExportError(f"format {f!r} needs the {c!r} config, which {src} does not have"
+            if not source.shards(c):
+                raise ExportError(f"format {f!r} needs the {c!r} config, which {source.root} does not have"
                                   + (" (run with a labeller, e.g. --labeler omegaprm)" if c in records.STEP_CONFIGS
                                      else ""))
             wanted[c] = True
         for c in optional:
-            if _has_config(src, c):
+            if source.shards(c):
                 wanted.setdefault(c, False)
-    sources: Dict[str, List[Dict[str, Any]]] = {}
-    for c in wanted:
-        entry = validated.get(c)
-        if entry is None or not entry.get("success"):
-            raise ExportError(f"config {c!r} of {src} was not validated: run `counterpoint validate {src}` first")
-        table = read_source_config(str(src), c)
-        expected = entry.get("rows_published", entry.get("rows"))
-        if expected is not None and table.num_rows != expected:
-            raise ExportError(f"config {c!r} of {src} has {table.num_rows} rows but {expected} were validated: "
-                              f"it changed since validation; run `counterpoint validate {src}` again")
-        sources[c] = table.to_pylist()
-    return sources
+    verdict = Verdict.require(source, f"cannot export from {source.root}", list(wanted))
+    return {c: verdict.read_verified(c).to_pylist() for c in wanted}
 
 
 # ---------------------------------------------------------------------------
@@ -176,72 +145,144 @@ def _normalize_formats(fmt: Union[str, Sequence[str]]) -> List[str]:
 
 
 # ---------------------------------------------------------------------------
-# Publishing
+# Staging and publishing (through the one publish procedure)
 # ---------------------------------------------------------------------------
-def _merge_validation(target: str, staging: str, configs: Sequence[str], fmts: Sequence[str],
-                      built: Dict[str, formats.ExportRows], src: str) -> str:
-    """Adds the export configs' validation entries to ``<target>/validation/summary.json``."""
-    staged = _load_json(storage.DatasetLayout(staging).validation_summary) or {}
-    path = storage.DatasetLayout(target).validation_summary
-    summary = _load_json(path)
-    if summary is None:
-        summary = {k: v for k, v in staged.items() if k not in ("configs", "data_docs", "quarantined")}
-        summary.update({"success": True, "configs": {}, "quarantined": [], "data_docs": None})
-    summary.setdefault("configs", {}).update({c: staged["configs"][c] for c in configs})
-    summary["success"] = bool(summary.get("success")) and all(staged["configs"][c]["success"] for c in configs)
-    exported = summary.setdefault("exports", {})
-    for fmt in fmts:
-        c = FORMAT_CONFIG[fmt]
-        exported[c] = {
-            "format": fmt,
-            "source": str(src),
-            "rows": len(built[c].rows),
-            "rejects_by_reason": built[c].rejects_by_reason(),
-            "not_applicable": built[c].not_applicable,
-            "validated_at": staged.get("validated_at"),
-        }
-    storage.write_json(path, summary)
-    return path
+def stage_exports(source: storage.DatasetLayout, fmts: Sequence[str], into: storage.DatasetLayout, *,
+                  placeholder: str, default_weight: float, max_rows_per_shard: int) -> Dict[str, formats.ExportRows]:
+    """Builds the formats from ``source``'s verified configs and writes their shards into ``into``.
+
+    Raises :class:`ExportError` ("nothing to export ...") for a format without a row.
+    """
+    sources = _validated_sources(source, fmts)
+    built: Dict[str, formats.ExportRows] = {}
+    for f in fmts:
+        rows = build_export(f, sources, placeholder=placeholder, default_weight=default_weight)
+        if not rows.rows:
+            raise ExportError(
+                f"nothing to export for {f!r}: {rows.not_applicable} source row(s) of another kind, "
+                f"{len(rows.rejects)} rejected {rows.rejects_by_reason() or ''}".rstrip())
+        built[rows.config] = rows
+    for c, rows in built.items():
+        _write_shards(into.config_dir(c), c, rows.rows, max_rows_per_shard)
+    return built
 
 
-def _write_run_summary(target: str, src: str, configs: Sequence[str], fmts: Sequence[str], options: dict) -> None:
-    """A separate export dataset's ``run_summary.json``: the source's provenance, its own configs."""
-    path = storage.DatasetLayout(target).summary_path
-    existing = _load_json(path)
-    base = existing if existing is not None else (_load_json(storage.DatasetLayout(src).summary_path) or {})
-    summary = {k: v for k, v in base.items() if k in ("provenance", "counts", "timing", "configs")}
-    earlier = (base.get("configs") or []) if existing is not None else []
-    summary["configs"] = list(dict.fromkeys([*earlier, *configs]))
-    prov = dict(summary.get("provenance") or {})
-    prov["export"] = {"source": str(src), "formats": sorted({*(prov.get("export") or {}).get("formats", []), *fmts}),
-                      "options": options}
-    summary["provenance"] = prov
-    storage.write_json(path, summary)
+def _staged(built: Dict[str, formats.ExportRows], fmts: Sequence[str], max_rows: int, origin: str) -> Staged:
+    """What the gate expects of the staged exports, and their records in the verdict."""
+    written = {c: {"shards": max(1, -(-len(r.rows) // max_rows)), "rows": len(r.rows)} for c, r in built.items()}
+    records_ = {FORMAT_CONFIG[f]: {"format": f, "source": origin, "rows": len(built[FORMAT_CONFIG[f]].rows),
+                                   "rejects_by_reason": built[FORMAT_CONFIG[f]].rejects_by_reason(),
+                                   "not_applicable": built[FORMAT_CONFIG[f]].not_applicable}
+                for f in fmts if FORMAT_CONFIG[f] in built}
+    return Staged(written=written, verdict_extra={"exports": records_})
+
+
+def run_exports(fmts: Sequence[str], summary: RunSummary) -> Extension:
+    """The ``--export`` formats of a run, as a publish extension: built from the run's gated configs.
+
+    A format with nothing to export (e.g. ``step-dpo`` of a run without step pairs) is a thin run,
+    not a failure: it is recorded in the summary's ``exports``.
+    """
+    def extend(verdict: Verdict, part: storage.DatasetLayout) -> Optional[Staged]:
+        built: Dict[str, formats.ExportRows] = {}
+        summary.exports = {}
+        for f in fmts:
+            try:
+                built.update(stage_exports(verdict.dataset, [f], part, placeholder=exports.DEFAULT_PLACEHOLDER,
+                                           default_weight=1.0, max_rows_per_shard=MAX_ROWS_PER_SHARD))
+                c = FORMAT_CONFIG[f]
+                summary.exports[f] = {"rows": {c: len(built[c].rows)}, "rejects_by_reason": built[c].rejects_by_reason()}
+            except ExportError as e:
+                if not str(e).startswith("nothing to export"):
+                    raise
+                summary.exports[f] = {"rows": {}, "skipped": str(e)}
+                log.info("export %s: %s", f, e)
+        return _staged(built, [f for f in fmts if FORMAT_CONFIG[f] in built], MAX_ROWS_PER_SHARD, "this run") \
+            if built else None
+
+    return extend
+
+
+def _export_summary(source: storage.DatasetLayout, target: storage.OutputLayout, configs: Sequence[str],
+                    fmts: Sequence[str], options: dict, written: Dict[str, Dict[str, int]]) -> RunSummary:
+    """The new version's summary: the target's (or, for a new dataset, the source's provenance), plus the export."""
+    live = target.live_version()
+    existing = RunSummary.read(live) if live is not None else None
+    if existing is not None:
+        summary = existing
+    else:
+        base = RunSummary.read(source) or RunSummary()
+        summary = RunSummary(provenance=base.provenance, counts=base.counts, timing=base.timing)
+    summary.configs = list(dict.fromkeys([*summary.configs, *configs]))
+    summary.written = {**summary.written, **written}
+    prov = dict(summary.provenance or {})
+    prov["export"] = {"source": source.root,
+                      "formats": sorted({*(prov.get("export") or {}).get("formats", []), *fmts}), "options": options}
+    summary.provenance = prov
+    return summary
 
 
 def export_output(
-    out_dir: str,
+    source: storage.DatasetLayout,
     fmt: Union[str, Sequence[str]],
     *,
-    output_dir: Optional[str] = None,
+    target: Optional[storage.OutputLayout] = None,
     placeholder: str = exports.DEFAULT_PLACEHOLDER,
     default_weight: float = 1.0,
     runner_options: Optional[List[str]] = None,
     pipeline_options=None,
     max_rows_per_shard: int = MAX_ROWS_PER_SHARD,
-    write_card: bool = True,
 ) -> ExportResult:
-    """Writes the export config(s) of ``fmt`` (one format or several) for the validated output ``out_dir``.
+    """Publishes the export config(s) of ``fmt`` built from the validated dataset ``source``.
 
-    ``output_dir``: write a separate Hub-layout dataset there instead of adding the configs
-    to ``out_dir``. ``placeholder``: the step tag of ``openrlhf-prm`` (one token of the
-    trainer's tokenizer; see ``check_openrlhf_prm``). ``default_weight``: the
-    ``weighted-pairs`` weight of outcome pairs and of unmeasured step pairs.
-    ``runner_options`` / ``pipeline_options``: Beam options of the validation gate (the latter
-    carries filesystem options). Folders may be local, ``gs://`` or ``s3://``. Raises :class:`ExportError`.
+    ``target``: the output folder that gets a new version with the export configs (default:
+    ``source``, whose other configs are carried into the new version; another folder must be
+    empty or a Counterpoint output). ``placeholder``: the step tag of ``openrlhf-prm`` (one token
+    of the trainer's tokenizer; see ``check_openrlhf_prm``). ``default_weight``: the
+    ``weighted-pairs`` weight of outcome pairs and of unmeasured step pairs. ``runner_options`` /
+    ``pipeline_options``: Beam options of the validation gate. Raises :class:`ExportError`,
+    ``NotValidated``, ``VerdictMismatch``, ``ValidationFailed``, ``OutputNotOwned``, ``OutputLocked``.
     """
     t0 = time.monotonic()
     fmts = _normalize_formats(fmt)
+    _check_options(fmts, placeholder, default_weight, max_rows_per_shard)
+    if not storage.match(storage.join(source.root, "**")):
+        raise ExportError(f"output directory {source.root} does not exist")
+    target = target or storage.OutputLayout(source.root)
+    with publish.claim(target, "export"):
+        source.refresh()
+        version_id = publish.new_version_id()
+        staging = target.staging(version_id)
+        built = stage_exports(source, fmts, staging, placeholder=placeholder, default_weight=default_weight,
+                              max_rows_per_shard=max_rows_per_shard)
+        staged = _staged(built, fmts, max_rows_per_shard, source.root)
+        configs = list(built)
+        summary = _export_summary(source, target, configs, fmts,
+                                  {"placeholder": placeholder, "default_weight": default_weight}, staged.written)
+        live = target.live_version()
+        carry = [c for c in (live.present_configs() if live else []) if c not in built]
+        run_config = storage.read_json(live.config_path) if live else None
+        report = bool(live and storage.exists(live.report_path))
+        publish.publish(target, publish.Publication(staging=staging, staged=staged, summary=summary,
+                                                    run_config=run_config, carry=carry, report=report),
+                        publish.GateOptions(pipeline_options=pipeline_options, runner_options=runner_options))
+    target.refresh()
+    result = ExportResult(
+        source_dir=source.root,
+        target_dir=target.root,
+        formats=fmts,
+        rows={c: len(r.rows) for c, r in built.items()},
+        paths={c: target.shards(c) for c in configs},
+        rejects=[rej for r in built.values() for rej in r.rejects],
+        not_applicable={c: r.not_applicable for c, r in built.items()},
+        validation_summary=target.validation_summary,
+        elapsed_s=time.monotonic() - t0,
+    )
+    log.info("%s", result.message())
+    return result
+
+
+def _check_options(fmts: Sequence[str], placeholder: str, default_weight: float, max_rows_per_shard: int) -> None:
     if max_rows_per_shard < 1:
         raise ExportError(f"max_rows_per_shard must be >= 1, got {max_rows_per_shard}")
     if "openrlhf-prm" in fmts:
@@ -251,61 +292,3 @@ def export_output(
             raise ExportError(f"placeholder: {e}") from None
     if not 0.0 <= default_weight <= 1.0:
         raise ExportError(f"default_weight must be in [0, 1], got {default_weight}")
-    def resolve(path: str) -> str:
-        return os.path.abspath(path) if storage.is_local(path) else path.rstrip("/")
-
-    src = resolve(out_dir)
-    if not (os.path.isdir(src) if storage.is_local(src) else storage.match(storage.join(src, "**"))):
-        raise ExportError(f"output directory {src} does not exist")
-    target = resolve(output_dir) if output_dir else src
-
-    sources = _validated_sources(src, fmts)
-    built: Dict[str, formats.ExportRows] = {}
-    for f in fmts:
-        rows = build_export(f, sources, placeholder=placeholder, default_weight=default_weight)
-        if not rows.rows:
-            raise ExportError(
-                f"nothing to export for {f!r}: {rows.not_applicable} source row(s) of another kind, "
-                f"{len(rows.rejects)} rejected {rows.rejects_by_reason() or ''}".rstrip())
-        built[rows.config] = rows
-    configs = list(built)
-
-    staging = storage.join(target, WORK_DIR, f"export-{time.time_ns()}")
-    staged = storage.DatasetLayout(staging)
-    for c, rows in built.items():
-        _write_shards(staged.config_dir(c), c, rows.rows, max_rows_per_shard)
-    from counterpoint.validation import validate_output
-
-    report = validate_output(staging, configs=configs, runner_options=runner_options,
-                             pipeline_options=pipeline_options)
-    if not report.success:
-        raise ExportError(f"export failed validation; nothing was published (staging kept at {staging}):\n"
-                          + report.message())
-
-    paths: Dict[str, List[str]] = {}
-    published = storage.DatasetLayout(target)
-    for c in configs:
-        storage.replace_tree(staged.config_dir(c), published.config_dir(c))
-        paths[c] = published.shards(c)
-    summary_path = _merge_validation(target, staging, configs, fmts, built, src)
-    if target != src:
-        _write_run_summary(target, src, configs, fmts,
-                           {"placeholder": placeholder, "default_weight": default_weight})
-    storage.delete_tree(staging)
-    if write_card:
-        from counterpoint.dataset.card import write_dataset_card
-
-        write_dataset_card(target)
-    result = ExportResult(
-        source_dir=str(src),
-        target_dir=str(target),
-        formats=fmts,
-        rows={c: len(r.rows) for c, r in built.items()},
-        paths=paths,
-        rejects=[rej for r in built.values() for rej in r.rejects],
-        not_applicable={c: r.not_applicable for c, r in built.items()},
-        validation_summary=str(summary_path),
-        elapsed_s=time.monotonic() - t0,
-    )
-    log.info("%s", result.message())
-    return result
