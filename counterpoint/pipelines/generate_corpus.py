@@ -28,8 +28,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 from apache_beam.utils import shared
 
 from counterpoint import storage
-from counterpoint.dataset import publish
 from counterpoint.config import FLAGS, RunConfig, add_flags, apply_overrides, load_config
+from counterpoint.dataset import publish
 from counterpoint.progress import LiveProgress
 from counterpoint.transforms.judge import JudgeDoFn
 from counterpoint.transforms.label import Label, LabelDoFn
