@@ -49,12 +49,13 @@ def tokenizer(model_dir):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
+    from counterpoint import storage
     from counterpoint.dataset.export import export_output
 
     out = tmp_path_factory.mktemp("corpus") / "out"
     out.mkdir()
     rows = write_validated_output(out, n_problems=N_PROBLEMS)
-    export_output(str(out), ["trl-stepwise", "openrlhf-prm", "step-dpo"], placeholder=PLACEHOLDER)
+    export_output(storage.DatasetLayout(str(out)), ["trl-stepwise", "openrlhf-prm", "step-dpo"], placeholder=PLACEHOLDER)
     return out, rows
 
 
