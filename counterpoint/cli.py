@@ -172,7 +172,7 @@ def cmd_validate(args, extra) -> int:
     print(report.message())
     for c in verdict.configs.values():
         for f in verdict.raw["configs"][c.name].get("failed_expectations", []):
-            if f.get("reason") in ("missing_shards", "missing_rows"):
+            if f.get("reason") in ("missing_shards", "missing_rows", "changed_since_written"):
                 print(f"  {c.name}: {f['reason']}: {f.get('details', '')}")
     if not verdict.success:
         print(f"validation failed: redo the run, or accept the data as it is now with "

@@ -80,6 +80,9 @@ def require_owned(output: storage.OutputLayout, *, create: bool) -> storage.Mani
     if storage.is_file(root):
         raise OutputNotOwned(f"{root} is a file, not an output folder: choose a folder path for --output")
     names = storage.top_level_names(root)
+    m = output.manifest()  # another process may have claimed the empty folder since the first look
+    if m is not None:
+        return m
     if names:
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         if LEGACY_NAMES <= set(names):
@@ -236,6 +239,7 @@ def _describe(pub: Publication) -> None:
     from counterpoint.dataset.card import write_dataset_card
 
     staging = pub.staging
+    pub.summary.written_files = verdicts.published_files(Verdict.read(staging))
     storage.write_json(staging.summary_path, pub.summary.to_dict())
     _done("summary")
     if pub.run_config is not None:
@@ -337,10 +341,11 @@ def revalidate(output: storage.OutputLayout, gate: GateOptions, *, accept_curren
                ) -> Tuple[Any, Verdict]:
     """``counterpoint validate``: the gate on the live version, against the counts its run wrote.
 
-    The expected shards and rows per config come from the live version's run summary (``written``),
-    so a deleted shard, a shard with fewer rows or a quarantined shard fails, every time, until the
-    run is redone — or until ``accept_current`` accepts what is there now; that acceptance is
-    recorded in the verdict (``accepted_current``) and later validations expect those counts.
+    The expected shards and rows per config, and each shard's sha256, come from the live version's
+    run summary (``written``, ``written_files``), so a deleted, quarantined, rewritten or added shard
+    fails, every time, until the run is redone — or until ``accept_current`` accepts what is there
+    now; that acceptance is recorded in the verdict (``accepted_current``) and later validations
+    expect those counts and bytes.
     Failing shards go to ``<root>/quarantine/<config>/``. Rewrites the version's and the root's card.
     """
     with claim(output, "validate", create=False):
@@ -356,9 +361,11 @@ def revalidate(output: storage.OutputLayout, gate: GateOptions, *, accept_curren
                         "found": verdicts.found_counts(live, configs)}
         expected = (accepted or {}).get("found") or summary.written or None
         report, verdict = run_gate(live, None, expected=expected, quarantine_dir=output.quarantine_dir(), gate=gate)
+        if accept_current:
+            accepted["files"] = verdicts.published_files(verdict)
         if accepted:
             storage.write_json(live.validation_summary, dict(verdict.raw, accepted_current=accepted))
-            verdict = Verdict.read(live)
+        verdict = verdicts.check_written_files(live, (accepted or {}).get("files") or summary.written_files)
         from counterpoint.dataset.card import write_dataset_card
 
         write_dataset_card(live)

@@ -163,7 +163,9 @@ def _summarize(cfg: RunConfig, stats: Dict[str, Any], configs: Sequence[str], ti
 class RunSummary:
     """A run's (or an export's) summary; ``to_dict()`` is ``run_summary.json``.
 
-    ``written``: ``{config: {"shards": n, "rows": n}}`` the run staged (the gate's expected counts).
+    ``written``: ``{config: {"shards": n, "rows": n}}`` the run staged (the gate's expected counts);
+    ``written_files``: the sha256 of every shard it published, so a later ``counterpoint validate``
+    fails on a shard changed, added or lost since (until the user accepts the data as it is).
     """
 
     counts: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -171,6 +173,7 @@ class RunSummary:
     provenance: Dict[str, Any] = dataclasses.field(default_factory=dict)
     timing: Dict[str, Any] = dataclasses.field(default_factory=dict)
     written: Dict[str, Dict[str, int]] = dataclasses.field(default_factory=dict)
+    written_files: Dict[str, str] = dataclasses.field(default_factory=dict)  # shard (under data/) -> sha256
     consensus: Optional[Dict[str, Any]] = None
     screening: Dict[str, int] = dataclasses.field(default_factory=dict)
     labeling: Dict[str, Any] = dataclasses.field(default_factory=dict)

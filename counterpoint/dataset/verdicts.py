@@ -149,12 +149,19 @@ class Verdict:
         return self.dataset.root
 
 
+def _rows_or_zero(path: str) -> int:
+    try:
+        return storage.parquet_num_rows(path)
+    except Exception:  # noqa: BLE001 - an unreadable shard holds no usable row (the gate says why)
+        return 0
+
+
 def found_counts(dataset: storage.DatasetLayout, configs: Sequence[str]) -> Counts:
     """What is on disk now: ``{config: {"shards": n, "rows": n}}``."""
     out = {}
     for c in configs:
         shards = dataset.shards(c)
-        out[c] = {"shards": len(shards), "rows": sum(storage.parquet_num_rows(p) for p in shards)}
+        out[c] = {"shards": len(shards), "rows": sum(_rows_or_zero(p) for p in shards)}
     return out
 
 
@@ -196,6 +203,36 @@ def bind_content(dataset: storage.DatasetLayout, expected: Optional[Counts]) -> 
                  "details": f"the run wrote {m['expected']}, {m['found']} remain validated"} for m in misses)
             raw["success"] = False
     storage.write_json(path, raw)
+
+
+def published_files(verdict: Optional[Verdict]) -> Dict[str, str]:
+    """``{shard path under data/: sha256}`` of every shard the verdict passed and left in place."""
+    if verdict is None:
+        return {}
+    return {s.path: s.sha256 for c in verdict.configs.values() for s in c.published if s.sha256}
+
+
+def check_written_files(dataset: storage.DatasetLayout, written: Dict[str, str]) -> Optional[Verdict]:
+    """Fails each config of the verdict whose shards differ from what the run wrote (``written``).
+
+    A shard with another sha256, or one the run did not write, is a ``changed_since_written``
+    failure (a lost shard is already a ``missing_shards`` one). No-op without a record of the run's files.
+    """
+    verdict = Verdict.read(dataset)
+    if verdict is None or not written:
+        return verdict
+    raw = verdict.raw
+    for name, c in verdict.configs.items():
+        changed = [s.path for s in c.published if written.get(s.path) != s.sha256]
+        if changed:
+            entry = raw["configs"][name]
+            entry["success"] = False
+            entry.setdefault("failed_expectations", []).append(
+                {"config": name, "shard": None, "expectation_type": None, "reason": "changed_since_written",
+                 "details": f"not the bytes the run wrote: {changed}"})
+            raw["success"] = False
+    storage.write_json(dataset.validation_summary, raw)
+    return Verdict.read(dataset)
 
 
 def merge(into: storage.DatasetLayout, source: Verdict, configs: Sequence[str]) -> None:

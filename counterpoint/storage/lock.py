@@ -2,7 +2,9 @@
 
 Acquiring creates the lock with a create that fails when it already exists:
 
-* local disk: ``open(O_CREAT | O_EXCL)`` (atomic on POSIX filesystems, NFSv3+ included);
+* local disk: the bytes under a private name, then ``link(2)`` to the lock's name, which fails when
+  it exists (atomic like ``O_CREAT | O_EXCL`` on POSIX filesystems, NFS included; no reader sees a
+  half-written lock);
 * ``s3://``: ``PutObject`` with ``If-None-Match: "*"`` (S3 conditional writes; moto and MinIO honour
   it), through boto3 with the endpoint and credentials of the pipeline options;
 * ``gs://``: an upload with ``if_generation_match=0`` (GCS preconditions), through google-cloud-storage;
@@ -56,14 +58,20 @@ def _s3_client():
 def create_exclusive(path: str, data: bytes) -> bool:
     """Creates ``path`` holding ``data`` unless it exists; True when this call created it."""
     if files.is_local(path):
+        # The bytes go to a private name first, then link(2) creates ``path`` only if it does not
+        # exist (like O_CREAT|O_EXCL, atomic), so a reader never sees a partly written file.
         local = files._local(path)
         os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
-        try:
-            fd = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
+        tmp = f"{local}.{uuid.uuid4().hex[:8]}.tmp"
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        try:
+            os.link(tmp, local)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
         return True
     if path.startswith("s3://"):
         from botocore.exceptions import ClientError
