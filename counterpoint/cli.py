@@ -175,7 +175,9 @@ def cmd_validate(args, extra) -> int:
             if f.get("reason") in ("missing_shards", "missing_rows", "changed_since_written"):
                 print(f"  {c.name}: {f['reason']}: {f.get('details', '')}")
     if not verdict.success:
-        print(f"validation failed: redo the run, or accept the data as it is now with "
+        failed = ", ".join(f"{c.name} ({', '.join(c.failed) or 'failed'})" for c in verdict.configs.values()
+                           if not c.success)
+        print(f"validation failed for {failed}: redo the run, or accept the data as it is now with "
               f"`counterpoint validate {args.dir} --accept-current`", file=sys.stderr)
     return 0 if verdict.success else 1
 

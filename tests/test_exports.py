@@ -335,8 +335,11 @@ def test_export_refuses_what_it_cannot_vouch_for(output):
     with pytest.raises(ExportError, match="nothing to export for 'step-dpo': 12 source row"):
         export_output(_layout(out), "step-dpo")
 
-    # an outcome-only output has no step labels
+    # an output without step labels (here: removed, and accepted as it is now) has none to export
     shutil.rmtree(_layout(out).config_dir("step_labels"))
+    with pytest.raises(VerdictMismatch, match="'step_labels' changed since validation"):
+        export_output(_layout(out), "trl-stepwise")
+    revalidate(storage.OutputLayout(str(out)), GateOptions(), accept_current=True)
     with pytest.raises(ExportError, match="needs the 'step_labels' config.*--labeler"):
         export_output(_layout(out), "trl-stepwise")
 

@@ -7,7 +7,7 @@ the output folder's lock:
 2. the run summary is built from ``counts/run_stats.json`` (one small record combined in the
    pipeline — the driver never reads the rows), with the rows and shards the run wrote;
 3. **accounting**: problems in == problems with output + problems rejected, and at least one
-   problem was read (a typo'd input must not replace a good dataset with an empty one);
+   problem has output (an empty input must not replace a good dataset with an empty one);
 4. :func:`counterpoint.dataset.publish.publish`: the gate on the staged shards, the trainer
    exports (``--export``), summary, config, report and card, one atomic version switch.
 
@@ -44,9 +44,14 @@ def _record(record: str, cfg: RunConfig, summary: RunSummary) -> None:
 def _check_counts(summary: RunSummary, cfg: RunConfig, record: str) -> None:
     summary_path = storage.join(record, storage.SUMMARY_FILE)
     summary.check_accounting(summary_path)
-    if summary.counts["problems_in"] == 0:
+    c = summary.counts
+    if c["problems_with_output"] == 0:
+        # An empty or missing input, --num-problems 0, or nothing usable in it: publishing would
+        # replace the live dataset with an empty one.
         source = ", ".join(cfg.source.paths or []) or cfg.source.kind
-        raise RunFailed(f"the run read 0 problems (source: {source}): nothing was published and the dataset in "
+        why = ", ".join(f"{k} {v}" for k, v in summary.rejects_by_reason.items()) or "none"
+        raise RunFailed(f"the run read 0 usable problems (source: {source}; {c['problems_in']} read, "
+                        f"{c['problems_rejected']} rejected: {why}): nothing was published and the dataset in "
                         f"{cfg.output} was left as it was; check --input / --num-problems (summary: {summary_path})")
 
 

@@ -89,19 +89,29 @@ class ExportResult:
 # ---------------------------------------------------------------------------
 def _validated_sources(source: storage.DatasetLayout, fmts: Sequence[str]) -> Dict[str, List[Dict[str, Any]]]:
     """Rows of every source config the formats read, each shard's bytes checked against the verdict."""
+    what = f"cannot export from {source.root}"
+    verdict = Verdict.require(source, what)
+
+    def present(config: str) -> bool:
+        if source.shards(config):
+            return True
+        if config in verdict.configs and verdict.configs[config].published:
+            verdict.check_file_set(config)  # validated shards gone since: VerdictMismatch
+        return False
+
     wanted: Dict[str, bool] = {}
     for f in fmts:
         required, optional = FORMAT_SOURCES[f]
         for c in required:
-            if not source.shards(c):
+            if not present(c):
                 raise ExportError(f"format {f!r} needs the {c!r} config, which {source.root} does not have"
                                   + (" (run with a labeller, e.g. --labeler omegaprm)" if c in records.STEP_CONFIGS
                                      else ""))
             wanted[c] = True
         for c in optional:
-            if source.shards(c):
+            if present(c):
                 wanted.setdefault(c, False)
-    verdict = Verdict.require(source, f"cannot export from {source.root}", list(wanted))
+    verdict = Verdict.require(source, what, list(wanted))
     return {c: verdict.read_verified(c).to_pylist() for c in wanted}
 
 
