@@ -308,9 +308,10 @@ class _Crash(Exception):
 def test_a_crash_after_any_file_operation_of_publishing_leaves_a_whole_dataset(tmp_path, monkeypatch):
     out = tmp_path / "out"
     run(IN_PROCESS, config=from_dict(_config(out, seed=1)))
+    run(IN_PROCESS, config=from_dict(_config(out, seed=2)))  # from now on a publish also cleans a version
     steps: List[str] = []
     monkeypatch.setattr(publish, "FAULT_HOOK", steps.append)
-    run(IN_PROCESS, config=from_dict(_config(out, seed=2)))
+    run(IN_PROCESS, config=from_dict(_config(out, seed=3)))
     assert {"gate", "summary", "card", "install", "switch", "root_card", "clean"} <= set(steps)
     for k in range(len(steps)):
         old = storage.read_manifest(str(out)).live
