@@ -193,9 +193,7 @@ def _gate_staged(output: storage.OutputLayout, dataset: storage.DatasetLayout, s
         error.failures = max(len(report.failures), 1)
         raise error
     if staged.verdict_extra:
-        raw = dict(verdict.raw, **staged.verdict_extra)
-        storage.write_json(dataset.validation_summary, raw)
-        verdict = Verdict.read(dataset)
+        verdict = verdicts.annotate(dataset, **staged.verdict_extra)
     return verdict
 
 
@@ -364,7 +362,7 @@ def revalidate(output: storage.OutputLayout, gate: GateOptions, *, accept_curren
         if accept_current:
             accepted["files"] = verdicts.published_files(verdict)
         if accepted:
-            storage.write_json(live.validation_summary, dict(verdict.raw, accepted_current=accepted))
+            verdicts.annotate(live, accepted_current=accepted)
         verdict = verdicts.check_written_files(live, (accepted or {}).get("files") or summary.written_files)
         from counterpoint.dataset.card import write_dataset_card
 

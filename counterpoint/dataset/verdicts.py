@@ -235,6 +235,16 @@ def check_written_files(dataset: storage.DatasetLayout, written: Dict[str, str])
     return Verdict.read(dataset)
 
 
+def annotate(dataset: storage.DatasetLayout, **fields: Any) -> Optional[Verdict]:
+    """Adds top-level fields to the verdict (an export's records, an accepted state) and reads it back."""
+    raw = storage.read_json(dataset.validation_summary)
+    if not isinstance(raw, dict):
+        return None
+    raw.update(fields)
+    storage.write_json(dataset.validation_summary, raw)
+    return Verdict.read(dataset)
+
+
 def merge(into: storage.DatasetLayout, source: Verdict, configs: Sequence[str]) -> None:
     """Copies the verdict entries of ``configs`` (and their export records) from ``source`` into ``into``'s."""
     path = into.validation_summary
