@@ -16,7 +16,7 @@ holds the new shards and makes it the live version::
     5. install  the staging folder becomes versions/<version_id>/ (one rename locally)
     6. switch   the manifest names the new version (one atomic write: the commit point)
     7. card     <root>/README.md points ``datasets`` at the live version's shards
-    8. clean    every version but the live one and the one it replaced is deleted
+    8. clean    every version but the live one and the one it replaced is deleted (and staging leftovers)
 
 A kill before step 6 leaves the manifest on the old version (the new folder is an unreferenced
 leftover, deleted by the next publish); after it, the new version is whole. The previous version
@@ -284,7 +284,8 @@ def _switch(output: storage.OutputLayout, version_id: str, fingerprint: Optional
 
 
 def clean_versions(output: storage.OutputLayout) -> None:
-    """Step 8: deletes every version folder but the live one and the one it replaced."""
+    """Step 8: deletes every version folder but the live one and the one it replaced (and staging leftovers)."""
+    storage.delete_tree(output.staging_root)  # we hold the lock: no other publish is staging
     manifest = output.manifest()
     keep = {manifest.live, manifest.previous} if manifest else set()
     for vid in output.version_ids():
