@@ -19,6 +19,11 @@ from counterpoint.config import RunConfig
 from counterpoint.errors import RunFailed
 
 
+# Problem-level rejects that stand for a whole input file, not a problem read from it
+# (counterpoint.sources: a missing, unreadable or empty file, a glob that matched nothing).
+FILE_LEVEL_REJECTS = ("unreadable_file", "no_files_matched", "empty_file")
+
+
 class AccountingError(RunFailed):
     """Problems in != problems with output + problems rejected: something was lost."""
 
@@ -207,6 +212,12 @@ class RunSummary:
     def accounting_ok(self) -> bool:
         c = self.counts
         return c["problems_in"] == c["problems_with_output"] + c["problems_rejected"]
+
+    @property
+    def problems_read(self) -> int:
+        """Problems actually read from the input (file-level rejects are not problems)."""
+        files = sum(int(self.rejects_by_reason.get(r, 0)) for r in FILE_LEVEL_REJECTS)
+        return int(self.counts.get("problems_in", 0)) - files
 
     def check_accounting(self, record: str) -> None:
         """Raises :class:`AccountingError` when a problem was lost."""

@@ -7,7 +7,7 @@ the output folder's lock:
 2. the run summary is built from ``counts/run_stats.json`` (one small record combined in the
    pipeline — the driver never reads the rows), with the rows and shards the run wrote;
 3. **accounting**: problems in == problems with output + problems rejected, and at least one
-   problem has output (an empty input must not replace a good dataset with an empty one);
+   problem was read (an empty or missing input must not replace a good dataset with an empty one);
 4. :func:`counterpoint.dataset.publish.publish`: the gate on the staged shards, the trainer
    exports (``--export``), summary, config, report and card, one atomic version switch.
 
@@ -45,12 +45,13 @@ def _check_counts(summary: RunSummary, cfg: RunConfig, record: str) -> None:
     summary_path = storage.join(record, storage.SUMMARY_FILE)
     summary.check_accounting(summary_path)
     c = summary.counts
-    if c["problems_with_output"] == 0:
-        # An empty or missing input, --num-problems 0, or nothing usable in it: publishing would
-        # replace the live dataset with an empty one.
+    if summary.problems_read == 0:
+        # An empty or missing input, a glob that matched nothing, --num-problems 0: publishing would
+        # replace the live dataset with an empty one. (Problems read and all rejected, e.g. by an
+        # engine outage, are published: their rejects say why, and a rerun retries them.)
         source = ", ".join(cfg.source.paths or []) or cfg.source.kind
         why = ", ".join(f"{k} {v}" for k, v in summary.rejects_by_reason.items()) or "none"
-        raise RunFailed(f"the run read 0 usable problems (source: {source}; {c['problems_in']} read, "
+        raise RunFailed(f"the run read 0 problems (source: {source}; {c['problems_in']} in, "
                         f"{c['problems_rejected']} rejected: {why}): nothing was published and the dataset in "
                         f"{cfg.output} was left as it was; check --input / --num-problems (summary: {summary_path})")
 
