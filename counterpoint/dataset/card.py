@@ -168,7 +168,10 @@ def _kv_section(title: str, value: Any) -> List[str]:
 
 
 def render_card(layout: storage.DatasetLayout, prefix: str = "") -> str:
-    """The card of the dataset ``layout``; ``prefix``: where its ``data/`` lies relative to the card."""
+    """The card of the dataset ``layout``; ``prefix``: where its ``data/`` lies relative to the card.
+
+    Long because it writes the card's sections in reading order (configs, columns, provenance, counts).
+    """
     stats = config_stats(layout)
     meta = front_matter(layout, prefix, stats)
     summary = _load(layout.summary_path) or {}

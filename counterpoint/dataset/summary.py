@@ -79,7 +79,10 @@ def empty_config_reasons(counts: Dict[str, Any], screening: Dict[str, int], conf
 
 
 def _summarize(cfg: RunConfig, stats: Dict[str, Any], configs: Sequence[str], timing: Dict[str, float]) -> Dict[str, Any]:
-    """The run summary (``run_summary.json``) from the pipeline's combined stats."""
+    """The run summary (``run_summary.json``) from the pipeline's combined stats.
+
+    Long because it is one flat mapping of stats to summary fields, read top to bottom.
+    """
     st = _prefixed(stats, "stat:")
     rows = _prefixed(stats, "rows:")
     verdicts = _prefixed(stats, "verdict:")
