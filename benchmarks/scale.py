@@ -204,8 +204,9 @@ def run_case(spec: Dict[str, Any]) -> Dict[str, Any]:
     driver_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # this process only (Linux: KiB)
     children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = spec["output"]
-    with open(os.path.join(out, "run_summary.json")) as f:
-        summary = json.load(f)
+    from counterpoint import storage
+
+    summary = storage.read_json(storage.DatasetLayout(out).summary_path)  # the live version's
     import counterpoint
 
     return {

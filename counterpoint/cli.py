@@ -188,38 +188,55 @@ def _configure_storage(extra: Sequence[str]) -> None:
 
 
 def cmd_validate(args, extra) -> int:
+    from counterpoint import storage
     from counterpoint.config import _min_rows
-    from counterpoint.publish.card import write_dataset_card
-    from counterpoint.validation import validate_output
+    from counterpoint.dataset.publish import GateOptions, revalidate
 
     _configure_storage(extra)
     floors = dict(_min_rows(x) for x in (args.min_rows or []))
-    report = validate_output(args.dir, min_rows=floors)
-    write_dataset_card(args.dir)
+    report, verdict = revalidate(storage.OutputLayout(args.dir), GateOptions(min_rows=floors),
+                                 accept_current=args.accept_current)
     print(report.message())
-    return 0 if report.success else 2
+    for c in verdict.configs.values():
+        for f in verdict.raw["configs"][c.name].get("failed_expectations", []):
+            if f.get("reason") in ("missing_shards", "missing_rows", "changed_since_written"):
+                print(f"  {c.name}: {f['reason']}: {f.get('details', '')}")
+    if not verdict.success:
+        failed = ", ".join(f"{c.name} ({', '.join(c.failed) or 'failed'})" for c in verdict.configs.values()
+                           if not c.success)
+        print(f"validation failed for {failed}: redo the run, or accept the data as it is now with "
+              f"`counterpoint validate {args.dir} --accept-current`", file=sys.stderr)
+    return 0 if verdict.success else 1
 
 
 def cmd_report(args, extra) -> int:
-    from counterpoint.report import build_report
+    from counterpoint import storage
+    from counterpoint.dataset.publish import claim
+    from counterpoint.dataset.report import build_report
 
     _configure_storage(extra)
-    print(build_report(args.dir))
+    output = storage.OutputLayout(args.dir)
+    with claim(output, "report", create=False):
+        print(build_report(output))
     return 0
 
 
 def cmd_push(args, extra) -> int:
-    from counterpoint.publish.hub import push_to_hub
+    from counterpoint import storage
+    from counterpoint.dataset.hub import push_to_hub
+    from counterpoint.dataset.publish import require_owned
 
     _configure_storage(extra)
-    plan = push_to_hub(args.dir, args.repo_id, private=args.private, dry_run=args.dry_run, endpoint=args.endpoint)
+    output = storage.OutputLayout(args.dir)
+    require_owned(output, create=False)  # a plain folder is never pushed
+    plan = push_to_hub(output, args.repo_id, private=args.private, dry_run=args.dry_run, endpoint=args.endpoint)
     if not args.dry_run:  # a dry run's plan is already printed by push_to_hub
-        print(plan.describe() if hasattr(plan, "describe") else plan)
+        print(plan.describe())
     return 0
 
 
 def cmd_export(args, extra) -> int:
-    from counterpoint.export.command import cmd_export as export
+    from counterpoint.dataset.export.command import cmd_export as export
 
     _configure_storage(extra)
     return export(args)
@@ -315,6 +332,9 @@ def _dispatch(argv: List[str]) -> int:
     v.add_argument("dir")
     v.add_argument("--min-rows", action="append", metavar="CONFIG=N",
                    help="fail when CONFIG has fewer than N rows (repeatable; none by default)")
+    v.add_argument("--accept-current", action="store_true",
+                   help="accept the shards and rows there now as expected (after shards were lost or quarantined); "
+                        "recorded in the verdict")
     r = sub.add_parser("report", help="rebuild report.html of an output folder")
     r.add_argument("dir")
     p = sub.add_parser("push", help="publish a validated output folder to the Hugging Face Hub")
@@ -323,7 +343,7 @@ def _dispatch(argv: List[str]) -> int:
     p.add_argument("--private", action="store_true")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--endpoint", default=None, help="Hub endpoint (default: huggingface.co or HF_ENDPOINT)")
-    from counterpoint.export.command import add_export_parser
+    from counterpoint.dataset.export.command import add_export_parser
 
     add_export_parser(sub)
     args, extra = parser.parse_known_args(argv)

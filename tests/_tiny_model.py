@@ -2,7 +2,7 @@
 
 * :func:`corpus_rows` / :func:`write_validated_output`: a realistic output
   directory (every pipeline config, rows shaped like the labeller's) written with
-  ``rows_to_table`` + Parquet and passed through the validation gate; no pipeline run.
+  ``rows_to_table`` + Parquet and published through the validation gate; no pipeline run.
 * :func:`build_tiny_model`: a 2-layer Llama (hidden 64) with the embedded
   SmolLM2 tokenizer, saved to a folder (trainers load it, and their reference
   models, by path).
@@ -167,12 +167,21 @@ def write_output(out: Path, rows: Dict[str, List[dict]]) -> None:
 
 
 def write_validated_output(out: Path, n_problems: int = 6) -> Dict[str, List[dict]]:
-    from counterpoint.validation import validate_output
+    """A Counterpoint output folder (manifest, one live version) holding ``corpus_rows``, published
+    through the one publish procedure (gate against the rows written, then the version switch)."""
+    from counterpoint import storage
+    from counterpoint.dataset import publish
+    from counterpoint.dataset.summary import RunSummary
 
     rows = corpus_rows(n_problems)
-    write_output(out, rows)
-    report = validate_output(str(out))
-    assert report.success, report.message()
+    layout = storage.OutputLayout(str(out))
+    with publish.claim(layout, "test"):
+        staging = layout.staging(publish.new_version_id())
+        write_output(Path(staging.root), rows)
+        summary = RunSummary.read(staging)
+        summary.written = {c: {"shards": len(staging.shards(c)), "rows": len(r)} for c, r in rows.items()}
+        publish.publish(layout, publish.Publication(staging=staging, staged=publish.Staged(dict(summary.written)),
+                                                    summary=summary, report=False), publish.GateOptions())
     return rows
 
 

@@ -14,12 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from counterpoint import cli
+from counterpoint import cli, storage
 from counterpoint.config import (
     GeneratorConfig,
     PairingConfig,
@@ -339,9 +338,12 @@ def test_cli_run_validate_report_push(tmp_path, capsys):
     assert not (tmp_path / "not-here").exists()
     assert "Counterpoint run summary" in printed
     assert "accounting: 5 in = 4 with output + 1 rejected  [ok]" in printed
-    traj = pq.read_table(out / "data" / "trajectories").to_pylist()
-    prefs = pq.read_table(out / "data" / "preferences").to_pylist()
-    rejects = pq.read_table(out / "data" / "rejects").to_pylist()
+    layout = storage.DatasetLayout(str(out))
+    live = Path(layout.dataset_dir)  # the version the manifest names
+    assert live.parent == out / "versions"
+    traj = layout.read_table("trajectories").to_pylist()
+    prefs = layout.read_table("preferences").to_pylist()
+    rejects = layout.read_table("rejects").to_pylist()
     assert len(traj) == 16 and {t["problem_id"] for t in traj} == {p["problem_id"] for p in problems}
     assert [(r["stage"], r["reason"], r["scope"]) for r in rejects] == [("read", "malformed_json", "problem")]
     n_correct = sum(t["verdict"] == "correct" for t in traj)
@@ -356,34 +358,34 @@ def test_cli_run_validate_report_push(tmp_path, capsys):
     assert _table_value(printed, "unpaired rows") == "16"
     assert _table_value(printed, "rejects (rows)") == "1 {'malformed_json': 1}"
     assert _table_value(printed, "validation") == "passed"
-    summary = json.loads((out / "run_summary.json").read_text())
+    summary = json.loads((live / "run_summary.json").read_text())
     assert summary["counts"]["trajectories"] == 16 and summary["counts"]["pairs"] == len(prefs)
     # The resolved config (with the --output override) is recorded next to the data, naming no local folder.
-    assert json.loads((out / "run_config.json").read_text())["output"] == "<local>/out"
+    assert json.loads((live / "run_config.json").read_text())["output"] == "<local>/out"
 
     assert cli.main(["validate", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"Validation passed for {out}" in printed or f"Validation passed for {out.resolve()}" in printed
+    assert f"Validation passed for {live}" in printed or f"Validation passed for {live.resolve()}" in printed
     assert "4 config(s)" in printed
 
     assert cli.main(["report", str(out)]) == 0
     printed = capsys.readouterr().out.strip()
-    assert printed == str(out.resolve() / "report.html")
-    assert (out / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert printed in (str(live / "report.html"), str(live.resolve() / "report.html"))
+    assert (live / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
     assert cli.main(["push", str(out), "--repo-id", "org/name", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("Would create public dataset repo org/name") == 1, printed
     listed = re.findall(r"^  (\S+)  (\d+)$", printed, re.MULTILINE)
     paths = [p for p, _ in listed]
-    shards = sorted(str(p.relative_to(out)) for p in (out / "data").rglob("*.parquet"))
+    shards = sorted(str(p.relative_to(live)) for p in (live / "data").rglob("*.parquet"))
     assert [p for p in paths if p.startswith("data/")] == shards
     assert shards == [f"data/{c}/train-00000-of-00001.parquet"
                       for c in ("preferences", "rejects", "trajectories", "unpaired")]
     assert "README.md" in paths and "report.html" in paths
     assert not [p for p in paths if p.startswith(("_work", "quarantine")) or p == "run_summary.json"]
     for path, size in listed:
-        assert int(size) == (out / path).stat().st_size, path
+        assert int(size) == (live / path).stat().st_size, path
 
 
 def test_cli_argument_errors(capsys):

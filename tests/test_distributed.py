@@ -20,10 +20,9 @@ import re
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-from counterpoint import cli
+from counterpoint import cli, storage
 from counterpoint.testing import local_services
 from counterpoint.config import from_dict
 from counterpoint.pipelines.generate_corpus import run
@@ -56,7 +55,7 @@ def _records(read, configs=CONFIGS):
 
 
 def _local_reader(out: Path):
-    return lambda config: pq.read_table(out / "data" / config).to_pylist()
+    return lambda config: storage.DatasetLayout(str(out)).read_table(config).to_pylist()
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +132,17 @@ def _objects(client, prefix):
     return out
 
 
+def _live_prefix(client, prefix):
+    """``versions/<id>/``: the live version the manifest of the output at ``prefix`` names."""
+    manifest = json.loads(client.get_object(Bucket=BUCKET, Key=prefix + "counterpoint.json")["Body"].read())
+    return f"versions/{manifest['live']}/"
+
+
+def _published_objects(client, prefix):
+    """Every object of the output outside its working area (``_work/``, ``quarantine/``)."""
+    return {k: e for k, e in _objects(client, prefix).items() if not k.startswith(("_work/", "quarantine/"))}
+
+
 def _s3_reader(url, prefix):
     import pyarrow.dataset as pads
     from pyarrow import fs
@@ -156,19 +166,22 @@ def test_s3_output_end_to_end_run_validate_report_push(tmp_path, reference, s3, 
     assert "accounting: 8 in = 8 with output + 0 rejected  [ok]" in capsys.readouterr().out
 
     keys = _objects(client, "runs/r1/")
+    live = _live_prefix(client, "runs/r1/")  # "versions/<id>/": the version the manifest names
+    assert "README.md" in keys and "counterpoint.json" in keys, sorted(keys)
     for name in ("README.md", "run_summary.json", "run_config.json", "validation/summary.json"):
-        assert name in keys, sorted(keys)
+        assert live + name in keys, sorted(keys)
     assert not [k for k in keys if k.startswith("_work/staging")], "staging must be gone after publishing"
+    assert not [k for k in keys if k.startswith("_work/lock")], "the lock must be released"
     # Every config, read back through the S3 API, equals the local run's records.
-    got = _records(_s3_reader(url, "runs/r1/"))
+    got = _records(_s3_reader(url, "runs/r1/" + live))
     for config in CONFIGS:
         assert got[config] == ref_records[config], config
 
     assert cli.main(["validate", out, *options]) == 0
-    assert "Validation passed for s3://corpus/runs/r1" in capsys.readouterr().out
+    assert f"Validation passed for s3://corpus/runs/r1/{live}".rstrip("/") in capsys.readouterr().out
     assert cli.main(["report", out, *options]) == 0
-    assert capsys.readouterr().out.strip() == f"{out}/report.html"
-    html = client.get_object(Bucket=BUCKET, Key="runs/r1/report.html")["Body"].read().decode()
+    assert capsys.readouterr().out.strip() == f"{out}/{live}report.html"
+    html = client.get_object(Bucket=BUCKET, Key=f"runs/r1/{live}report.html")["Body"].read().decode()
     assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64" in html
     card = client.get_object(Bucket=BUCKET, Key="runs/r1/README.md")["Body"].read().decode()
     assert "config_name: step_labels" in card
@@ -176,15 +189,16 @@ def test_s3_output_end_to_end_run_validate_report_push(tmp_path, reference, s3, 
     assert cli.main(["push", out, "--repo-id", "org/name", "--dry-run", *options]) == 0
     printed = capsys.readouterr().out
     listed = {p: int(n) for p, n in re.findall(r"^  (\S+)  (\d+)$", printed, re.MULTILINE)}
-    data = {k for k in _objects(client, "runs/r1/") if k.startswith("data/")}
+    data = {k for k in _objects(client, "runs/r1/" + live) if k.startswith("data/")}
     assert {p for p in listed if p.startswith("data/")} == data
     assert "README.md" in listed and not [p for p in listed if p.startswith(("_work", "quarantine"))]
 
-    # A run that fails a check publishes nothing: the objects under data/ stay exactly as they were.
-    before = _objects(client, "runs/r1/data/")
+    # A run that fails a check publishes nothing: the manifest, the cards and every version's objects
+    # stay exactly as they were.
+    before = _published_objects(client, "runs/r1/")
     assert cli.main(["run", "--config", str(cfg_path), "--output", out, "--runner=FnApiRunner",
                      "--min-rows", "preferences=100000", "--seed", "9", *options]) == 1  # a failed check: exit 1
-    assert "data/ was left as it was" in capsys.readouterr().err
-    assert _objects(client, "runs/r1/data/") == before
+    assert "the published dataset was left as it was" in capsys.readouterr().err
+    assert _published_objects(client, "runs/r1/") == before
     runs = {k.split("/")[2] for k in _objects(client, "runs/r1/") if k.startswith("_work/runs/")}
     assert len(runs) == 2  # both runs left a record; only the first was published

@@ -15,8 +15,12 @@ import pytest
 import yaml
 
 from _tiny_model import corpus_rows, write_validated_output
-from counterpoint import export
-from counterpoint.export import ExportError, export_output, formats
+from counterpoint import storage
+from counterpoint.dataset import export
+from counterpoint.dataset.export import ExportError, export_output, formats
+from counterpoint.dataset.publish import GateOptions, ValidationFailed, revalidate
+from counterpoint.dataset.verdicts import NotValidated
+from counterpoint.errors import UsageError, VerdictMismatch
 from counterpoint.schemas import exports, records
 
 ALL_FORMATS = ["trl-stepwise", "openrlhf-prm", "step-dpo", "weighted-pairs"]
@@ -43,10 +47,16 @@ def _by_id(rows):
 
 
 def _read(out: Path, config: str):
-    got = []
-    for p in sorted((out / "data" / config).glob("*.parquet")):
-        got.extend(pq.read_table(p).to_pylist())
-    return got
+    return storage.DatasetLayout(str(out)).read_table(config).to_pylist()
+
+
+def _layout(out: Path) -> storage.DatasetLayout:
+    return storage.DatasetLayout(str(out))
+
+
+def _live(out: Path) -> Path:
+    """The live version's folder (the manifest names it)."""
+    return Path(_layout(out).dataset_dir)
 
 
 def _front_matter(out: Path) -> dict:
@@ -215,12 +225,12 @@ def test_weighted_pairs_from_the_corpus():
 def test_export_every_format_next_to_the_other_configs(output, tmp_path):
     import datasets
 
-    from counterpoint.validation import validate_output
-
     out, rows = output
-    before = json.loads((out / "validation" / "summary.json").read_text())
-    result = export_output(str(out), ALL_FORMATS, placeholder="<step>")
-    assert result.target_dir == result.source_dir == str(out.resolve())
+    before = json.loads((_live(out) / "validation" / "summary.json").read_text())
+    before_version = _live(out)
+    result = export_output(_layout(out), ALL_FORMATS, placeholder="<step>")
+    assert result.target_dir == result.source_dir == str(out)
+    assert _live(out) != before_version and before_version.is_dir()  # a new version; the previous one is kept
     assert result.rows == {"trl_stepwise": 11, "openrlhf_prm": 11, "step_dpo": 12, "weighted_pairs": 36}
     assert result.rejects == [] and result.not_applicable["step_dpo"] == 24
     for config, paths in result.paths.items():
@@ -240,22 +250,23 @@ def test_export_every_format_next_to_the_other_configs(output, tmp_path):
         assert ds.column_names == records.table(config).column_names
         assert sorted(ds.to_list(), key=lambda r: r["id"]) == want, config
 
-    summary = json.loads((out / "validation" / "summary.json").read_text())
+    summary = json.loads((_live(out) / "validation" / "summary.json").read_text())
     assert summary["success"] is True
     for config in expected:
         assert summary["configs"][config]["success"] and summary["configs"][config]["rows"] == len(expected[config])
-        assert summary["exports"][config]["source"] == str(out.resolve())
+        assert summary["exports"][config]["source"] == str(out)
     for config, entry in before["configs"].items():  # the pipeline configs' results are kept as they were
         assert summary["configs"][config] == entry
-    assert summary["data_docs"] == before["data_docs"]
-    assert not any((out / "_work").glob("export-*"))
+    assert (_live(out) / summary["data_docs"]).is_file()
+    assert not list((out / "_work" / "staging").glob("*"))
     declared = {c["config_name"] for c in _front_matter(out)["configs"]}
     assert set(expected) <= declared
     assert "### `step_dpo`" in (out / "README.md").read_text()
 
-    # A later full validation (as `counterpoint validate OUT` runs it) covers the exports too, and passes.
-    report = validate_output(str(out))
-    assert report.success, report.message()
+    # A later full validation (`counterpoint validate OUT`, against the counts written) covers the exports
+    # too, and passes.
+    report, verdict = revalidate(storage.OutputLayout(str(out)), GateOptions())
+    assert report.success and verdict.success, report.message()
     assert set(expected) <= set(report.configs)
 
 
@@ -264,17 +275,20 @@ def test_export_into_a_separate_dataset(output, tmp_path):
 
     out, rows = output
     target = tmp_path / "step-dpo-ds"
-    first = export_output(str(out), "step-dpo", output_dir=str(target))
-    assert first.target_dir == str(target.resolve()) and first.rows == {"step_dpo": 12}
-    assert sorted(p.name for p in (target / "data").iterdir()) == ["step_dpo"]
-    assert not (out / "data" / "step_dpo").exists()  # the source is left alone
-    second = export_output(str(out), "weighted-pairs", output_dir=str(target), default_weight=0.5)
-    assert sorted(p.name for p in (target / "data").iterdir()) == ["step_dpo", "weighted_pairs"]
-    run_summary = json.loads((target / "run_summary.json").read_text())
+    manifest = (out / "counterpoint.json").read_bytes()
+    first = export_output(_layout(out), "step-dpo", target=storage.OutputLayout(str(target)))
+    assert first.target_dir == str(target) and first.rows == {"step_dpo": 12}
+    assert _layout(target).present_configs() == ["step_dpo"]
+    assert "step_dpo" not in _layout(out).present_configs()  # the source is left alone
+    assert (out / "counterpoint.json").read_bytes() == manifest
+    second = export_output(_layout(out), "weighted-pairs", target=storage.OutputLayout(str(target)),
+                           default_weight=0.5)
+    assert _layout(target).present_configs() == ["step_dpo", "weighted_pairs"]
+    run_summary = json.loads((_live(target) / "run_summary.json").read_text())
     assert run_summary["configs"] == ["step_dpo", "weighted_pairs"]
     assert run_summary["provenance"]["model"] == "embedded:smollm2-135m-instruct"
     assert run_summary["provenance"]["export"]["formats"] == ["step-dpo", "weighted-pairs"]
-    summary = json.loads((target / "validation" / "summary.json").read_text())
+    summary = json.loads((_live(target) / "validation" / "summary.json").read_text())
     assert summary["success"] and sorted(summary["configs"]) == ["step_dpo", "weighted_pairs"]
     meta = _front_matter(target)
     assert [c["config_name"] for c in meta["configs"]] == ["step_dpo", "weighted_pairs"]
@@ -284,7 +298,7 @@ def test_export_into_a_separate_dataset(output, tmp_path):
 
 
 def _patch_summary(out: Path, **changes):
-    path = out / "validation" / "summary.json"
+    path = _live(out) / "validation" / "summary.json"
     summary = json.loads(path.read_text())
     summary.update(changes)
     path.write_text(json.dumps(summary))
@@ -294,50 +308,59 @@ def _patch_summary(out: Path, **changes):
 def test_export_refuses_what_it_cannot_vouch_for(output):
     out, rows = output
     with pytest.raises(ExportError, match="unknown export format.*choose from trl-stepwise"):
-        export_output(str(out), "trl")
+        export_output(_layout(out), "trl")
     with pytest.raises(ExportError, match="placeholder"):
-        export_output(str(out), "openrlhf-prm", placeholder=" ")
+        export_output(_layout(out), "openrlhf-prm", placeholder=" ")
+    manifest = (out / "counterpoint.json").read_bytes()
 
     # an output whose configs changed since validation
-    extra = out / "data" / "preferences" / "train-00002-of-00002.parquet"
+    prefs = Path(_layout(out).config_dir("preferences"))
+    extra = prefs / "train-00002-of-00002.parquet"
     pq.write_table(records.rows_to_table("preferences", rows["preferences"][:1]), extra)
-    with pytest.raises(ExportError, match="'preferences'.* 37 rows but 36 were validated"):
-        export_output(str(out), "step-dpo")
+    with pytest.raises(VerdictMismatch, match="'preferences' changed since validation.*train-00002-of-00002"):
+        export_output(_layout(out), "step-dpo")
     extra.unlink()
 
-    # a validated output without step pairs has nothing to export as step-dpo
-    summary = json.loads((out / "validation" / "summary.json").read_text())
+    # a validated output without step pairs has nothing to export as step-dpo (the user accepted
+    # the outcome-only preferences with `counterpoint validate --accept-current`)
     outcome = [p for p in rows["preferences"] if p["pair_type"] == "outcome"]
-    for p in (out / "data" / "preferences").glob("*.parquet"):
+    for p in prefs.glob("*.parquet"):
         p.unlink()
-    pq.write_table(records.rows_to_table("preferences", outcome), out / "data" / "preferences" / "train-00000-of-00001.parquet")
-    summary["configs"]["preferences"]["rows_published"] = len(outcome)
-    (out / "validation" / "summary.json").write_text(json.dumps(summary))
+    pq.write_table(records.rows_to_table("preferences", outcome), prefs / "train-00000-of-00001.parquet")
+    with pytest.raises(VerdictMismatch, match="'preferences' changed since validation"):
+        export_output(_layout(out), "step-dpo")
+    _, verdict = revalidate(storage.OutputLayout(str(out)), GateOptions(), accept_current=True)
+    assert verdict.success and verdict.raw["accepted_current"]["found"]["preferences"] == {
+        "shards": 1, "rows": len(outcome)}
     with pytest.raises(ExportError, match="nothing to export for 'step-dpo': 12 source row"):
-        export_output(str(out), "step-dpo")
+        export_output(_layout(out), "step-dpo")
 
-    # an outcome-only output has no step labels
-    shutil.rmtree(out / "data" / "step_labels")
+    # an output without step labels (here: removed, and accepted as it is now) has none to export
+    shutil.rmtree(_layout(out).config_dir("step_labels"))
+    with pytest.raises(VerdictMismatch, match="'step_labels' changed since validation"):
+        export_output(_layout(out), "trl-stepwise")
+    revalidate(storage.OutputLayout(str(out)), GateOptions(), accept_current=True)
     with pytest.raises(ExportError, match="needs the 'step_labels' config.*--labeler"):
-        export_output(str(out), "trl-stepwise")
+        export_output(_layout(out), "trl-stepwise")
 
     # failed or missing validation
     _patch_summary(out, success=False)
-    with pytest.raises(ExportError, match="failed validation"):
-        export_output(str(out), "weighted-pairs")
-    (out / "validation" / "summary.json").unlink()
-    with pytest.raises(ExportError, match="has not been validated.*counterpoint validate"):
-        export_output(str(out), "weighted-pairs")
-    assert not any((out / "data").glob("weighted_pairs")) and not any((out / "data").glob("step_dpo"))
+    with pytest.raises(NotValidated, match="validation failed"):
+        export_output(_layout(out), "weighted-pairs")
+    (_live(out) / "validation" / "summary.json").unlink()
+    with pytest.raises(NotValidated, match="has not been validated.*counterpoint validate"):
+        export_output(_layout(out), "weighted-pairs")
+    assert not {"weighted_pairs", "step_dpo"} & set(_layout(out).present_configs())
+    assert (out / "counterpoint.json").read_bytes() == manifest
 
 
 def test_export_refuses_an_unvalidated_config(output):
     out, _ = output
-    summary = json.loads((out / "validation" / "summary.json").read_text())
+    summary = json.loads((_live(out) / "validation" / "summary.json").read_text())
     del summary["configs"]["step_values"]
-    (out / "validation" / "summary.json").write_text(json.dumps(summary))
-    with pytest.raises(ExportError, match="config 'step_values' .* was not validated"):
-        export_output(str(out), "weighted-pairs")
+    (_live(out) / "validation" / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(NotValidated, match=r"\['step_values'\] .* were not validated"):
+        export_output(_layout(out), "weighted-pairs")
 
 
 def test_an_export_that_fails_the_gate_is_not_published(output, monkeypatch):
@@ -350,19 +373,22 @@ def test_an_export_that_fails_the_gate_is_not_published(output, monkeypatch):
         return built
 
     monkeypatch.setattr(formats, "trl_stepwise_rows", duplicated)
-    with pytest.raises(ExportError, match="failed validation; nothing was published") as excinfo:
-        export_output(str(out), "trl-stepwise")
+    manifest = (out / "counterpoint.json").read_bytes()
+    with pytest.raises(ValidationFailed, match="the published dataset was left as it was") as excinfo:
+        export_output(_layout(out), "trl-stepwise")
     assert "expect_column_values_to_be_unique" in str(excinfo.value)
-    assert not (out / "data" / "trl_stepwise").exists()
-    assert "trl_stepwise" not in json.loads((out / "validation" / "summary.json").read_text())["configs"]
-    staging = list((out / "_work").glob("export-*"))
-    assert len(staging) == 1 and str(staging[0]) in str(excinfo.value)
+    assert (out / "counterpoint.json").read_bytes() == manifest
+    assert "trl_stepwise" not in _layout(out).present_configs()
+    assert "trl_stepwise" not in json.loads((_live(out) / "validation" / "summary.json").read_text())["configs"]
+    assert not list((out / "_work" / "staging").glob("*"))
+    # the failing shard is kept for inspection in the quarantine
+    assert [p.name for p in (out / "quarantine").rglob("*.parquet")] == ["train-00000-of-00001.parquet"]
 
 
 def test_export_command_line(output, tmp_path, capsys):
     import argparse
 
-    from counterpoint.export.command import add_export_parser, cmd_export
+    from counterpoint.dataset.export.command import add_export_parser, cmd_export
 
     parser = argparse.ArgumentParser(prog="counterpoint")
     add_export_parser(parser.add_subparsers(dest="command"))
@@ -373,9 +399,9 @@ def test_export_command_line(output, tmp_path, capsys):
     assert cmd_export(args) == 0
     printed = capsys.readouterr().out
     assert "trl_stepwise     11 row(s) in 1 shard(s)" in printed and "openrlhf_prm     11 row(s)" in printed
-    assert sorted(p.name for p in (target / "data").iterdir()) == ["openrlhf_prm", "trl_stepwise"]
+    assert _layout(target).present_configs() == ["openrlhf_prm", "trl_stepwise"]
     assert {r["placeholder"] for r in _read(target, "openrlhf_prm")} == {"<step>"}
     with pytest.raises(SystemExit):
         parser.parse_args(["export", str(out), "--format", "dpo"])
-    assert cmd_export(parser.parse_args(["export", str(tmp_path / "missing"), "--format", "step-dpo"])) == 1
-    assert "export failed: output directory" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="holds no Counterpoint output"):
+        cmd_export(parser.parse_args(["export", str(tmp_path / "missing"), "--format", "step-dpo"]))

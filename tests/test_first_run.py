@@ -7,11 +7,11 @@ import io
 import json
 import logging
 import re
+from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-from counterpoint import cli, progress
+from counterpoint import cli, progress, storage
 from counterpoint.config import FLAGS, RunConfig, default_of, from_dict
 from counterpoint.pipelines.finalize import AccountingError, ValidationFailed
 from counterpoint.pipelines.generate_corpus import check_config, resolve_config, run
@@ -19,6 +19,17 @@ from counterpoint.progress import LiveProgress
 from counterpoint.testing.chain import CHAIN_JUDGE
 
 IN_PROCESS = ["--runner=FnApiRunner"]
+
+
+def _live(out) -> Path:
+    """The live version's folder (the manifest names it)."""
+    return Path(storage.DatasetLayout(str(out)).dataset_dir)
+
+
+def _published(out) -> dict:
+    """Every file of the output folder outside its working area: the dataset as readers see it."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(Path(out).rglob("*"))
+            if p.is_file() and not p.relative_to(out).as_posix().startswith(("_work/", "quarantine/"))}
 
 
 # ---------------------------------------------------------------------------
@@ -144,7 +155,7 @@ def test_a_run_that_can_form_no_pair_succeeds_and_says_why(tmp_path, capsys):
     # A stored config names no local folder: the output is given again.
     assert cli.main(["run", "--config", str(config), "--output", str(out), "--runner=FnApiRunner"]) == 0
     printed = capsys.readouterr().out
-    summary = json.loads((out / "run_summary.json").read_text())
+    summary = json.loads((_live(out) / "run_summary.json").read_text())
     c = summary["counts"]
     assert (c["pairs"], c["rows_step_labels"], c["rows_step_values"]) == (0, 0, 0)
     assert summary["validation"]["success"] is True
@@ -156,24 +167,21 @@ def test_a_run_that_can_form_no_pair_succeeds_and_says_why(tmp_path, capsys):
     assert "empty preferences" in printed and why["preferences"] in printed
     card = (out / "README.md").read_text()
     assert why["preferences"] in card and "a thin run, not a defect" in card
-    assert why["preferences"] in (out / "report.html").read_text()
+    assert why["preferences"] in (_live(out) / "report.html").read_text()
 
 
 def test_a_floor_makes_a_thin_run_fail_and_the_published_data_stays(tmp_path):
     out = tmp_path / "out"
     first = run(IN_PROCESS, config=_chain(out))
     assert first["validation"]["success"]
-    published = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted((out / "data").rglob("*"))
-                 if p.is_file()}
-    card = (out / "README.md").read_bytes()
+    published = _published(out)
+    assert "counterpoint.json" in published and any(p.endswith(".parquet") for p in published)
     with pytest.raises(ValidationFailed) as excinfo:
         run(IN_PROCESS, config=_chain(out, min_rows={"preferences": 1000}, generator={
             "kind": "scripted", "seed": 5, "scripted": {"policy": "chain", "step_error_rate": 0.2}}))
     assert "expect_table_row_count_to_be_between" in str(excinfo.value)
-    assert "data/ was left as it was" in str(excinfo.value)
-    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted((out / "data").rglob("*"))
-            if p.is_file()} == published
-    assert (out / "README.md").read_bytes() == card
+    assert "the published dataset was left as it was" in str(excinfo.value)
+    assert _published(out) == published  # data, verdict, card, summary and manifest byte-identical
     # The failed run left its record (summary and gate results), and no staged shard anywhere.
     records_ = sorted((out / "_work" / "runs").iterdir())
     assert len(records_) == 2
@@ -187,7 +195,7 @@ def test_a_floor_makes_a_thin_run_fail_and_the_published_data_stays(tmp_path):
 def test_an_accounting_failure_publishes_nothing(tmp_path, monkeypatch):
     out = tmp_path / "out"
     run(IN_PROCESS, config=_chain(out))
-    published = {p.name: p.read_bytes() for p in (out / "data").rglob("*.parquet")}
+    published = _published(out)
     from counterpoint.pipelines import finalize
 
     real = finalize.read_run_stats
@@ -200,7 +208,7 @@ def test_an_accounting_failure_publishes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(finalize, "read_run_stats", lose_one)
     with pytest.raises(AccountingError, match=r"problems in \(6\) != problems with output \(5\)"):
         run(IN_PROCESS, config=_chain(out, generator={"kind": "scripted", "seed": 3, "scripted": {"policy": "chain"}}))
-    assert {p.name: p.read_bytes() for p in (out / "data").rglob("*.parquet")} == published
+    assert _published(out) == published
 
 
 # ---------------------------------------------------------------------------
@@ -322,7 +330,7 @@ def test_consensus_judge_stage_annotates_and_filters(tmp_path):
                 labeling={"omegaprm": {"k": 4, "search_limit": 6}},
                 judge={"kind": "scripted", "model": "scripted/judge", "scripted": {"policy": CHAIN_JUDGE}})
     annotated = run(IN_PROCESS, config=_chain(tmp_path / "a", consensus={"mode": "annotate"}, **base))
-    rows = pq.read_table(tmp_path / "a" / "data" / "step_labels").to_pylist()
+    rows = storage.DatasetLayout(str(tmp_path / "a")).read_table("step_labels").to_pylist()
     assert rows and all(r["judge_agrees"] is not None and r["judge_first_error_index"] is not None for r in rows)
     c = annotated["consensus"]
     # every labelled solution with training rows is judged (step labels, and negatives with values only)
@@ -330,7 +338,7 @@ def test_consensus_judge_stage_annotates_and_filters(tmp_path):
     assert c["not_judged"] == 0 and c["judge_model"] == "scripted/judge" and c["prompt"] == "processbench"
     assert c["agreement_rate"] == pytest.approx(c["agreed"] / (c["agreed"] + c["disagreed"]))
     kept = run(IN_PROCESS, config=_chain(tmp_path / "k", consensus={"mode": "keep-agreeing"}, **base))
-    kept_rows = pq.read_table(tmp_path / "k" / "data" / "step_labels").to_pylist()
+    kept_rows = storage.DatasetLayout(str(tmp_path / "k")).read_table("step_labels").to_pylist()
     assert {r["id"] for r in kept_rows} == {r["id"] for r in rows if r["judge_agrees"] is True}
     assert kept["rejects_by_reason"].get("consensus_disagreement", 0) == c["disagreed"]
     assert kept["rejects_by_reason"].get("consensus_unparsable", 0) == c["unparsable"]
@@ -346,7 +354,7 @@ def test_export_stage_publishes_validated_trainer_configs(tmp_path):
     summary = run(IN_PROCESS, config=_chain(out, labeler="omegaprm", samples_per_problem=6, report=False,
                                             exports=["trl-stepwise", "step-dpo", "weighted-pairs"]))
     assert summary["exports"]["trl-stepwise"]["rows"]["trl_stepwise"] == summary["counts"]["rows_step_labels"]
-    validation = json.loads((out / "validation" / "summary.json").read_text())
+    validation = json.loads((_live(out) / "validation" / "summary.json").read_text())
     for config in ("trl_stepwise", "weighted_pairs"):
         assert validation["configs"][config]["success"] is True
         assert datasets.load_dataset(str(out), config, split="train").num_rows > 0

@@ -13,10 +13,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-from counterpoint import corpus
+from counterpoint import corpus, storage
 from counterpoint.config import from_dict
 from counterpoint.generators.scripted import AnswerKeyPolicy, ScriptedGenerator, chain_problem
 from counterpoint.pipelines.generate_corpus import run
@@ -34,7 +33,12 @@ def _write_jsonl(path: Path, rows) -> None:
 
 
 def _read(out: Path, config: str):
-    return pq.read_table(out / "data" / config).to_pylist()
+    return storage.DatasetLayout(str(out)).read_table(config).to_pylist()
+
+
+def _live(out: Path) -> Path:
+    """The live version's folder (the manifest names it)."""
+    return Path(storage.DatasetLayout(str(out)).dataset_dir)
 
 
 def _by_id(rows):
@@ -92,7 +96,7 @@ def test_outcome_run_writes_every_config_with_whole_records(outcome_run):
     verdicts = Counter(r["verdict"] for r in trajectories)
     assert verdicts["correct"] > 0 and verdicts["incorrect"] > 0 and verdicts["unknown"] == 0
     # Hub layout: fixed shard count and names.
-    assert sorted(p.name for p in (out / "data" / "trajectories").iterdir()) == [
+    assert sorted(p.name for p in Path(storage.DatasetLayout(str(out)).config_dir("trajectories")).iterdir()) == [
         "train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
 
 
@@ -137,7 +141,7 @@ def test_accounting_and_rejects(outcome_run):
     ])
     c = summary["counts"]
     assert (c["problems_in"], c["problems_with_output"], c["problems_rejected"]) == (12, 10, 2)
-    assert json.loads((out / "run_summary.json").read_text())["counts"] == c
+    assert json.loads((_live(out) / "run_summary.json").read_text())["counts"] == c
     # The kept duplicate is the first one read: its question is the original.
     traj = _read(out, "trajectories")
     assert {t["question"] for t in traj if t["problem_id"] == problems[0]["problem_id"]} == {problems[0]["question"]}
@@ -157,9 +161,9 @@ def test_card_validation_and_report_exist(outcome_run):
     out, *_ = outcome_run
     card = (out / "README.md").read_text()
     assert "config_name: trajectories" in card and "config_name: preferences" in card
-    summary = json.loads((out / "validation" / "summary.json").read_text())
+    summary = json.loads((_live(out) / "validation" / "summary.json").read_text())
     assert summary["success"] is True
-    assert (out / "report.html").stat().st_size > 10_000
+    assert (_live(out) / "report.html").stat().st_size > 10_000
     assert not list((out / "_work" / "staging").glob("*")), "staging must be cleaned after publishing"
 
 

@@ -28,7 +28,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List
 
-import pyarrow.parquet as pq
 import pytest
 from apache_beam.utils import shared
 
@@ -95,16 +94,23 @@ def _config(out: Path, paths, answer_key, *, scripted=None, **overrides) -> Dict
 
 def _run(cfg: Dict, argv=IN_PROCESS) -> Dict:
     summary = run(list(argv), config=from_dict(cfg))
-    on_disk = json.loads((Path(cfg["output"]) / "run_summary.json").read_text(encoding="utf-8"))
+    on_disk = json.loads((_live(cfg["output"]) / "run_summary.json").read_text(encoding="utf-8"))
     assert on_disk["counts"] == summary["counts"]
     return summary
 
 
 def _rows(out: Path, config: str) -> List[Dict]:
-    rows: List[Dict] = []
-    for path in sorted((Path(out) / "data" / config).glob("*.parquet")):
-        rows.extend(pq.read_table(path).to_pylist())
-    return rows
+    return storage.DatasetLayout(str(out)).read_table(config).to_pylist()
+
+
+def _live(out) -> Path:
+    """The live version's folder (the manifest names it)."""
+    return Path(storage.DatasetLayout(str(out)).dataset_dir)
+
+
+def _published(out: Path) -> Dict[str, bytes]:
+    """The manifest and the live version's data/: what a reader of the output gets."""
+    return {"counterpoint.json": (out / "counterpoint.json").read_bytes(), **_snapshot(_live(out) / "data")}
 
 
 def _canon(rows) -> List[str]:
@@ -242,8 +248,8 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     out = tmp_path / "out"
     inp = _write_jsonl(tmp_path / "in" / "problems.jsonl", _records_in(problems[:first]))
     _run(_config(out, [inp], key, **labeled))
-    published = _snapshot(out / "data")
-    assert published and all(name.endswith(".parquet") for name in published)
+    published = _published(out)
+    assert len(published) > 1 and all(name.endswith(".parquet") for name in published if name != "counterpoint.json")
 
     # B: the full input, every engine call slowed down; kill -9 the whole process group midway,
     # once new problems are checkpointed and some sampled problem is cached but not finished.
@@ -276,8 +282,8 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     assert killed, f"the run ended (rc={proc.returncode}) before it could be killed midway:\n{tail}"
     assert _group_gone(proc.pid), "processes of the killed run are still alive"
 
-    # data/ is exactly the previous complete dataset: no partial or extra shard.
-    assert _snapshot(out / "data") == published
+    # The live dataset is exactly the previous complete one: same manifest, no partial or extra shard.
+    assert _published(out) == published
     done = _checkpointed_ids(out)
     assert {p["problem_id"] for p in problems[:first]} <= done and first < len(done) < N_PROBLEMS
     entries = _cache_entries(out)
@@ -653,19 +659,22 @@ def test_same_seed_same_rows_other_seed_other_rows(tmp_path, corpus_in, baseline
 # 7. atomic outputs: a corrupt shard is reported
 # ---------------------------------------------------------------------------
 def test_validation_reports_truncated_and_corrupt_shards(tmp_path, baseline):
-    validation = pytest.importorskip(
-        "counterpoint.validation", reason="counterpoint.validation is not importable yet (in progress)")
     out = tmp_path / "out"
     shutil.copytree(baseline[0], out)
-    report = validation.validate_output(str(out), runner_options=IN_PROCESS)
+    from counterpoint.dataset.publish import GateOptions, revalidate
+
+    def validate():  # as `counterpoint validate OUT` does: the live version, against the counts written
+        return revalidate(storage.OutputLayout(str(out)), GateOptions(runner_options=IN_PROCESS))[0]
+
+    report = validate()
     assert report.success, report.message()
 
-    traj = out / "data" / "trajectories" / "train-00000-of-00001.parquet"
-    prefs = out / "data" / "preferences" / "train-00000-of-00001.parquet"
+    traj = Path(storage.DatasetLayout(str(out)).config_dir("trajectories")) / "train-00000-of-00001.parquet"
+    prefs = Path(storage.DatasetLayout(str(out)).config_dir("preferences")) / "train-00000-of-00001.parquet"
     data = traj.read_bytes()
     traj.write_bytes(data[: len(data) // 2])  # truncated mid-write
     prefs.write_bytes(b"PAR1 this is not a parquet file")
-    report = validation.validate_output(str(out), runner_options=IN_PROCESS)
+    report = validate()
     assert not report.success
     corrupt = {f.config: f for f in report.failures if f.reason == "corrupt_shard"}
     assert sorted(corrupt) == ["preferences", "trajectories"]

@@ -13,9 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from counterpoint.publish.card import write_dataset_card
-from counterpoint.publish.hub import PublishRefused, push_to_hub
-from counterpoint.report import build_report
+from counterpoint import storage
+from counterpoint.dataset.card import write_dataset_card
+from counterpoint.dataset.hub import push_to_hub
+from counterpoint.dataset.publish import GateOptions, run_gate
+from counterpoint.dataset.report import build_report
+from counterpoint.dataset.verdicts import NotValidated
+from counterpoint.errors import VerdictMismatch
 from counterpoint.schemas import records
 
 _spec = importlib.util.spec_from_file_location("_cp_output_fixtures", Path(__file__).with_name("test_validation.py"))
@@ -25,11 +29,13 @@ _spec.loader.exec_module(fixtures)
 FAST_RUNNER = ["--runner=FnApiRunner", "--direct_num_workers=1"]
 
 
+def _layout(out: Path) -> storage.DatasetLayout:
+    return storage.DatasetLayout(str(out))
+
+
 @pytest.fixture(scope="module")
 def validated(tmp_path_factory):
-    """A complete, validated output (rejects has a single 0-row shard), with report and card."""
-    from counterpoint.validation import validate_output
-
+    """A complete, validated dataset folder (rejects has a single 0-row shard), with report and card."""
     out = tmp_path_factory.mktemp("pub") / "out"
     rows = fixtures.make_rows(n_problems=5, samples=4)
     rows["rejects"] = []
@@ -44,10 +50,12 @@ def validated(tmp_path_factory):
     for i in range(4):
         pq.write_table(records.rows_to_table("preferences", prefs[i * per:(i + 1) * per]),
                        fixtures.shard_path(out, "preferences", i, 4), compression="zstd")
-    report = validate_output(str(out), runner_options=FAST_RUNNER)
-    assert report.success, report.message()
-    build_report(str(out))
-    write_dataset_card(str(out))
+    layout = _layout(out)
+    report, verdict = run_gate(layout, None, expected=None, quarantine_dir=str(out / "quarantine"),
+                               gate=GateOptions(runner_options=FAST_RUNNER))
+    assert report.success and verdict.success, report.message()
+    build_report(layout)
+    write_dataset_card(layout)
     # things that must never be published
     (out / "quarantine" / "trajectories").mkdir(parents=True)
     (out / "quarantine" / "trajectories" / "train-00009-of-00010.parquet").write_bytes(b"bad")
@@ -60,7 +68,7 @@ def validated(tmp_path_factory):
 
 def test_report_html_is_self_contained(validated, tmp_path):
     out, _ = validated
-    html = Path(build_report(str(out))).read_text()
+    html = Path(build_report(_layout(out))).read_text()
     assert html.startswith("<!DOCTYPE html>")
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(images) >= 8
@@ -76,7 +84,7 @@ def test_report_html_is_self_contained(validated, tmp_path):
     # an outcome-only run: the step sections say the config is absent
     small = tmp_path / "small"
     fixtures.make_output(small, n_problems=3, samples=2, configs=("trajectories", "unpaired", "preferences"))
-    html = Path(build_report(str(small))).read_text()
+    html = Path(build_report(_layout(small))).read_text()
     assert "Config <code>step_labels</code> is not present" in html
     assert "Config <code>step_values</code> is not present" in html
     assert "Config <code>rejects</code> is not present" in html
@@ -136,7 +144,7 @@ def test_card_declares_every_config_and_datasets_loads_them(validated, tmp_path)
     other = tmp_path / "other"
     fixtures.make_output(other, n_problems=2, samples=2, configs=("trajectories",))
     (other / "run_summary.json").write_text(json.dumps(summary))
-    meta = _front_matter(Path(write_dataset_card(str(other))))
+    meta = _front_matter(Path(write_dataset_card(_layout(other))))
     assert meta["license"] == "apache-2.0" and [c["config_name"] for c in meta["configs"]] == ["trajectories"]
     assert "not been validated" in (other / "README.md").read_text()
 
@@ -150,7 +158,7 @@ def _expected_files(out: Path):
 
 def test_push_dry_run_lists_exactly_the_publishable_files(validated, capsys):
     out, _ = validated
-    plan = push_to_hub(str(out), "someone/counterpoint-test", dry_run=True, private=True)
+    plan = push_to_hub(_layout(out), "someone/counterpoint-test", dry_run=True, private=True)
     paths = [p for p, _ in plan.files]
     assert paths == _expected_files(out)
     assert all(size == (out / p).stat().st_size for p, size in plan.files)
@@ -166,8 +174,8 @@ def test_push_refuses_without_or_with_failed_validation(validated, tmp_path):
     out, _ = validated
     bare = tmp_path / "bare"
     fixtures.make_output(bare, n_problems=2, samples=2, configs=("trajectories",))
-    with pytest.raises(PublishRefused, match="summary.json is missing"):
-        push_to_hub(str(bare), "someone/x", dry_run=True)
+    with pytest.raises(NotValidated, match="has not been validated"):
+        push_to_hub(_layout(bare), "someone/x", dry_run=True)
 
     (bare / "validation").mkdir()
     failed = json.loads((out / "validation" / "summary.json").read_text())
@@ -176,14 +184,14 @@ def test_push_refuses_without_or_with_failed_validation(validated, tmp_path):
     failed["configs"]["preferences"]["failed_expectations"] = [
         {"expectation_type": "expect_column_pair_values_to_differ"}]
     (bare / "validation" / "summary.json").write_text(json.dumps(failed))
-    with pytest.raises(PublishRefused, match="validation failed for preferences .*expect_column_pair_values_to_differ"):
-        push_to_hub(str(bare), "someone/x", dry_run=True)
+    with pytest.raises(NotValidated, match=r"validation failed for preferences \(expect_column_pair_values_to_differ"):
+        push_to_hub(_layout(bare), "someone/x", dry_run=True)
 
     # a shard that appeared after validation
     ok = json.loads((out / "validation" / "summary.json").read_text())
     (bare / "validation" / "summary.json").write_text(json.dumps(ok))
-    with pytest.raises(PublishRefused, match="changed since validation"):
-        push_to_hub(str(bare), "someone/x", dry_run=True)
+    with pytest.raises(VerdictMismatch, match="changed since validation"):
+        push_to_hub(_layout(bare), "someone/x", dry_run=True)
 
 
 class _FakeHub(BaseHTTPRequestHandler):
@@ -247,7 +255,7 @@ def test_push_to_local_fake_hub(validated, monkeypatch):
     thread.start()
     try:
         endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-        plan = push_to_hub(str(out), "someone/counterpoint-test", private=True, token="hf_fake_token",
+        plan = push_to_hub(_layout(out), "someone/counterpoint-test", private=True, token="hf_fake_token",
                            endpoint=endpoint)
     finally:
         server.shutdown()

@@ -49,12 +49,13 @@ def tokenizer(model_dir):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from counterpoint.export import export_output
+    from counterpoint import storage
+    from counterpoint.dataset.export import export_output
 
     out = tmp_path_factory.mktemp("corpus") / "out"
     out.mkdir()
     rows = write_validated_output(out, n_problems=N_PROBLEMS)
-    export_output(str(out), ["trl-stepwise", "openrlhf-prm", "step-dpo"], placeholder=PLACEHOLDER)
+    export_output(storage.DatasetLayout(str(out)), ["trl-stepwise", "openrlhf-prm", "step-dpo"], placeholder=PLACEHOLDER)
     return out, rows
 
 
@@ -99,7 +100,7 @@ def test_step_dpo_rows_render_as_step_dpo_and_train(corpus, model_dir, tokenizer
     import trl
     from trl import DPOConfig, DPOTrainer
 
-    from counterpoint.export import step_dpo_text
+    from counterpoint.dataset.export import step_dpo_text
 
     out, _ = corpus
     raw = _load(out, "step_dpo")
@@ -169,7 +170,7 @@ def test_prm_trainer_of_trl_1_13_trains_on_trl_stepwise(corpus, model_dir, tmp_p
 
 
 def test_openrlhf_prm_rows_label_every_step_exactly_once(corpus, tokenizer):
-    from counterpoint.export import check_openrlhf_prm, openrlhf_label_positions, placeholder_token_id
+    from counterpoint.dataset.export import check_openrlhf_prm, openrlhf_label_positions, placeholder_token_id
 
     out, rows = corpus
     ds = _load(out, "openrlhf_prm")

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from counterpoint import cli
+from counterpoint import cli, storage
 from counterpoint.config import API_KEY_REDACTED, ConfigError, from_dict
 from counterpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from counterpoint.sources.validate import validate_problem
@@ -279,7 +279,8 @@ def test_secrets_and_local_paths_never_reach_a_written_file(tmp_path, capsys):
         text = _all_text(path)
         assert not [s for s in SECRETS if s in text], path
     # The stored config says where the key is read from; URLs keep their host, not their credentials.
-    stored = json.loads((out / "run_config.json").read_text(encoding="utf-8"))
+    layout = storage.DatasetLayout(str(out))
+    stored = json.loads(Path(layout.config_path).read_text(encoding="utf-8"))
     assert stored["generator"]["api_key"] == API_KEY_REDACTED
     assert API_KEY_REDACTED == "<redacted: give the key as $OPENAI_API_KEY or $COUNTERPOINT_API_KEY>"
     assert stored["generator"]["base_urls"] == ["http://<redacted>@127.0.0.1:9/v1?api_key=<redacted>"]
@@ -287,20 +288,20 @@ def test_secrets_and_local_paths_never_reach_a_written_file(tmp_path, capsys):
     assert stored["source"]["paths"] == ["<local>/problems.jsonl"] and stored["output"] == "<local>/out"
 
     # Published files name no local folder (the push plan is what leaves the machine).
-    from counterpoint.publish.hub import planned_files
+    from counterpoint.dataset.hub import planned_files
 
-    published = [out / p for p, _ in planned_files(str(out))]
+    published = [Path(layout.dataset_dir) / p for p, _ in planned_files(layout)]
     assert {"report.html", "README.md"} <= {p.name for p in published}
     for path in published:
         assert str(tmp_path) not in _all_text(path), path
 
     # NUL bytes never reach the engine or an id column: both rows are control_characters rejects.
-    rejects = [r for p in (out / "data" / "rejects").glob("*.parquet") for r in pq.read_table(p).to_pylist()]
+    rejects = layout.read_table("rejects").to_pylist()
     assert sorted(((r["reason"], r["problem_id"], r["detail"]) for r in rejects), key=lambda t: t[2]) == [
         ("control_characters", None, "control character in problem_id: U+0000 at 3; remove it from the input"),
         ("control_characters", "q-nul", "control character in question: U+0000 at 14; remove it from the input"),
     ]
-    for config_dir in (out / "data").iterdir():
+    for config_dir in Path(layout.data_dir).iterdir():
         for shard in config_dir.glob("*.parquet"):
             for record in pq.read_table(shard).to_pylist():
                 assert "\x00" not in json.dumps(record, ensure_ascii=False, default=str), shard
@@ -318,7 +319,8 @@ def test_a_failed_validation_exits_1_and_names_files_that_exist(tmp_path, capsys
     assert err.startswith("counterpoint run: Validation FAILED for "), err
     summary = [line.split("summary: ", 1)[1] for line in err.splitlines() if line.strip().startswith("summary: ")]
     assert summary and all(Path(p).is_file() for p in summary), err
-    assert not (out / "data").exists()
+    layout = storage.OutputLayout(str(out))
+    assert layout.live_version() is None and layout.version_ids() == []  # nothing was published
 
 
 def test_an_accounting_failure_exits_1_in_one_line(tmp_path, capsys, monkeypatch):

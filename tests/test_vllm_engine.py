@@ -26,10 +26,9 @@ import json
 import os
 from collections import Counter
 
-import pyarrow.parquet as pq
 import pytest
 
-from counterpoint import corpus
+from counterpoint import corpus, storage
 from counterpoint.config import from_dict
 from counterpoint.pipelines.generate_corpus import run
 from counterpoint.progress import LiveProgress
@@ -93,7 +92,7 @@ def real_run(tmp_path_factory):
 
 
 def _read(out, config):
-    return pq.read_table(out / "data" / config).to_pylist()
+    return storage.DatasetLayout(str(out)).read_table(config).to_pylist()
 
 
 def test_every_sample_is_a_well_formed_verified_row(real_run):

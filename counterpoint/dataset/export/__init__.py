@@ -6,16 +6,17 @@ dataset card. Formats: ``trl-stepwise``, ``openrlhf-prm``, ``step-dpo``,
 ``weighted-pairs``; their schemas live in :mod:`counterpoint.schemas.exports`.
 """
 
-from counterpoint.export.api import (
+from counterpoint.dataset.export.api import (
     FORMAT_CONFIG,
     FORMAT_SOURCES,
     FORMATS,
     ExportError,
     ExportResult,
     export_output,
-    read_source_config,
+    run_exports,
+    stage_exports,
 )
-from counterpoint.export.formats import (
+from counterpoint.dataset.export.formats import (
     ExportRows,
     openrlhf_input,
     openrlhf_prm_rows,
@@ -24,7 +25,7 @@ from counterpoint.export.formats import (
     trl_stepwise_rows,
     weighted_pair_rows,
 )
-from counterpoint.export.trainers import (
+from counterpoint.dataset.export.trainers import (
     check_openrlhf_prm,
     openrlhf_label_positions,
     placeholder_token_id,
@@ -33,7 +34,7 @@ from counterpoint.export.trainers import (
 
 __all__ = [
     "FORMATS", "FORMAT_CONFIG", "FORMAT_SOURCES", "ExportError", "ExportResult", "ExportRows", "export_output",
-    "read_source_config", "trl_stepwise_rows", "openrlhf_prm_rows", "openrlhf_input", "step_dpo_rows",
+    "run_exports", "stage_exports", "trl_stepwise_rows", "openrlhf_prm_rows", "openrlhf_input", "step_dpo_rows",
     "weighted_pair_rows", "pair_weight", "step_dpo_text", "check_openrlhf_prm", "openrlhf_label_positions",
     "placeholder_token_id",
 ]

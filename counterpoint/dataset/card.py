@@ -1,4 +1,9 @@
-"""Hugging Face dataset card (``<out>/README.md``) for a Counterpoint output directory.
+"""Hugging Face dataset card (``README.md``) of a dataset: a version folder's own, and the output root's.
+
+A version's card lies next to its ``data/`` (the Hub layout ``counterpoint push`` uploads); the
+output root's card is the live version's with ``data_files`` under ``versions/<id>/`` (written by
+:func:`counterpoint.dataset.publish.write_root_card`), so ``datasets.load_dataset(out, config)`` reads
+the live version.
 
 The YAML front matter declares one ``configs:`` entry per config present under
 ``data/`` so ``datasets.load_dataset(out_dir_or_repo, "<config>")`` works for each
@@ -13,8 +18,7 @@ of them. Two ``datasets`` (5.x) limitations shape it:
 
 The body carries the provenance from ``run_summary.json`` (model, sampling,
 verifier and labeler versions and parameters, counts, timing), the columns of
-every config (from the TableSpecs), and the validation summary table when
-``<out>/validation/summary.json`` exists.
+every config (from the TableSpecs), and the verdict (read by :mod:`counterpoint.dataset.verdicts`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from counterpoint import storage
+from counterpoint.dataset.verdicts import Verdict
 from counterpoint.schemas import records
 
 DEFAULT_LICENSE = "mit"
@@ -50,9 +55,8 @@ def _size_category(n: int) -> str:
     return "100M<n<1B"
 
 
-def config_stats(out_dir: str) -> Dict[str, Dict[str, Any]]:
+def config_stats(layout: storage.DatasetLayout) -> Dict[str, Dict[str, Any]]:
     """``{config: {"shards", "rows", "empty_shards"}}`` for every config folder under ``data/`` (any filesystem)."""
-    layout = storage.DatasetLayout(out_dir)
     known = list(records.OUTPUT_TABLES)
     names = sorted(layout.present_configs(), key=lambda n: (known.index(n) if n in known else len(known), n))
     stats: Dict[str, Dict[str, Any]] = {}
@@ -72,11 +76,12 @@ def trainer_line(config: str) -> str:
     return getattr(spec, "trainer", "") or _TRAINER.get(config, "")
 
 
-def front_matter(out_dir: str) -> Dict[str, Any]:
-    """The YAML metadata of the card, as a dict."""
-    summary = _load(storage.DatasetLayout(out_dir).summary_path) or {}
+def front_matter(layout: storage.DatasetLayout, prefix: str = "",
+                 stats: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """The YAML metadata of the card, as a dict; ``data_files`` are ``<prefix>data/<config>/train-*.parquet``."""
+    summary = _load(layout.summary_path) or {}
     prov = summary.get("provenance") or {}
-    stats = config_stats(out_dir)
+    stats = config_stats(layout) if stats is None else stats
     configs = []
     for name, s in stats.items():
         if s["rows"] == 0:
@@ -84,7 +89,7 @@ def front_matter(out_dir: str) -> Dict[str, Any]:
         entry: Dict[str, Any] = {"config_name": name}
         if s["empty_shards"]:
             entry["batch_size"] = EMPTY_SHARD_BATCH_SIZE
-        entry["data_files"] = [{"split": "train", "path": f"data/{name}/train-*.parquet"}]
+        entry["data_files"] = [{"split": "train", "path": f"{prefix}data/{name}/train-*.parquet"}]
         configs.append(entry)
     if configs and any(c["config_name"] == "trajectories" for c in configs):
         next(c for c in configs if c["config_name"] == "trajectories")["default"] = True
@@ -162,12 +167,15 @@ def _kv_section(title: str, value: Any) -> List[str]:
     return [f"- **{title}**: {_cell(value)}"]
 
 
-def render_card(out_dir: str) -> str:
-    layout = storage.DatasetLayout(out_dir)
-    meta = front_matter(out_dir)
+def render_card(layout: storage.DatasetLayout, prefix: str = "") -> str:
+    """The card of the dataset ``layout``; ``prefix``: where its ``data/`` lies relative to the card.
+
+    Long because it writes the card's sections in reading order (configs, columns, provenance, counts).
+    """
+    stats = config_stats(layout)
+    meta = front_matter(layout, prefix, stats)
     summary = _load(layout.summary_path) or {}
     prov = summary.get("provenance") or {}
-    stats = config_stats(out_dir)
     declared = {c["config_name"] for c in meta["configs"]}
     lines: List[str] = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
     lines += [
@@ -256,29 +264,34 @@ def render_card(out_dir: str) -> str:
     if not summary:
         lines += ["No `run_summary.json` was found: provenance unknown.", ""]
 
-    validation = _load(layout.validation_summary)
-    lines += ["## Validation", ""]
-    if validation is None:
-        lines += ["This output has not been validated (no `validation/summary.json`).", ""]
-    else:
-        lines += [f"Great Expectations {_cell(validation.get('great_expectations_version'))} suites derived from "
-                  f"the Counterpoint schemas; overall: **{'pass' if validation.get('success') else 'FAIL'}** "
-                  f"({_cell(validation.get('validated_at'))}).", ""]
-        vrows = []
-        for name, s in (validation.get("configs") or {}).items():
-            failed = sorted({f.get("expectation_type") or f.get("reason") for f in s.get("failed_expectations", [])})
-            vrows.append([f"`{name}`", "pass" if s.get("success") else "FAIL", s.get("n_shards"), s.get("rows"),
-                          ", ".join(failed) or "-"])
-        lines += [_md_table(["config", "result", "shards", "rows", "failed expectations"], vrows), ""]
-        if validation.get("data_docs"):
-            lines += [f"Data Docs: `{validation['data_docs']}`.", ""]
+    lines += _validation_section(layout)
     if storage.exists(layout.report_path):
         lines += ["A run report with plots is in `report.html`.", ""]
     return "\n".join(lines)
 
 
-def write_dataset_card(out_dir: str) -> str:
-    """Writes ``<out_dir>/README.md`` and returns its path."""
-    path = storage.DatasetLayout(out_dir).card_path
-    storage.write_text(path, render_card(out_dir))
+def _validation_section(layout: storage.DatasetLayout) -> List[str]:
+    verdict = Verdict.read(layout)
+    lines = ["## Validation", ""]
+    if verdict is None:
+        return lines + ["This output has not been validated (no `validation/summary.json`).", ""]
+    raw = verdict.raw
+    lines += [f"Great Expectations {_cell(raw.get('great_expectations_version'))} suites derived from "
+              f"the Counterpoint schemas; overall: **{'pass' if verdict.success else 'FAIL'}** "
+              f"({_cell(verdict.validated_at)}).", ""]
+    vrows = [[f"`{c.name}`", "pass" if c.success else "FAIL", len(c.shards), c.rows, ", ".join(c.failed) or "-"]
+             for c in verdict.configs.values()]
+    lines += [_md_table(["config", "result", "shards", "rows", "failed expectations"], vrows), ""]
+    if raw.get("accepted_current"):
+        lines += [f"Counts accepted as they are by `counterpoint validate --accept-current` "
+                  f"({_cell(raw['accepted_current'].get('at'))}).", ""]
+    if raw.get("data_docs"):
+        lines += [f"Data Docs: `{raw['data_docs']}`.", ""]
+    return lines
+
+
+def write_dataset_card(layout: storage.DatasetLayout) -> str:
+    """Writes the dataset's own ``README.md`` (Hub layout) and returns its path."""
+    path = layout.card_path
+    storage.write_text(path, render_card(layout))
     return path

@@ -1,9 +1,9 @@
 """Run report: one self-contained HTML page of plots about an output directory.
 
-``build_report(out_dir)`` reads the Parquet configs under ``<out>/data/`` (only the
+``build_report(layout)`` reads the Parquet configs of a dataset (``DatasetLayout``) (only the
 columns it plots; local, ``gs://`` or ``s3://`` through :mod:`counterpoint.storage`),
 ``run_summary.json`` and, when present,
-``validation/summary.json``, and writes ``<out>/report.html`` with every plot
+the verdict (:mod:`counterpoint.dataset.verdicts`), and writes ``report.html`` with every plot
 embedded as a base64 PNG (matplotlib's Agg canvas, no pyplot global state), so
 the file can be mailed or uploaded alone. A config that is absent (or has no
 readable shard) gets a section saying so instead of a plot.
@@ -16,13 +16,18 @@ import datetime as _dt
 import html
 import io
 import json
-import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
 from counterpoint import storage
+from counterpoint.dataset.verdicts import Verdict
 from counterpoint.schemas import records
+
+def _title(o: "_Output") -> str:
+    """The dataset's name: its run id (never an absolute local path: the report is published)."""
+    return str(o.summary.get("run_id") or storage.basename(o.layout.dataset_dir))
+
 
 _COLORS = {"correct": "#2e7d32", "incorrect": "#c62828", "unknown": "#9e9e9e", True: "#2e7d32", False: "#c62828"}
 
@@ -31,13 +36,12 @@ _COLORS = {"correct": "#2e7d32", "incorrect": "#c62828", "unknown": "#9e9e9e", T
 # Data access
 # ---------------------------------------------------------------------------
 class _Output:
-    def __init__(self, out: str):
-        self.out = out
-        self.layout = storage.DatasetLayout(out)
+    def __init__(self, layout: storage.DatasetLayout):
+        self.layout = layout
         self.notes: List[str] = []
         self._cache: Dict[Tuple[str, Tuple[str, ...]], Optional[pa.Table]] = {}
         self.summary: Dict[str, Any] = storage.read_json(self.layout.summary_path) or {}
-        self.validation: Optional[Dict[str, Any]] = storage.read_json(self.layout.validation_summary)
+        self.validation: Optional[Verdict] = Verdict.read(layout)
 
     def shards(self, config: str) -> List[str]:
         return self.layout.shards(config)
@@ -58,7 +62,7 @@ class _Output:
             try:
                 tables.append(storage.read_parquet(p, columns=list(columns)))
             except Exception as e:  # a corrupt shard must not kill the report
-                note = f"skipped unreadable shard {storage.relpath(p, self.out)}: {type(e).__name__}: {e}"
+                note = f"skipped unreadable shard {storage.relpath(p, self.layout.dataset_dir)}: {type(e).__name__}: {e}"
                 if note not in self.notes:
                     self.notes.append(note)
         t = pa.concat_tables(tables) if tables else None
@@ -367,14 +371,11 @@ def _validation(o: _Output) -> Tuple[str, str]:
     v = o.validation
     if v is None:
         return title, '<p class="missing">No validation/summary.json: the output has not been validated.</p>'
-    rows = []
-    for c, s in (v.get("configs") or {}).items():
-        failed = sorted({f.get("expectation_type") or f.get("reason") for f in s.get("failed_expectations", [])})
-        rows.append([c, "pass" if s.get("success") else "FAIL", s.get("n_shards"), s.get("rows"),
-                     ", ".join(failed)])
-    head = f"<p>Overall: <b>{'pass' if v.get('success') else 'FAIL'}</b> ({html.escape(str(v.get('validated_at')))})"
-    if v.get("data_docs"):
-        head += f' &middot; <a href="{html.escape(v["data_docs"])}">Great Expectations Data Docs</a>'
+    rows = [[c.name, "pass" if c.success else "FAIL", len(c.shards), c.rows, ", ".join(c.failed)]
+            for c in v.configs.values()]
+    head = f"<p>Overall: <b>{'pass' if v.success else 'FAIL'}</b> ({html.escape(str(v.validated_at))})"
+    if v.raw.get("data_docs"):
+        head += f' &middot; <a href="{html.escape(v.raw["data_docs"])}">Great Expectations Data Docs</a>'
     return title, head + "</p>" + _table(["config", "result", "shards", "rows", "failed"], rows)
 
 
@@ -390,10 +391,9 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}img{max-width:100%}.mis
 """
 
 
-def build_report(out_dir: str) -> str:
-    """Writes ``<out_dir>/report.html`` and returns its path."""
-    out = out_dir if not storage.is_local(out_dir) else os.path.abspath(out_dir)
-    o = _Output(out)
+def build_report(layout: storage.DatasetLayout) -> str:
+    """Writes the dataset's ``report.html`` (the live version's, for an output folder) and returns its path."""
+    o = _Output(layout)
     body = []
     for section in SECTIONS:
         try:
@@ -408,7 +408,7 @@ def build_report(out_dir: str) -> str:
     page = (
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Counterpoint run report</title>"
         f"<style>{_CSS}</style></head><body>"
-        f"<h1>Counterpoint run report</h1><p>{html.escape(storage.basename(out) if storage.is_local(out) else out)}"
+        f"<h1>Counterpoint run report</h1><p>{html.escape(_title(o))}"
         + (f" &middot; model <code>{html.escape(str(model))}</code>" if model else "")
         + f" &middot; generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}</p>"
         + (f'<ul class="notes">{notes}</ul>' if notes else "")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from counterpoint.export.api import FORMATS, ExportError, export_output
+from counterpoint.dataset.export.api import FORMATS, ExportError, export_output
 from counterpoint.schemas.exports import DEFAULT_PLACEHOLDER
 
 
@@ -31,11 +31,18 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """Exports from the live version of ``args.dir`` (a Counterpoint output) into a new version of the target."""
+    from counterpoint import storage
+    from counterpoint.dataset.publish import require_owned
+
+    source = storage.OutputLayout(args.dir)
+    require_owned(source, create=False)
+    target = storage.OutputLayout(args.output) if args.output else None
     try:
-        result = export_output(args.dir, args.formats, output_dir=args.output, placeholder=args.placeholder,
+        result = export_output(source, args.formats, target=target, placeholder=args.placeholder,
                                default_weight=args.default_weight)
     except ExportError as e:
-        print(f"export failed: {e}", file=sys.stderr)
-        return 1
+        print(f"counterpoint export: {e}", file=sys.stderr)
+        return e.exit_code
     print(result.message())
     return 0

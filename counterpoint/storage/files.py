@@ -1,22 +1,12 @@
-"""The output folder's layout and every file operation on it, through Beam's ``FileSystems``.
+"""Every file operation on an output folder, through Beam's ``FileSystems``.
 
 Counterpoint writes to local disk, ``gs://`` and ``s3://`` alike: nothing else in
 the package calls ``pathlib``/``os``/``shutil`` on an output folder. Pipeline
 options (credentials, ``--s3_endpoint_url``, ...) reach every call once
 :func:`configure` has been given them — in the driver as in the workers.
 
-Layout of an output folder (``OutputLayout``)::
-
-    <root>/
-      README.md  report.html  run_summary.json  run_config.json   # describe the published data/
-      data/<config>/train-SSSSS-of-NNNNN.parquet                   # the dataset; replaced only after checks pass
-      validation/summary.json  validation/data_docs/               # the gate's results for data/
-      quarantine/<run_id>/<config>/...                             # shards that failed validation (never published)
-      _work/
-        staging/<run_id>/                                          # a run's shards, counts and gate results
-        runs/<run_id>/run_summary.json                             # every run's summary, failed runs included
-        problems/<fingerprint>/*.jsonl.gz                          # batched per-problem checkpoints (resume)
-        cache/<model>/<problem>.json                               # per-problem request ledgers (pay once)
+The folder layouts live in :mod:`counterpoint.storage.layout`, the lock in
+:mod:`counterpoint.storage.lock`.
 """
 
 from __future__ import annotations
@@ -131,6 +121,13 @@ def exists(path: str) -> bool:
         return FileSystems.exists(path)
     except Exception:  # noqa: BLE001
         return False
+
+
+def is_file(path: str) -> bool:
+    """True when ``path`` is a file (locally) or an object at exactly that key (object stores)."""
+    if is_local(path):
+        return os.path.isfile(_local(path))
+    return exists(path) and not match(join(path, "*"))
 
 
 def mkdirs(path: str) -> None:
@@ -251,6 +248,30 @@ def copy_file(src: str, dst: str) -> None:
     write_bytes(dst, data)
 
 
+def clone_file(src: str, dst: str) -> None:
+    """A cheap copy of a file that is never rewritten in place (a published shard).
+
+    Local: a hard link (no bytes copied; either name can be removed alone), a copy where links are
+    not possible. Object stores: a server-side copy.
+    """
+    if is_local(src) and is_local(dst):
+        os.makedirs(os.path.dirname(_local(dst)) or ".", exist_ok=True)
+        try:
+            os.link(_local(src), _local(dst))
+        except OSError:
+            shutil.copyfile(_local(src), _local(dst))
+        return
+    FileSystems.copy([src], [dst])
+
+
+def top_level_names(root: str) -> List[str]:
+    """The names directly below ``root`` (files and folders; [] when it is missing or empty)."""
+    if is_local(root):
+        local = _local(root)
+        return sorted(os.listdir(local)) if os.path.isdir(local) else []
+    return sorted({relpath(p, root).split("/")[0] for p in list_tree(root)})
+
+
 def move_file(src: str, dst: str) -> None:
     if is_local(src) and is_local(dst):
         os.makedirs(os.path.dirname(_local(dst)) or ".", exist_ok=True)
@@ -354,112 +375,3 @@ def write_parquet(path: str, table, *, compression: str = "zstd") -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression=compression)
     write_bytes(path, buf.getvalue())
-
-
-# ---------------------------------------------------------------------------
-# The layout
-# ---------------------------------------------------------------------------
-class DatasetLayout:
-    """Where a dataset's pieces live below ``root`` (a published output folder or a run's staging folder)."""
-
-    def __init__(self, root: str):
-        self.root = root.rstrip("/") if not is_local(root) else root
-
-    def path(self, *parts: str) -> str:
-        return join(self.root, *parts)
-
-    @property
-    def data_dir(self) -> str:
-        return self.path(DATA_DIR)
-
-    def config_dir(self, config: str) -> str:
-        return self.path(DATA_DIR, config)
-
-    def shards(self, config: str) -> List[str]:
-        return match(join(self.config_dir(config), "*.parquet"))
-
-    def present_configs(self) -> List[str]:
-        """Config folders under ``data/`` that hold at least one shard."""
-        names = {relpath(p, self.data_dir).split("/")[0] for p in match(join(self.data_dir, "*", "*.parquet"))}
-        return sorted(names)
-
-    @property
-    def validation_dir(self) -> str:
-        return self.path(VALIDATION_DIR)
-
-    @property
-    def validation_summary(self) -> str:
-        return self.path(VALIDATION_DIR, "summary.json")
-
-    @property
-    def summary_path(self) -> str:
-        return self.path(SUMMARY_FILE)
-
-    @property
-    def config_path(self) -> str:
-        return self.path(CONFIG_FILE)
-
-    @property
-    def card_path(self) -> str:
-        return self.path(CARD_FILE)
-
-    @property
-    def report_path(self) -> str:
-        return self.path(REPORT_FILE)
-
-    def read_table(self, config: str, columns: Optional[Sequence[str]] = None):
-        """Every shard of ``config`` concatenated (the config's empty table when it has none)."""
-        import pyarrow as pa
-
-        from counterpoint import schemas
-
-        tables = [read_parquet(p, columns) for p in self.shards(config)]
-        if not tables:
-            schema = schemas.table(config).arrow_schema()
-            if columns:
-                schema = pa.schema([schema.field(c) for c in columns])
-            return schema.empty_table()
-        return pa.concat_tables(tables, promote_options="default")
-
-
-class OutputLayout(DatasetLayout):
-    """A published output folder and its working area."""
-
-    @property
-    def work_dir(self) -> str:
-        return self.path(WORK_DIR)
-
-    def staging(self, run_id: str) -> "StagingLayout":
-        return StagingLayout(self.path(WORK_DIR, "staging", run_id), run_id)
-
-    @property
-    def staging_root(self) -> str:
-        return self.path(WORK_DIR, "staging")
-
-    def run_record_dir(self, run_id: str) -> str:
-        return self.path(WORK_DIR, "runs", run_id)
-
-    def quarantine_dir(self, run_id: Optional[str] = None) -> str:
-        return self.path(QUARANTINE_DIR, run_id) if run_id else self.path(QUARANTINE_DIR)
-
-    def checkpoints_dir(self, fingerprint: str) -> str:
-        return self.path(WORK_DIR, "problems", fingerprint)
-
-    def cache_dir(self, model_key: str) -> str:
-        return self.path(WORK_DIR, "cache", model_key)
-
-
-class StagingLayout(DatasetLayout):
-    """One run's staging folder: shards, counted outputs, gate results — published only after every check."""
-
-    def __init__(self, root: str, run_id: str):
-        super().__init__(root)
-        self.run_id = run_id
-
-    @property
-    def counts_dir(self) -> str:
-        return self.path("counts")
-
-    @property
-    def state_summaries_dir(self) -> str:
-        return self.path("state_summaries")
