@@ -366,7 +366,7 @@ def test_cli_run_validate_report_push(tmp_path, capsys):
     assert cli.main(["validate", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"Validation passed for {live}" in printed or f"Validation passed for {live.resolve()}" in printed
-    assert "4 config(s)" in printed
+    assert "5 config(s)" in printed
 
     assert cli.main(["report", str(out)]) == 0
     printed = capsys.readouterr().out.strip()

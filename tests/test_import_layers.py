@@ -23,31 +23,20 @@ LAYERS: Dict[str, int] = {
     "transforms": 2,
     "dataset": 3,
     "validation": 4,
-    "config": 5,
-    "cache": 6, "corpus": 6, "labeling": 6, "sources": 6,
+    "config": 5, "flags": 5, "config_values": 5,
+    "cache": 6, "corpus": 6, "labeling": 6, "sources": 6, "rl": 6, "rewards": 6,
     "generators": 7, "state": 7, "progress": 7,
     "verifiers": 8,
     "storage": 9,
     "schemas": 10,
     "segmentation": 11, "prompts": 11, "errors": 11,
-    # TODO(issue 16): export/, publish/ and report.py move into counterpoint/dataset/; until then they
-    # sit on its floor. Remove these three entries once they are gone.
-    "export": 3, "publish": 3, "report": 3,
 }
 # Floor 11 imports nothing from counterpoint.
 BOTTOM = 11
 # Outside the order: imported only by tests, benchmarks and themselves.
-TESTING = {
-    "testing",
-    # TODO(issue 16): local_services.py moves to counterpoint/testing/; remove once it has.
-    "local_services",
-}
-# TODO(issue 16): the two known violations on main, being removed by the dataset/prompts/testing work.
-# The coordinator deletes these entries after merging; a stale entry fails the test below.
-KNOWN_VIOLATIONS: Set[Tuple[str, str]] = {
-    ("generators", "labeling"),  # scripted judge imports the judge prompt from labeling/consensus; worlds
-    ("export", "pipelines"),     # export/api.py lazily imports pipelines/finalize.read_config (a circle)
-}
+TESTING = {"testing"}
+# Imports allowed against the order (none: a new entry needs a reason and an issue to remove it).
+KNOWN_VIOLATIONS: Set[Tuple[str, str]] = set()
 
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
@@ -59,8 +48,7 @@ LONG_MODULES = {
     "transforms/stages.py", "generators/vllm_local.py", "storage.py", "config.py", "labeling/scheduler.py",
     "verifiers/extract.py",
 }
-# TODO(issue 16): verifiers/quality.py reads tests/data (an installed wheel has no tests/); remove once moved.
-READS_TESTS = {"verifiers/quality.py"}
+READS_TESTS: Set[str] = set()
 LONG_FUNCTIONS = {
     "export/api.py:export_output", "labeling/consensus.py:apply_consensus", "labeling/labeler.py:_problem_task",
     "labeling/scheduler.py:absorb", "pipelines/finalize.py:summarize", "pipelines/finalize.py:finalize_run",
