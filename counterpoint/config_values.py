@@ -140,4 +140,8 @@ def _check_hint(value, hint, where: str) -> None:
         return
     if not _fits(value, hint):
         shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-        raise ConfigError(f"{where}: expected {_describe(hint)}, got {shown} ({type(value).__name__})")
+        hint_yaml = ""
+        if isinstance(value, bool) and _fits("off", hint):
+            # YAML 1.1 reads a bare off/no/false (on/yes/true) as a boolean: the usual cause of this error.
+            hint_yaml = f"; YAML reads a bare off/no as false and on/yes as true: quote the word, e.g. \"{'on' if value else 'off'}\""
+        raise ConfigError(f"{where}: expected {_describe(hint)}, got {shown} ({type(value).__name__}){hint_yaml}")

@@ -123,6 +123,8 @@ STRICT_CASES = [
     ("source: {kind: file, paths: [a.jsonl, 7]}", "config.source.paths[1]: expected a string, got 7 (int)"),
     ("min_rows: {preferences: 1.0}", "config.min_rows[preferences]: expected an integer, got 1.0 (float)"),
     ("labeling: {omegaprm: {k: true}}", "config.labeling.omegaprm.k: expected an integer, got True (bool)"),
+    ("consensus: {mode: off}", "config.consensus.mode: expected a string, got False (bool); YAML reads a bare "
+                               "off/no as false and on/yes as true: quote the word, e.g. \"off\""),
 ]
 
 
