@@ -423,7 +423,7 @@ def test_conform_raises_key_error_naming_the_missing_column():
            "pair_type": "outcome", "rejected_sample_index": 1}
     # Missing nullable columns become None, unknown keys are dropped.
     assert spec.conform(row | {"debug": 1}) == row | {
-        "chosen_sample_index": None, "step_index": None, "prefix": None, "labeler": None, "metadata": None}
+        "chosen_source": None, "chosen_sample_index": None, "step_index": None, "prefix": None, "labeler": None, "metadata": None}
     for required in ("id", "prompt", "rejected_sample_index"):
         broken = {k: v for k, v in row.items() if k != required}
         with pytest.raises(KeyError) as excinfo:
