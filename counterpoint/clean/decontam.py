@@ -68,13 +68,17 @@ class DecontaminationConfig:
                              "give one per path or none")
 
     def check(self) -> None:
-        """Every path matches at least one file (Beam filesystems), checked in the driver before any work."""
+        """Every path or glob matches at least one file (Beam filesystems: gs://, s3:// too), in the driver."""
+        import os
+
+        from counterpoint import storage
         from counterpoint.errors import ConfigError
-        from counterpoint.sources.files import expand_paths
 
         for path in self.paths:
+            local = path[len("file://"):] if path.startswith("file://") else path
+            local = local if "://" in local else os.path.expanduser(local)
             try:
-                found = expand_paths(path)
+                found = [p for p, _ in storage.match_sizes(local) if not p.endswith("/")]
             except Exception as e:  # noqa: BLE001 - an unlistable bucket is a usage error here
                 raise ConfigError(f"--decontaminate {path}: cannot list it ({type(e).__name__}: {e}); check the "
                                   "path and credentials") from None
