@@ -1,5 +1,8 @@
 """Every record Counterpoint writes, and its Arrow schema, in one place.
 
+Long: it is the one table of every config's columns and their documentation; split, the column lists
+would be spelled out twice.
+
 Stages exchange plain ``dict`` rows (cheap to pickle across Beam workers). Each
 output config ("trajectories", "preferences", ...) is described once here as a
 ``TableSpec``: the column names, Arrow types, nullability and the value
@@ -20,6 +23,9 @@ pass rate with its 95% Wilson interval, reason histogram, answers given), and
 ``trajectories`` carries signed columns next to ``cumulative_logprob`` and
 ``num_generated_tokens`` (A-LoL's importance-weight inputs): ``reward``,
 ``group_mean_reward``, ``grpo_advantage`` and ``rloo_advantage`` (see their column docs).
+
+Clean corpora (issue 20): ``trajectories.duplicate_of`` / ``process_error`` and
+``preferences.chosen_source`` (see counterpoint.clean).
 """
 
 from __future__ import annotations
