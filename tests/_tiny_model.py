@@ -85,6 +85,7 @@ def corpus_rows(n_problems: int = 6) -> Dict[str, List[dict]]:
                 "verifier_version": "1", "finish_reason": "stop", "num_prompt_tokens": 40, "num_generated_tokens": 60,
                 "cumulative_logprob": -12.0 - s, "model_id": "embedded:smollm2-135m-instruct",
                 "sampling": dumps({"temperature": 0.8}), "seed": 100 * p + s,
+                "duplicate_of": None, "process_error": False,
             }
             t["_error"] = error
             trajs.append(t)
