@@ -93,7 +93,7 @@ def test_lm_eval_13_gram_and_open_r1_8_gram_rules_differ_on_a_heavy_paraphrase()
     assert (m.item_id, m.kind) == ("mb/2", "ngram")
     assert m.detail(8) == (f"mathbench item 'mb/2' ({m.overlap:.0%} of its 8-grams shared): {WENG[:120]!r}")
     # A threshold asks for more than one shared n-gram.
-    assert EvalIndex(_index(8).items and [EvalItem("mathbench", "mb/2", WENG)], 8, threshold=0.5).check(heavy) is None
+    assert EvalIndex([EvalItem("mathbench", "mb/2", WENG)], 8, threshold=0.5).check(heavy) is None
 
 
 def test_eval_files_in_other_formats_and_field_names(tmp_path):
@@ -350,3 +350,40 @@ def test_reference_solution_is_the_chosen_where_no_sample_is_correct(clean_run):
     assert not [t for t in traj.values() if t["sample_index"] < 0]
     assert summary["clean"]["reference_chosen_pairs"] == 2
     assert {p["chosen_source"] for p in _table(layout, "preferences") if p["problem_id"] != "p-ref"} == {"policy"}
+
+
+def test_flags_set_the_clean_config_keys():
+    import argparse
+
+    from counterpoint.config import RunConfig, add_flags, apply_overrides
+
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    args = parser.parse_args(["--decontaminate", "a.jsonl", "--decontaminate", "gs://b/test.parquet",
+                              "--decontamination-rule", "open-r1", "--pairing", "round-robin", "--reference-chosen"])
+    cfg = apply_overrides(RunConfig(), vars(args))
+    assert cfg.decontamination == DecontaminationConfig(paths=["a.jsonl", "gs://b/test.parquet"], rule="open-r1")
+    assert (cfg.pairing.strategy, cfg.pairing.reference_chosen) == ("round-robin", True)
+    defaults = RunConfig()
+    assert (defaults.pairing.strategy, defaults.pairing.reference_chosen, defaults.decontamination.enabled) == (
+        "nearest", False, False)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--pairing", "random"])
+
+
+def test_guard_step_prompts_drops_the_pair_with_a_row_reject():
+    from counterpoint.transforms.clean import GuardStepPrompts
+
+    pair = {"id": "q/step/omegaprm/s1", "prefix": NATALIA, "pair_type": "step"}
+    keep = {"id": "q/outcome/0-1", "prefix": None, "pair_type": "outcome"}
+    state = corpus.new_state({"problem_id": "q", "question": "How many clips?"}).evolve(preferences=[pair, keep])
+    (out,) = list(GuardStepPrompts(13).process(state, _index()))
+    # The prompt is the question + the prefix: every 13-gram inside the prefix is shared, none across the seam.
+    shared, total = len(T.tokens(NATALIA)) - 12, len(T.tokens("How many clips? " + NATALIA)) - 12
+    assert out.preferences == [keep]
+    (reject,) = out.rejects
+    assert {k: reject[k] for k in ("problem_id", "stage", "reason", "scope", "detail")} == {
+        "problem_id": "q", "stage": "decontaminate", "reason": "contaminated_step_prompt", "scope": "row",
+        "detail": f"pair q/step/omegaprm/s1: mathbench item 'mb/1' ({shared / total:.0%} of its 13-grams shared): "
+                  f"{NATALIA[:120]!r}"}
+    assert json.loads(reject["payload"]) == {"pair_id": "q/step/omegaprm/s1", "benchmark": "mathbench", "item_id": "mb/1"}
