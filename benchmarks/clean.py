@@ -146,6 +146,28 @@ def cost_growth(sizes, eval_sizes, seed: int):
 # ---------------------------------------------------------------------------
 # 2. planted decontamination
 # ---------------------------------------------------------------------------
+class Tally:
+    """Recall / precision over (kind, flagged, truth) outcomes, with per-kind flag counts."""
+
+    def __init__(self, flag_name: str):
+        self.flag_name = flag_name
+        self.tp = self.fp = self.fn = 0
+        self.by_kind = {}
+
+    def add(self, kind: str, hit: bool, truth: bool) -> None:
+        self.tp += hit and truth
+        self.fp += hit and not truth
+        self.fn += truth and not hit
+        k = self.by_kind.setdefault(kind, {"cases": 0, self.flag_name: 0})
+        k["cases"] += 1
+        k[self.flag_name] += hit
+
+    def figures(self):
+        return {"recall": round(self.tp / max(1, self.tp + self.fn), 4),
+                "precision": round(self.tp / max(1, self.tp + self.fp), 4), "false_positives": self.fp,
+                "missed": self.fn, "by_variant": self.by_kind}
+
+
 VARIANTS = ("exact_normalised", "paraphrase_2_words", "numbers_reordered", "paraphrase_25pct")
 
 
@@ -176,21 +198,11 @@ def planted_decontamination(questions, eval_items: int, planted: int, seed: int)
            "negatives": sum(not c[2] for c in cases), "rules": {}}
     for rule, n in RULES.items():
         index = EvalIndex(items, n)
-        tp = fp = fn = 0
-        by_kind = {}
+        tally = Tally("flagged")
         for kind, text, truth in cases:
-            hit = index.check(text) is not None
-            tp += hit and truth
-            fp += hit and not truth
-            fn += truth and not hit
-            k = by_kind.setdefault(kind, {"cases": 0, "flagged": 0})
-            k["cases"] += 1
-            k["flagged"] += hit
-        out["rules"][rule] = {"ngram": n, "recall": round(tp / max(1, tp + fn), 4),
-                              "precision": round(tp / max(1, tp + fp), 4), "false_positives": fp,
-                              "missed": fn, "by_variant": by_kind}
-        print(f"{rule:8} ({n}-gram): recall {tp / max(1, tp + fn):.3f}, precision {tp / max(1, tp + fp):.3f}, "
-              f"fp {fp}, missed {fn}", flush=True)
+            tally.add(kind, index.check(text) is not None, truth)
+        out["rules"][rule] = {"ngram": n, **tally.figures()}
+        print(f"{rule:8} ({n}-gram): {tally.figures()}", flush=True)
     return out
 
 
@@ -199,8 +211,7 @@ def planted_decontamination(questions, eval_items: int, planted: int, seed: int)
 # ---------------------------------------------------------------------------
 def planted_dedup(problems: int, seed: int):
     rng = random.Random(seed)
-    tp = fp = fn = 0
-    by_kind = {}
+    tally = Tally("marked_duplicate")
     cfg = DedupConfig()
     for p in range(problems):
         base = _sentence(rng, 45) + ". The answer is " + str(rng.randint(2, 999)) + "."
@@ -212,19 +223,10 @@ def planted_dedup(problems: int, seed: int):
                 for i, (_, t, _) in enumerate(plan)]
         got, _ = dedup_rows(rows, cfg)
         for (kind, _, truth), row in zip(plan, got):
-            if kind == "base":
-                continue
-            hit = row["duplicate_of"] is not None
-            dup = truth is not None
-            tp += hit and dup
-            fp += hit and not dup
-            fn += dup and not hit
-            k = by_kind.setdefault(kind, {"cases": 0, "marked_duplicate": 0})
-            k["cases"] += 1
-            k["marked_duplicate"] += hit
-    out = {"problems": problems, "recall": round(tp / max(1, tp + fn), 4), "precision": round(tp / max(1, tp + fp), 4),
-           "by_variant": by_kind, "config": vars(cfg)}
-    print(f"dedup planted: recall {out['recall']}, precision {out['precision']}, {by_kind}", flush=True)
+            if kind != "base":
+                tally.add(kind, row["duplicate_of"] is not None, truth is not None)
+    out = {"problems": problems, **tally.figures(), "config": vars(cfg)}
+    print(f"dedup planted: {tally.figures()}", flush=True)
     return out
 
 

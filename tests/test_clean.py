@@ -387,3 +387,39 @@ def test_guard_step_prompts_drops_the_pair_with_a_row_reject():
         "detail": f"pair q/step/omegaprm/s1: mathbench item 'mb/1' ({shared / total:.0%} of its 13-grams shared): "
                   f"{NATALIA[:120]!r}"}
     assert json.loads(reject["payload"]) == {"pair_id": "q/step/omegaprm/s1", "benchmark": "mathbench", "item_id": "mb/1"}
+
+
+def test_a_process_error_solution_is_no_correct_evidence_for_the_labeller():
+    from counterpoint.labeling.common import trajectory_rollout
+
+    row = _rows([("C", "Step 1: 3 * 4 = 13.\n\nThe answer is 17.")])[0] | {"process_error": True}
+    r = trajectory_rollout(row, "paragraph")
+    assert (r.verdict, r.reason, r.is_correct) == ("unknown", "process_error", False)
+    r = trajectory_rollout(row | {"process_error": False}, "paragraph")
+    assert (r.verdict, r.reason, r.is_correct) == ("correct", None, True)
+
+
+def test_duplicates_are_no_labelling_targets(tmp_path):
+    """A labelling run (scripted chain policy, OmegaPRM): no step row or step pair for a duplicate trajectory."""
+    from counterpoint.generators.scripted import chain_problem
+
+    problems = [chain_problem(5, i, num_steps=2) for i in range(3)]
+    (tmp_path / "chain.jsonl").write_text("".join(json.dumps(
+        {"id": p["problem_id"], "question": p["question"], "answer": p["gold_answer"]}) + "\n" for p in problems))
+    cfg = from_dict({
+        "source": {"kind": "file", "paths": [str(tmp_path / "chain.jsonl")],
+                   "mapping": {"question": "question", "answer": "answer", "id": "id"}},
+        "generator": {"kind": "scripted", "scripted": {"policy": "chain", "step_error_rate": 0.5}},
+        "samples_per_problem": 16, "labeler": "omegaprm", "labeling": {"omegaprm": {"k": 4, "search_limit": 10}},
+        "validate": False, "report": False, "output": str(tmp_path / "out"),
+    })
+    run(IN_PROCESS, config=cfg)
+    layout = DatasetLayout(str(tmp_path / "out"))
+    dups = {(t["problem_id"], t["sample_index"]) for t in _table(layout, "trajectories") if t["duplicate_of"]}
+    wrong_dups = {(t["problem_id"], t["sample_index"]) for t in _table(layout, "trajectories")
+                  if t["duplicate_of"] and t["verdict"] == "incorrect"}
+    assert dups and wrong_dups  # the planted chain samples repeat themselves (guards the test itself)
+    labelled = {(r["problem_id"], r["sample_index"]) for r in _table(layout, "step_labels")}
+    assert labelled and not labelled & dups
+    paired = {(p["problem_id"], p["rejected_sample_index"]) for p in _table(layout, "preferences")}
+    assert paired and not paired & dups
