@@ -423,3 +423,43 @@ def test_duplicates_are_no_labelling_targets(tmp_path):
     assert labelled and not labelled & dups
     paired = {(p["problem_id"], p["rejected_sample_index"]) for p in _table(layout, "preferences")}
     assert paired and not paired & dups
+
+
+def test_contaminated_step_dpo_prompts_are_dropped_in_a_labelling_run(tmp_path):
+    """Two identical OmegaPRM runs on chain problems; the second names an evaluation set holding one step pair's
+    prefix: exactly the pairs whose prompt (question + prefix) shares an 8-gram with it are dropped."""
+    from counterpoint.generators.scripted import chain_problem
+
+    problems = [chain_problem(7, i, num_steps=6) for i in range(3)]
+    (tmp_path / "chain.jsonl").write_text("".join(json.dumps(
+        {"id": p["problem_id"], "question": p["question"], "answer": p["gold_answer"]}) + "\n" for p in problems))
+    base = {
+        "source": {"kind": "file", "paths": [str(tmp_path / "chain.jsonl")],
+                   "mapping": {"question": "question", "answer": "answer", "id": "id"}},
+        "generator": {"kind": "scripted", "scripted": {"policy": "chain", "step_error_rate": 0.15}},
+        "samples_per_problem": 8, "labeler": "omegaprm", "labeling": {"omegaprm": {"k": 4, "search_limit": 10}},
+        "validate": False, "report": False,
+    }
+    run(IN_PROCESS, config=from_dict(base | {"output": str(tmp_path / "a")}))
+    before = _table(DatasetLayout(str(tmp_path / "a")), "preferences")
+    with_prefix = sorted((p for p in before if p["prefix"] and len(T.tokens(p["prefix"])) >= 8), key=lambda p: p["id"])
+    assert with_prefix
+    target = with_prefix[0]
+    (tmp_path / "bench.jsonl").write_text(json.dumps({"id": "leak-1", "question": target["prefix"]}) + "\n")
+    index = EvalIndex([EvalItem("bench", "leak-1", target["prefix"])], 8)
+    questions = {p["problem_id"]: p["question"] for p in problems}
+    expected = {p["id"] for p in before if p["prefix"] and index.check(questions[p["problem_id"]] + "\n" + p["prefix"])}
+    assert target["id"] in expected
+    assert all(index.check(q) is None for q in questions.values())  # the problems themselves are clean
+
+    summary = run(IN_PROCESS, config=from_dict(base | {
+        "output": str(tmp_path / "b"),
+        "decontamination": {"paths": [str(tmp_path / "bench.jsonl")], "rule": "open-r1"}}))
+    layout = DatasetLayout(str(tmp_path / "b"))
+    after = _table(layout, "preferences")
+    assert sorted(p["id"] for p in after) == sorted(p["id"] for p in before if p["id"] not in expected)
+    rejects = [r for r in _table(layout, "rejects") if r["reason"] == "contaminated_step_prompt"]
+    assert sorted(json.loads(r["payload"])["pair_id"] for r in rejects) == sorted(expected)
+    assert {(r["stage"], r["scope"]) for r in rejects} == {("decontaminate", "row")}
+    assert summary["clean"]["step_pairs_contaminated"] == len(expected)
+    assert summary["clean"]["problems_contaminated"] == 0
