@@ -195,6 +195,8 @@ def test_reference_solution_from_gsm8k_metadata():
     problem = {"metadata": json.dumps({"reference_solution": "Apples: 3*4=<<3*4=12>>12.\nTotal 12+5=<<12+5=17>>17.\n#### 17"})}
     assert reference_solution(problem) == "Apples: 3*4=12.\nTotal 12+5=17.\nThe final answer is \\boxed{17}."
     assert reference_solution({"metadata": "{}"}) is None
+    math500 = {"metadata": json.dumps({"extra": {"solution": "So $x = 3$, and $\\boxed{3}$.", "subject": "Algebra"}})}
+    assert reference_solution(math500) == "So $x = 3$, and $\\boxed{3}$."
 
 
 # ---------------------------------------------------------------------------

@@ -81,13 +81,16 @@ def reference_solution(problem: Dict[str, Any]) -> Optional[str]:
 
     GSM8K references end in ``#### 42`` and carry ``<<6*7=42>>`` calculator notes: the notes are dropped and
     the final line becomes ``The final answer is \\boxed{42}.``, the form the run's prompt asks for, so the
-    verifier reads it like any sample. MATH solutions already end in a ``\\boxed{}`` answer.
+    verifier reads it like any sample. MATH solutions already end in a ``\\boxed{}`` answer (MATH-500's sit
+    in its ``solution`` field, kept in the metadata's ``extra``).
     """
     try:
         meta = json.loads(problem.get("metadata") or "{}")
     except ValueError:
         return None
     text = meta.get("reference_solution")
+    if not isinstance(text, str) or not text.strip():  # MATH-500 keeps its answer apart: the solution is extra
+        text = (meta.get("extra") or {}).get("solution")
     if not isinstance(text, str) or not text.strip():
         return None
     text = re.sub(r"<<[^<>]*>>", "", text)
