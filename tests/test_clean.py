@@ -332,6 +332,10 @@ def test_right_answer_wrong_process_is_never_chosen(clean_run):
         if p["chosen_sample_index"] is not None:
             assert not traj[f"{p['problem_id']}/s{p['chosen_sample_index']}"]["process_error"]
     assert summary["clean"]["process_error_positives"] == 3  # flagged rows, duplicates included
+    # Pairs avoided: p-process had 6 correct x 2 incorrect samples (cap 2 -> 2 pairs) and made 1; p-dup made
+    # its 2; p-ref's pairs come from the reference and p-badref has no positive.
+    assert summary["clean"]["pairs_avoided"] == 1 and summary["clean"]["suspect_negatives"] == 0
+    assert summary["clean"]["pairing"] == "nearest"
 
 
 def test_reference_solution_is_the_chosen_where_no_sample_is_correct(clean_run):
