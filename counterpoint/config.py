@@ -28,6 +28,9 @@ from counterpoint.config_values import (  # noqa: F401  (re-exported: the stored
     is_secret_key,
     public,
 )
+from counterpoint.clean.decontam import DecontaminationConfig
+from counterpoint.clean.dedup import DedupConfig
+from counterpoint.clean.pairing import PAIRING_STRATEGIES
 from counterpoint.errors import ConfigError
 from counterpoint.flags import FLAG_GROUPS, FLAGS, NONE, Flag, _min_rows, _none_or  # noqa: F401  (re-exported)
 from counterpoint.generators.base import SamplingParams
@@ -74,13 +77,23 @@ class VerifierConfig:
 
 @dataclasses.dataclass
 class PairingConfig:
-    """Outcome pairing: each correct sample is paired with an incorrect one, round-robin."""
+    """Outcome pairing (counterpoint.clean.pairing): each correct sample is paired with an incorrect one.
+
+    ``strategy``: ``nearest`` (default: the most similar wrong solution, a near-miss negative, issue 20) or
+    ``round-robin`` (both sides spread evenly). ``reference_chosen``: where no sample is correct, the
+    source's verified reference solution is the chosen side (``chosen_source: reference``; off-policy).
+    """
 
     max_pairs_per_problem: int = 4
     # Truncated samples never become ``chosen``; set False to also keep them out of ``rejected``.
     truncated_as_rejected: bool = True
+    strategy: str = "nearest"
+    reference_chosen: bool = False
 
     def __post_init__(self):
+        if self.strategy not in PAIRING_STRATEGIES:
+            raise ValueError(f"pairing.strategy: unknown strategy {self.strategy!r}; choose one of "
+                             f"{list(PAIRING_STRATEGIES)}")
         if self.max_pairs_per_problem < 0:
             raise ValueError(f"pairing.max_pairs_per_problem must be >= 0, got {self.max_pairs_per_problem}")
 
@@ -118,6 +131,9 @@ class RunConfig:
     # The judge's engine (default: the run's own generator).
     judge: Optional[GeneratorConfig] = None
     pairing: PairingConfig = dataclasses.field(default_factory=PairingConfig)
+    # Evaluation sets problems are checked against (issue 20; empty = no check) and trajectory dedup.
+    decontamination: DecontaminationConfig = dataclasses.field(default_factory=DecontaminationConfig)
+    dedup: DedupConfig = dataclasses.field(default_factory=DedupConfig)
     retry: RetryConfig = dataclasses.field(default_factory=RetryConfig)
     # Problems per engine call in the sampling stage (each asks for samples_per_problem samples).
     batch_size: int = 32
@@ -196,7 +212,7 @@ class RunConfig:
         """
         d = self._as_dict()  # unredacted: two local models with one folder name must not share checkpoints
         shaping = {k: d[k] for k in ("generator", "sampling", "samples_per_problem", "system_prompt",
-                                     "segmentation", "verifier", "labeler", "pairing")}
+                                     "segmentation", "verifier", "labeler", "pairing", "dedup")}
         # Where the engine runs and how fast (servers, compile mode, fault injection) does not shape rows.
         gen = {k: v for k, v in shaping["generator"].items()
                if k not in ("base_urls", "api_key", "compile", "engine_kwargs", "max_num_seqs")}
@@ -268,6 +284,8 @@ _NESTED = {
     (RunConfig, "consensus"): ConsensusConfig,
     (RunConfig, "judge"): GeneratorConfig,
     (RunConfig, "pairing"): PairingConfig,
+    (RunConfig, "decontamination"): DecontaminationConfig,
+    (RunConfig, "dedup"): DedupConfig,
     (RunConfig, "retry"): RetryConfig,
     (ProblemSourceConfig, "mapping"): FieldMapping,
     (LabelerConfig, "omegaprm"): OmegaPRMConfig,

@@ -56,7 +56,7 @@ def _none_or(kind):
     return parse
 
 
-FLAG_GROUPS = ("source", "generator", "sampling", "labelling", "output")
+FLAG_GROUPS = ("source", "generator", "sampling", "labelling", "cleaning", "output")
 
 FLAGS: Tuple[Flag, ...] = (
     # source
@@ -110,6 +110,17 @@ FLAGS: Tuple[Flag, ...] = (
          "or as an unknown verdict", choices=("zero", "unknown")),
     Flag(("--judge-model", "--judge_model"), ("judge.model",), "labelling",
          "judge model for --consensus (default: the run's model)"),
+    # cleaning (issue 20: counterpoint.clean)
+    Flag(("--decontaminate",), ("decontamination.paths",), "cleaning",
+         "evaluation set file(s) or glob(s), any source format, local/gs:///s3://: matching problems and Step-DPO "
+         "prompts are rejected as contaminated (repeatable)", action="append", metavar="PATH"),
+    Flag(("--decontamination-rule", "--decontamination_rule"), ("decontamination.rule",), "cleaning",
+         "n-gram rule: lm-eval (13-gram) or open-r1 (8-gram)", choices=("lm-eval", "open-r1")),
+    Flag(("--pairing",), ("pairing.strategy",), "cleaning",
+         "outcome pairing: nearest (near-miss rejected) or round-robin", choices=("nearest", "round-robin")),
+    Flag(("--reference-chosen", "--reference_chosen"), ("pairing.reference_chosen",), "cleaning",
+         "where no sample is correct, the verified reference solution is the chosen side (off-policy)",
+         action="true"),
     # output
     Flag(("--config",), (), "output", "YAML run config (flags override it)", metavar="FILE"),
     Flag(("--output",), ("output",), "output", "output folder (local, gs://, s3://)"),

@@ -85,6 +85,7 @@ def corpus_rows(n_problems: int = 6) -> Dict[str, List[dict]]:
                 "verifier_version": "1", "finish_reason": "stop", "num_prompt_tokens": 40, "num_generated_tokens": 60,
                 "cumulative_logprob": -12.0 - s, "model_id": "embedded:smollm2-135m-instruct",
                 "sampling": dumps({"temperature": 0.8}), "seed": 100 * p + s,
+                "duplicate_of": None, "process_error": False,
             }
             t["_error"] = error
             trajs.append(t)
@@ -124,7 +125,7 @@ def corpus_rows(n_problems: int = 6) -> Dict[str, List[dict]]:
                 "id": f"{pid}/step/omegaprm/s{s}", "problem_id": pid, "prompt": prompt,
                 "chosen": messages(("assistant", prefix + correct_step)),
                 "rejected": messages(("assistant", prefix + t["steps"][e].strip())),
-                "pair_type": records.PAIR_STEP, "chosen_sample_index": None, "rejected_sample_index": s,
+                "pair_type": records.PAIR_STEP, "chosen_source": "policy", "chosen_sample_index": None, "rejected_sample_index": s,
                 "step_index": e, "prefix": prefix, "labeler": "omegaprm",
                 "metadata": dumps({"policy": "step_dpo_first_error", "prefix_mc": mc[e - 1] if e else root_q}),
             })
@@ -132,13 +133,14 @@ def corpus_rows(n_problems: int = 6) -> Dict[str, List[dict]]:
                 "id": f"{pid}/first_pit/omegaprm/s{s}-s0", "problem_id": pid, "prompt": prompt,
                 "chosen": messages(("assistant", right[0]["completion"])),
                 "rejected": messages(("assistant", "".join(t["steps"][:e + 1]).rstrip())),
-                "pair_type": records.PAIR_FIRST_PIT, "chosen_sample_index": 0, "rejected_sample_index": s,
+                "pair_type": records.PAIR_FIRST_PIT, "chosen_source": "policy", "chosen_sample_index": 0, "rejected_sample_index": s,
                 "step_index": e, "prefix": None, "labeler": "omegaprm", "metadata": dumps({"policy": "first_pit"}),
             })
             rows["preferences"].append({
                 "id": content_id("outcome", right[s - 2]["id"], t["id"]), "problem_id": pid, "prompt": prompt,
                 "chosen": messages(("assistant", right[s - 2]["completion"])),
                 "rejected": messages(("assistant", t["completion"])), "pair_type": records.PAIR_OUTCOME,
+                "chosen_source": "policy",
                 "chosen_sample_index": right[s - 2]["sample_index"], "rejected_sample_index": s,
                 "step_index": None, "prefix": None, "labeler": None, "metadata": dumps({"policy": "all_pairs"}),
             })

@@ -355,7 +355,9 @@ def test_cli_run_validate_report_push(tmp_path, capsys):
     assert _table_value(printed, "trajectories") == "16"
     assert _table_value(printed, "  correct / incorrect / unknown") == f"{n_correct} / {n_incorrect} / 0"
     assert _table_value(printed, "preference pairs") == f"{len(prefs)} {{'outcome': {len(prefs)}}}"
-    assert _table_value(printed, "unpaired rows") == "16"
+    # Every verified sample but the duplicates (counterpoint.clean.dedup: duplicate_of set) is one unpaired row.
+    kept = sum(t["duplicate_of"] is None for t in traj)
+    assert _table_value(printed, "unpaired rows") == str(kept)
     assert _table_value(printed, "rejects (rows)") == "1 {'malformed_json': 1}"
     assert _table_value(printed, "validation") == "passed"
     summary = json.loads((live / "run_summary.json").read_text())

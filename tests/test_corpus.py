@@ -172,6 +172,7 @@ def _base_row(i, completion, steps, finish_reason, tokens, logprob, seed):
         "verdict_reason": "not_verified", "verifier": "", "verifier_version": "",
         "finish_reason": finish_reason, "num_prompt_tokens": 31, "num_generated_tokens": tokens,
         "cumulative_logprob": logprob, "model_id": "scripted/test", "sampling": SAMPLING_JSON, "seed": seed,
+        "duplicate_of": None, "process_error": False,
     }
 
 
@@ -256,7 +257,7 @@ def _grid_state():
 
 def test_outcome_pairs_round_robin_with_cap_and_whole_records():
     state = _grid_state()
-    state = corpus.outcome_rows(state, max_pairs_per_problem=4)
+    state = corpus.outcome_rows(state, max_pairs_per_problem=4, strategy="round-robin")
     # Correct ordered shortest first (ties by sample index): s2, s5, s0; incorrect s1, s3, s4.
     # Diagonals: (2,1) (5,3) (0,4), then (2,3) ... — every chosen and rejected once before any repeats.
     assert _pairs(state) == [(2, 1), (5, 3), (0, 4), (2, 3)]
@@ -269,6 +270,7 @@ def test_outcome_pairs_round_robin_with_cap_and_whole_records():
         "chosen": [{"role": "assistant", "content": t[2]["completion"]}],
         "rejected": [{"role": "assistant", "content": t[1]["completion"]}],
         "pair_type": "outcome",
+        "chosen_source": "policy",
         "chosen_sample_index": 2,
         "rejected_sample_index": 1,
         "step_index": None,
@@ -282,7 +284,7 @@ def test_outcome_pairs_round_robin_with_cap_and_whole_records():
 
 def test_outcome_pairs_are_distinct_and_cover_the_grid_without_a_cap():
     state = _grid_state()
-    state = corpus.outcome_rows(state, max_pairs_per_problem=100)
+    state = corpus.outcome_rows(state, max_pairs_per_problem=100, strategy="round-robin")
     pairs = _pairs(state)
     assert len(pairs) == len(set(pairs)) == 9
     assert set(pairs) == set(product([0, 2, 5], [1, 3, 4]))
@@ -421,7 +423,7 @@ def test_conform_raises_key_error_naming_the_missing_column():
            "pair_type": "outcome", "rejected_sample_index": 1}
     # Missing nullable columns become None, unknown keys are dropped.
     assert spec.conform(row | {"debug": 1}) == row | {
-        "chosen_sample_index": None, "step_index": None, "prefix": None, "labeler": None, "metadata": None}
+        "chosen_source": None, "chosen_sample_index": None, "step_index": None, "prefix": None, "labeler": None, "metadata": None}
     for required in ("id", "prompt", "rejected_sample_index"):
         broken = {k: v for k, v in row.items() if k != required}
         with pytest.raises(KeyError) as excinfo:
@@ -455,7 +457,7 @@ REALISTIC_ROWS = {
                               ["Step 1: 3 + 4 = 7.\n\n", "The answer is 7."], "stop", 14, -2.5, 2 ** 40) | {
         "final_answer": "7", "verdict": "correct", "verdict_reason": None, "verifier": "numeric",
         "verifier_version": "1", "reward": 1.0, "group_mean_reward": 0.75, "grpo_advantage": 0.5773502691896258,
-        "rloo_advantage": 0.33333333333333337},
+        "rloo_advantage": 0.33333333333333337, "duplicate_of": "gsm8k-12/s0", "process_error": False},
     "problem_stats": {
         "id": "gsm8k-12", "problem_id": "gsm8k-12", "source": "gsm8k", "prompt": PROMPT, "gold_answer": "7", "verifier": "numeric",
         "verifier_version": "1", "samples": 5, "correct": 3, "incorrect": 1, "unknown": 1, "truncated": 0,
@@ -467,8 +469,9 @@ REALISTIC_ROWS = {
         "id": "gsm8k-12/step/1-3", "problem_id": "gsm8k-12", "prompt": PROMPT,
         "chosen": [{"role": "assistant", "content": "Step 1: 3 + 4 = 7.\n\nStep 2: done."}],
         "rejected": [{"role": "assistant", "content": "Step 1: 3 + 4 = 7.\n\nStep 2: 7 - 1 = 6."}],
-        "pair_type": "step", "chosen_sample_index": None, "rejected_sample_index": 3, "step_index": 1,
-        "prefix": "Step 1: 3 + 4 = 7.\n\n", "labeler": "omegaprm", "metadata": '{"q_values": [0.75, 0.0]}',
+        "pair_type": "step", "chosen_source": "policy", "chosen_sample_index": None, "rejected_sample_index": 3,
+        "step_index": 1, "prefix": "Step 1: 3 + 4 = 7.\n\n", "labeler": "omegaprm",
+        "metadata": '{"q_values": [0.75, 0.0]}',
     },
     "unpaired": {
         "id": "gsm8k-12/s3", "problem_id": "gsm8k-12", "sample_index": 3, "prompt": PROMPT,
@@ -512,9 +515,9 @@ REALISTIC_ROWS = {
         "id": "gsm8k-12/step/1-3", "problem_id": "gsm8k-12", "prompt": PROMPT,
         "chosen": [{"role": "assistant", "content": "Step 1: 3 + 4 = 7.\n\nStep 2: done."}],
         "rejected": [{"role": "assistant", "content": "Step 1: 3 + 4 = 7.\n\nStep 2: 7 - 1 = 6."}],
-        "pair_type": "step", "chosen_sample_index": None, "rejected_sample_index": 3, "step_index": 1,
-        "prefix": "Step 1: 3 + 4 = 7.\n\n", "labeler": "omegaprm", "metadata": '{"q_values": [0.75, 0.0]}',
-        "weight": 0.75, "weight_source": "advantage",
+        "pair_type": "step", "chosen_source": "policy", "chosen_sample_index": None, "rejected_sample_index": 3,
+        "step_index": 1, "prefix": "Step 1: 3 + 4 = 7.\n\n", "labeler": "omegaprm",
+        "metadata": '{"q_values": [0.75, 0.0]}', "weight": 0.75, "weight_source": "advantage",
     },
 }
 

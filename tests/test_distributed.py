@@ -202,3 +202,33 @@ def test_s3_output_end_to_end_run_validate_report_push(tmp_path, reference, s3, 
     assert _published_objects(client, "runs/r1/") == before
     runs = {k.split("/")[2] for k in _objects(client, "runs/r1/") if k.startswith("_work/runs/")}
     assert len(runs) == 2  # both runs left a record; only the first was published
+
+
+def test_evaluation_sets_on_s3_are_matched_and_read_through_beam_filesystems(s3):
+    """``--decontaminate s3://...``: the driver's check and the workers' reader go through Beam's S3 filesystem."""
+    import gzip
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from counterpoint import storage
+    from counterpoint.clean.decontam import DecontaminationConfig, EvalItem, read_eval_file
+    from counterpoint.errors import ConfigError
+
+    url, client, options = s3
+    storage.configure(PipelineOptions(options))
+    rows = [{"unique_id": "t/1", "problem": "Tom has 3 apples and buys 4 more. How many apples now?", "answer": "7"}]
+    client.put_object(Bucket=BUCKET, Key="bench/math.jsonl.gz",
+                      Body=gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist([{"id": "g-1", "question": "Ann reads 5 pages a day. How many in a week?"}]), buf)
+    client.put_object(Bucket=BUCKET, Key="bench/gsm.parquet", Body=buf.getvalue())
+    DecontaminationConfig(paths=[f"s3://{BUCKET}/bench/*"]).check()
+    with pytest.raises(ConfigError, match="no file matches"):
+        DecontaminationConfig(paths=[f"s3://{BUCKET}/nothing/*.jsonl"]).check()
+    assert list(read_eval_file(f"s3://{BUCKET}/bench/math.jsonl.gz", "math")) == [
+        EvalItem("math", "t/1", rows[0]["problem"])]
+    assert list(read_eval_file(f"s3://{BUCKET}/bench/gsm.parquet", "gsm")) == [
+        EvalItem("gsm", "g-1", "Ann reads 5 pages a day. How many in a week?")]

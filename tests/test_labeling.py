@@ -397,7 +397,7 @@ def test_omegaprm_rows_whole_records(overlap):
     prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}]
     step_pairs = [p for p in res.preferences if p["pair_type"] == "step"]
     meta = [json.loads(p.pop("metadata")) for p in step_pairs]
-    common = {"problem_id": "p", "prompt": prompt, "pair_type": "step", "labeler": "omegaprm"}
+    common = {"problem_id": "p", "prompt": prompt, "pair_type": "step", "chosen_source": "policy", "labeler": "omegaprm"}
     # chosen: the next step of a correct completion through the prefix, deepest origin first (a rollout
     # from the prefix itself beats a sampled solution through it).
     assert step_pairs == [
@@ -445,8 +445,8 @@ def test_omegaprm_rows_whole_records(overlap):
         "id": "p/first_pit/omegaprm/s1-s0", "problem_id": "p", "prompt": prompt,
         "chosen": [{"role": "assistant", "content": "a\n\nb\n\nc\n\nANS=1"}],
         "rejected": [{"role": "assistant", "content": "a\n\nb\n\nX"}],
-        "pair_type": "first_pit", "chosen_sample_index": 0, "rejected_sample_index": 1, "step_index": 2,
-        "prefix": None, "labeler": "omegaprm",
+        "pair_type": "first_pit", "chosen_source": "policy", "chosen_sample_index": 0, "rejected_sample_index": 1,
+        "step_index": 2, "prefix": None, "labeler": "omegaprm",
     }
     assert pit_meta == {"policy": "first_pit", "pit_q": 0.0, "pit_advantage": -1.0, "within_noise": False,
                         "n_rollouts": 11, "chosen_complete": True, "rejected_complete": False}

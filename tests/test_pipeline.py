@@ -81,6 +81,7 @@ def _expected_trajectories(cfg, problems, answer_key):
                                       segmentation="paragraph")
         verdicts = [verifier.verify(c.text, p["gold_answer"], truncated=c.truncated) for c in comps]
         rows = corpus.apply_verdicts(rows, verdicts, verifier_name=verifier.name, verifier_version=verifier.version)
+        rows, _ = corpus.clean_trajectories(rows, cfg.dedup)  # duplicate_of / process_error (counterpoint.clean)
         expected.update(_by_id(signed.with_signed_columns(rows)))  # reward / advantages per problem
     return expected
 
@@ -116,15 +117,19 @@ def test_outcome_pairs_and_unpaired_follow_the_verdicts(outcome_run):
             "chosen": [{"role": "assistant", "content": chosen["completion"]}],
             "rejected": [{"role": "assistant", "content": rejected["completion"]}],
             "pair_type": "outcome",
+            "chosen_source": "policy",
             "chosen_sample_index": chosen["sample_index"],
             "rejected_sample_index": rejected["sample_index"],
             "step_index": None, "prefix": None, "labeler": None,
-            "metadata": records.dumps({"policy": "round_robin", "max_pairs_per_problem": 3,
+            "metadata": records.dumps({"policy": "nearest", "max_pairs_per_problem": 3,
                                        "rejected_verdict_reason": rejected["verdict_reason"]}),
         }
         assert chosen["verdict"] == "correct" and rejected["verdict"] == "incorrect"
+        assert chosen["duplicate_of"] is None and rejected["duplicate_of"] is None
     unpaired = _read(out, "unpaired")
-    assert len(unpaired) == len(traj)
+    # Every sample but the duplicates (the scripted answer-key policy repeats itself) is one unpaired row.
+    kept = [t for t in traj.values() if t["duplicate_of"] is None]
+    assert len(kept) < len(traj) and sorted(u["id"] for u in unpaired) == sorted(t["id"] for t in kept)
     for row in unpaired:
         t = traj[row["id"]]
         assert row == {"id": t["id"], "problem_id": t["problem_id"], "sample_index": t["sample_index"],

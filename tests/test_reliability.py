@@ -542,7 +542,9 @@ def test_verifier_crash_and_hang_are_unknown_never_negative(tmp_path, monkeypatc
         assert verdict[records.trajectory_id(pair["problem_id"], pair["rejected_sample_index"])] == "incorrect"
         assert verdict[records.trajectory_id(pair["problem_id"], pair["chosen_sample_index"])] == "correct"
     unpaired = {r["id"]: r["label"] for r in _rows(out, "unpaired")}
-    assert unpaired == {t["id"]: t["verdict"] == "correct" for t in traj if t["verdict"] != "unknown"}
+    # Every verified sample that is no duplicate (counterpoint.clean.dedup) is one unpaired row.
+    assert unpaired == {t["id"]: t["verdict"] == "correct" for t in traj
+                        if t["verdict"] != "unknown" and t["duplicate_of"] is None}
 
 
 # ---------------------------------------------------------------------------

@@ -74,6 +74,8 @@ def make_rows(n_problems: int = 6, samples: int = 4) -> Dict[str, List[dict]]:
                 "model_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
                 "sampling": dumps(SAMPLING),
                 "seed": 1234 + 100 * p + s,
+                "duplicate_of": None,
+                "process_error": False,
             }
             trajs.append(t)
             rows["unpaired"].append({

@@ -89,6 +89,26 @@ def _consensus_provenance(cfg: RunConfig, judged: Dict[str, int]) -> Dict[str, A
             "kept_share": round(kept / (kept + dropped), 6) if kept + dropped else None}
 
 
+def _clean_summary(cfg: RunConfig, stats: Dict[str, Any], st: Dict[str, Any]) -> Dict[str, Any]:
+    """Issue 20's counts (counterpoint.clean): decontamination, dedup, pairing guards, reference pairs."""
+    rejects = _prefixed(stats, "reject:")
+    d = cfg.decontamination
+    return {
+        "decontamination": {"rule": d.rule, "ngram": d.n, "threshold": d.threshold,
+                            "sets": [d.name_of(i, p) for i, p in enumerate(d.paths)]} if d.enabled else None,
+        "problems_contaminated": int(rejects.get("contaminated", 0)),
+        "contaminated_by_benchmark": {k: int(v) for k, v in sorted(_prefixed(stats, "contaminated_by:").items())},
+        "step_pairs_contaminated": int(rejects.get("contaminated_step_prompt", 0)),
+        "trajectories_duplicate_exact": int(st.get("clean_duplicates_exact", 0)),
+        "trajectories_duplicate_near": int(st.get("clean_duplicates_near", 0)),
+        "pairing": cfg.pairing.strategy,
+        "pairs_avoided": int(st.get("clean_pairs_avoided", 0)),
+        "process_error_positives": int(st.get("clean_process_error_positives", 0)),
+        "suspect_negatives": int(st.get("clean_suspect_negatives", 0)),
+        "reference_chosen_pairs": int(st.get("clean_reference_chosen_pairs", 0)),
+    }
+
+
 def _summarize(cfg: RunConfig, stats: Dict[str, Any], configs: Sequence[str], timing: Dict[str, float]) -> Dict[str, Any]:
     """The run summary (``run_summary.json``) from the pipeline's combined stats.
 
@@ -153,6 +173,7 @@ def _summarize(cfg: RunConfig, stats: Dict[str, Any], configs: Sequence[str], ti
         "labeling": label_stats,
         "empty_configs": empty_config_reasons(counts, screening, configs),
         "rejects_by_reason": {k: int(v) for k, v in sorted(_prefixed(stats, "reject:").items())},
+        "clean": _clean_summary(cfg, stats, st),
         "configs": list(configs),
         "timing": {
             **{k: round(v, 3) for k, v in timing.items()},

@@ -40,7 +40,8 @@ SCREEN_STATUSES = (SCREEN_KEPT, SCREEN_ALL_CORRECT, SCREEN_ALL_INCORRECT, SCREEN
 
 
 def trajectory_rollout(traj: Mapping[str, Any], mode: str) -> Rollout:
-    """A sampled trajectory as a root rollout. Truncated (finish_reason "length") counts as incorrect."""
+    """A sampled trajectory as a root rollout. Truncated (finish_reason "length") counts as incorrect; a
+    correct one flagged ``process_error`` (a false arithmetic claim) counts as unknown."""
     truncated = traj.get("finish_reason") == "length"
     verdict = traj.get("verdict", VERDICT_UNKNOWN)
     reason = traj.get("verdict_reason")
@@ -48,6 +49,9 @@ def trajectory_rollout(traj: Mapping[str, Any], mode: str) -> Rollout:
         verdict = VERDICT_UNKNOWN
     if truncated:
         verdict, reason = VERDICT_INCORRECT, "truncated"
+    elif traj.get("process_error") and verdict == VERDICT_CORRECT:
+        # Right answer, wrong process (issue 20): no correct extension in the evidence store, no chosen side.
+        verdict, reason = VERDICT_UNKNOWN, "process_error"
     completion = traj.get("completion") or ""
     steps = traj.get("steps")
     if steps is None or "".join(steps) != completion:

@@ -161,7 +161,8 @@ def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: Labeler
     k = config.omegaprm.k
     stats: Dict[str, Any] = {f"screened_{s}": 0 for s in SCREEN_STATUSES}
     rejects: List[dict] = []
-    roots = seed_root(ctx, item.trajectories)
+    # Duplicates (counterpoint.clean.dedup) are neither a second labelling target nor second evidence.
+    roots = seed_root(ctx, [t for t in item.trajectories if not t.get("duplicate_of")])
     status = screen(roots)
     stats["screening"] = status
     stats[f"screened_{status}"] = 1

@@ -34,7 +34,9 @@ from counterpoint.progress import LiveProgress
 from counterpoint.transforms.judge import JudgeDoFn
 from counterpoint.transforms.label import Label, LabelDoFn
 from counterpoint.transforms.read import ReadProblems
-from counterpoint.transforms.stages import DedupeAndResumeProblems, EngineSpec, PairAndCheckpoint, SampleAndVerify
+from counterpoint.transforms.clean import DecontaminateProblems, GuardStepPrompts
+from counterpoint.transforms.stages import (DedupeAndResumeProblems, EngineSpec, OutcomePairsDoFn, PairAndCheckpoint,
+                                            SampleAndVerify)
 from counterpoint.transforms.write import RunStats, WriteConfigs
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ def check_config(cfg: RunConfig, local: bool = True) -> RunConfig:
     from counterpoint.generators import build_generator
 
     cfg.source.check()
+    cfg.decontamination.check()
     gen = build_generator(cfg.generator)  # builds (not loads) the engine: bad kinds / policies fail here
     if (cfg.generator.kind == "scripted" and cfg.generator.scripted.get("policy", "chain") == "chain"
             and cfg.source.kind == "procedural"):
@@ -117,19 +120,29 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, layout: storage.OutputLayou
     checkpoints = layout.checkpoints_dir(cfg.output_fingerprint())
 
     read = p | "ReadProblems" >> ReadProblems(cfg.source, hf_files)
-    split = read["problems"] | "DedupeAndResume" >> DedupeAndResumeProblems(checkpoints)
+    problems, early = read["problems"], [read["rejects"]]
+    decon = cfg.decontamination
+    if decon.enabled:  # before resume: a checkpoint made before the evaluation set was named is checked too
+        clean = problems | "Decontaminate" >> DecontaminateProblems(decon)
+        problems = clean["problems"]
+        early.append(clean["rejects"])
+    split = problems | "DedupeAndResume" >> DedupeAndResumeProblems(checkpoints)
     states = split["todo"] | "SampleAndVerify" >> SampleAndVerify(
         engine, cfg.verifier, verifier_handle, cfg.retry, batch_size=cfg.batch_size, sampling=cfg.sampling,
         samples_per_problem=cfg.samples_per_problem, system_prompt=cfg.system_prompt,
-        segmentation=cfg.segmentation, run_seed=cfg.generator.seed)
+        segmentation=cfg.segmentation, run_seed=cfg.generator.seed, dedup=cfg.dedup)
     if cfg.labeler:
         states = states | "Label" >> Label(
             LabelDoFn(engine, cfg.verifier, verifier_handle, cfg.retry, labeling=cfg.labeling_config,
                       sampling=cfg.sampling, system_prompt=cfg.system_prompt, segmentation=cfg.segmentation),
             cfg.labeling_batch_size or DEFAULT_LABELING_BATCH, judge=_judge(cfg, engine, layout))
-    finished = states | "PairAndCheckpoint" >> PairAndCheckpoint(cfg.pairing, checkpoints)
+    outcome = OutcomePairsDoFn(cfg.pairing, cfg.verifier, verifier_handle, cfg.segmentation)
+    finished = states | "PairAndCheckpoint" >> PairAndCheckpoint(cfg.pairing, checkpoints, outcome)
     all_states = (finished, split["finished"]) | "AllProblems" >> beam.Flatten()
-    early_rejects = (read["rejects"], split["rejects"]) | "EarlyRejects" >> beam.Flatten()
+    if decon.enabled and decon.step_prompts and cfg.labeler:
+        all_states = all_states | "GuardStepPrompts" >> beam.ParDo(
+            GuardStepPrompts(decon.n), index=beam.pvalue.AsSingleton(clean["index"]))
+    early_rejects = tuple(early) + (split["rejects"],) | "EarlyRejects" >> beam.Flatten()
     _ = (all_states, early_rejects) | "WriteConfigs" >> WriteConfigs(staging.data_dir, cfg.configs(), cfg.shards())
     _ = (all_states, early_rejects, read["problems_in"]) | "RunStats" >> RunStats(staging.counts_dir)
 

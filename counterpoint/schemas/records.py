@@ -1,5 +1,8 @@
 """Every record Counterpoint writes, and its Arrow schema, in one place.
 
+Long: it is the one table of every config's columns and their documentation; split, the column lists
+would be spelled out twice.
+
 Stages exchange plain ``dict`` rows (cheap to pickle across Beam workers). Each
 output config ("trajectories", "preferences", ...) is described once here as a
 ``TableSpec``: the column names, Arrow types, nullability and the value
@@ -20,6 +23,9 @@ pass rate with its 95% Wilson interval, reason histogram, answers given), and
 ``trajectories`` carries signed columns next to ``cumulative_logprob`` and
 ``num_generated_tokens`` (A-LoL's importance-weight inputs): ``reward``,
 ``group_mean_reward``, ``grpo_advantage`` and ``rloo_advantage`` (see their column docs).
+
+Clean corpora (issue 20): ``trajectories.duplicate_of`` / ``process_error`` and
+``preferences.chosen_source`` (see counterpoint.clean).
 """
 
 from __future__ import annotations
@@ -43,13 +49,18 @@ PAIR_OUTCOME = "outcome"
 PAIR_STEP = "step"
 PAIR_FIRST_PIT = "first_pit"
 PAIR_TYPES = (PAIR_OUTCOME, PAIR_STEP, PAIR_FIRST_PIT)
+# Where a pair's chosen side comes from: the policy's own samples, or the source's reference solution
+# (--reference-chosen, issue 20; off-policy).
+CHOSEN_POLICY = "policy"
+CHOSEN_REFERENCE = "reference"
+CHOSEN_SOURCES = (CHOSEN_POLICY, CHOSEN_REFERENCE)
 
 FINISH_REASONS = ("stop", "length", "abort", "error")
 
 ANSWER_TYPES = ("numeric", "math", "exact")
 
 # Pipeline stages that may reject a problem or a row (the `rejects.stage` value set).
-STAGES = ("read", "validate_problem", "dedupe", "sample", "verify", "label", "pair", "write")
+STAGES = ("read", "validate_problem", "decontaminate", "dedupe", "sample", "verify", "label", "pair", "write")
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES_TYPE = pa.list_(MESSAGE_TYPE)
@@ -173,6 +184,13 @@ TRAJECTORIES = TableSpec(
         _c("cumulative_logprob", pa.float64(), nullable=True),
         *_PROVENANCE,
         _c("seed", pa.int64()),
+        # Clean columns (issue 20; counterpoint.clean).
+        _c("duplicate_of", pa.string(), nullable=True,
+           doc="Id of the kept trajectory this one duplicates (exact or near, number-aware); null on kept rows. "
+               "Duplicates stay for honest sampling statistics but form no pair, unpaired row or label target."),
+        _c("process_error", pa.bool_(), value_set=(True, False),
+           doc="Verified correct but a step states a false arithmetic claim (right answer, wrong process): "
+               "never a positive anywhere."),
         # Signed columns (issue 19; counterpoint.rl.signed). Written by the run, never read back by it.
         _c("reward", pa.float64(), nullable=True, min_value=0.0, max_value=1.0,
            doc="1.0 correct / 0.0 incorrect; null for unknown verdicts and for truncated samples "
@@ -236,6 +254,10 @@ PREFERENCES = TableSpec(
         _c("chosen", MESSAGES_TYPE),
         _c("rejected", MESSAGES_TYPE),
         _c("pair_type", pa.string(), value_set=PAIR_TYPES),
+        _c("chosen_source", pa.string(), nullable=True, value_set=CHOSEN_SOURCES,
+           doc="'policy': chosen is one of the run's samples; 'reference': the source's reference solution, "
+               "verified against gold (--reference-chosen; off-policy, chosen_sample_index null). Every pair "
+               "this version makes says which; null only in outputs made before the column existed."),
         _c("chosen_sample_index", pa.int32(), nullable=True),
         _c("rejected_sample_index", pa.int32()),
         _c("step_index", pa.int32(), nullable=True, doc="First-error / first-pit step (step pairs)."),

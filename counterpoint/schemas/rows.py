@@ -38,6 +38,7 @@ def preference_row(
     prefix: Optional[str] = None,
     labeler: Optional[str] = None,
     metadata: Optional[Mapping[str, Any]] = None,
+    chosen_source: str = records.CHOSEN_POLICY,
 ) -> Dict[str, Any]:
     """A ``preferences`` row (TRL conversational DPO). ``chosen``/``rejected`` given as a string are
     one assistant message; ``metadata`` is stored as canonical JSON."""
@@ -51,6 +52,7 @@ def preference_row(
             "chosen": _assistant(chosen),
             "rejected": _assistant(rejected),
             "pair_type": pair_type,
+            "chosen_source": chosen_source,
             "chosen_sample_index": chosen_sample_index,
             "rejected_sample_index": rejected_sample_index,
             "step_index": step_index,

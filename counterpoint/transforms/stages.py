@@ -32,6 +32,7 @@ from counterpoint.generators import build_generator
 from counterpoint.generators.base import EngineDeadError, GenerationError, Generator, SamplingParams
 from counterpoint.generators.config import GeneratorConfig
 from counterpoint.state import ProblemState
+from counterpoint.transforms.clean import CleanTrajectoriesDoFn
 
 log = logging.getLogger(__name__)
 NAMESPACE = progress.NAMESPACE
@@ -313,15 +314,45 @@ class VerifyDoFn(ProblemBatchDoFn):
 
 
 class OutcomePairsDoFn(beam.DoFn):
-    """Outcome preference pairs and unpaired rows from the verified trajectories (see ``corpus.outcome_rows``)."""
+    """Outcome preference pairs and unpaired rows from the verified trajectories (see ``corpus.outcome_rows``).
 
-    def __init__(self, pairing):
+    With ``pairing.reference_chosen``, a problem with no positive sample gets its source's reference
+    solution as the chosen side, verified against gold by the run's verifier and claim-checked first
+    (``corpus.reference_trajectory``).
+    """
+
+    def __init__(self, pairing, verifier=None, verifier_handle: Optional[shared.Shared] = None,
+                 segmentation: str = "paragraph"):
         self.pairing = pairing
+        self.verifier = verifier
+        self._handle = verifier_handle
+        self.segmentation = segmentation
+        self.suite = None
+
+    def setup(self):
+        if self.pairing.reference_chosen and self._handle is not None:
+            self.suite = acquire_verifier_suite(self._handle, self.verifier)
 
     def process(self, batch):
+        references = self._references(batch) if self.suite is not None else {}
         yield [s if s.failed else corpus.outcome_rows(
             s, max_pairs_per_problem=self.pairing.max_pairs_per_problem,
-            truncated_as_rejected=self.pairing.truncated_as_rejected) for s in batch]
+            truncated_as_rejected=self.pairing.truncated_as_rejected, strategy=self.pairing.strategy,
+            reference=references.get(s.problem_id)) for s in batch]
+
+    def _references(self, batch) -> Dict[str, dict]:
+        rows = [corpus.reference_trajectory(s, self.segmentation) for s in batch
+                if not s.failed and not any(corpus.positive(t) for t in s.trajectories)]
+        rows = [r for r in rows if r is not None]
+        if not rows:
+            return {}
+        verdicts = self.suite.verify([(r["completion"], r["gold_answer"], False, r["answer_type"]) for r in rows])
+        out = {}
+        for r, (verdict, verifier) in zip(rows, verdicts):
+            r = corpus.apply_verdicts([r], [verdict], verifier_name=verifier.name, verifier_version=verifier.version)[0]
+            if corpus.positive(r):
+                out[r["problem_id"]] = r
+        return out
 
 
 class CheckpointDoFn(beam.DoFn):
@@ -415,9 +446,10 @@ class SampleAndVerify(beam.PTransform):
 
     def __init__(self, engine: EngineSpec, verifier, verifier_handle: shared.Shared, retry, *, batch_size: int,
                  sampling: SamplingParams, samples_per_problem: int, system_prompt: Optional[str],
-                 segmentation: str, run_seed: int):
+                 segmentation: str, run_seed: int, dedup=None):
         super().__init__()
         self.batch_size = batch_size
+        self.dedup = dedup
         self.sample = SampleDoFn(engine, retry, sampling=sampling, samples_per_problem=samples_per_problem,
                                  system_prompt=system_prompt, segmentation=segmentation, run_seed=run_seed)
         self.verify = VerifyDoFn(verifier, verifier_handle, retry)
@@ -428,20 +460,22 @@ class SampleAndVerify(beam.PTransform):
             | "BatchForSampling" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
             | "Sample" >> beam.ParDo(self.sample)
             | "Verify" >> beam.ParDo(self.verify)
+            | "CleanTrajectories" >> beam.ParDo(CleanTrajectoriesDoFn(self.dedup))
         )
 
 
 class PairAndCheckpoint(beam.PTransform):
     """Batches of finished states -> outcome pairs added, each batch checkpointed as one object -> states."""
 
-    def __init__(self, pairing, checkpoints_root: str):
+    def __init__(self, pairing, checkpoints_root: str, outcome: Optional[OutcomePairsDoFn] = None):
         super().__init__()
         self.pairing = pairing
         self.checkpoints_root = checkpoints_root
+        self.outcome = outcome or OutcomePairsDoFn(pairing)
 
     def expand(self, batches):
         return (
             batches
-            | "OutcomePairs" >> beam.ParDo(OutcomePairsDoFn(self.pairing))
+            | "OutcomePairs" >> beam.ParDo(self.outcome)
             | "Checkpoint" >> beam.ParDo(CheckpointDoFn(self.checkpoints_root))
         )

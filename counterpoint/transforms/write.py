@@ -96,7 +96,10 @@ def state_stats(state: ProblemState) -> Dict[str, Any]:
 
 
 def reject_stats(reject: Dict[str, Any]) -> Dict[str, Any]:
-    return {"rows:rejects": 1, f"reject:{reject['reason']}": 1, f"reject_scope:{reject['scope']}": 1}
+    from counterpoint.transforms.clean import reject_benchmark
+
+    return {"rows:rejects": 1, f"reject:{reject['reason']}": 1, f"reject_scope:{reject['scope']}": 1,
+            **reject_benchmark(reject)}
 
 
 class _SumDicts(beam.CombineFn):
