@@ -227,6 +227,7 @@ class RunSummary:
     labeling: Dict[str, Any] = dataclasses.field(default_factory=dict)
     empty_configs: Dict[str, str] = dataclasses.field(default_factory=dict)
     rejects_by_reason: Dict[str, int] = dataclasses.field(default_factory=dict)
+    clean: Optional[Dict[str, Any]] = None  # issue 20: decontamination, dedup, pairing guards
     run_id: Optional[str] = None
     validation: Optional[Dict[str, Any]] = None
     exports: Optional[Dict[str, Any]] = None
