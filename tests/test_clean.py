@@ -277,6 +277,11 @@ def test_contaminated_problems_are_rejected_with_the_benchmark_item(clean_run):
                                         "sets": ["mathbench", "gsmbench"]}
     c = summary["counts"]
     assert (c["problems_in"], c["problems_with_output"], c["problems_rejected"]) == (8, 4, 4)
+    # The dataset card states the same counts (issue 20: summary, report and card).
+    card = open(layout.card_path, encoding="utf-8").read()
+    assert ("Decontaminated against `mathbench`, `gsmbench` (rule `lm-eval`, 13-grams): 4 problem(s) rejected as "
+            '`contaminated` {"gsmbench": 2, "mathbench": 2}, 0 step pair(s) as `contaminated_step_prompt`.') in card
+    assert f"| duplicate trajectories (exact) | {clean['trajectories_duplicate_exact']} |" in card
 
 
 def test_duplicates_stay_in_trajectories_but_form_no_rows(clean_run):

@@ -170,13 +170,13 @@ def _kv_section(title: str, value: Any) -> List[str]:
 def render_card(layout: storage.DatasetLayout, prefix: str = "") -> str:
     """The card of the dataset ``layout``; ``prefix``: where its ``data/`` lies relative to the card.
 
-    Long because it writes the card's sections in reading order (configs, columns, provenance, counts).
+    Sections in reading order: configs, columns, provenance, what the run did (consensus, format
+    failures, cleaning, counts, timing, rejects), validation.
     """
     stats = config_stats(layout)
     meta = front_matter(layout, prefix, stats)
     summary = _load(layout.summary_path) or {}
     prov = summary.get("provenance") or {}
-    declared = {c["config_name"] for c in meta["configs"]}
     lines: List[str] = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
     lines += [
         f"# {meta['pretty_name']}",
@@ -185,9 +185,22 @@ def render_card(layout: storage.DatasetLayout, prefix: str = "") -> str:
         "paired and (optionally) labelled step by step by Counterpoint"
         f" {_cell(prov.get('counterpoint_version', ''))}.",
         "",
-        "## Configs",
-        "",
     ]
+    lines += _configs_section(stats, meta, summary)
+    lines += _provenance_section(prov)
+    lines += _consensus_section(summary.get("consensus"))
+    lines += _format_failures_section(summary.get("labeling") or {})
+    lines += _clean_section(summary.get("clean"))
+    lines += _run_sections(summary)
+    lines += _validation_section(layout)
+    if storage.exists(layout.report_path):
+        lines += ["A run report with plots is in `report.html`.", ""]
+    return "\n".join(lines)
+
+
+def _configs_section(stats: Dict[str, Dict[str, Any]], meta: Dict[str, Any], summary: Dict[str, Any]) -> List[str]:
+    declared = {c["config_name"] for c in meta["configs"]}
+    lines = ["## Configs", ""]
     rows = []
     empty = summary.get("empty_configs") or {}
     for name, s in stats.items():
@@ -214,8 +227,11 @@ def render_card(layout: storage.DatasetLayout, prefix: str = "") -> str:
                             [[_code(c.name), _code(c.type), "yes" if c.nullable else "no", _constraints(spec, c),
                               _cell(c.doc)] for c in spec.columns], raw=True),
                   ""]
+    return lines
 
-    lines += ["## Provenance", ""]
+
+def _provenance_section(prov: Dict[str, Any]) -> List[str]:
+    lines = ["## Provenance", ""]
     lines += _kv_section("Model", prov.get("model"))
     lines += _kv_section("Sampling", prov.get("sampling"))
     lines += _kv_section("Verifier", prov.get("verifier"))
@@ -226,29 +242,67 @@ def render_card(layout: storage.DatasetLayout, prefix: str = "") -> str:
     for k, v in others.items():
         lines += _kv_section(k, v)
     lines.append("")
-    consensus = summary.get("consensus")
-    if consensus:
-        rate = consensus.get("agreement_rate")
-        lines += ["### Consensus filtering", "",
-                  f"A judge model named the first wrong step of {consensus['judged']} labelled negative(s); "
-                  f"agreement with the Monte Carlo label: **{'n/a' if rate is None else f'{rate:.1%}'}** "
-                  f"({consensus['agreed']} agreed, {consensus['disagreed']} disagreed, "
-                  f"{consensus['unparsable']} unparsable; mode `{consensus['mode']}`).", ""]
-        if "judge_model" in consensus:  # issue 15: judge, prompt and kept share
-            kept = consensus.get("kept_share")
-            lines += [f"Judge: `{consensus['judge_model']}`"
-                      f"{' (the policy itself)' if consensus.get('judge_is_policy') else ''}; prompt: "
-                      f"`{consensus.get('prompt')}`; step-label rows kept: "
-                      f"**{'n/a' if kept is None else f'{kept:.1%}'}**.", ""]
-    labeling = summary.get("labeling") or {}
-    if labeling.get("rollout_format_failures"):  # issue 15: format failures stated, not silent zeros
-        share = labeling.get("format_failure_rollout_share")
-        lines += ["### Rollout format failures", "",
-                  f"Rollouts that reach no readable final answer count as "
-                  f"**{'0 (Math-Shepherd / OmegaPRM semantics)' if labeling['rollout_format_failures'] == 'zero' else 'unknown verdicts'}**"
-                  f"; share of the rows' rollouts that were format failures: "
-                  f"{'n/a' if share is None else f'{share:.1%}'} (truncated: "
-                  f"{_cell(labeling.get('truncated_rollout_share'))}).", ""]
+    return lines
+
+
+def _consensus_section(consensus: Optional[Dict[str, Any]]) -> List[str]:
+    if not consensus:
+        return []
+    rate = consensus.get("agreement_rate")
+    lines = ["### Consensus filtering", "",
+             f"A judge model named the first wrong step of {consensus['judged']} labelled negative(s); "
+             f"agreement with the Monte Carlo label: **{'n/a' if rate is None else f'{rate:.1%}'}** "
+             f"({consensus['agreed']} agreed, {consensus['disagreed']} disagreed, "
+             f"{consensus['unparsable']} unparsable; mode `{consensus['mode']}`).", ""]
+    if "judge_model" in consensus:  # issue 15: judge, prompt and kept share
+        kept = consensus.get("kept_share")
+        lines += [f"Judge: `{consensus['judge_model']}`"
+                  f"{' (the policy itself)' if consensus.get('judge_is_policy') else ''}; prompt: "
+                  f"`{consensus.get('prompt')}`; step-label rows kept: "
+                  f"**{'n/a' if kept is None else f'{kept:.1%}'}**.", ""]
+    return lines
+
+
+def _format_failures_section(labeling: Dict[str, Any]) -> List[str]:
+    if not labeling.get("rollout_format_failures"):  # issue 15: format failures stated, not silent zeros
+        return []
+    share = labeling.get("format_failure_rollout_share")
+    semantics = ("0 (Math-Shepherd / OmegaPRM semantics)" if labeling["rollout_format_failures"] == "zero"
+                 else "unknown verdicts")
+    return ["### Rollout format failures", "",
+            f"Rollouts that reach no readable final answer count as **{semantics}**; share of the rows' rollouts "
+            f"that were format failures: {'n/a' if share is None else f'{share:.1%}'} (truncated: "
+            f"{_cell(labeling.get('truncated_rollout_share'))}).", ""]
+
+
+def _clean_section(clean: Optional[Dict[str, Any]]) -> List[str]:
+    """Issue 20: decontamination, deduplication and the two-sided pair guards, in numbers."""
+    if not clean:
+        return []
+    decon = clean.get("decontamination")
+    lines = ["### Cleaning", ""]
+    if decon:
+        sets = ", ".join(f"`{s}`" for s in decon.get("sets") or [])
+        lines.append(f"Decontaminated against {sets} (rule `{decon.get('rule')}`, {decon.get('ngram')}-grams): "
+                     f"{clean.get('problems_contaminated', 0)} problem(s) rejected as `contaminated` "
+                     f"{_cell(clean.get('contaminated_by_benchmark') or {})}, "
+                     f"{clean.get('step_pairs_contaminated', 0)} step pair(s) as `contaminated_step_prompt`.")
+    else:
+        lines.append("Not decontaminated against any evaluation set (`--decontaminate` was not given).")
+    lines += ["", _md_table(["guard", "count"], [
+        ["duplicate trajectories (exact)", clean.get("trajectories_duplicate_exact", 0)],
+        ["duplicate trajectories (near, number-aware)", clean.get("trajectories_duplicate_near", 0)],
+        [f"pairs avoided (pairing `{clean.get('pairing')}`)", clean.get("pairs_avoided", 0)],
+        ["correct answers with a false step (`process_error`, never positives)",
+         clean.get("process_error_positives", 0)],
+        ["wrong answers equal to gold on a second check (never rejected sides)", clean.get("suspect_negatives", 0)],
+        ["pairs with a reference solution as chosen (off-policy)", clean.get("reference_chosen_pairs", 0)],
+    ]), ""]
+    return lines
+
+
+def _run_sections(summary: Dict[str, Any]) -> List[str]:
+    lines: List[str] = []
     counts = summary.get("counts") or {}
     if counts:
         lines += ["### Counts", "", _md_table(["count", "value"], list(counts.items())), ""]
@@ -263,11 +317,7 @@ def render_card(layout: storage.DatasetLayout, prefix: str = "") -> str:
                   _md_table(["reason", "count"], list(summary["rejects_by_reason"].items())), ""]
     if not summary:
         lines += ["No `run_summary.json` was found: provenance unknown.", ""]
-
-    lines += _validation_section(layout)
-    if storage.exists(layout.report_path):
-        lines += ["A run report with plots is in `report.html`.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _validation_section(layout: storage.DatasetLayout) -> List[str]:
