@@ -10,10 +10,11 @@ from fractions import Fraction as F
 
 import pytest
 
+import _paths
 from counterpoint.labeling.arithmetic import claims, false_claims
 from counterpoint.labeling.claim_text import BOUND, plain
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = str(_paths.DATA)
 
 
 def read(text):

@@ -14,7 +14,7 @@ import ast
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
-PACKAGE = Path(__file__).resolve().parents[1] / "counterpoint"
+from _paths import PACKAGE  # noqa: E402
 
 # The layer order (top: 0). A unit may import units of its own floor or a higher number.
 LAYERS: Dict[str, int] = {

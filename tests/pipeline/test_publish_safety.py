@@ -30,8 +30,7 @@ from counterpoint.pipelines.generate_corpus import run
 from counterpoint.schemas import records
 
 IN_PROCESS = ["--runner=FnApiRunner"]
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+from _paths import REPO as ROOT  # noqa: E402
 
 
 def _config(out, seed: int = 3, **overrides) -> Dict:

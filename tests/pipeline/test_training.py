@@ -29,7 +29,7 @@ import pytest
 
 from _tiny_model import build_tiny_model, train_counted, write_validated_output
 
-HERE = Path(__file__).resolve().parent
+from _paths import TESTS as HERE  # noqa: E402  (_tiny_model.py lives there)
 TRL_113 = Path(sys.prefix) / "trl-1.13"
 PLACEHOLDER = "<empty_output>"  # an unused added token of the SmolLM2 tokenizer: one id wherever it stands
 N_PROBLEMS = 3

@@ -516,7 +516,9 @@ def test_suite_judge_returns_verdicts_in_order():
 
 # --------------------------------------------------------------------------- the case file (issue 9 item 8)
 
-CASES = quality.load_cases(os.path.join(os.path.dirname(__file__), "data", "verifier_cases.jsonl"))
+from _paths import DATA  # noqa: E402
+
+CASES = quality.load_cases(str(DATA / "verifier_cases.jsonl"))
 
 
 @pytest.fixture(scope="module")

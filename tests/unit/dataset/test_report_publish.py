@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+
+from _paths import TESTS
 import json
 import re
 import threading
@@ -22,7 +24,7 @@ from counterpoint.dataset.verdicts import NotValidated
 from counterpoint.errors import VerdictMismatch
 from counterpoint.schemas import records
 
-_spec = importlib.util.spec_from_file_location("_cp_output_fixtures", Path(__file__).with_name("test_validation.py"))
+_spec = importlib.util.spec_from_file_location("_cp_output_fixtures", TESTS / "unit" / "validation" / "test_validation.py")
 fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fixtures)
 

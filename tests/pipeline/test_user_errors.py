@@ -28,7 +28,7 @@ from counterpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from counterpoint.sources.validate import validate_problem
 from counterpoint.testing.faults import faults
 
-REPO = Path(__file__).resolve().parents[1]
+from _paths import REPO  # noqa: E402
 IN_PROCESS = ["--runner=FnApiRunner"]
 CHAIN_JOB = ["--source", "chain", "--num-problems", "4", "--generator", "scripted", "--samples", "4", "-q"]
 

@@ -36,7 +36,7 @@ from counterpoint.sources import ProblemSourceConfig
 from counterpoint.sources.mapping import FieldMapping
 from counterpoint.sources.procedural import procedural_problem
 
-REPO = Path(__file__).resolve().parents[1]
+from _paths import REPO  # noqa: E402
 
 NESTED_YAML = """\
 source:
