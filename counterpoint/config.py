@@ -11,6 +11,9 @@ path through :data:`~counterpoint.flags.FLAGS`. Every value is type-checked when
 (:mod:`counterpoint.config_values`: the error names the key and the expected type). The resolved
 config is written next to the dataset (``run_config.json``, secrets redacted and local paths
 shortened: :func:`~counterpoint.config_values.public`) and summarised in the dataset card.
+
+Long: the RunConfig dataclass tree and its checks at the door are one contract; the flag table and the value
+rules already live in flags.py and config_values.py.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ the verdict (:mod:`counterpoint.dataset.verdicts`), and writes ``report.html`` w
 embedded as a base64 PNG (matplotlib's Agg canvas, no pyplot global state), so
 the file can be mailed or uploaded alone. A config that is absent (or has no
 readable shard) gets a section saying so instead of a plot.
+
+Long: one short function per report section (plot or table) plus the page around them; split, one page would be
+scattered over modules.
 """
 
 from __future__ import annotations

@@ -113,6 +113,8 @@ def _summarize(cfg: RunConfig, stats: Dict[str, Any], configs: Sequence[str], ti
     """The run summary (``run_summary.json``) from the pipeline's combined stats.
 
     Long because it is one flat mapping of stats to summary fields, read top to bottom.
+
+    Long: one flat mapping from the pipeline's counters to the summary's keys, in the summary's order.
     """
     st = _prefixed(stats, "stat:")
     rows = _prefixed(stats, "rows:")

@@ -25,6 +25,9 @@ Retries. Connection errors, timeouts, 408, 429 and 5xx are retried up to
 honoured, capped at ``max_backoff_s``); then :class:`GenerationError`
 (``retriable=True``). Any other 4xx raises ``GenerationError(retriable=False)``
 at once. A batch fails as a whole: the first failed request cancels the rest.
+
+Long: one protocol adapter: the server pool, retries and vLLM's request extensions (seeds, logprobs, token
+counts) belong together.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ Determinism. ``seed_mode`` chooses how randomness is pinned:
 
 Either way, the request cache (``counterpoint.cache``) stores each finished
 generation, so a resumed or retried run reuses it byte for byte.
+
+Long: one model wrapper (load and run, as Beam's ModelHandler keeps them): engine loading, CPU/GPU knobs and the
+thread-shared request routing.
 """
 
 from __future__ import annotations

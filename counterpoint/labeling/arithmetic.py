@@ -28,6 +28,9 @@ expression boundaries, ``\\frac{a}{b}`` becomes ``(a/b)``, ``1,\\!000`` becomes
   band. A whole-number right side of a non-whole value holds within 0.5 (rounding)
   and is not read within 1 after a division (a floor or a ceiling in context:
   "7 / 2 = 3 boxes", "100 / 7 = 15 buses").
+
+Long: the claim grammar (operands, operators, the writer's precision) is one parser whose cases are audited
+together; text normalisation lives in claim_text.py.
 """
 
 from __future__ import annotations

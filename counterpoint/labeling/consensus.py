@@ -181,6 +181,9 @@ def apply_consensus(
     outcome pairs) are never touched. ``stats``: judged, agreed, disagreed, unparsable,
     not_judged, agreement_rate (agreed / (agreed + disagreed); None if neither), the
     dropped and kept row counts per kind.
+
+    Long: every kind of trainable row (labels, values, step and first-pit pairs) is judged or dropped in one
+    pass, so none escapes.
     """
     if mode not in CONSENSUS_MODES:
         raise ValueError(f"consensus mode must be one of {CONSENSUS_MODES}, got {mode!r}")

@@ -155,7 +155,10 @@ def verify_terminals(ctx: ProblemContext, solutions: Sequence[Sequence[str]], k:
 
 def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: LabelerConfig,
                   sampling: Optional[SamplingParams]):
-    """Coroutine for one problem; returns its :class:`LabelingResult`."""
+    """Coroutine for one problem; returns its :class:`LabelingResult`.
+
+    Long: one problem's whole labelling coroutine (screen, search, estimate, build rows) reads top to bottom.
+    """
     labeler = config.labeler
     params = config.labeler_params(sampling)
     k = config.omegaprm.k

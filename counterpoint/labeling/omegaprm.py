@@ -55,6 +55,9 @@ Each selection yields one :class:`LabeledSolution`. Sampled trajectories keep
 their ``sample_index``; searched rollouts discovered inside the tree get
 ``sample_index >= first_discovered_index(trajectories)`` (past every sampled
 one), numbered in selection order.
+
+Long: OmegaPRM's tree search, binary search and rollout pool are one algorithm, kept in one place next to the
+paper's description.
 """
 
 from __future__ import annotations

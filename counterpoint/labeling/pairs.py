@@ -61,7 +61,10 @@ def _usable_chosen_step(ctx: ProblemContext, prefix: str, step: str, *, check_ar
 
 def step_pairs(ctx: ProblemContext, sols: Sequence[LabeledSolution], label_rows: Dict[int, dict], *,
                labeler: str, limit: int, check_arithmetic: bool, rejects: list) -> List[dict]:
-    """Step-DPO pairs at the first error of each labelled solution (labelling order, up to ``limit``)."""
+    """Step-DPO pairs at the first error of each labelled solution (labelling order, up to ``limit``).
+
+    Long: each skip rule of a Step-DPO pair is one counted, rejected branch.
+    """
     out: List[dict] = []
     made = set()  # (chosen, rejected) of the pairs made so far: step pairs are distinct
     for sol in sols:

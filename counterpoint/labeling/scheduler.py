@@ -38,6 +38,8 @@ Verdicts: ``verify(items)`` returns one :class:`~counterpoint.verifiers.base.Ver
 per ``(text, gold, truncated, answer_type)`` item (text = prefix + continuation,
 or the terminal prefix itself). A truncated sample counts as **incorrect** whatever
 the verifier said; ``unknown`` stays unknown and is excluded from MC.
+
+Long: the sliding-window scheduler and its per-tree bookkeeping are one state machine.
 """
 
 from __future__ import annotations
@@ -390,7 +392,11 @@ class _Run:
         return self.results
 
     def absorb(self, finished, *, poll: bool) -> None:
-        """Verifies finished requests and pending terminal prefixes (one verifier call), stores them."""
+        """Verifies finished requests and pending terminal prefixes (one verifier call), stores them.
+
+        Long: one finished request updates every structure that waits on it (trees, windows, counters)
+        atomically.
+        """
         done: List[Tuple[_Request, list]] = []
         for handle, comps in finished:
             req = self.requests.pop(handle, None)

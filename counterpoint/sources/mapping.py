@@ -276,6 +276,7 @@ def _map_record(
     origin: Optional[Mapping[str, Any]] = None,
     stage: str = "read",
 ) -> Tuple[str, Dict[str, Any]]:
+    """Long: one field mapping per branch of a source record, each with its own reject reason."""
     def reject(reason: str, detail: str, problem_id: Optional[str] = None) -> Tuple[str, Dict[str, Any]]:
         return "reject", records.make_reject(
             stage=stage, reason=reason, problem_id=problem_id, scope="problem",

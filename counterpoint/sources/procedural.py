@@ -169,7 +169,10 @@ def problem_id(seed: int, index: int, min_ops: int = DEFAULT_MIN_OPS, max_ops: i
 
 def procedural_problem(seed: int, index: int, min_ops: int = DEFAULT_MIN_OPS,
                        max_ops: int = DEFAULT_MAX_OPS) -> Dict[str, Any]:
-    """Problem ``index`` of the procedural stream ``seed`` (a PROBLEMS row)."""
+    """Problem ``index`` of the procedural stream ``seed`` (a PROBLEMS row).
+
+    Long: the problem templates are data written as code: one branch per template.
+    """
     _check_range(min_ops, max_ops)
     rng = _rng(seed, index, min_ops, max_ops)
     n_ops = rng.randint(min_ops, max_ops)

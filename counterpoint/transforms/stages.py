@@ -12,6 +12,8 @@ which returns new states (inputs are never changed: Beam forbids it, and a
 timed-out attempt that still runs can then never touch what the retry works on).
 
 Each DoFn receives only its slice of the run config.
+
+Long: the DoFns of the generating stages share their engine and verifier handles, batching and retries.
 """
 
 from __future__ import annotations

@@ -265,6 +265,8 @@ def expectations(config: str, level: str = SHARD, min_rows: Optional[int] = None
 
     ``min_rows`` (config level): a floor on the config's row count. Without one an empty config
     passes — a run in which no problem qualified for a config is thin, not defective.
+
+    Long: one expectation per schema rule kind, in the order the suite runs them.
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")

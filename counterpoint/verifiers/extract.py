@@ -6,6 +6,9 @@ one place where every verifier reads numbers. :func:`parse_quantity` reads
 ``"\\frac{3}{4} cup"``, ``"seven"`` as a number (units dropped, a percent sign kept),
 and :func:`quantities_match` compares two of them: exactly, unless a side is a decimal
 approximation written with at least :data:`MIN_APPROX_SIG_DIGITS` significant digits.
+
+Long: the answer grammar (markers, LaTeX, units, numbers) is one extractor whose precedence rules must be read
+together.
 """
 
 from __future__ import annotations

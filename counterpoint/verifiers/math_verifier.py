@@ -230,6 +230,7 @@ class MathVerifier(Verifier):
         raise VerifierStartupError(f"math-verify worker {slot} failed to start: {why}")
 
     def _run(self, jobs: List[Tuple[int, str, str, str]]) -> Dict[int, Tuple[str, Optional[str]]]:
+        """Long: the worker-process protocol (start, timeout, crash, restart) is handled in one loop."""
         self._ensure_pool(len(jobs))
         pending = collections.deque(jobs)
         results: Dict[int, Tuple[str, Optional[str]]] = {}
