@@ -14,7 +14,7 @@ engine per session for the other generator tests; a second, server-side engine
 would add minutes of start-up to every CI run, so this check is run by hand
 (or in a dedicated job) when the HTTP generator or the vLLM version changes::
 
-    COUNTERPOINT_VLLM_SERVER_TESTS=1 python -m pytest tests/test_openai_generator.py -q -m vllm_server
+    COUNTERPOINT_VLLM_SERVER_TESTS=1 python -m pytest tests/unit/generators/test_openai_generator.py -q -m vllm_server
 """
 
 from __future__ import annotations
