@@ -383,7 +383,7 @@ def test_cli_run_validate_report_push(tmp_path, capsys):
     shards = sorted(str(p.relative_to(live)) for p in (live / "data").rglob("*.parquet"))
     assert [p for p in paths if p.startswith("data/")] == shards
     assert shards == [f"data/{c}/train-00000-of-00001.parquet"
-                      for c in ("preferences", "rejects", "trajectories", "unpaired")]
+                      for c in ("preferences", "problem_stats", "rejects", "trajectories", "unpaired")]
     assert "README.md" in paths and "report.html" in paths
     assert not [p for p in paths if p.startswith(("_work", "quarantine")) or p == "run_summary.json"]
     for path, size in listed:

@@ -19,6 +19,7 @@ import pytest
 
 from counterpoint import corpus
 from counterpoint.config import from_dict
+from counterpoint.dataset.verdicts import Verdict
 from counterpoint.pipelines.generate_corpus import run
 from counterpoint.rl import signed, stats
 from counterpoint.schemas import records
@@ -171,8 +172,8 @@ def test_signed_columns_follow_the_plan_and_sum_to_zero(planted_run):
 
 def test_validation_passed_with_the_problem_stats_suite(planted_run):
     out, _, _ = planted_run
-    summary = json.loads((out / "validation" / "summary.json").read_text())
-    assert summary["success"] is True
+    verdict = Verdict.read(DatasetLayout(str(out)))
+    assert verdict.success is True and verdict.configs["problem_stats"].success is True
     rules = {e.meta["counterpoint"]["rule"] for e in suites.expectations("problem_stats")}
     assert {"ordered", "sums", "range", "not_null"} <= rules
     assert "unique" in {e.meta["counterpoint"]["rule"] for e in suites.expectations("problem_stats", suites.CONFIG)}
