@@ -43,7 +43,11 @@ def wilson_interval(k: int, n: int, z: float = Z_95) -> Tuple[Optional[float], O
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At k = 0 (k = n) the bound is exactly 0 (1) in exact arithmetic; floating point can land a hair
+    # inside, which would break lo <= p <= hi (a gate rule). Clamp around p.
+    low = 0.0 if k == 0 else min(p, max(0.0, centre - half))
+    high = 1.0 if k == n else max(p, min(1.0, centre + half))
+    return low, high
 
 
 def _most_common(values: Sequence[str]) -> Tuple[Optional[str], int]:

@@ -284,3 +284,12 @@ def test_the_gate_fails_a_run_output_with_a_broken_problem_stats_row(planted_run
                  for f in report.failures)
     assert got == [("problem_stats", "ordered", "pass_rate_lo,pass_rate", 1, "p-quarter"),
                    ("problem_stats", "sums", "correct,incorrect,unknown,samples", 1, "p-quarter")]
+
+
+def test_wilson_bounds_contain_the_rate_exactly_at_zero_and_all():
+    # Floating point put the low bound of 0/7 at ~1e-17 > 0 and the high bound of 10/10 just under 1.
+    for n in range(1, 300):
+        assert stats.wilson_interval(0, n)[0] == 0.0 and stats.wilson_interval(n, n)[1] == 1.0
+        for k in (0, n // 3, n):
+            lo, hi = stats.wilson_interval(k, n)
+            assert lo <= k / n <= hi
