@@ -34,6 +34,8 @@ class ProblemState:
     unpaired: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     step_labels: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     step_values: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    # ``corrections`` rows (issue 22; --corrections): not in ROW_CONFIGS, written only when the run asks.
+    corrections: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     rejects: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     failed: bool = False
     resumed: bool = False
@@ -66,7 +68,7 @@ class ProblemState:
             detail=detail, payload={"question": self.problem["question"][:500]},
         )
         return dataclasses.replace(
-            self, trajectories=[], preferences=[], unpaired=[], step_labels=[], step_values=[],
+            self, trajectories=[], preferences=[], unpaired=[], step_labels=[], step_values=[], corrections=[],
             rejects=list(self.rejects) + [reject], failed=True,
         )
 

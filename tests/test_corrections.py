@@ -1,0 +1,180 @@
+"""Issue 22: mistake -> correction traces from proved first wrong steps, verified, with flip classes.
+
+Planted scripted worlds (chain problems, ``counterpoint.testing.corrections``): a false arithmetic
+step (overshoot slips: false claims), a misread quantity (true arithmetic on a wrong operand: only
+the search finds it), and "rescued" chains (the step after a slip sometimes repairs it). A scripted
+corrector repairs the wrong step after a cue with a planted rate, in a planted way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import pytest
+
+from counterpoint.generators.base import Completion, GenerationRequest, SamplingParams
+from counterpoint.generators.scripted import ChainPolicy, ScriptedGenerator, _rng, chain_problem
+from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, label_problems
+from counterpoint.labeling import corrections as C
+from counterpoint.rl.stats import wilson_interval
+from counterpoint.schemas import records
+from counterpoint.segmentation import segment
+from counterpoint.testing.chain import chain_verify
+from counterpoint.testing.corrections import CHAIN_CORRECTOR, ChainCorrectorPolicy, chain_step_is_wrong
+from counterpoint.testing.worlds import sampled_chain_items
+
+SAMPLING = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=256)
+WORLDS = {
+    "false_claim": dict(step_error_rate=0.12, slip="overshoot"),
+    "misread": dict(step_error_rate=0.12, slip="misread"),
+    "rescued": dict(step_error_rate=0.12, slip="overshoot", repair_rate=0.5, no_answer_rate=0.15),
+}
+
+
+def labelled_world(world, n=24, steps=6, seed=3, **planted):
+    policy = ChainCorrectorPolicy(**WORLDS[world], **planted)
+    problems = [chain_problem(seed, i, num_steps=steps) for i in range(n)]
+    items = sampled_chain_items(policy, problems, 6, seed_of=lambda i: seed * 1000 + i)
+    results = label_problems(items, ScriptedGenerator(policy), chain_verify,
+                             LabelerConfig(omegaprm=OmegaPRMConfig(k=4, parallel_searches=1)), sampling=SAMPLING)
+    by_id = {r.problem_id: r for r in results}
+    return policy, [C.CorrectionItem(it.problem, it.trajectories, by_id[it.problem["problem_id"]].step_labels)
+                    for it in items]
+
+
+def correct(policy, items, cfg=None, **kw):
+    cfg = cfg or C.CorrectionsConfig(enabled=True, samples_per_cue=4)
+    return C.correct_problems(items, ScriptedGenerator(policy), chain_verify, cfg, sampling=SAMPLING,
+                              system_prompt=None, run_seed=0, **kw)
+
+
+def planted_of(policy, row, question):
+    """The corrector's own draws for this row (same request seed, same sample index)."""
+    prefix = C.SEPARATOR.join([row["prefix"], row["cue"]])
+    req = GenerationRequest.continuation(None, question, prefix, n=1, params=SAMPLING, seed=row["seed"])
+    gen = ScriptedGenerator(policy)
+    rng = _rng(dataclasses.replace(req, n=_n(row)).cache_key(gen.model_fingerprint), row["sample_index"])
+    return policy.draw(rng)
+
+
+def _n(row):
+    return 4
+
+
+@pytest.mark.parametrize("world", sorted(WORLDS))
+def test_planted_worlds_rows_are_really_wrong_rates_and_flip_classes_match(world):
+    policy, items = labelled_world(world, recover_rate=0.4, revise_share=0.5, restart_share=0.25)
+    results = correct(policy, items)
+    question = {it.problem["problem_id"]: it.problem["question"] for it in items}
+    traj = {(it.problem["problem_id"], t["sample_index"]): t for it in items for t in it.trajectories}
+    rows = [r for res in results for r in res.rows]
+    assert len(rows) >= 40, (world, len(rows))
+    for r in rows:
+        t = traj[(r["problem_id"], r["negative_sample_index"])]
+        # the step marked wrong is really wrong; the negative is a real, non-format-failure negative
+        assert chain_step_is_wrong(question[r["problem_id"]], t["steps"], r["wrong_step_index"]), r
+        assert t["verdict"] == "incorrect" and t["verdict_reason"] == "answer_mismatch"
+        assert r["wrong_step_source"] in ("search", "claim", "terminal")
+        assert r["prefix"] == "".join(t["steps"][: r["wrong_step_index"] + 1]).rstrip()
+        records.CORRECTIONS.conform(r)
+        recover, planted = planted_of(policy, r, question[r["problem_id"]])
+        assert r["kept"] == recover == (r["verdict"] == "correct")
+        assert r["flip_class"] == planted
+    from counterpoint.labeling.arithmetic import false_claims
+
+    if world == "misread":  # true arithmetic on a misread operand: only the search locates it
+        assert {r["wrong_step_source"] for r in rows} == {"search"}
+        assert not any(false_claims(r["wrong_step"]) for r in rows)
+    if world == "false_claim":  # every marked step states a false claim (search and claim agree on it)
+        assert all(false_claims(r["wrong_step"]) for r in rows)
+    summary = C.summarize(rows)
+    assert summary["recovery_lo"] <= 0.4 <= summary["recovery_hi"], summary
+    kept = [r for r in rows if r["kept"]]
+    assert summary["genuine_flip_share"] == sum(r["flip_class"] == "revise" for r in kept) / len(kept)
+    assert set(summary["flip_classes"]) == {"revise", "restart", "ignore"} and all(summary["flip_classes"].values())
+
+
+def test_format_failures_evidence_and_verdict_sources_are_never_used():
+    policy, items = labelled_world("rescued", recover_rate=0.5)
+    # Plant a step_labels row (a located first error) on every format-failure negative: still skipped.
+    planted = 0
+    for it in items:
+        for t in it.trajectories:
+            if t["verdict_reason"] == "no_final_answer":
+                it.step_labels.append({"problem_id": it.problem["problem_id"], "sample_index": t["sample_index"],
+                                       "completions": [s.strip() for s in t["steps"]], "first_error_index": 0,
+                                       "first_error_source": "search"})
+                planted += 1
+    assert planted >= 5
+    results = correct(policy, items)
+    used = {(res.problem_id, r["negative_sample_index"]) for res in results for r in res.rows}
+    assert sum(res.skipped.get(C.SKIP_FORMAT_FAILURE, 0) for res in results) == planted
+    assert used and sum(res.skipped.get(C.SKIP_NOT_LOCATED, 0) for res in results) >= 0
+    for it in items:
+        for t in it.trajectories:
+            if t["verdict_reason"] == "no_final_answer":
+                assert (it.problem["problem_id"], t["sample_index"]) not in used
+        for row in it.step_labels:
+            if row["first_error_source"] not in C.ELIGIBLE_SOURCES:
+                assert (row["problem_id"], row["sample_index"]) not in used
+
+
+def test_per_problem_recovery_rate_and_wilson_interval():
+    policy, items = labelled_world("false_claim", n=8, recover_rate=0.5)
+    for res in correct(policy, items):
+        if not res.rows:
+            continue
+        n, k = len(res.rows), sum(r["kept"] for r in res.rows)
+        lo, hi = wilson_interval(k, n)
+        for r in res.rows:
+            assert (r["problem_attempted"], r["problem_recovered"], r["problem_recovery_rate"],
+                    r["problem_recovery_lo"], r["problem_recovery_hi"]) == (n, k, k / n, lo, hi)
+
+
+def test_rows_do_not_depend_on_batching():
+    policy, items = labelled_world("misread", n=6, recover_rate=0.5)
+    together = [r for res in correct(policy, items) for r in res.rows]
+    apart = [r for it in items for res in correct(policy, [it]) for r in res.rows]
+    assert together == apart and together
+
+
+def test_gold_never_in_a_prompt_or_cue():
+    policy, items = labelled_world("false_claim", n=10, recover_rate=0.5)
+    gold = {it.problem["problem_id"]: it.problem["gold_answer"] for it in items}
+    question = {it.problem["problem_id"]: it.problem["question"] for it in items}
+    rows = [r for res in correct(policy, items) for r in res.rows]
+    for r in rows:
+        # the prompt is the question; the only added text is the prefix (the model's own steps) and the cue
+        assert [m["content"] for m in r["prompt"]] == [question[r["problem_id"]]]
+        assert not re.search(rf"(?<!\d){re.escape(gold[r['problem_id']])}(?!\d)", r["cue"])
+    with pytest.raises(ValueError, match="contains the gold answer"):
+        C.check_cues(["Hint: it is 42."], "42")
+    C.check_cues(["Check step 142 again."], "42")
+
+
+def test_flip_class_rules():
+    from fractions import Fraction
+
+    assert C.flip_class("\n\nLet me start over.\n\nStep 1: 2 + 3 = 5.\n\nThe answer is 5.", "5", None) == "restart"
+    assert C.flip_class("\n\nThat is wrong: 4 + 4 = 8.\n\nThe answer is 8.", "8", Fraction(8)) == "revise"
+    assert C.flip_class("\n\nSo 4 + 4 = 8.\n\nThe answer is 16.", "16", Fraction(8)) == "revise"
+    assert C.flip_class("\n\nStep 3: 8 * 2 = 16.\n\nThe answer is 16.", "16", Fraction(8)) == "ignore"
+    # a retraction only after the final answer is not a revision
+    assert C.flip_class("\n\nThe answer is 16. I was wrong before.", "16", None) == "ignore"
+
+
+def test_config_checks_and_flags():
+    from counterpoint.config import RunConfig, apply_overrides, from_dict
+    from counterpoint.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="corrections.samples_per_cue"):
+        from_dict({"corrections": {"samples_per_cue": 2.0}})
+    with pytest.raises(ValueError, match="needs? .*labeler|add --labeler"):
+        from_dict({"corrections": {"enabled": True}})
+    cfg = apply_overrides(RunConfig(labeler="omegaprm"), {"cp_corrections": True, "cp_cue": ["Hmm, check it."],
+                                                          "cp_corrector_model": "bigger"})
+    assert cfg.corrections.enabled and cfg.corrections.cues == ["Hmm, check it."] and cfg.corrector.model == "bigger"
+    assert "corrections" in cfg.configs() and "corrections" not in RunConfig(labeler="omegaprm").configs()
+    assert cfg.output_fingerprint() != RunConfig(labeler="omegaprm").output_fingerprint()
