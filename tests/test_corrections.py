@@ -178,3 +178,90 @@ def test_config_checks_and_flags():
     assert cfg.corrections.enabled and cfg.corrections.cues == ["Hmm, check it."] and cfg.corrector.model == "bigger"
     assert "corrections" in cfg.configs() and "corrections" not in RunConfig(labeler="omegaprm").configs()
     assert cfg.output_fingerprint() != RunConfig(labeler="omegaprm").output_fingerprint()
+
+
+# ---------------------------------------------------------------------------
+# The stage in a run, the command, the exports (scripted engine, FnApiRunner)
+# ---------------------------------------------------------------------------
+IN_PROCESS = ["--runner=FnApiRunner"]
+
+
+def _run_config(tmp_path, corrections: bool, exports=()):
+    from counterpoint.config import from_dict
+
+    problems = [chain_problem(11, i, num_steps=5) for i in range(6)]
+    path = tmp_path / "chain.jsonl"
+    path.write_text("".join(json.dumps({"id": p["problem_id"], "question": p["question"],
+                                        "answer": p["gold_answer"]}) + "\n" for p in problems))
+    return problems, from_dict({
+        "source": {"kind": "file", "paths": [str(path)], "mapping": {"question": "question", "answer": "answer",
+                                                                     "id": "id"}},
+        "generator": {"kind": "scripted", "scripted": {"policy": CHAIN_CORRECTOR, "step_error_rate": 0.15,
+                                                       "recover_rate": 0.5, "revise_share": 0.6,
+                                                       "restart_share": 0.2}},
+        "samples_per_problem": 6, "labeler": "omegaprm", "labeling": {"omegaprm": {"k": 4}},
+        "corrections": {"enabled": corrections, "samples_per_cue": 3}, "exports": list(exports),
+        "report": False, "num_shards": 1, "output": str(tmp_path / "out"),
+    })
+
+
+def _read(out, config):
+    from counterpoint import storage
+
+    return storage.DatasetLayout(str(out)).read_table(config).to_pylist()
+
+
+def test_run_with_corrections_publishes_validated_config_and_exports(tmp_path):
+    from counterpoint.pipelines.generate_corpus import run
+
+    problems, cfg = _run_config(tmp_path, True, ["correction-sft", "correction-dpo"])
+    summary = run(IN_PROCESS, config=cfg)
+    assert summary["validation"]["success"] is True
+    out = tmp_path / "out"
+    rows = _read(out, "corrections")
+    assert rows and summary["written"]["corrections"]["rows"] == len(rows)
+    gold = {p["problem_id"]: p["gold_answer"] for p in problems}
+    question = {p["problem_id"]: p["question"] for p in problems}
+    traj = {(t["problem_id"], t["sample_index"]): t for t in _read(out, "trajectories")}
+    for r in rows:
+        t = traj[(r["problem_id"], r["negative_sample_index"])]
+        assert chain_step_is_wrong(question[r["problem_id"]], t["steps"], r["wrong_step_index"])
+        assert (r["verdict"] == "correct") == r["kept"] == (r["final_answer"] == gold[r["problem_id"]])
+    sft, dpo = _read(out, "correction_sft"), _read(out, "correction_dpo")
+    assert len(sft) == sum(r["kept"] for r in rows) and dpo
+    by_id = {r["id"]: r for r in rows}
+    for s in sft:
+        src = by_id[s["id"]]
+        assert s["prompt"][-1] == {"role": "assistant", "content": src["prefix"] + "\n\n" + src["cue"]}
+        assert s["completion"] == [{"role": "assistant", "content": src["correction"]}]
+        # beyond the question and the model's own prefix, the prompt adds only the cue: never the gold
+        added = s["prompt"][-1]["content"][len(src["prefix"]):]
+        assert gold[s["problem_id"]] not in re.findall(r"-?\d+", added)
+        assert src["wrong_step"].strip() in s["prompt"][-1]["content"]  # the mistake is in the prompt
+    for d in dpo:
+        assert d["chosen"] != d["rejected"] and d["prompt"][-1]["role"] == "assistant"
+
+
+def test_corrections_command_adds_the_config_through_publish(tmp_path):
+    from counterpoint import storage
+    from counterpoint.cli import main
+    from counterpoint.pipelines.generate_corpus import run
+
+    _, cfg = _run_config(tmp_path, False)
+    run(IN_PROCESS, config=cfg)
+    out = tmp_path / "out"
+    layout = storage.OutputLayout(str(out))
+    before = layout.manifest().live
+    labels = _read(out, "step_labels")
+    assert main(["corrections", str(out), "--samples-per-cue", "2"]) == 0
+    layout.refresh()
+    assert layout.manifest().live != before and layout.manifest().previous == before
+    rows = _read(out, "corrections")
+    assert rows and {r["samples"] if False else r["sample_index"] for r in rows} == {0, 1}
+    assert _read(out, "step_labels") == labels  # carried over unchanged
+    from counterpoint.dataset.verdicts import Verdict
+
+    verdict = Verdict.require(layout.live_version(), "test", ["corrections", "step_labels", "trajectories"])
+    assert verdict.configs["corrections"].success
+    assert main(["export", str(out), "--format", "correction-sft"]) == 0
+    assert _read(out, "correction_sft")
