@@ -186,7 +186,7 @@ def test_config_checks_and_flags():
 IN_PROCESS = ["--runner=FnApiRunner"]
 
 
-def _run_config(tmp_path, corrections: bool, exports=()):
+def _run_config(tmp_path, corrections: bool, exports=(), report=False):
     from counterpoint.config import from_dict
 
     problems = [chain_problem(11, i, num_steps=5) for i in range(6)]
@@ -201,7 +201,7 @@ def _run_config(tmp_path, corrections: bool, exports=()):
                                                        "restart_share": 0.2}},
         "samples_per_problem": 6, "labeler": "omegaprm", "labeling": {"omegaprm": {"k": 4}},
         "corrections": {"enabled": corrections, "samples_per_cue": 3}, "exports": list(exports),
-        "report": False, "num_shards": 1, "output": str(tmp_path / "out"),
+        "report": report, "num_shards": 1, "output": str(tmp_path / "out"),
     })
 
 
@@ -214,10 +214,16 @@ def _read(out, config):
 def test_run_with_corrections_publishes_validated_config_and_exports(tmp_path):
     from counterpoint.pipelines.generate_corpus import run
 
-    problems, cfg = _run_config(tmp_path, True, ["correction-sft", "correction-dpo"])
+    problems, cfg = _run_config(tmp_path, True, ["correction-sft", "correction-dpo"], report=True)
     summary = run(IN_PROCESS, config=cfg)
     assert summary["validation"]["success"] is True
     out = tmp_path / "out"
+    from counterpoint import storage
+
+    live = storage.OutputLayout(str(out)).live_version()
+    card = storage.read_text(live.card_path) if hasattr(live, "card_path") else (out / "README.md").read_text()
+    assert "### Corrections (mistake -> correction traces)" in card and "recovery rate" in card
+    assert '<section id="corrections"><h2>Corrections</h2><table' in storage.read_text(live.report_path)
     rows = _read(out, "corrections")
     assert rows and summary["written"]["corrections"]["rows"] == len(rows)
     gold = {p["problem_id"]: p["gold_answer"] for p in problems}
