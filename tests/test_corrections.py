@@ -78,7 +78,7 @@ def test_planted_worlds_rows_are_really_wrong_rates_and_flip_classes_match(world
         assert t["verdict"] == "incorrect" and t["verdict_reason"] == "answer_mismatch"
         assert r["wrong_step_source"] in ("search", "claim", "terminal")
         assert r["prefix"] == "".join(t["steps"][: r["wrong_step_index"] + 1]).rstrip()
-        records.CORRECTIONS.conform(r)
+        records.table("corrections").conform(r)
         recover, planted = planted_of(policy, r, question[r["problem_id"]])
         assert r["kept"] == recover == (r["verdict"] == "correct")
         assert r["flip_class"] == planted

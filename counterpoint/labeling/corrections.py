@@ -1,7 +1,7 @@
 """Mistake -> correction traces from the first wrong steps the labeller proved (issue 22; Beam-free).
 
 Input: one problem (question, gold answer, answer type), its verified ``trajectories`` and its
-``step_labels`` rows. Output: ``corrections`` rows (``records.CORRECTIONS``): one per sampled
+``step_labels`` rows. Output: ``corrections`` rows (``schemas.corrections.CORRECTIONS``): one per sampled
 continuation, verified, with a flip class for the verified-correct ones.
 
 For every labelled negative (verdict ``incorrect``, not truncated, not a format failure:

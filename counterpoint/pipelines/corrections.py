@@ -73,7 +73,7 @@ def _generate(cfg: RunConfig, states: List[ProblemState], folder: str, cache_dir
         _ = (p
              | "Problems" >> beam.Create(batches, reshuffle=False)
              | "Corrections" >> Corrections(fn)
-             | "Rows" >> beam.FlatMap(lambda batch: [records.CORRECTIONS.conform(r) for s in batch
+             | "Rows" >> beam.FlatMap(lambda batch: [schemas.table(CONFIG).conform(r) for s in batch
                                                      for r in s.corrections])
              | "Write" >> beam.io.WriteToParquet(folder.rstrip("/") + "/train",
                                                  schema=schemas.table(CONFIG).arrow_schema(), codec="zstd",

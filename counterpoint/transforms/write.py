@@ -72,7 +72,6 @@ def state_stats(state: ProblemState) -> Dict[str, Any]:
     for config in corpus.ROW_CONFIGS:
         c[f"rows:{config}"] = len(state.rows(config))
     c["rows:problem_stats"] = int(bool(state.trajectories))  # one row per problem with samples (_rows)
-    c["rows:corrections"] = len(state.corrections)
     verdicts = Counter(t["verdict"] for t in state.trajectories)
     for v, n in verdicts.items():
         c[f"verdict:{v}"] = n
