@@ -110,7 +110,8 @@ def test_format_failures_evidence_and_verdict_sources_are_never_used():
     assert planted >= 5
     results = correct(policy, items)
     used = {(res.problem_id, r["negative_sample_index"]) for res in results for r in res.rows}
-    assert sum(res.skipped.get(C.SKIP_FORMAT_FAILURE, 0) for res in results) == planted
+    n_format = sum(t["verdict_reason"] == "no_final_answer" for it in items for t in it.trajectories)
+    assert n_format == planted and sum(res.skipped.get(C.SKIP_FORMAT_FAILURE, 0) for res in results) == planted
     assert used and sum(res.skipped.get(C.SKIP_NOT_LOCATED, 0) for res in results) >= 0
     for it in items:
         for t in it.trajectories:

@@ -114,14 +114,15 @@ def targets(trajectories: Sequence[Mapping[str, Any]], step_labels: Sequence[Map
     """The eligible labelled negatives of one problem (sample order) and why the others were skipped."""
     by_index = {t["sample_index"]: t for t in trajectories}
     out: List[Target] = []
-    skipped: Counter = Counter()
+    # Format-failure negatives are counted whether or not a step_labels row names them (the labeller gives them none).
+    skipped: Counter = Counter({SKIP_FORMAT_FAILURE: sum(
+        t["verdict"] == records.VERDICT_INCORRECT and is_format_failure(t.get("verdict_reason")) for t in trajectories)})
     for row in sorted(step_labels, key=lambda r: r["sample_index"]):
         traj = by_index.get(row["sample_index"])
         if traj is None or traj["verdict"] != records.VERDICT_INCORRECT:
             continue  # a positive (or a row without its trajectory): not a negative
         if is_format_failure(traj.get("verdict_reason")):
-            skipped[SKIP_FORMAT_FAILURE] += 1
-            continue
+            continue  # counted above
         if traj.get("finish_reason") == "length":
             skipped[SKIP_TRUNCATED] += 1
             continue
@@ -139,7 +140,7 @@ def targets(trajectories: Sequence[Mapping[str, Any]], step_labels: Sequence[Map
         wrong = false_claims(steps[e])
         out.append(Target(row["problem_id"], row["sample_index"], steps, e, source,
                           wrong[0].value if wrong else None))
-    return out, dict(skipped)
+    return out, {k: v for k, v in skipped.items() if v}
 
 
 def assistant_prefix(target: Target, cue: str) -> str:
