@@ -356,7 +356,7 @@ def conditional_expectations(config: str) -> list:
     out = []
     for condition, column, rule, values in CONDITIONAL_RULES.get(config, ()):
         kw = dict(column=column, row_condition=condition, condition_parser="pandas",
-                  meta=_meta(f"{rule} where {condition}", column))
+                  meta=_meta(f"{rule} where {condition}", column, condition.split()[0]))
         if rule == "value_set":
             out.append(gxe.ExpectColumnValuesToBeInSet(value_set=list(values), **kw))
         elif rule == "not_null":
