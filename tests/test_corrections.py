@@ -8,19 +8,17 @@ corrector repairs the wrong step after a cue with a planted rate, in a planted w
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 
 import pytest
 
-from counterpoint.generators.base import Completion, GenerationRequest, SamplingParams
-from counterpoint.generators.scripted import ChainPolicy, ScriptedGenerator, _rng, chain_problem
+from counterpoint.generators.base import GenerationRequest, SamplingParams
+from counterpoint.generators.scripted import ScriptedGenerator, _rng, chain_problem
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, label_problems
 from counterpoint.labeling import corrections as C
 from counterpoint.rl.stats import wilson_interval
 from counterpoint.schemas import records
-from counterpoint.segmentation import segment
 from counterpoint.testing.chain import chain_verify
 from counterpoint.testing.corrections import CHAIN_CORRECTOR, ChainCorrectorPolicy, chain_step_is_wrong
 from counterpoint.testing.worlds import sampled_chain_items
@@ -50,17 +48,11 @@ def correct(policy, items, cfg=None, **kw):
                               system_prompt=None, run_seed=0, **kw)
 
 
-def planted_of(policy, row, question):
-    """The corrector's own draws for this row (same request seed, same sample index)."""
+def planted_of(policy, row, question, n=4):
+    """The corrector's own draws for this row (same request: prefix, cue, seed, n; same sample index)."""
     prefix = C.SEPARATOR.join([row["prefix"], row["cue"]])
-    req = GenerationRequest.continuation(None, question, prefix, n=1, params=SAMPLING, seed=row["seed"])
-    gen = ScriptedGenerator(policy)
-    rng = _rng(dataclasses.replace(req, n=_n(row)).cache_key(gen.model_fingerprint), row["sample_index"])
-    return policy.draw(rng)
-
-
-def _n(row):
-    return 4
+    req = GenerationRequest.continuation(None, question, prefix, n=n, params=SAMPLING, seed=row["seed"])
+    return policy.draw(_rng(req.cache_key(ScriptedGenerator(policy).model_fingerprint), row["sample_index"]))
 
 
 @pytest.mark.parametrize("world", sorted(WORLDS))
@@ -264,7 +256,7 @@ def test_corrections_command_adds_the_config_through_publish(tmp_path):
     layout.refresh()
     assert layout.manifest().live != before and layout.manifest().previous == before
     rows = _read(out, "corrections")
-    assert rows and {r["samples"] if False else r["sample_index"] for r in rows} == {0, 1}
+    assert rows and {r["sample_index"] for r in rows} == {0, 1}  # --samples-per-cue 2
     assert _read(out, "step_labels") == labels  # carried over unchanged
     from counterpoint.dataset.verdicts import Verdict
 
