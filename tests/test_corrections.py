@@ -239,6 +239,8 @@ def test_run_with_corrections_publishes_validated_config_and_exports(tmp_path):
         assert src["wrong_step"].strip() in s["prompt"][-1]["content"]  # the mistake is in the prompt
     for d in dpo:
         assert d["chosen"] != d["rejected"] and d["prompt"][-1]["role"] == "assistant"
+        assert d["prompt"][-1]["content"].endswith("\n\n" + d["cue"]) and d["cue"] in cfg.corrections.cues
+        assert gold[d["problem_id"]] not in re.findall(r"-?\d+", d["cue"])
 
 
 def test_corrections_command_adds_the_config_through_publish(tmp_path):

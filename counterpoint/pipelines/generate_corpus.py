@@ -81,6 +81,8 @@ def check_config(cfg: RunConfig, local: bool = True) -> RunConfig:
             and cfg.source.kind == "procedural"):
         raise ValueError("generator.kind=scripted (policy chain) solves chain problems only, not procedural word "
                          "problems: use --source chain, or the scripted policy answer_key with an answer_key")
+    if cfg.corrections.enabled and cfg.corrector is not None:
+        build_generator(cfg.corrector)  # a bad --corrector-model fails here, not in a worker
     from counterpoint.verifiers.suite import VerifierSuite
 
     VerifierSuite(cfg.verifier.name)
