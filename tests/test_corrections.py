@@ -121,9 +121,19 @@ def test_per_problem_recovery_rate_and_wilson_interval():
             continue
         n, k = len(res.rows), sum(r["kept"] for r in res.rows)
         lo, hi = wilson_interval(k, n)
+        lo, hi = min(lo, k / n), max(hi, k / n)
         for r in res.rows:
             assert (r["problem_attempted"], r["problem_recovered"], r["problem_recovery_rate"],
                     r["problem_recovery_lo"], r["problem_recovery_hi"]) == (n, k, k / n, lo, hi)
+
+
+def test_recovery_interval_holds_its_rate_at_zero_and_one():
+    # wilson_interval(0, 7) rounds to a low bound of ~1e-17 > 0: the gate's ordered rule would fail the row
+    for k, n in ((0, 7), (0, 48), (10, 10), (13, 13), (3, 7)):
+        rows = C.with_recovery([{"problem_id": "p", "kept": i < k} for i in range(n)])
+        r = rows[0]
+        assert r["problem_recovery_lo"] <= r["problem_recovery_rate"] <= r["problem_recovery_hi"]
+        assert (r["problem_recovery_lo"] == 0.0) == (k == 0) and (r["problem_recovery_hi"] == 1.0) == (k == n)
 
 
 def test_rows_do_not_depend_on_batching():

@@ -247,11 +247,19 @@ def with_recovery(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         by_problem.setdefault(r["problem_id"], []).append(r)
     for group in by_problem.values():
         n, k = len(group), sum(r["kept"] for r in group)
-        lo, hi = wilson_interval(k, n)
+        lo, hi = _interval(k, n)
         for r in group:
             r.update(problem_attempted=n, problem_recovered=k, problem_recovery_rate=k / n,
                      problem_recovery_lo=lo, problem_recovery_hi=hi)
     return rows
+
+
+def _interval(k: int, n: int) -> Tuple[Optional[float], Optional[float]]:
+    """The 95% Wilson interval, holding its rate: rounding leaves ``wilson_interval(0, 7)[0]`` at ~1e-17 > 0."""
+    lo, hi = wilson_interval(k, n)
+    if lo is None or hi is None:
+        return lo, hi
+    return min(lo, k / n), max(hi, k / n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,7 +316,7 @@ def _offsets(sizes: Sequence[int]) -> List[int]:
 def summarize(rows: Sequence[Mapping[str, Any]], generated_tokens: float = 0.0) -> Dict[str, Any]:
     """Recovery rate (with its Wilson interval), genuine-flip share and flip-class counts of ``rows``."""
     n, kept = len(rows), [r for r in rows if r["kept"]]
-    lo, hi = wilson_interval(len(kept), n)
+    lo, hi = _interval(len(kept), n)
     classes = Counter(r["flip_class"] for r in kept)
     genuine = sum(classes[c] for c in GENUINE_FLIPS)
     return {
@@ -316,5 +324,6 @@ def summarize(rows: Sequence[Mapping[str, Any]], generated_tokens: float = 0.0) 
         "recovery_lo": lo, "recovery_hi": hi, "flip_classes": {c: classes.get(c, 0) for c in FLIP_CLASSES},
         "genuine_flip_share": genuine / len(kept) if kept else None,
         "by_source": dict(Counter(r["wrong_step_source"] for r in rows)),
+        "generated_tokens": generated_tokens,
         "tokens_per_kept_correction": generated_tokens / len(kept) if kept else None,
     }
