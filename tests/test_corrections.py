@@ -152,9 +152,14 @@ def test_gold_never_in_a_prompt_or_cue():
         # the prompt is the question; the only added text is the prefix (the model's own steps) and the cue
         assert [m["content"] for m in r["prompt"]] == [question[r["problem_id"]]]
         assert not re.search(rf"(?<!\d){re.escape(gold[r['problem_id']])}(?!\d)", r["cue"])
-    with pytest.raises(ValueError, match="contains the gold answer"):
-        C.check_cues(["Hint: it is 42."], "42")
-    C.check_cues(["Check step 142 again."], "42")
+    assert C.gives_gold("Hint: it is 42.", "42") and not C.gives_gold("Check step 142 again.", "42")
+    # a cue holding a problem's gold is never used for that problem (and counted)
+    pid = items[0].problem["problem_id"]
+    leaky = C.CorrectionsConfig(enabled=True, samples_per_cue=1,
+                                cues=["Wait, that step is wrong.", f"Hmm, is it {gold[pid]}?"])
+    (res,) = correct(policy, items[:1], leaky)
+    assert res.rows and {r["cue"] for r in res.rows} == {"Wait, that step is wrong."}
+    assert res.skipped[C.SKIP_CUE_GIVES_GOLD] == len({r["negative_sample_index"] for r in res.rows})
 
 
 def test_flip_class_rules():

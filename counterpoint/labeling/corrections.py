@@ -25,7 +25,8 @@ be", "I misread", ...) or, for a false claim, states the claim's true value as a
 **Recovery rate** per problem: verified-correct continuations / attempted, with the 95% Wilson
 interval of :func:`counterpoint.rl.stats.wilson_interval`.
 
-The gold answer is never written into a prompt or a cue: a cue that contains it is refused.
+The gold answer is never written into a prompt or a cue: a cue that contains it is not used for that
+problem (counted as ``cue_gives_gold``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ SKIP_FORMAT_FAILURE = "format_failure"
 SKIP_TRUNCATED = "truncated"
 SKIP_NOT_LOCATED = "first_error_not_located"  # evidence / verdict source, or no first error
 SKIP_OVER_LIMIT = "over_max_negatives"
+SKIP_CUE_GIVES_GOLD = "cue_gives_gold"  # (negative, cue) requests not made: the cue holds the gold answer
 
 _RESTART_RE = re.compile(r"\b(start(?:ing)? (?:over|again|from scratch|from the beginning)|from scratch|"
                          r"recomput\w*|redo\w*|re-?do (?:it|this|the)|begin again)\b", re.IGNORECASE)
@@ -148,12 +150,10 @@ def assistant_prefix(target: Target, cue: str) -> str:
     return target.head + SEPARATOR + cue
 
 
-def check_cues(cues: Sequence[str], gold: str) -> None:
-    """A cue never holds the gold answer (it would hand the model the answer)."""
+def gives_gold(cue: str, gold: str) -> bool:
+    """Whether ``cue`` holds the gold answer (as a number / token of its own): such a cue is never used."""
     g = str(gold).strip()
-    for cue in cues:
-        if g and re.search(r"(?<![\d.])" + re.escape(g) + r"(?![\d])", cue):
-            raise ValueError(f"corrections cue {cue!r} contains the gold answer {g!r}: a cue must not give it away")
+    return bool(g) and re.search(r"(?<![\d.])" + re.escape(g) + r"(?![\d])", cue) is not None
 
 
 def request_seed(run_seed: int, problem_id: str, sample_index: int, wrong_step: int, cue: str) -> int:
@@ -196,9 +196,10 @@ def flip_class(continuation: str, final_answer: Optional[str], claim_value: Opti
 # ---------------------------------------------------------------------------
 def _requests(problem: Mapping[str, Any], tgts: Sequence[Target], cfg: CorrectionsConfig, *,
               system_prompt: Optional[str], params: SamplingParams, run_seed: int):
+    cues = [c for c in cfg.cues if not gives_gold(c, problem["gold_answer"])]  # a cue never hands over the answer
     out = []
     for t in tgts:
-        for cue in cfg.cues:
+        for cue in cues:
             seed = request_seed(run_seed, t.problem_id, t.sample_index, t.wrong_step_index, cue)
             req = GenerationRequest.continuation(system_prompt, problem["question"], assistant_prefix(t, cue),
                                                  n=cfg.samples_per_cue, params=params, seed=seed,
@@ -281,8 +282,10 @@ def correct_problems(items: Sequence[CorrectionItem], generator: Generator, veri
     verifier call; results aligned with ``items``."""
     plans = []
     for item in items:
-        check_cues(cfg.cues, item.problem["gold_answer"])
         tgts, skipped = targets(item.trajectories, item.step_labels, cfg.max_negatives_per_problem)
+        dropped = sum(gives_gold(c, item.problem["gold_answer"]) for c in cfg.cues)
+        if dropped and tgts:
+            skipped[SKIP_CUE_GIVES_GOLD] = dropped * len(tgts)
         plans.append((item, _requests(item.problem, tgts, cfg, system_prompt=system_prompt, params=sampling,
                                       run_seed=run_seed), skipped))
     all_reqs = [req for _, asks, _ in plans for _, _, req in asks]
