@@ -115,9 +115,6 @@ FLAGS: Tuple[Flag, ...] = (
          action="true"),
     Flag(("--corrector-model", "--corrector_model"), ("corrector.model",), "labelling",
          "model that writes the corrections (default: the run's model; still verified)"),
-    Flag(("--cue",), ("corrections.cues",), "labelling",
-         "cue written after the wrong step before a correction (repeatable; default: two built-in cues)",
-         action="append", metavar="TEXT"),
     # output
     Flag(("--config",), (), "output", "YAML run config (flags override it)", metavar="FILE"),
     Flag(("--output",), ("output",), "output", "output folder (local, gs://, s3://)"),

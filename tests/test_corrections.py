@@ -181,9 +181,10 @@ def test_config_checks_and_flags():
         from_dict({"corrections": {"samples_per_cue": 2.0}})
     with pytest.raises(ValueError, match="needs? .*labeler|add --labeler"):
         from_dict({"corrections": {"enabled": True}})
-    cfg = apply_overrides(RunConfig(labeler="omegaprm"), {"cp_corrections": True, "cp_cue": ["Hmm, check it."],
-                                                          "cp_corrector_model": "bigger"})
-    assert cfg.corrections.enabled and cfg.corrections.cues == ["Hmm, check it."] and cfg.corrector.model == "bigger"
+    cfg = apply_overrides(RunConfig(labeler="omegaprm"), {"cp_corrections": True, "cp_corrector_model": "bigger"})
+    assert cfg.corrections.enabled and cfg.corrections.cues == list(C.DEFAULT_CUES) and cfg.corrector.model == "bigger"
+    assert from_dict({"labeler": "omegaprm", "corrections": {"cues": "Hmm, check it."}}).corrections.cues == [
+        "Hmm, check it."]
     assert "corrections" in cfg.configs() and "corrections" not in RunConfig(labeler="omegaprm").configs()
     assert cfg.output_fingerprint() != RunConfig(labeler="omegaprm").output_fingerprint()
 
