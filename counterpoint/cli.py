@@ -5,6 +5,7 @@
     counterpoint report DIR
     counterpoint push DIR --repo-id ORG/NAME [--private] [--dry-run]
     counterpoint export DIR --format FORMAT [--output DIR]
+    counterpoint corrections DIR [--corrector-model M] [--cue TEXT ...] [--samples-per-cue N]
 
 Errors are one line, ``counterpoint <command>: <cause and fix>``; exit code 2 for a usage or
 configuration error, 1 for a run or check that failed, 130 on Ctrl-C. ``--debug`` (before or after
@@ -242,6 +243,20 @@ def cmd_export(args, extra) -> int:
     return export(args)
 
 
+def cmd_corrections(args, extra) -> int:
+    from counterpoint.pipelines.corrections import add_corrections
+
+    _configure_storage(extra)
+    figures = add_corrections(args.dir, corrector_model=args.corrector_model, cues=args.cue or (),
+                              samples_per_cue=args.samples_per_cue, runner_options=extra or None)
+    rate = figures["recovery_rate"]
+    share = figures["genuine_flip_share"]
+    print(f"corrections: {figures['recovered']}/{figures['attempted']} continuations verified correct "
+          f"(recovery {'-' if rate is None else f'{rate:.3f}'}), genuine flips "
+          f"{'-' if share is None else f'{share:.3f}'} {figures['flip_classes']}; published into {args.dir}")
+    return 0
+
+
 def _command_of(argv: Sequence[str]) -> str:
     return next((a for a in argv if not a.startswith("-")), "")
 
@@ -346,8 +361,14 @@ def _dispatch(argv: List[str]) -> int:
     from counterpoint.dataset.export.command import add_export_parser
 
     add_export_parser(sub)
+    c = sub.add_parser("corrections", help="add verified mistake -> correction traces to a labelled output")
+    c.add_argument("dir")
+    c.add_argument("--corrector-model", default=None, help="model that writes the corrections (default: the run's)")
+    c.add_argument("--cue", action="append", metavar="TEXT", help="cue after the wrong step (repeatable)")
+    c.add_argument("--samples-per-cue", type=int, default=None, metavar="N")
     args, extra = parser.parse_known_args(argv)
-    handlers = {"validate": cmd_validate, "report": cmd_report, "push": cmd_push, "export": cmd_export}
+    handlers = {"validate": cmd_validate, "report": cmd_report, "push": cmd_push, "export": cmd_export,
+                "corrections": cmd_corrections}
     return handlers[args.command](args, extra)
 
 

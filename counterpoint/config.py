@@ -40,6 +40,7 @@ from counterpoint.generators.base import SamplingParams
 from counterpoint.generators.config import GeneratorConfig
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig
 from counterpoint.labeling.consensus import ConsensusConfig
+from counterpoint.labeling.corrections import CorrectionsConfig
 from counterpoint.schemas import content_id
 from counterpoint.segmentation import MODES as SEGMENTATION_MODES
 from counterpoint.sources import ProblemSourceConfig
@@ -137,6 +138,10 @@ class RunConfig:
     # Evaluation sets problems are checked against (issue 20; empty = no check) and trajectory dedup.
     decontamination: DecontaminationConfig = dataclasses.field(default_factory=DecontaminationConfig)
     dedup: DedupConfig = dataclasses.field(default_factory=DedupConfig)
+    # Mistake -> correction traces after each proved first wrong step (issue 22; needs a labeller).
+    corrections: CorrectionsConfig = dataclasses.field(default_factory=CorrectionsConfig)
+    # The engine that writes the corrections (default: the run's own generator); still verified.
+    corrector: Optional[GeneratorConfig] = None
     retry: RetryConfig = dataclasses.field(default_factory=RetryConfig)
     # Problems per engine call in the sampling stage (each asks for samples_per_problem samples).
     batch_size: int = 32
@@ -179,6 +184,9 @@ class RunConfig:
                 raise ValueError(f"min_rows[{config}] must be an integer >= 0, got {n!r}")
         if self.consensus.mode != "off" and not self.labeler:
             raise ValueError("consensus needs a labeller: add --labeler omegaprm (or mc), or set --consensus off")
+        if self.corrections.enabled and not self.labeler:
+            raise ValueError("corrections need located first errors: add --labeler omegaprm (or mc), or drop "
+                             "--corrections")
 
     # -- derived views ------------------------------------------------------------------
     @property
@@ -198,7 +206,8 @@ class RunConfig:
         """Output configs this run writes."""
         from counterpoint.schemas import records
 
-        return list(records.OUTCOME_CONFIGS) + (list(records.STEP_CONFIGS) if self.labeler else [])
+        return (list(records.OUTCOME_CONFIGS) + (list(records.STEP_CONFIGS) if self.labeler else [])
+                + (list(records.CORRECTION_CONFIGS) if self.labeler and self.corrections.enabled else []))
 
     def to_dict(self) -> Dict[str, Any]:
         """The config as stored and published (``run_config.json``, the card): secrets redacted and local
@@ -229,6 +238,10 @@ class RunConfig:
         if self.consensus.mode != "off":
             judge = d["judge"] or gen
             shaping["consensus"] = {**d["consensus"], "judge": {k: judge.get(k) for k in ("kind", "model", "seed")}}
+        if self.corrections.enabled:
+            corrector = d["corrector"] or gen
+            shaping["corrections"] = {**d["corrections"],
+                                      "corrector": {k: corrector.get(k) for k in ("kind", "model", "seed")}}
         return content_id(shaping, length=16)
 
 
@@ -290,11 +303,13 @@ _NESTED = {
     (RunConfig, "decontamination"): DecontaminationConfig,
     (RunConfig, "dedup"): DedupConfig,
     (RunConfig, "retry"): RetryConfig,
+    (RunConfig, "corrections"): CorrectionsConfig,
+    (RunConfig, "corrector"): GeneratorConfig,
     (ProblemSourceConfig, "mapping"): FieldMapping,
     (LabelerConfig, "omegaprm"): OmegaPRMConfig,
     (OmegaPRMConfig, "rollout_params"): SamplingParams,
 }
-_NULLABLE_SECTIONS = {"judge", "rollout_params"}
+_NULLABLE_SECTIONS = {"judge", "rollout_params", "corrector"}
 
 
 def from_dict(data: Dict[str, Any]) -> RunConfig:

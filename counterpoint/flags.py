@@ -121,6 +121,11 @@ FLAGS: Tuple[Flag, ...] = (
     Flag(("--reference-chosen", "--reference_chosen"), ("pairing.reference_chosen",), "cleaning",
          "where no sample is correct, the verified reference solution is the chosen side (off-policy)",
          action="true"),
+    Flag(("--corrections",), ("corrections.enabled",), "labelling",
+         "verified mistake -> correction traces after each proved first wrong step (needs --labeler)",
+         action="true"),
+    Flag(("--corrector-model", "--corrector_model"), ("corrector.model",), "labelling",
+         "model that writes the corrections (default: the run's model; still verified)"),
     # output
     Flag(("--config",), (), "output", "YAML run config (flags override it)", metavar="FILE"),
     Flag(("--output",), ("output",), "output", "output folder (local, gs://, s3://)"),

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping
 from counterpoint.schemas import records
 
 #: Output configs a state carries rows for (``rejects`` included).
-ROW_CONFIGS = ("trajectories", "preferences", "unpaired", "step_labels", "step_values", "rejects")
+ROW_CONFIGS = ("trajectories", "preferences", "unpaired", "step_labels", "step_values", "corrections", "rejects")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,8 @@ class ProblemState:
     unpaired: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     step_labels: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     step_values: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    # ``corrections`` rows (issue 22): filled only with --corrections (written only when the run asks).
+    corrections: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     rejects: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     failed: bool = False
     resumed: bool = False
@@ -66,7 +68,7 @@ class ProblemState:
             detail=detail, payload={"question": self.problem["question"][:500]},
         )
         return dataclasses.replace(
-            self, trajectories=[], preferences=[], unpaired=[], step_labels=[], step_values=[],
+            self, trajectories=[], preferences=[], unpaired=[], step_labels=[], step_values=[], corrections=[],
             rejects=list(self.rejects) + [reject], failed=True,
         )
 

@@ -192,6 +192,7 @@ def render_card(layout: storage.DatasetLayout, prefix: str = "") -> str:
     lines += _format_failures_section(summary.get("labeling") or {})
     lines += _clean_section(summary.get("clean"))
     lines += _run_sections(summary)
+    lines += _corrections_section(layout)
     lines += _validation_section(layout)
     if storage.exists(layout.report_path):
         lines += ["A run report with plots is in `report.html`.", ""]
@@ -318,6 +319,41 @@ def _run_sections(summary: Dict[str, Any]) -> List[str]:
     if not summary:
         lines += ["No `run_summary.json` was found: provenance unknown.", ""]
     return lines
+
+
+def corrections_figures(layout: storage.DatasetLayout) -> Optional[Dict[str, Any]]:
+    """Recovery rate, genuine-flip share and flip classes of the ``corrections`` config (None without it)."""
+    from counterpoint.labeling.corrections import summarize
+
+    shards = layout.shards("corrections")
+    if not shards:
+        return None
+    cols = ["kept", "flip_class", "wrong_step_source", "num_generated_tokens"]
+    rows = [r for p in shards for r in storage.read_parquet(p, columns=cols).to_pylist()]
+    return summarize(rows, sum(r["num_generated_tokens"] for r in rows))
+
+
+def _corrections_section(layout: storage.DatasetLayout) -> List[str]:
+    """Issue 22: how often the model repaired its proved first mistake, and how (genuine flips vs not)."""
+    f = corrections_figures(layout)
+    if f is None:
+        return []
+    lines = ["### Corrections (mistake -> correction traces)", ""]
+    if not f["attempted"]:
+        why = ((_summary_dict(layout) or {}).get("empty_configs") or {}).get("corrections", "no rows")
+        return lines + [f"No correction was attempted: {why}.", ""]
+    share = f["genuine_flip_share"]
+    lines += [f"After each labelled negative's proved first wrong step (search, false claim or stated wrong answer; "
+              f"never a format failure) and a cue, {f['attempted']} continuation(s) were sampled and verified: "
+              f"**{f['recovered']}** reached the gold answer — recovery rate **{f['recovery_rate']:.1%}** "
+              f"(95% Wilson interval {_cell(f['recovery_lo'])}–{_cell(f['recovery_hi'])}); genuine flips "
+              f"(the wrong step revised) among them: **{'n/a' if share is None else f'{share:.1%}'}**.", "",
+              _md_table(["flip class", "kept corrections"], list(f["flip_classes"].items())), ""]
+    return lines
+
+
+def _summary_dict(layout: storage.DatasetLayout) -> Optional[dict]:
+    return storage.read_json(layout.summary_path)
 
 
 def _validation_section(layout: storage.DatasetLayout) -> List[str]:

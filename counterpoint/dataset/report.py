@@ -394,6 +394,29 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}img{max-width:100%}.mis
 """
 
 
+def _corrections(o: _Output) -> Tuple[str, str]:
+    """Issue 22: recovery rate and flip classes of the corrections, by what located the wrong step."""
+    from counterpoint.dataset.card import corrections_figures
+
+    title = "Corrections"
+    f = corrections_figures(o.layout)
+    if f is None:
+        return title, _missing("corrections")
+    if not f["attempted"]:
+        return title, "<p>No correction attempted (no labelled negative with a located first wrong step).</p>"
+    rows = [["attempted", f["attempted"]], ["verified correct", f["recovered"]],
+            ["recovery rate [95% Wilson]", f"{_fmt(f['recovery_rate'])} [{_fmt(f['recovery_lo'])}, "
+                                            f"{_fmt(f['recovery_hi'])}]"],
+            ["genuine-flip share (revise)", _fmt(f["genuine_flip_share"])],
+            ["engine tokens per kept correction", _fmt(f["tokens_per_kept_correction"])]]
+    rows += [[f"flip class: {k}", v] for k, v in f["flip_classes"].items()]
+    rows += [[f"wrong step from: {k}", v] for k, v in f["by_source"].items()]
+    return title, _table(["figure", "value"], rows)
+
+
+SECTIONS += (_corrections,)
+
+
 def build_report(layout: storage.DatasetLayout) -> str:
     """Writes the dataset's ``report.html`` (the live version's, for an output folder) and returns its path."""
     o = _Output(layout)

@@ -73,6 +73,10 @@ def empty_config_reasons(counts: Dict[str, Any], screening: Dict[str, int], conf
                 reasons[config] += "; no labelled negative came out of the searches (see rejects)"
         elif config == "rejects":
             continue  # nothing dropped: the good case
+        elif config == "corrections":
+            reasons[config] = (f"no labelled negative of the {n} problems had a first wrong step located by the "
+                               "search, a false arithmetic claim or a stated wrong answer (format failures and "
+                               "evidence-only locations are never used)")
         else:
             reasons[config] = "no rows"
     return reasons

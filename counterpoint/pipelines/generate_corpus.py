@@ -31,6 +31,8 @@ from counterpoint import storage
 from counterpoint.config import FLAGS, RunConfig, add_flags, apply_overrides, load_config
 from counterpoint.dataset import publish
 from counterpoint.progress import LiveProgress
+from counterpoint.schemas import content_id
+from counterpoint.transforms.corrections import Corrections, CorrectionsDoFn
 from counterpoint.transforms.judge import JudgeDoFn
 from counterpoint.transforms.label import Label, LabelDoFn
 from counterpoint.transforms.read import ReadProblems
@@ -82,6 +84,8 @@ def check_config(cfg: RunConfig, local: bool = True) -> RunConfig:
             and cfg.source.kind == "procedural"):
         raise ValueError("generator.kind=scripted (policy chain) solves chain problems only, not procedural word "
                          "problems: use --source chain, or the scripted policy answer_key with an answer_key")
+    if cfg.corrections.enabled and cfg.corrector is not None:
+        build_generator(cfg.corrector)  # a bad --corrector-model fails here, not in a worker
     from counterpoint.verifiers.suite import VerifierSuite
 
     VerifierSuite(cfg.verifier.name)
@@ -136,6 +140,8 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, layout: storage.OutputLayou
             LabelDoFn(engine, cfg.verifier, verifier_handle, cfg.retry, labeling=cfg.labeling_config,
                       sampling=cfg.sampling, system_prompt=cfg.system_prompt, segmentation=cfg.segmentation),
             cfg.labeling_batch_size or DEFAULT_LABELING_BATCH, judge=_judge(cfg, engine, layout))
+        if cfg.corrections.enabled:
+            states = states | "Corrections" >> Corrections(_corrector(cfg, engine, layout, verifier_handle))
     outcome = OutcomePairsDoFn(cfg.pairing, cfg.verifier, verifier_handle, cfg.segmentation)
     finished = states | "PairAndCheckpoint" >> PairAndCheckpoint(cfg.pairing, checkpoints, outcome)
     all_states = (finished, split["finished"]) | "AllProblems" >> beam.Flatten()
@@ -155,6 +161,18 @@ def _judge(cfg: RunConfig, engine: EngineSpec, layout: storage.OutputLayout):
     handle = engine.handle if judge == cfg.generator else shared.Shared()
     return JudgeDoFn(EngineSpec(judge, handle, layout.cache_dir(_model_key(cfg, judge=True))), cfg.retry,
                      consensus=cfg.consensus)
+
+
+def _corrector(cfg: RunConfig, engine: EngineSpec, layout: storage.OutputLayout,
+               verifier_handle: shared.Shared) -> CorrectionsDoFn:
+    """The corrections stage; it shares the run's engine unless --corrector-model names another."""
+    corrector = cfg.corrector or cfg.generator
+    spec = engine if corrector == cfg.generator else EngineSpec(
+        corrector, shared.Shared(), layout.cache_dir(content_id(corrector.kind, corrector.model, corrector.dtype,
+                                                                length=12)))
+    return CorrectionsDoFn(spec, cfg.verifier, verifier_handle, cfg.retry, corrections=cfg.corrections,
+                           sampling=cfg.sampling, system_prompt=cfg.system_prompt, run_seed=cfg.generator.seed,
+                           corrector="engine" if corrector == cfg.generator else "corrector_model")
 
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
@@ -186,6 +204,8 @@ def _stages(cfg: RunConfig) -> List[str]:
         stages.append("label")
         if cfg.consensus.mode != "off":
             stages.append("judge")
+        if cfg.corrections.enabled:
+            stages.append("correct")
     return stages
 
 

@@ -12,3 +12,5 @@ from counterpoint.schemas.records import (  # noqa: F401  (explicit re-exports f
 )
 # Registers the trainer-ready export configs into OUTPUT_TABLES (gate and card see them, in workers too).
 from counterpoint.schemas import exports  # noqa: E402,F401
+# Registers the corrections config (issue 22) the same way.
+from counterpoint.schemas import corrections  # noqa: E402,F401

@@ -130,7 +130,59 @@ WEIGHTED_PAIRS = TableSpec(
     equal_length=records.PREFERENCES.equal_length,
 )
 
+_CORRECTION_PROMPT_DOC = ("System?, user (the question), then the assistant's partial turn: its steps through the proved "
+                          "wrong step and the cue. Never the gold answer.")
+
+CORRECTION_SFT = TableSpec(
+    name="correction_sft",
+    doc=(
+        "Self-correction SFT (issue 22) from the kept rows of `corrections`, in TRL's conversational "
+        "prompt-completion layout with the mistake inside the prompt: `prompt` = the chat plus a final partial "
+        "assistant message (the steps through the proved first wrong step, then a cue); `completion` = one "
+        "assistant message holding the verified correction. Completion-only loss never trains on the mistake. "
+        "TRL 1.16's SFTTrainer renders a prompt that ends in an assistant message as a closed turn followed by "
+        "a new assistant turn, so render rows with `counterpoint.dataset.export.correction_sft_text` (plain-text "
+        "prompt continuing the same turn, continue_final_message) before SFTTrainer."
+    ),
+    trainer="TRL `SFTTrainer` after `counterpoint.dataset.export.correction_sft_text` (prompt-completion, "
+            "completion-only loss)",
+    columns=(
+        _c("id", pa.string(), unique=True, doc="The corrections row id."),
+        _c("problem_id", pa.string()),
+        _c("prompt", MESSAGES_TYPE, doc=_CORRECTION_PROMPT_DOC),
+        _c("completion", MESSAGES_TYPE, doc="The verified correction (one assistant message)."),
+        _c("wrong_step_index", pa.int32(), min_value=0),
+        _c("wrong_step_source", pa.string(), value_set=("search", "claim", "terminal")),
+        _c("flip_class", pa.string(), value_set=("revise", "restart", "ignore")),
+        _c("cue", pa.string()),
+    ),
+)
+
+CORRECTION_DPO = TableSpec(
+    name="correction_dpo",
+    doc=(
+        "Self-correction preference pairs (issue 22) from `corrections`: one prompt (as in `correction_sft`) "
+        "with `chosen` = a verified correction and `rejected` = a verified-wrong continuation of the same "
+        "prefix and cue (the model agrees with its error). Render with "
+        "`counterpoint.dataset.export.step_dpo_text` before TRL's DPOTrainer (same layout as `step_dpo`)."
+    ),
+    trainer="TRL `DPOTrainer` after `counterpoint.dataset.export.step_dpo_text`",
+    columns=(
+        _c("id", pa.string(), unique=True),
+        _c("problem_id", pa.string()),
+        _c("prompt", MESSAGES_TYPE, doc=_CORRECTION_PROMPT_DOC),
+        _c("chosen", MESSAGES_TYPE, doc="A verified correction (one assistant message)."),
+        _c("rejected", MESSAGES_TYPE, doc="A verified-wrong continuation of the same prefix and cue."),
+        _c("wrong_step_index", pa.int32(), min_value=0),
+        _c("wrong_step_source", pa.string(), value_set=("search", "claim", "terminal")),
+        _c("flip_class", pa.string(), value_set=("revise", "restart", "ignore"), doc="Of the chosen correction."),
+        _c("cue", pa.string()),
+    ),
+    must_differ=(("chosen", "rejected"),),
+)
+
 EXPORT_TABLES: Tuple[TableSpec, ...] = (TRL_STEPWISE, OPENRLHF_PRM, STEP_DPO, WEIGHTED_PAIRS)
+EXPORT_TABLES += (CORRECTION_SFT, CORRECTION_DPO)
 EXPORT_CONFIGS: Tuple[str, ...] = tuple(t.name for t in EXPORT_TABLES)
 
 

@@ -60,7 +60,8 @@ FINISH_REASONS = ("stop", "length", "abort", "error")
 ANSWER_TYPES = ("numeric", "math", "exact")
 
 # Pipeline stages that may reject a problem or a row (the `rejects.stage` value set).
-STAGES = ("read", "validate_problem", "decontaminate", "dedupe", "sample", "verify", "label", "pair", "write")
+STAGES = ("read", "validate_problem", "decontaminate", "dedupe", "sample", "verify", "label", "pair", "write",
+          "correct")
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES_TYPE = pa.list_(MESSAGE_TYPE)
@@ -376,6 +377,8 @@ OUTPUT_TABLES: Dict[str, TableSpec] = {
 # Configs written by an outcome-only run; the labeller adds the step configs.
 OUTCOME_CONFIGS = ("trajectories", "problem_stats", "preferences", "unpaired", "rejects")
 STEP_CONFIGS = ("step_labels", "step_values")
+# Written with --corrections (a labelled run) or added by `counterpoint corrections OUT` (schemas.corrections).
+CORRECTION_CONFIGS = ("corrections",)
 
 
 def table(name: str) -> TableSpec:

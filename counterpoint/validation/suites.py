@@ -330,6 +330,7 @@ def expectations(config: str, level: str = SHARD, min_rows: Optional[int] = None
                     meta=_meta("sums", *parts, total),
                 )
             )
+        out += conditional_expectations(config)
     else:
         for c in spec.columns:
             if c.unique:
@@ -340,6 +341,30 @@ def expectations(config: str, level: str = SHARD, min_rows: Optional[int] = None
             )
         if min_rows:
             out.append(gxe.ExpectTableRowCountToBeBetween(min_value=int(min_rows), meta=_meta("min_rows")))
+    return out
+
+
+# Row rules that hold where a condition does (pandas row_condition), per config: (condition, column, rule, values).
+# ``corrections`` (issue 22): a kept row is a verified-correct correction with a flip class; any other row has none.
+CONDITIONAL_RULES: Dict[str, tuple] = {
+    "corrections": (("kept == True", "verdict", "value_set", ("correct",)),
+                    ("kept == True", "flip_class", "not_null", None),
+                    ("kept == False", "flip_class", "null", None)),
+}
+
+
+def conditional_expectations(config: str) -> list:
+    """The shard expectations of :data:`CONDITIONAL_RULES` for ``config`` (none for most configs)."""
+    out = []
+    for condition, column, rule, values in CONDITIONAL_RULES.get(config, ()):
+        kw = dict(column=column, row_condition=condition, condition_parser="pandas",
+                  meta=_meta(f"{rule} where {condition}", column, condition.split()[0]))
+        if rule == "value_set":
+            out.append(gxe.ExpectColumnValuesToBeInSet(value_set=list(values), **kw))
+        elif rule == "not_null":
+            out.append(gxe.ExpectColumnValuesToNotBeNull(**kw))
+        else:
+            out.append(gxe.ExpectColumnValuesToBeNull(**kw))
     return out
 
 

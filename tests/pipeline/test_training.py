@@ -261,3 +261,78 @@ def test_grpo_step_with_counterpoint_reward_on_the_pass_band(model_dir, tokenize
     print(f"GRPOTrainer (trl {trl.__version__}): {len(band)}/{len(stats)} problems in the pass band "
           f"(pass rates {sorted(s['pass_rate'] for s in stats)}), "
           f"1 step, rewards {call['scores']}, loss {[h.get('loss') for h in trainer.state.log_history]}")
+
+
+# ---------------------------------------------------------------------------
+# Issue 22: self-correction data (correction-sft / correction-dpo)
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def correction_rows():
+    """``corrections`` rows of a planted chain world (scripted corrector), and the two exports built from them."""
+    from counterpoint.dataset.export import correction_dpo_rows, correction_sft_rows
+    from counterpoint.generators.base import SamplingParams
+    from counterpoint.generators.scripted import ScriptedGenerator, chain_problem
+    from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, label_problems
+    from counterpoint.labeling import corrections as C
+    from counterpoint.testing.chain import chain_verify
+    from counterpoint.testing.corrections import ChainCorrectorPolicy
+    from counterpoint.testing.worlds import sampled_chain_items
+
+    sampling = SamplingParams(temperature=0.8, max_tokens=256)
+    policy = ChainCorrectorPolicy(step_error_rate=0.15, recover_rate=0.5, revise_share=0.5, restart_share=0.25)
+    items = sampled_chain_items(policy, [chain_problem(4, i, num_steps=4) for i in range(4)], 6)
+    labelled = label_problems(items, ScriptedGenerator(policy), chain_verify,
+                              LabelerConfig(omegaprm=OmegaPRMConfig(k=4, parallel_searches=1)), sampling=sampling)
+    by_id = {r.problem_id: r.step_labels for r in labelled}
+    results = C.correct_problems([C.CorrectionItem(it.problem, it.trajectories, by_id[it.problem["problem_id"]])
+                                  for it in items], ScriptedGenerator(policy), chain_verify,
+                                 C.CorrectionsConfig(enabled=True, samples_per_cue=2), sampling=sampling,
+                                 system_prompt="Solve step by step.", run_seed=0)
+    rows = [r for res in results for r in res.rows]
+    return correction_sft_rows(rows).rows, correction_dpo_rows(rows).rows
+
+
+def test_sft_trainer_on_correction_sft_trains_only_on_the_correction(correction_rows, model_dir, tokenizer, tmp_path):
+    import datasets
+    import trl
+    from trl import SFTConfig, SFTTrainer
+
+    from counterpoint.dataset.export import correction_sft_text
+
+    sft, _ = correction_rows
+    assert len(sft) >= 4
+    raw = datasets.Dataset.from_list(sft[:4])
+    ds = raw.map(correction_sft_text, fn_kwargs={"tokenizer": tokenizer}, remove_columns=raw.column_names)
+    trainer = SFTTrainer(model=str(model_dir), args=_args(SFTConfig, tmp_path, 2, completion_only_loss=True),
+                         train_dataset=ds, processing_class=tokenizer)
+    for tok_row, text_row, src in zip(trainer.train_dataset, ds, sft):
+        # TRL 1.16 turns the completion mask into labels: -100 (no loss) on every prompt token
+        ids = tok_row["input_ids"]
+        mask = tok_row["completion_mask"] if "completion_mask" in tok_row else [int(x != -100) for x in tok_row["labels"]]
+        n_prompt = mask.index(1)
+        assert all(m == 0 for m in mask[:n_prompt]) and all(m == 1 for m in mask[n_prompt:])
+        prompt_text = tokenizer.decode(ids[:n_prompt])
+        # the mistake (the wrong step) and the cue are in the masked prompt, in one open assistant turn
+        assert prompt_text == text_row["prompt"] and prompt_text.endswith(src["prompt"][-1]["content"])
+        assert prompt_text.count("<|im_start|>assistant") == 1 and not prompt_text.endswith("<|im_end|>\n")
+        assert tokenizer.decode(ids[n_prompt:]).startswith(src["completion"][0]["content"])
+    _check_run("SFTTrainer on correction_sft", trl.__version__, ds.num_rows, 2, train_counted(trainer))
+
+
+def test_dpo_trainer_on_correction_dpo(correction_rows, model_dir, tokenizer, tmp_path):
+    import datasets
+    import trl
+    from trl import DPOConfig, DPOTrainer
+
+    from counterpoint.dataset.export import step_dpo_text
+
+    _, dpo = correction_rows
+    assert len(dpo) >= 2
+    raw = datasets.Dataset.from_list(dpo[:4])
+    ds = raw.map(step_dpo_text, fn_kwargs={"tokenizer": tokenizer})
+    trainer = DPOTrainer(model=str(model_dir), args=_args(DPOConfig, tmp_path, 2), train_dataset=ds,
+                         processing_class=tokenizer)
+    for ids_row, src in zip(trainer.train_dataset, raw):
+        assert tokenizer.decode(ids_row["prompt_ids"]).endswith(src["prompt"][-1]["content"])
+        assert tokenizer.decode(ids_row["chosen_ids"]) == src["chosen"][0]["content"] + "<|im_end|>"
+    _check_run("DPOTrainer on correction_dpo", trl.__version__, ds.num_rows, 2, train_counted(trainer))

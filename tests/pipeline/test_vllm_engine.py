@@ -68,6 +68,8 @@ def real_run(tmp_path_factory):
         "samples_per_problem": SAMPLES,
         "labeler": "omegaprm",
         "labeling": {"omegaprm": {"k": 4, "search_limit": 2}},
+        # issue 22: the corrections stage on the same engine (one engine per test session)
+        "corrections": {"enabled": True, "samples_per_cue": 2, "max_negatives_per_problem": 2},
         "report": False,
         "quiet": True,
         "output": str(tmp / "out"),
@@ -197,6 +199,37 @@ def test_the_gate_passes_and_every_non_empty_config_loads(real_run):
             assert ds.num_rows == len(rows)
         else:
             assert summary["empty_configs"][config] in card.replace("&gt;", ">").replace("&lt;", "<")
+
+
+def test_corrections_load_validate_and_every_verdict_is_the_verifiers(real_run):
+    """Issue 22 on the real engine: whatever the 135M model repairs, the config loads, validates, and each
+    row's verdict is the verifier's verdict of prefix + cue + correction; an empty config says why."""
+    import datasets
+
+    from counterpoint.labeling.corrections import SEPARATOR, summarize
+
+    out, summary, _ = real_run
+    rows = _read(out, "corrections")
+    labels = {(r["problem_id"], r["sample_index"]): r for r in _read(out, "step_labels")}
+    gold = {i: a for i, _, a in PROBLEMS}
+    verifier = NumericVerifier()
+    assert summary["written"]["corrections"]["rows"] == len(rows)
+    for r in rows:
+        label = labels[(r["problem_id"], r["negative_sample_index"])]
+        assert (label["first_error_index"], label["first_error_source"]) == (r["wrong_step_index"],
+                                                                             r["wrong_step_source"])
+        text = r["prefix"] + SEPARATOR + r["cue"] + r["correction"]
+        v = verifier.verify(text, gold[r["problem_id"]], truncated=r["finish_reason"] == "length")
+        assert (r["verdict"], r["final_answer"]) == (v.verdict, v.final_answer)
+        assert r["kept"] == (v.verdict == "correct" and r["finish_reason"] != "length")
+        assert (r["flip_class"] is not None) == r["kept"]
+    if rows:
+        assert datasets.load_dataset(str(out), "corrections", split="train").num_rows == len(rows)
+        f = summarize(rows)
+        assert f["attempted"] == len(rows) and f["recovered"] == sum(r["kept"] for r in rows)
+        print(f"corrections on the embedded model: {f}")
+    else:
+        assert "corrections" in summary["empty_configs"]
 
 
 @pytest.fixture(scope="session")

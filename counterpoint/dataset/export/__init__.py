@@ -31,6 +31,8 @@ from counterpoint.dataset.export.trainers import (
     placeholder_token_id,
     step_dpo_text,
 )
+from counterpoint.dataset.export.formats import correction_dpo_rows, correction_sft_rows  # noqa: E402
+from counterpoint.dataset.export.trainers import correction_sft_text  # noqa: E402
 
 __all__ = [
     "FORMATS", "FORMAT_CONFIG", "FORMAT_SOURCES", "ExportError", "ExportResult", "ExportRows", "export_output",
@@ -38,3 +40,4 @@ __all__ = [
     "weighted_pair_rows", "pair_weight", "step_dpo_text", "check_openrlhf_prm", "openrlhf_label_positions",
     "placeholder_token_id",
 ]
+__all__ += ["correction_sft_rows", "correction_dpo_rows", "correction_sft_text"]

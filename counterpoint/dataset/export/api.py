@@ -39,6 +39,11 @@ FORMAT_CONFIG = {
     "step-dpo": exports.STEP_DPO.name,
     "weighted-pairs": exports.WEIGHTED_PAIRS.name,
 }
+FORMATS += ("correction-sft", "correction-dpo")
+FORMAT_CONFIG.update({
+    "correction-sft": exports.CORRECTION_SFT.name,
+    "correction-dpo": exports.CORRECTION_DPO.name,
+})
 # Source configs each format reads: (required, optional-if-present).
 FORMAT_SOURCES = {
     "trl-stepwise": (("step_labels",), ()),
@@ -46,6 +51,10 @@ FORMAT_SOURCES = {
     "step-dpo": (("preferences",), ()),
     "weighted-pairs": (("preferences",), ("step_values", "step_labels")),
 }
+FORMAT_SOURCES.update({
+    "correction-sft": (("corrections",), ()),
+    "correction-dpo": (("corrections",), ()),
+})
 MAX_ROWS_PER_SHARD = 100_000
 
 
@@ -106,7 +115,8 @@ def _validated_sources(source: storage.DatasetLayout, fmts: Sequence[str]) -> Di
             if not present(c):
                 raise ExportError(f"format {f!r} needs the {c!r} config, which {source.root} does not have"
                                   + (" (run with a labeller, e.g. --labeler omegaprm)" if c in records.STEP_CONFIGS
-                                     else ""))
+                                     else " (add it with `counterpoint corrections OUT`, or run with --corrections)"
+                                     if c in records.CORRECTION_CONFIGS else ""))
             wanted[c] = True
         for c in optional:
             if present(c):
@@ -130,6 +140,10 @@ def build_export(fmt: str, sources: Dict[str, List[Dict[str, Any]]], *, placehol
     if fmt == "weighted-pairs":
         return formats.weighted_pair_rows(sources["preferences"], sources.get("step_values", ()),
                                           sources.get("step_labels", ()), default_weight=default_weight)
+    if fmt == "correction-sft":
+        return formats.correction_sft_rows(sources["corrections"])
+    if fmt == "correction-dpo":
+        return formats.correction_dpo_rows(sources["corrections"])
     raise ExportError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 

@@ -261,3 +261,64 @@ def weighted_pair_rows(
         weight, source = pair_weight(p, values_by_step, labels_by_sample, default_weight)
         rows.append({**p, "weight": weight, "weight_source": source})
     return ExportRows(exports.WEIGHTED_PAIRS.name, _sorted(exports.WEIGHTED_PAIRS, rows))
+
+
+# ---------------------------------------------------------------------------
+# corrections -> correction_sft / correction_dpo (issue 22)
+# ---------------------------------------------------------------------------
+def _correction_prompt(r: Mapping[str, Any]) -> List[Row]:
+    """The chat, then the assistant's partial turn: its steps through the wrong one and the cue."""
+    from counterpoint.labeling.corrections import SEPARATOR
+
+    return [dict(m) for m in r["prompt"]] + [{"role": "assistant", "content": r["prefix"] + SEPARATOR + r["cue"]}]
+
+
+def correction_sft_rows(corrections: Iterable[Mapping[str, Any]]) -> ExportRows:
+    """Kept ``corrections`` rows -> ``correction_sft`` rows (prompt with the mistake, completion = the correction).
+
+    Rows that are no verified correction are not of this kind; reject: ``export_correction_empty``.
+    """
+    rows, rejects, other = [], [], 0
+    for r in corrections:
+        if not r["kept"]:
+            other += 1
+            continue
+        if not r["correction"].strip():
+            rejects.append(_reject("export_correction_empty", r, "the kept correction is empty"))
+            continue
+        rows.append({"id": r["id"], "problem_id": r["problem_id"], "prompt": _correction_prompt(r),
+                     "completion": [{"role": "assistant", "content": r["correction"]}],
+                     "wrong_step_index": r["wrong_step_index"], "wrong_step_source": r["wrong_step_source"],
+                     "flip_class": r["flip_class"], "cue": r["cue"]})
+    return ExportRows(exports.CORRECTION_SFT.name, _sorted(exports.CORRECTION_SFT, rows), rejects, other)
+
+
+def correction_dpo_rows(corrections: Iterable[Mapping[str, Any]]) -> ExportRows:
+    """``corrections`` rows -> ``correction_dpo`` pairs: per (problem, negative, cue), the kept corrections
+    paired in sample order with the continuations that state a wrong answer (a verified-wrong verdict: not a
+    format failure, not truncated, not unknown). Unpaired rows are not applicable; reject:
+    ``export_correction_pair_equal`` (chosen and rejected texts equal)."""
+    from counterpoint.verifiers.base import REASON_CLASS_ANSWER, reason_class
+
+    groups: Dict[Tuple[str, int, str], List[Mapping[str, Any]]] = {}
+    for r in corrections:
+        groups.setdefault((r["problem_id"], r["negative_sample_index"], r["cue"]), []).append(r)
+    rows, rejects, used = [], [], 0
+    for key in sorted(groups):
+        group = sorted(groups[key], key=lambda r: r["sample_index"])
+        kept = [r for r in group if r["kept"]]
+        wrong = [r for r in group if r["verdict"] == records.VERDICT_INCORRECT
+                 and reason_class(r["verdict_reason"]) == REASON_CLASS_ANSWER and r["finish_reason"] != "length"]
+        for good, bad in zip(kept, wrong):
+            used += 2
+            if good["correction"] == bad["correction"]:
+                rejects.append(_reject("export_correction_pair_equal", good, "chosen equals rejected"))
+                continue
+            rows.append({"id": records.content_id("correction_dpo", good["id"], bad["id"]),
+                         "problem_id": good["problem_id"], "prompt": _correction_prompt(good),
+                         "chosen": [{"role": "assistant", "content": good["correction"]}],
+                         "rejected": [{"role": "assistant", "content": bad["correction"]}],
+                         "wrong_step_index": good["wrong_step_index"], "wrong_step_source": good["wrong_step_source"],
+                         "flip_class": good["flip_class"], "cue": good["cue"]})
+    total = sum(len(g) for g in groups.values())
+    return ExportRows(exports.CORRECTION_DPO.name, _sorted(exports.CORRECTION_DPO, rows), rejects, total - used)

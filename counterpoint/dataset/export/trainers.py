@@ -122,3 +122,17 @@ def check_openrlhf_prm(
         if len(got) != n:
             mismatches.append({"id": r["id"], "steps": n, "positions": len(got)})
     return {"rows": len(rows), "steps": steps, "label_positions": positions, "mismatches": mismatches}
+
+
+def correction_sft_text(example: Mapping[str, Any], tokenizer) -> Dict[str, str]:
+    """``{"prompt", "completion"}`` plain-text strings of a ``correction_sft`` row for ``tokenizer``'s template.
+
+    Use as ``ds.map(correction_sft_text, fn_kwargs={"tokenizer": tokenizer}, remove_columns=[...])``.
+    TRL 1.16's SFTTrainer would close the prompt's partial assistant turn and train the correction in a
+    new turn; as plain text the correction continues the same turn (as the engine wrote it), and
+    SFTTrainer's completion mask covers only the correction. Rendered like :func:`step_dpo_text`.
+    """
+    text = step_dpo_text({"prompt": example["prompt"], "chosen": example["completion"],
+                          "rejected": example["completion"]}, tokenizer)
+    return {"prompt": text["prompt"], "completion": text["chosen"]}
+

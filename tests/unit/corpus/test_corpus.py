@@ -55,10 +55,10 @@ def test_new_state_is_empty_for_every_config():
     state = corpus.new_state(PROBLEM)
     assert state == ProblemState(problem=PROBLEM)
     assert state.to_json() == {
-        "trajectories": [], "preferences": [], "unpaired": [], "step_labels": [], "step_values": [],
+        "trajectories": [], "preferences": [], "unpaired": [], "step_labels": [], "step_values": [], "corrections": [],
         "rejects": [], "problem": PROBLEM, "failed": False, "resumed": False, "stats": {},
     }
-    assert [state.rows(c) for c in corpus.ROW_CONFIGS] == [[]] * 6
+    assert [state.rows(c) for c in corpus.ROW_CONFIGS] == [[]] * 7
     assert state.problem_id == "unit-7"
     # Lists are per state, never shared.
     other = corpus.new_state(PROBLEM)
@@ -85,7 +85,7 @@ def test_fail_clears_rows_records_a_problem_reject_and_leaves_the_input_alone():
         "payload": payload,
     }
     assert out.to_json() == {
-        "trajectories": [], "preferences": [], "unpaired": [], "step_labels": [], "step_values": [],
+        "trajectories": [], "preferences": [], "unpaired": [], "step_labels": [], "step_values": [], "corrections": [],
         "rejects": [earlier, expected_reject], "problem": PROBLEM, "failed": True, "resumed": False,
         "stats": {"generated_tokens": 10},
     }
@@ -443,9 +443,9 @@ def test_table_lookup():
     assert records.TRAJECTORIES.column("seed").type == pa.int64()
     assert list(schemas.OUTPUT_TABLES) == ["trajectories", "problem_stats", "preferences", "unpaired", "step_labels",
                                            "step_values", "rejects", "trl_stepwise", "openrlhf_prm", "step_dpo",
-                                           "weighted_pairs"]
-    assert set(records.OUTCOME_CONFIGS) | set(records.STEP_CONFIGS) | set(schemas.exports.EXPORT_CONFIGS) == set(
-        schemas.OUTPUT_TABLES)
+                                           "weighted_pairs", "correction_sft", "correction_dpo", "corrections"]
+    assert set(records.OUTCOME_CONFIGS) | set(records.STEP_CONFIGS) | set(schemas.exports.EXPORT_CONFIGS) | set(
+        records.CORRECTION_CONFIGS) == set(schemas.OUTPUT_TABLES)
 
 
 REALISTIC_ROWS = {
@@ -520,6 +520,32 @@ REALISTIC_ROWS = {
         "metadata": '{"q_values": [0.75, 0.0]}', "weight": 0.75, "weight_source": "advantage",
     },
 }
+_WRONG_TURN = [{"role": "assistant", "content": "Step 1: 3 + 4 = 8.\n\nWait, that step is wrong."}]
+REALISTIC_ROWS.update({  # issue 22
+    "corrections": {
+        "id": "c0ffee", "problem_id": "gsm8k-12", "negative_sample_index": 3, "prompt": PROMPT,
+        "prefix": "Step 1: 3 + 4 = 8.", "wrong_step_index": 0, "wrong_step_source": "claim",
+        "wrong_step": "Step 1: 3 + 4 = 8.\n\n", "cue": "Wait, that step is wrong.",
+        "correction": "\n\n3 + 4 = 7. The answer is 7.", "final_answer": "7", "verdict": "correct",
+        "verdict_reason": None, "kept": True, "flip_class": "revise", "sample_index": 1, "seed": 77,
+        "finish_reason": "stop", "num_generated_tokens": 12, "model_id": "m", "corrector": "engine",
+        "problem_attempted": 4, "problem_recovered": 1, "problem_recovery_rate": 0.25,
+        "problem_recovery_lo": 0.05, "problem_recovery_hi": 0.7,
+    },
+    "correction_sft": {
+        "id": "c0ffee", "problem_id": "gsm8k-12", "prompt": PROMPT + _WRONG_TURN,
+        "completion": [{"role": "assistant", "content": "\n\n3 + 4 = 7. The answer is 7."}],
+        "wrong_step_index": 0, "wrong_step_source": "claim", "flip_class": "revise",
+        "cue": "Wait, that step is wrong.",
+    },
+    "correction_dpo": {
+        "id": "d00d", "problem_id": "gsm8k-12", "prompt": PROMPT + _WRONG_TURN,
+        "chosen": [{"role": "assistant", "content": "\n\n3 + 4 = 7. The answer is 7."}],
+        "rejected": [{"role": "assistant", "content": "\n\nSo 8 - 1 = 7... The answer is 8."}],
+        "wrong_step_index": 0, "wrong_step_source": "claim", "flip_class": "revise",
+        "cue": "Wait, that step is wrong.",
+    },
+})
 
 
 def test_realistic_rows_cover_every_config():

@@ -71,7 +71,8 @@ def test_export_specs_are_registered_for_the_gate_and_card():
     for spec in exports.EXPORT_TABLES:
         assert records.table(spec.name) is spec
         assert spec.trainer and spec.doc
-    assert exports.EXPORT_CONFIGS == ("trl_stepwise", "openrlhf_prm", "step_dpo", "weighted_pairs")
+    assert exports.EXPORT_CONFIGS[:4] == ("trl_stepwise", "openrlhf_prm", "step_dpo", "weighted_pairs")
+    assert {"correction_sft", "correction_dpo"} <= set(exports.EXPORT_CONFIGS)  # issue 22 (appended)
     assert set(export.FORMAT_CONFIG.values()) == set(exports.EXPORT_CONFIGS)
     # weighted_pairs follows preferences by name: every preference column, then weight and its source
     assert exports.WEIGHTED_PAIRS.column_names == records.PREFERENCES.column_names + ["weight", "weight_source"]
