@@ -9,6 +9,10 @@ dataset folder), made by the one publish procedure (:mod:`counterpoint.dataset.p
 gated against the rows written, merged into the verdict, described by the card, switched in by
 the manifest. A run's ``--export`` formats go through the same code as a publish extension
 (:func:`run_exports`). A failed gate publishes nothing.
+
+Scale: no config is ever held whole in the driver. Source shards are streamed batch by batch into
+problem buckets and each format is built one bucket at a time (:mod:`.stream` says why this and not
+a Beam job); the RL formats (issue 19) are in :mod:`.rl`.
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 
 from counterpoint import storage
 from counterpoint.dataset import publish
-from counterpoint.dataset.export import formats
+from counterpoint.dataset.export import formats, rl, stream
 from counterpoint.dataset.publish import Extension, Staged
 from counterpoint.dataset.summary import RunSummary
 from counterpoint.dataset.verdicts import Verdict
@@ -33,11 +37,17 @@ from counterpoint.schemas import exports, records
 log = logging.getLogger(__name__)
 
 FORMATS = ("trl-stepwise", "openrlhf-prm", "step-dpo", "weighted-pairs")
+FORMATS += ("grpo-prompts", "verl-rl", "npo-forget-retain", "grouped-negatives", "sft-positives")
 FORMAT_CONFIG = {
     "trl-stepwise": exports.TRL_STEPWISE.name,
     "openrlhf-prm": exports.OPENRLHF_PRM.name,
     "step-dpo": exports.STEP_DPO.name,
     "weighted-pairs": exports.WEIGHTED_PAIRS.name,
+    "grpo-prompts": exports.GRPO_PROMPTS.name,
+    "verl-rl": exports.VERL_RL.name,
+    "npo-forget-retain": exports.NPO_FORGET.name,
+    "grouped-negatives": exports.GROUPED_NEGATIVES.name,
+    "sft-positives": exports.SFT_POSITIVES.name,
 }
 # Source configs each format reads: (required, optional-if-present).
 FORMAT_SOURCES = {
@@ -45,7 +55,33 @@ FORMAT_SOURCES = {
     "openrlhf-prm": (("step_labels",), ()),
     "step-dpo": (("preferences",), ()),
     "weighted-pairs": (("preferences",), ("step_values", "step_labels")),
+    "grpo-prompts": (("problem_stats",), ()),
+    "verl-rl": (("problem_stats",), ()),
+    "npo-forget-retain": (("trajectories",), ()),
+    "grouped-negatives": (("trajectories",), ()),
+    "sft-positives": (("trajectories",), ()),
 }
+# Configs a format writes besides FORMAT_CONFIG's (the controls only with --control).
+FORMAT_EXTRA_CONFIGS = {
+    "grpo-prompts": (exports.GRPO_PROMPTS_CONTROL.name,),
+    "verl-rl": (exports.VERL_RL_CONTROL.name,),
+    "npo-forget-retain": (exports.NPO_RETAIN.name,),
+}
+# Source columns a format reads (a format not listed reads every column).
+FORMAT_COLUMNS = {
+    "npo-forget-retain": rl.TRAJECTORY_COLUMNS,
+    "grouped-negatives": rl.TRAJECTORY_COLUMNS,
+    "sft-positives": rl.TRAJECTORY_COLUMNS,
+}
+# What trains on each export config, and with which reward function (the card's export section).
+REWARD_FUNCTIONS = {
+    exports.GRPO_PROMPTS.name: "counterpoint.rewards.trl_reward",
+    exports.GRPO_PROMPTS_CONTROL.name: "counterpoint.rewards.trl_reward",
+    exports.VERL_RL.name: "counterpoint.rewards.verl_compute_score (verl custom_reward_function)",
+    exports.VERL_RL_CONTROL.name: "counterpoint.rewards.verl_compute_score (verl custom_reward_function)",
+}
+RL_FORMATS = ("grpo-prompts", "verl-rl", "npo-forget-retain", "grouped-negatives", "sft-positives")
+BAND_FORMATS = ("grpo-prompts", "verl-rl")
 MAX_ROWS_PER_SHARD = 100_000
 
 
@@ -85,10 +121,13 @@ class ExportResult:
 
 
 # ---------------------------------------------------------------------------
-# Reading: exactly the bytes the gate saw
+# Reading: exactly the bytes the gate saw, streamed
 # ---------------------------------------------------------------------------
-def _validated_sources(source: storage.DatasetLayout, fmts: Sequence[str]) -> Dict[str, List[Dict[str, Any]]]:
-    """Rows of every source config the formats read, each shard's bytes checked against the verdict."""
+def _source_configs(source: storage.DatasetLayout, fmts: Sequence[str]) -> Tuple[Verdict, Dict[str, Optional[List[str]]]]:
+    """The passing verdict and ``{source config: columns to read (None = all)}`` of the formats.
+
+    Nothing is read but the verdict and the file listing: raises before anything is written.
+    """
     what = f"cannot export from {source.root}"
     verdict = Verdict.require(source, what)
 
@@ -99,24 +138,39 @@ def _validated_sources(source: storage.DatasetLayout, fmts: Sequence[str]) -> Di
             verdict.check_file_set(config)  # validated shards gone since: VerdictMismatch
         return False
 
-    wanted: Dict[str, bool] = {}
+    wanted: Dict[str, Optional[List[str]]] = {}
+
+    def want(config: str, f: str) -> None:
+        cols = FORMAT_COLUMNS.get(f)
+        if config in wanted and (wanted[config] is None or cols is None):
+            wanted[config] = None
+        else:
+            wanted[config] = None if cols is None else list(dict.fromkeys([*(wanted.get(config) or []), *cols]))
+
     for f in fmts:
         required, optional = FORMAT_SOURCES[f]
         for c in required:
             if not present(c):
                 raise ExportError(f"format {f!r} needs the {c!r} config, which {source.root} does not have"
-                                  + (" (run with a labeller, e.g. --labeler omegaprm)" if c in records.STEP_CONFIGS
-                                     else ""))
-            wanted[c] = True
+                                  + _missing_fix(c))
+            want(c, f)
         for c in optional:
             if present(c):
-                wanted.setdefault(c, False)
-    verdict = Verdict.require(source, what, list(wanted))
-    return {c: verdict.read_verified(c).to_pylist() for c in wanted}
+                want(c, f)
+    return Verdict.require(source, what, list(wanted)), wanted
+
+
+def _missing_fix(config: str) -> str:
+    if config in records.STEP_CONFIGS:
+        return " (run with a labeller, e.g. --labeler omegaprm)"
+    if config == "problem_stats":
+        return (" (it was made before problem_stats existed: re-run it with this Counterpoint version, "
+                "which writes problem_stats, or drop --pass-band/--control and the grpo-prompts/verl-rl formats)")
+    return ""
 
 
 # ---------------------------------------------------------------------------
-# Building
+# Building, one bucket of whole problems at a time
 # ---------------------------------------------------------------------------
 def build_export(fmt: str, sources: Dict[str, List[Dict[str, Any]]], *, placeholder: str,
                  default_weight: float) -> formats.ExportRows:
@@ -133,15 +187,67 @@ def build_export(fmt: str, sources: Dict[str, List[Dict[str, Any]]], *, placehol
     raise ExportError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
-def _write_shards(folder: str, config: str, rows: List[Dict[str, Any]], max_rows: int) -> List[str]:
-    n = max(1, -(-len(rows) // max_rows))
-    per = -(-len(rows) // n)
-    paths = []
-    for i in range(n):
-        path = storage.join(folder, f"train-{i:05d}-of-{n:05d}.parquet")
-        storage.write_parquet(path, records.rows_to_table(config, rows[i * per:(i + 1) * per]))
-        paths.append(path)
-    return paths
+@dataclasses.dataclass
+class Built:
+    """What one export config got: counts only (its rows went to a :class:`~.stream.ShardWriter`)."""
+
+    config: str
+    rows: int = 0
+    shards: int = 1
+    rejects: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    not_applicable: int = 0
+    skipped: Counter = dataclasses.field(default_factory=Counter)
+    verifiers: set = dataclasses.field(default_factory=set)  # (verifier, verifier_version) of its rows
+
+    def add(self, part: formats.ExportRows) -> None:
+        self.rows += len(part.rows)
+        self.rejects += part.rejects
+        self.not_applicable += part.not_applicable
+        self.skipped.update(part.skipped)
+        for r in part.rows:
+            info = r.get("extra_info") if "verifier" not in r else r
+            if info and info.get("verifier"):
+                self.verifiers.add((info["verifier"], info.get("verifier_version")))
+
+    def rejects_by_reason(self) -> Dict[str, int]:
+        return dict(Counter(r["reason"] for r in self.rejects))
+
+
+@dataclasses.dataclass
+class _Context:
+    """Options and cross-bucket state of one staging: the control draw's quota, verl's running index."""
+
+    placeholder: str
+    default_weight: float
+    rl: rl.RLOptions
+    control_left: Dict[str, int] = dataclasses.field(default_factory=dict)
+    built: Dict[str, Built] = dataclasses.field(default_factory=dict)
+
+    def written(self, config: str) -> int:
+        return self.built[config].rows if config in self.built else 0
+
+
+def _build_parts(f: str, sources: Dict[str, List[Dict[str, Any]]], ctx: _Context) -> List[formats.ExportRows]:
+    """The export rows of format ``f`` from one bucket's source rows (each RL format may fill two configs)."""
+    if f not in RL_FORMATS:
+        return [build_export(f, sources, placeholder=ctx.placeholder, default_weight=ctx.default_weight)]
+    band = ctx.rl.pass_band
+    if f in BAND_FORMATS:
+        stats = sources["problem_stats"]
+        main = rl.grpo_prompt_rows(stats, band) if f == "grpo-prompts" else \
+            rl.verl_rows(stats, band, first_index=ctx.written(exports.VERL_RL.name))
+        if not ctx.rl.control:
+            return [main]
+        extra = FORMAT_EXTRA_CONFIGS[f][0]
+        drawn = rl.control_draw(stats, ctx.control_left.get(f, 0))
+        ctx.control_left[f] -= len(drawn)
+        return [main, rl.control_rows(drawn, verl=f == "verl-rl", first_index=ctx.written(extra))]
+    traj = sources["trajectories"]
+    if f == "npo-forget-retain":
+        return list(rl.npo_rows(traj))
+    if f == "grouped-negatives":
+        return [rl.grouped_negative_rows(traj)]
+    return [rl.sft_positive_rows(traj, ctx.rl.max_per_problem)]
 
 
 def _normalize_formats(fmt: Union[str, Sequence[str]]) -> List[str]:
@@ -158,57 +264,102 @@ def _normalize_formats(fmt: Union[str, Sequence[str]]) -> List[str]:
 # Staging and publishing (through the one publish procedure)
 # ---------------------------------------------------------------------------
 def stage_exports(source: storage.DatasetLayout, fmts: Sequence[str], into: storage.DatasetLayout, *,
-                  placeholder: str, default_weight: float, max_rows_per_shard: int) -> Dict[str, formats.ExportRows]:
+                  placeholder: str, default_weight: float, max_rows_per_shard: int,
+                  rl_options: rl.RLOptions = rl.RLOptions(),
+                  rows_per_bucket: int = stream.ROWS_PER_BUCKET) -> Dict[str, Built]:
     """Builds the formats from ``source``'s verified configs and writes their shards into ``into``.
 
-    Raises :class:`ExportError` ("nothing to export ...") for a format without a row.
+    Streams (:mod:`.stream`): the sources are spilled into problem buckets in local scratch, each
+    bucket is built and its rows appended to rolling shards, which are copied into ``into`` only
+    once every format has rows. Raises :class:`ExportError` ("nothing to export ...") for a format
+    without a row, before anything is written into ``into``.
     """
-    sources = _validated_sources(source, fmts)
-    built: Dict[str, formats.ExportRows] = {}
-    for f in fmts:
-        rows = build_export(f, sources, placeholder=placeholder, default_weight=default_weight)
-        if not rows.rows:
-            raise ExportError(
-                f"nothing to export for {f!r}: {rows.not_applicable} source row(s) of another kind, "
-                f"{len(rows.rejects)} rejected {rows.rejects_by_reason() or ''}".rstrip())
-        built[rows.config] = rows
-    for c, rows in built.items():
-        _write_shards(into.config_dir(c), c, rows.rows, max_rows_per_shard)
-    return built
+    verdict, wanted = _source_configs(source, fmts)
+    ctx = _Context(placeholder, default_weight, rl_options)
+    with storage.LocalScratch() as scratch:
+        spill = stream.spill_sources(verdict, wanted, scratch, rows_per_bucket)
+        if rl_options.control:  # the control is as large as the banded set: count it first
+            for f in (f for f in fmts if f in BAND_FORMATS):
+                ctx.control_left[f] = sum(len(rl.banded(spill.read("problem_stats", b), rl_options.pass_band)[0])
+                                          for b in range(spill.n))
+        writers: Dict[str, stream.ShardWriter] = {}
+        for b in range(spill.n):
+            sources = {c: spill.read(c, b) for c in wanted}
+            for f in fmts:
+                for part in _build_parts(f, sources, ctx):
+                    ctx.built.setdefault(part.config, Built(part.config)).add(part)
+                    writers.setdefault(part.config, stream.ShardWriter(part.config, scratch, max_rows_per_shard)) \
+                        .write(part.rows)
+        for f in fmts:
+            _require_rows(f, ctx.built.get(FORMAT_CONFIG[f]) or Built(FORMAT_CONFIG[f]))
+        for c, w in writers.items():
+            w.place(into.config_dir(c))
+            ctx.built[c].shards = w.shards
+    return ctx.built
 
 
-def _staged(built: Dict[str, formats.ExportRows], fmts: Sequence[str], max_rows: int, origin: str) -> Staged:
+def _require_rows(f: str, b: Built) -> None:
+    if b.rows:
+        return
+    why = f"{b.not_applicable} source row(s) of another kind, {len(b.rejects)} rejected {b.rejects_by_reason() or ''}"
+    if f in RL_FORMATS:
+        why = f"source rows left out: {dict(b.skipped) or 'none'}; {b.not_applicable} problem(s) without one"
+    raise ExportError(f"nothing to export for {f!r}: {why}".rstrip())
+
+
+def _record(f: str, c: str, b: Built, origin: str, rl_options: rl.RLOptions) -> Dict[str, Any]:
+    rec = {"format": f, "source": origin, "rows": b.rows, "rejects_by_reason": b.rejects_by_reason(),
+           "not_applicable": b.not_applicable}
+    if f in RL_FORMATS:
+        rec.update(skipped_by_reason=dict(b.skipped), reward_function=REWARD_FUNCTIONS.get(c),
+                   verifiers=[{"verifier": v, "verifier_version": ver} for v, ver in sorted(b.verifiers)],
+                   options=_rl_options_record(f, rl_options))
+    return rec
+
+
+def _rl_options_record(f: str, o: rl.RLOptions) -> Dict[str, Any]:
+    if f in BAND_FORMATS:
+        return {"pass_band": list(o.pass_band) if o.pass_band else "default (0, 1) open", "control": o.control}
+    if f == "sft-positives":
+        return {"max_per_problem": o.max_per_problem}
+    return {}
+
+
+def _format_configs(f: str, built: Dict[str, Built]) -> List[str]:
+    return [c for c in (FORMAT_CONFIG[f], *FORMAT_EXTRA_CONFIGS.get(f, ())) if c in built]
+
+
+def _staged(built: Dict[str, Built], fmts: Sequence[str], origin: str,
+            rl_options: rl.RLOptions = rl.RLOptions()) -> Staged:
     """What the gate expects of the staged exports, and their records in the verdict."""
-    written = {c: {"shards": max(1, -(-len(r.rows) // max_rows)), "rows": len(r.rows)} for c, r in built.items()}
-    records_ = {FORMAT_CONFIG[f]: {"format": f, "source": origin, "rows": len(built[FORMAT_CONFIG[f]].rows),
-                                   "rejects_by_reason": built[FORMAT_CONFIG[f]].rejects_by_reason(),
-                                   "not_applicable": built[FORMAT_CONFIG[f]].not_applicable}
-                for f in fmts if FORMAT_CONFIG[f] in built}
+    written = {c: {"shards": b.shards, "rows": b.rows} for c, b in built.items()}
+    records_ = {c: _record(f, c, built[c], origin, rl_options) for f in fmts for c in _format_configs(f, built)}
     return Staged(written=written, verdict_extra={"exports": records_})
 
 
-def run_exports(fmts: Sequence[str], summary: RunSummary) -> Extension:
+def run_exports(fmts: Sequence[str], summary: RunSummary, rl_options: rl.RLOptions = rl.RLOptions()) -> Extension:
     """The ``--export`` formats of a run, as a publish extension: built from the run's gated configs.
 
     A format with nothing to export (e.g. ``step-dpo`` of a run without step pairs) is a thin run,
     not a failure: it is recorded in the summary's ``exports``.
     """
     def extend(verdict: Verdict, part: storage.DatasetLayout) -> Optional[Staged]:
-        built: Dict[str, formats.ExportRows] = {}
+        built: Dict[str, Built] = {}
         summary.exports = {}
         for f in fmts:
             try:
-                built.update(stage_exports(verdict.dataset, [f], part, placeholder=exports.DEFAULT_PLACEHOLDER,
-                                           default_weight=1.0, max_rows_per_shard=MAX_ROWS_PER_SHARD))
-                c = FORMAT_CONFIG[f]
-                summary.exports[f] = {"rows": {c: len(built[c].rows)}, "rejects_by_reason": built[c].rejects_by_reason()}
+                got = stage_exports(verdict.dataset, [f], part, placeholder=exports.DEFAULT_PLACEHOLDER,
+                                    default_weight=1.0, max_rows_per_shard=MAX_ROWS_PER_SHARD, rl_options=rl_options)
+                built.update(got)
+                summary.exports[f] = {"rows": {c: b.rows for c, b in got.items()},
+                                      "rejects_by_reason": got[FORMAT_CONFIG[f]].rejects_by_reason()}
             except ExportError as e:
                 if not str(e).startswith("nothing to export"):
                     raise
                 summary.exports[f] = {"rows": {}, "skipped": str(e)}
                 log.info("export %s: %s", f, e)
-        return _staged(built, [f for f in fmts if FORMAT_CONFIG[f] in built], MAX_ROWS_PER_SHARD, "this run") \
-            if built else None
+        done = [f for f in fmts if FORMAT_CONFIG[f] in built]
+        return _staged(built, done, "this run", rl_options) if built else None
 
     return extend
 
@@ -242,6 +393,10 @@ def export_output(
     runner_options: Optional[List[str]] = None,
     pipeline_options=None,
     max_rows_per_shard: int = MAX_ROWS_PER_SHARD,
+    pass_band: Any = None,
+    control: bool = False,
+    max_per_problem: Optional[int] = None,
+    rows_per_bucket: int = stream.ROWS_PER_BUCKET,
 ) -> ExportResult:
     """Publishes the export config(s) of ``fmt`` built from the validated dataset ``source``.
 
@@ -250,25 +405,33 @@ def export_output(
     empty or a Counterpoint output). ``placeholder``: the step tag of ``openrlhf-prm`` (one token
     of the trainer's tokenizer; see ``check_openrlhf_prm``). ``default_weight``: the
     ``weighted-pairs`` weight of outcome pairs and of unmeasured step pairs. ``runner_options`` /
-    ``pipeline_options``: Beam options of the validation gate. Raises :class:`ExportError`,
+    ``pipeline_options``: Beam options of the validation gate. ``pass_band`` (``"LO,HI"`` or a pair;
+    ``grpo-prompts`` / ``verl-rl``; ``exports.PASS_BAND_DOC``), ``control`` (their unfiltered control
+    configs), ``max_per_problem`` (``sft-positives``): see :func:`rl_options`. ``rows_per_bucket``:
+    the driver's working set (:mod:`.stream`). Raises :class:`ExportError`,
     ``NotValidated``, ``VerdictMismatch``, ``ValidationFailed``, ``OutputNotOwned``, ``OutputLocked``.
     """
     t0 = time.monotonic()
     fmts = _normalize_formats(fmt)
     _check_options(fmts, placeholder, default_weight, max_rows_per_shard)
+    options = rl_options(fmts, pass_band, control, max_per_problem)
     if not storage.match(storage.join(source.root, "**")):
         raise ExportError(f"output directory {source.root} does not exist")
+    _source_configs(source, fmts)  # unvalidated, changed or missing sources: refused before the lock is taken
     target = target or storage.OutputLayout(source.root)
     with publish.claim(target, "export"):
         source.refresh()
         version_id = publish.new_version_id()
         staging = target.staging(version_id)
         built = stage_exports(source, fmts, staging, placeholder=placeholder, default_weight=default_weight,
-                              max_rows_per_shard=max_rows_per_shard)
-        staged = _staged(built, fmts, max_rows_per_shard, source.root)
+                              max_rows_per_shard=max_rows_per_shard, rl_options=options,
+                              rows_per_bucket=rows_per_bucket)
+        staged = _staged(built, fmts, source.root, options)
         configs = list(built)
         summary = _export_summary(source, target, configs, fmts,
-                                  {"placeholder": placeholder, "default_weight": default_weight}, staged.written)
+                                  {"placeholder": placeholder, "default_weight": default_weight,
+                                   **{k: v for f in fmts for k, v in _rl_options_record(f, options).items()}},
+                                  staged.written)
         live = target.live_version()
         carry = [c for c in (live.present_configs() if live else []) if c not in built]
         run_config = storage.read_json(live.config_path) if live else None
@@ -281,7 +444,7 @@ def export_output(
         source_dir=source.root,
         target_dir=target.root,
         formats=fmts,
-        rows={c: len(r.rows) for c, r in built.items()},
+        rows={c: r.rows for c, r in built.items()},
         paths={c: target.shards(c) for c in configs},
         rejects=[rej for r in built.values() for rej in r.rejects],
         not_applicable={c: r.not_applicable for c, r in built.items()},
@@ -290,6 +453,25 @@ def export_output(
     )
     log.info("%s", result.message())
     return result
+
+
+def rl_options(fmts: Sequence[str], pass_band: Any = None, control: bool = False,
+               max_per_problem: Optional[int] = None) -> rl.RLOptions:
+    """The checked RL options, or :class:`ExportError` naming the fix (nothing is read or written yet)."""
+    band_formats = [f for f in fmts if f in BAND_FORMATS]
+    if (pass_band is not None or control) and not band_formats:
+        raise ExportError(f"--pass-band/--control apply to {' and '.join(BAND_FORMATS)} only; add "
+                          "--format grpo-prompts (or verl-rl), or drop them")
+    if max_per_problem is not None and "sft-positives" not in fmts:
+        raise ExportError("--max-per-problem applies to sft-positives only; add --format sft-positives, or drop it")
+    if max_per_problem is not None and (isinstance(max_per_problem, bool) or not isinstance(max_per_problem, int)
+                                        or max_per_problem < 1):
+        raise ExportError(f"--max-per-problem must be an integer >= 1, got {max_per_problem!r}")
+    try:
+        band = None if pass_band is None else rl.parse_pass_band(pass_band)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    return rl.RLOptions(pass_band=band, control=bool(control), max_per_problem=max_per_problem)
 
 
 def _check_options(fmts: Sequence[str], placeholder: str, default_weight: float, max_rows_per_shard: int) -> None:
