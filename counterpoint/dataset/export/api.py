@@ -81,7 +81,7 @@ REWARD_FUNCTIONS = {
     exports.VERL_RL_CONTROL.name: "counterpoint.rewards.verl_compute_score (verl custom_reward_function)",
 }
 RL_FORMATS = ("grpo-prompts", "verl-rl", "npo-forget-retain", "grouped-negatives", "sft-positives")
-BAND_FORMATS = ("grpo-prompts", "verl-rl")
+BAND_FORMATS = rl.BAND_FORMATS
 MAX_ROWS_PER_SHARD = 100_000
 
 
@@ -153,6 +153,9 @@ def _source_configs(source: storage.DatasetLayout, fmts: Sequence[str]) -> Tuple
             if not present(c):
                 raise ExportError(f"format {f!r} needs the {c!r} config, which {source.root} does not have"
                                   + _missing_fix(c))
+            if f in RL_FORMATS and c in verdict.configs and not verdict.configs[c].rows:
+                raise ExportError(f"format {f!r} needs rows of the {c!r} config, which is empty in {source.root}"
+                                  + _missing_fix(c))
             want(c, f)
         for c in optional:
             if present(c):
@@ -164,8 +167,8 @@ def _missing_fix(config: str) -> str:
     if config in records.STEP_CONFIGS:
         return " (run with a labeller, e.g. --labeler omegaprm)"
     if config == "problem_stats":
-        return (" (it was made before problem_stats existed: re-run it with this Counterpoint version, "
-                "which writes problem_stats, or drop --pass-band/--control and the grpo-prompts/verl-rl formats)")
+        return (" (a run made before problem_stats existed, or without samples: re-run it with this Counterpoint "
+                "version, which writes problem_stats, or drop --pass-band/--control and grpo-prompts/verl-rl)")
     return ""
 
 
@@ -231,7 +234,7 @@ def _build_parts(f: str, sources: Dict[str, List[Dict[str, Any]]], ctx: _Context
     """The export rows of format ``f`` from one bucket's source rows (each RL format may fill two configs)."""
     if f not in RL_FORMATS:
         return [build_export(f, sources, placeholder=ctx.placeholder, default_weight=ctx.default_weight)]
-    band = ctx.rl.pass_band
+    band = ctx.rl.band
     if f in BAND_FORMATS:
         stats = sources["problem_stats"]
         main = rl.grpo_prompt_rows(stats, band) if f == "grpo-prompts" else \
@@ -280,7 +283,7 @@ def stage_exports(source: storage.DatasetLayout, fmts: Sequence[str], into: stor
         spill = stream.spill_sources(verdict, wanted, scratch, rows_per_bucket)
         if rl_options.control:  # the control is as large as the banded set: count it first
             for f in (f for f in fmts if f in BAND_FORMATS):
-                ctx.control_left[f] = sum(len(rl.banded(spill.read("problem_stats", b), rl_options.pass_band)[0])
+                ctx.control_left[f] = sum(len(rl.banded(spill.read("problem_stats", b), rl_options.band)[0])
                                           for b in range(spill.n))
         writers: Dict[str, stream.ShardWriter] = {}
         for b in range(spill.n):
@@ -458,20 +461,12 @@ def export_output(
 def rl_options(fmts: Sequence[str], pass_band: Any = None, control: bool = False,
                max_per_problem: Optional[int] = None) -> rl.RLOptions:
     """The checked RL options, or :class:`ExportError` naming the fix (nothing is read or written yet)."""
-    band_formats = [f for f in fmts if f in BAND_FORMATS]
-    if (pass_band is not None or control) and not band_formats:
-        raise ExportError(f"--pass-band/--control apply to {' and '.join(BAND_FORMATS)} only; add "
-                          "--format grpo-prompts (or verl-rl), or drop them")
-    if max_per_problem is not None and "sft-positives" not in fmts:
-        raise ExportError("--max-per-problem applies to sft-positives only; add --format sft-positives, or drop it")
-    if max_per_problem is not None and (isinstance(max_per_problem, bool) or not isinstance(max_per_problem, int)
-                                        or max_per_problem < 1):
-        raise ExportError(f"--max-per-problem must be an integer >= 1, got {max_per_problem!r}")
     try:
-        band = None if pass_band is None else rl.parse_pass_band(pass_band)
+        options = rl.RLOptions(pass_band=pass_band, control=bool(control), max_per_problem=max_per_problem)
+        options.check_formats(fmts)
     except ValueError as e:
         raise ExportError(str(e)) from None
-    return rl.RLOptions(pass_band=band, control=bool(control), max_per_problem=max_per_problem)
+    return options
 
 
 def _check_options(fmts: Sequence[str], placeholder: str, default_weight: float, max_rows_per_shard: int) -> None:

@@ -20,53 +20,20 @@ normally: unknown verdicts and truncated samples are neither, whatever their tex
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from counterpoint.dataset.export.formats import ExportRows
 from counterpoint.dataset.export.stream import problem_hash
+from counterpoint.rl.band import BAND_FORMATS, ExportOptions, in_band, parse_pass_band  # noqa: F401  (re-exported)
 from counterpoint.schemas import exports, records
 
 Row = Dict[str, Any]
-Band = Tuple[float, float]
 POSITIVE, NEGATIVE = "positive", "negative"
 _MISSING = object()
 
 
-@dataclasses.dataclass(frozen=True)
-class RLOptions:
-    """Options of the RL exports. ``pass_band`` None = the default open band (0, 1)."""
-
-    pass_band: Optional[Band] = None
-    control: bool = False
-    max_per_problem: Optional[int] = None
-
-
-def parse_pass_band(value: Any) -> Band:
-    """``"LO,HI"`` (or a 2-sequence) -> ``(lo, hi)`` with 0 <= lo <= hi <= 1; ``ValueError`` naming the fix."""
-    parts = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else None
-    if parts is None or len(parts) != 2:
-        raise ValueError(f"--pass-band {value!r}: give two numbers LO,HI with 0 <= LO <= HI <= 1, e.g. 0.1,0.9")
-    try:
-        lo, hi = (float(p) for p in parts)
-    except (TypeError, ValueError):
-        raise ValueError(f"--pass-band {value!r}: LO and HI must be numbers, e.g. 0.1,0.9") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo <= 1.0 and 0.0 <= hi <= 1.0):
-        raise ValueError(f"--pass-band {value!r}: LO and HI must lie in [0, 1], e.g. 0.1,0.9")
-    if lo > hi:
-        raise ValueError(f"--pass-band {value!r}: LO must not exceed HI (did you mean {hi:g},{lo:g}?)")
-    return lo, hi
-
-
-def in_band(pass_rate: Optional[float], band: Optional[Band]) -> bool:
-    """``exports.PASS_BAND_DOC``: closed [lo, hi] when given, open (0, 1) by default; null never."""
-    if pass_rate is None:
-        return False
-    if band is None:
-        return 0.0 < pass_rate < 1.0
-    return band[0] <= pass_rate <= band[1]
+RLOptions = ExportOptions  # the run config's export_options and `counterpoint export`'s flags
 
 
 def sample_kind(t: Mapping[str, Any]) -> str:
@@ -116,7 +83,7 @@ def verl_row(s: Mapping[str, Any], split: str, index: int) -> Row:
                            "verifier": s["verifier"], "verifier_version": s["verifier_version"]}}
 
 
-def banded(stats: Iterable[Mapping[str, Any]], band: Optional[Band]) -> Tuple[List[Mapping[str, Any]], Counter]:
+def banded(stats: Iterable[Mapping[str, Any]], band: Optional[Sequence[float]]) -> Tuple[List[Mapping[str, Any]], Counter]:
     """The problem_stats rows in the band (by problem id), and the others counted by reason."""
     kept, skipped = [], Counter()
     for s in stats:
@@ -132,12 +99,12 @@ def control_draw(stats: Iterable[Mapping[str, Any]], quota: int) -> List[Mapping
     return sorted(stats, key=lambda s: (problem_hash(s["problem_id"]), s["problem_id"]))[:max(0, quota)]
 
 
-def grpo_prompt_rows(stats: Iterable[Mapping[str, Any]], band: Optional[Band] = None) -> ExportRows:
+def grpo_prompt_rows(stats: Iterable[Mapping[str, Any]], band: Optional[Sequence[float]] = None) -> ExportRows:
     kept, skipped = banded(stats, band)
     return _done(exports.GRPO_PROMPTS, [grpo_prompt_row(s) for s in kept], skipped)
 
 
-def verl_rows(stats: Iterable[Mapping[str, Any]], band: Optional[Band] = None, *, first_index: int = 0) -> ExportRows:
+def verl_rows(stats: Iterable[Mapping[str, Any]], band: Optional[Sequence[float]] = None, *, first_index: int = 0) -> ExportRows:
     """``verl_rl`` rows of the band; ``first_index``: rows already written (verl's index runs over the config)."""
     kept, skipped = banded(stats, band)
     return _done(exports.VERL_RL, [verl_row(s, "train", first_index + i) for i, s in enumerate(kept)], skipped)
