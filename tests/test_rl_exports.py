@@ -236,7 +236,8 @@ def test_no_unknown_or_truncated_sample_is_a_positive_a_forget_example_or_reward
         used |= {f"{r['problem_id']}/s{i}" for i in r["negative_sample_indices"] + r["positive_sample_indices"]}
     assert never and not used & never
     assert all(planted["traj"][i]["reward"] is None for i in never)
-    texts = {planted["traj"][i]["completion"] for i in never} - {planted["traj"][i]["completion"] for i in _ids("CDEWN")}
+    texts = ({planted["traj"][i]["completion"] for i in never}
+             - {planted["traj"][i]["completion"] for i in _ids("CDEWN")})
     assert texts and not texts & {a for r in read("npo_retain") + read("npo_forget") for a in [r["answer"]]}
 
 
@@ -296,7 +297,7 @@ def test_a_band_on_a_run_without_problem_stats_names_the_fix(tmp_path):
     out.mkdir()
     write_validated_output(out, n_problems=2)
     before = _tree_bytes(out)
-    with pytest.raises(ExportError, match="needs rows of the 'problem_stats' config, which is empty.*re-run it with this Counterpoint"):
+    with pytest.raises(ExportError, match="needs rows of the 'problem_stats' config, which is empty.*re-run it"):
         export_output(DatasetLayout(str(out)), "grpo-prompts", pass_band="0.1,0.9")
     assert _tree_bytes(out) == before
 

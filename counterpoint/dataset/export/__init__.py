@@ -38,7 +38,8 @@ from counterpoint.dataset.export.trainers import (
 )
 
 __all__ = [
-    "FORMATS", "FORMAT_CONFIG", "FORMAT_EXTRA_CONFIGS", "RLOptions", "rl_options", "FORMAT_SOURCES", "ExportError", "ExportResult", "ExportRows", "export_output",
+    "FORMATS", "FORMAT_CONFIG", "FORMAT_EXTRA_CONFIGS", "RLOptions", "rl_options", "FORMAT_SOURCES",
+    "ExportError", "ExportResult", "ExportRows", "export_output",
     "run_exports", "stage_exports", "trl_stepwise_rows", "openrlhf_prm_rows", "openrlhf_input", "step_dpo_rows",
     "weighted_pair_rows", "pair_weight", "step_dpo_text", "check_openrlhf_prm", "openrlhf_label_positions",
     "placeholder_token_id",

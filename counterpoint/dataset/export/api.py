@@ -23,11 +23,11 @@ import time
 from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import pyarrow as pa
-
 from counterpoint import storage
 from counterpoint.dataset import publish
 from counterpoint.dataset.export import formats, rl, stream
+from counterpoint.dataset.export.build import (BAND_FORMATS, RL_FORMATS, Built, Context, build_parts,
+                                               options_record, record)
 from counterpoint.dataset.publish import Extension, Staged
 from counterpoint.dataset.summary import RunSummary
 from counterpoint.dataset.verdicts import Verdict
@@ -73,15 +73,6 @@ FORMAT_COLUMNS = {
     "grouped-negatives": rl.TRAJECTORY_COLUMNS,
     "sft-positives": rl.TRAJECTORY_COLUMNS,
 }
-# What trains on each export config, and with which reward function (the card's export section).
-REWARD_FUNCTIONS = {
-    exports.GRPO_PROMPTS.name: "counterpoint.rewards.trl_reward",
-    exports.GRPO_PROMPTS_CONTROL.name: "counterpoint.rewards.trl_reward",
-    exports.VERL_RL.name: "counterpoint.rewards.verl_compute_score (verl custom_reward_function)",
-    exports.VERL_RL_CONTROL.name: "counterpoint.rewards.verl_compute_score (verl custom_reward_function)",
-}
-RL_FORMATS = ("grpo-prompts", "verl-rl", "npo-forget-retain", "grouped-negatives", "sft-positives")
-BAND_FORMATS = rl.BAND_FORMATS
 MAX_ROWS_PER_SHARD = 100_000
 
 
@@ -123,7 +114,8 @@ class ExportResult:
 # ---------------------------------------------------------------------------
 # Reading: exactly the bytes the gate saw, streamed
 # ---------------------------------------------------------------------------
-def _source_configs(source: storage.DatasetLayout, fmts: Sequence[str]) -> Tuple[Verdict, Dict[str, Optional[List[str]]]]:
+def _source_configs(source: storage.DatasetLayout,
+                    fmts: Sequence[str]) -> Tuple[Verdict, Dict[str, Optional[List[str]]]]:
     """The passing verdict and ``{source config: columns to read (None = all)}`` of the formats.
 
     Nothing is read but the verdict and the file listing: raises before anything is written.
@@ -190,69 +182,6 @@ def build_export(fmt: str, sources: Dict[str, List[Dict[str, Any]]], *, placehol
     raise ExportError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
-@dataclasses.dataclass
-class Built:
-    """What one export config got: counts only (its rows went to a :class:`~.stream.ShardWriter`)."""
-
-    config: str
-    rows: int = 0
-    shards: int = 1
-    rejects: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
-    not_applicable: int = 0
-    skipped: Counter = dataclasses.field(default_factory=Counter)
-    verifiers: set = dataclasses.field(default_factory=set)  # (verifier, verifier_version) of its rows
-
-    def add(self, part: formats.ExportRows) -> None:
-        self.rows += len(part.rows)
-        self.rejects += part.rejects
-        self.not_applicable += part.not_applicable
-        self.skipped.update(part.skipped)
-        for r in part.rows:
-            info = r.get("extra_info") if "verifier" not in r else r
-            if info and info.get("verifier"):
-                self.verifiers.add((info["verifier"], info.get("verifier_version")))
-
-    def rejects_by_reason(self) -> Dict[str, int]:
-        return dict(Counter(r["reason"] for r in self.rejects))
-
-
-@dataclasses.dataclass
-class _Context:
-    """Options and cross-bucket state of one staging: the control draw's quota, verl's running index."""
-
-    placeholder: str
-    default_weight: float
-    rl: rl.RLOptions
-    control_left: Dict[str, int] = dataclasses.field(default_factory=dict)
-    built: Dict[str, Built] = dataclasses.field(default_factory=dict)
-
-    def written(self, config: str) -> int:
-        return self.built[config].rows if config in self.built else 0
-
-
-def _build_parts(f: str, sources: Dict[str, List[Dict[str, Any]]], ctx: _Context) -> List[formats.ExportRows]:
-    """The export rows of format ``f`` from one bucket's source rows (each RL format may fill two configs)."""
-    if f not in RL_FORMATS:
-        return [build_export(f, sources, placeholder=ctx.placeholder, default_weight=ctx.default_weight)]
-    band = ctx.rl.band
-    if f in BAND_FORMATS:
-        stats = sources["problem_stats"]
-        main = rl.grpo_prompt_rows(stats, band) if f == "grpo-prompts" else \
-            rl.verl_rows(stats, band, first_index=ctx.written(exports.VERL_RL.name))
-        if not ctx.rl.control:
-            return [main]
-        extra = FORMAT_EXTRA_CONFIGS[f][0]
-        drawn = rl.control_draw(stats, ctx.control_left.get(f, 0))
-        ctx.control_left[f] -= len(drawn)
-        return [main, rl.control_rows(drawn, verl=f == "verl-rl", first_index=ctx.written(extra))]
-    traj = sources["trajectories"]
-    if f == "npo-forget-retain":
-        return list(rl.npo_rows(traj))
-    if f == "grouped-negatives":
-        return [rl.grouped_negative_rows(traj)]
-    return [rl.sft_positive_rows(traj, ctx.rl.max_per_problem)]
-
-
 def _normalize_formats(fmt: Union[str, Sequence[str]]) -> List[str]:
     fmts = [fmt] if isinstance(fmt, str) else list(fmt)
     if not fmts:
@@ -278,7 +207,8 @@ def stage_exports(source: storage.DatasetLayout, fmts: Sequence[str], into: stor
     without a row, before anything is written into ``into``.
     """
     verdict, wanted = _source_configs(source, fmts)
-    ctx = _Context(placeholder, default_weight, rl_options)
+    ctx = Context(lambda f, src: build_export(f, src, placeholder=placeholder, default_weight=default_weight),
+                  rl_options)
     with storage.LocalScratch() as scratch:
         spill = stream.spill_sources(verdict, wanted, scratch, rows_per_bucket)
         if rl_options.control:  # the control is as large as the banded set: count it first
@@ -289,7 +219,7 @@ def stage_exports(source: storage.DatasetLayout, fmts: Sequence[str], into: stor
         for b in range(spill.n):
             sources = {c: spill.read(c, b) for c in wanted}
             for f in fmts:
-                for part in _build_parts(f, sources, ctx):
+                for part in build_parts(f, sources, ctx):
                     ctx.built.setdefault(part.config, Built(part.config)).add(part)
                     writers.setdefault(part.config, stream.ShardWriter(part.config, scratch, max_rows_per_shard)) \
                         .write(part.rows)
@@ -310,24 +240,6 @@ def _require_rows(f: str, b: Built) -> None:
     raise ExportError(f"nothing to export for {f!r}: {why}".rstrip())
 
 
-def _record(f: str, c: str, b: Built, origin: str, rl_options: rl.RLOptions) -> Dict[str, Any]:
-    rec = {"format": f, "source": origin, "rows": b.rows, "rejects_by_reason": b.rejects_by_reason(),
-           "not_applicable": b.not_applicable}
-    if f in RL_FORMATS:
-        rec.update(skipped_by_reason=dict(b.skipped), reward_function=REWARD_FUNCTIONS.get(c),
-                   verifiers=[{"verifier": v, "verifier_version": ver} for v, ver in sorted(b.verifiers)],
-                   options=_rl_options_record(f, rl_options))
-    return rec
-
-
-def _rl_options_record(f: str, o: rl.RLOptions) -> Dict[str, Any]:
-    if f in BAND_FORMATS:
-        return {"pass_band": list(o.pass_band) if o.pass_band else "default (0, 1) open", "control": o.control}
-    if f == "sft-positives":
-        return {"max_per_problem": o.max_per_problem}
-    return {}
-
-
 def _format_configs(f: str, built: Dict[str, Built]) -> List[str]:
     return [c for c in (FORMAT_CONFIG[f], *FORMAT_EXTRA_CONFIGS.get(f, ())) if c in built]
 
@@ -336,7 +248,7 @@ def _staged(built: Dict[str, Built], fmts: Sequence[str], origin: str,
             rl_options: rl.RLOptions = rl.RLOptions()) -> Staged:
     """What the gate expects of the staged exports, and their records in the verdict."""
     written = {c: {"shards": b.shards, "rows": b.rows} for c, b in built.items()}
-    records_ = {c: _record(f, c, built[c], origin, rl_options) for f in fmts for c in _format_configs(f, built)}
+    records_ = {c: record(f, c, built[c], origin, rl_options) for f in fmts for c in _format_configs(f, built)}
     return Staged(written=written, verdict_extra={"exports": records_})
 
 
@@ -433,7 +345,7 @@ def export_output(
         configs = list(built)
         summary = _export_summary(source, target, configs, fmts,
                                   {"placeholder": placeholder, "default_weight": default_weight,
-                                   **{k: v for f in fmts for k, v in _rl_options_record(f, options).items()}},
+                                   **{k: v for f in fmts for k, v in options_record(f, options).items()}},
                                   staged.written)
         live = target.live_version()
         carry = [c for c in (live.present_configs() if live else []) if c not in built]

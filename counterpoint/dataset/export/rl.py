@@ -83,7 +83,8 @@ def verl_row(s: Mapping[str, Any], split: str, index: int) -> Row:
                            "verifier": s["verifier"], "verifier_version": s["verifier_version"]}}
 
 
-def banded(stats: Iterable[Mapping[str, Any]], band: Optional[Sequence[float]]) -> Tuple[List[Mapping[str, Any]], Counter]:
+def banded(stats: Iterable[Mapping[str, Any]],
+           band: Optional[Sequence[float]]) -> Tuple[List[Mapping[str, Any]], Counter]:
     """The problem_stats rows in the band (by problem id), and the others counted by reason."""
     kept, skipped = [], Counter()
     for s in stats:
@@ -104,7 +105,8 @@ def grpo_prompt_rows(stats: Iterable[Mapping[str, Any]], band: Optional[Sequence
     return _done(exports.GRPO_PROMPTS, [grpo_prompt_row(s) for s in kept], skipped)
 
 
-def verl_rows(stats: Iterable[Mapping[str, Any]], band: Optional[Sequence[float]] = None, *, first_index: int = 0) -> ExportRows:
+def verl_rows(stats: Iterable[Mapping[str, Any]], band: Optional[Sequence[float]] = None, *,
+              first_index: int = 0) -> ExportRows:
     """``verl_rl`` rows of the band; ``first_index``: rows already written (verl's index runs over the config)."""
     kept, skipped = banded(stats, band)
     return _done(exports.VERL_RL, [verl_row(s, "train", first_index + i) for i, s in enumerate(kept)], skipped)
