@@ -14,7 +14,7 @@ Measured, per size and format, in a fresh **driver subprocess**: ``stage_exports
 streamed reading, bucketing, building and writing of the export shards (the gate that follows
 in ``export_output`` is the validation job, measured by ``scale.py``'s own cases):
 
-* ``driver_peak_rss_mb``: ``ru_maxrss`` of that subprocess (baseline imports included,
+* ``driver_peak_rss_mb``: ``VmHWM`` of that subprocess (baseline imports included,
   ``baseline_rss_mb`` is the same process before the export);
 * ``source_rows`` / ``rows_written`` and ``source_rows_per_s`` / ``rows_written_per_s``;
 * ``buckets``: problem buckets the sources were spilled into.
@@ -105,13 +105,23 @@ def make_source(root: str, n_problems: int) -> Dict[str, int]:
     return counts
 
 
+def _hwm_mb() -> float:
+    """Peak RSS of this process image (``VmHWM``; unlike ``ru_maxrss`` it does not carry the parent's
+    peak across fork + exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _measure(source: str, into: str, fmt: str) -> Dict[str, Any]:
     """Runs in the driver subprocess: stage one format, report RSS and throughput."""
     from counterpoint import storage
     from counterpoint.dataset.export import api, stream
     from counterpoint.dataset.verdicts import Verdict
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = _hwm_mb()
     src = storage.DatasetLayout(source, plain=True)
     verdict, wanted = api._source_configs(src, [fmt])
     source_rows = sum(verdict.configs[c].rows for c in wanted)
@@ -125,7 +135,7 @@ def _measure(source: str, into: str, fmt: str) -> Dict[str, Any]:
             "source_rows_per_s": round(source_rows / dt, 1), "rows_written_per_s": round(written / dt, 1),
             "buckets": stream.bucket_count(Verdict.read(src), list(wanted)),
             "baseline_rss_mb": round(base, 1),
-            "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "driver_peak_rss_mb": round(_hwm_mb(), 1)}
 
 
 def run_case(source: str, fmt: str, work: str) -> Dict[str, Any]:

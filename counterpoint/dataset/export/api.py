@@ -223,6 +223,7 @@ def stage_exports(source: storage.DatasetLayout, fmts: Sequence[str], into: stor
                     ctx.built.setdefault(part.config, Built(part.config)).add(part)
                     writers.setdefault(part.config, stream.ShardWriter(part.config, scratch, max_rows_per_shard)) \
                         .write(part.rows)
+            stream.release_memory()
         for f in fmts:
             _require_rows(f, ctx.built.get(FORMAT_CONFIG[f]) or Built(FORMAT_CONFIG[f]))
         for c, w in writers.items():

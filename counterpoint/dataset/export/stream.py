@@ -36,7 +36,7 @@ from counterpoint import storage
 from counterpoint.dataset.verdicts import Verdict
 from counterpoint.schemas import records
 
-ROWS_PER_BUCKET = 50_000  # source rows per bucket: the driver's working set while a bucket is built
+ROWS_PER_BUCKET = 4_096  # source rows per bucket: the driver's working set while a bucket is built
 BATCH_ROWS = 8_192  # rows per record batch read from a shard
 
 
@@ -56,6 +56,11 @@ def bucket_count(verdict: Verdict, configs: Sequence[str], rows_per_bucket: int 
     return max(1, -(-rows // max(1, rows_per_bucket)))
 
 
+def release_memory() -> None:
+    """Hands Arrow's freed buffers back to the OS between buckets (its allocator keeps them otherwise)."""
+    pa.default_memory_pool().release_unused()
+
+
 def iter_verified_batches(verdict: Verdict, config: str, columns: Optional[Sequence[str]] = None,
                           batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
     """Record batches of ``config``, shard by shard, each shard's bytes checked against the verdict first."""
@@ -68,36 +73,41 @@ def iter_verified_batches(verdict: Verdict, config: str, columns: Optional[Seque
 
 
 class BucketSpill:
-    """Source rows spilled into ``n`` hash-range buckets of Arrow IPC files under a local folder."""
+    """Source rows spilled into ``n`` hash-range buckets: one Arrow IPC file per config (whatever ``n``,
+    so no file-handle limit is reached), each record batch holding rows of one bucket; an index of
+    batch numbers per bucket gives a bucket back by random access into the file."""
 
     def __init__(self, folder: str, n: int):
         self.folder, self.n = folder, n
-        self._writers: Dict[Tuple[str, int], Any] = {}
+        self._writers: Dict[str, Any] = {}
+        self._batches: Dict[str, int] = {}
         self._schemas: Dict[str, pa.Schema] = {}
+        self._index: Dict[Tuple[str, int], List[int]] = {}
+        self._readers: Dict[str, Any] = {}
         self.rows: Dict[str, int] = {}
 
-    def _path(self, config: str, bucket: int) -> str:
-        return os.path.join(self.folder, f"{config}.{bucket:05d}.arrow")
+    def _path(self, config: str) -> str:
+        return os.path.join(self.folder, f"{config}.spill.arrow")
 
     def add(self, config: str, batch: pa.RecordBatch) -> None:
-        """Splits ``batch`` by the bucket of its ``problem_id`` and appends each part to its bucket file."""
-        table = pa.Table.from_batches([batch])
-        schema = self._schemas.setdefault(config, table.schema)
-        if table.schema != schema:  # shards of one config may differ in nullability / metadata only
-            table = table.cast(schema)
-        self.rows[config] = self.rows.get(config, 0) + table.num_rows
+        """Splits ``batch`` by the bucket of its ``problem_id`` and appends each part as its own batch."""
+        if config not in self._writers:
+            self._writers[config] = pa.ipc.new_file(self._path(config), batch.schema)
+            self._schemas[config] = batch.schema
+            self._batches[config] = 0
+        writer, schema = self._writers[config], self._schemas[config]
+        if batch.schema != schema:  # shards of one config may differ in nullability / metadata only
+            batch = pa.Table.from_batches([batch]).cast(schema).combine_chunks().to_batches()[0]
+        self.rows[config] = self.rows.get(config, 0) + batch.num_rows
         if self.n == 1:
-            self._write(config, 0, table)
-            return
-        buckets = pa.array([bucket_of(p, self.n) for p in table.column("problem_id").to_pylist()], pa.int32())
-        for b in sorted(set(buckets.to_pylist())):
-            self._write(config, b, table.filter(pc.equal(buckets, b)))
-
-    def _write(self, config: str, bucket: int, table: pa.Table) -> None:
-        key = (config, bucket)
-        if key not in self._writers:
-            self._writers[key] = pa.ipc.new_file(self._path(config, bucket), self._schemas[config])
-        self._writers[key].write_table(table)
+            parts = [(0, batch)]
+        else:
+            buckets = pa.array([bucket_of(p, self.n) for p in batch.column("problem_id").to_pylist()], pa.int32())
+            parts = [(b, batch.filter(pc.equal(buckets, b))) for b in sorted(set(buckets.to_pylist()))]
+        for b, part in parts:
+            writer.write_batch(part)
+            self._index.setdefault((config, b), []).append(self._batches[config])
+            self._batches[config] += 1
 
     def close(self) -> None:
         for w in self._writers.values():
@@ -106,11 +116,14 @@ class BucketSpill:
 
     def read(self, config: str, bucket: int) -> List[Dict[str, Any]]:
         """The rows of ``config`` in ``bucket`` (call after :meth:`close`)."""
-        path = self._path(config, bucket)
-        if not os.path.exists(path):
+        batches = self._index.get((config, bucket))
+        if not batches:
             return []
-        with pa.memory_map(path) as source:
-            return pa.ipc.open_file(source).read_all().to_pylist()
+        if config not in self._readers:
+            # Plain reads, not a memory map: mapped pages would count in the driver's RSS as the file is walked.
+            self._readers[config] = pa.ipc.open_file(pa.OSFile(self._path(config)))
+        reader = self._readers[config]
+        return pa.Table.from_batches([reader.get_batch(i) for i in batches]).to_pylist()
 
 
 def spill_sources(verdict: Verdict, configs: Mapping[str, Optional[Sequence[str]]], folder: str,
