@@ -320,3 +320,30 @@ def test_an_unvalidated_or_changed_folder_is_refused_with_nothing_written(plante
     shard.write_bytes(shard.read_bytes() + b"\0")  # same rows, other bytes: the sha256 differs
     with pytest.raises(VerdictMismatch):
         export_output(DatasetLayout(str(changed)), "sft-positives")
+
+
+def test_run_config_export_options_are_typed_and_checked(tmp_path):
+    from counterpoint.config import from_dict
+    from counterpoint.errors import ConfigError
+
+    cfg = from_dict({"exports": ["grpo-prompts", "sft-positives"],
+                     "export_options": {"pass_band": [0.25, 0.5], "control": True, "max_per_problem": 3}})
+    assert (cfg.export_options.band, cfg.export_options.control, cfg.export_options.max_per_problem) == \
+        ((0.25, 0.5), True, 3)
+    for bad, message in [({"pass_band": [0.9, 0.1]}, "LO must not exceed HI"),
+                         ({"pass_band": "0.1"}, "expected"),
+                         ({"control": "yes"}, "expected true or false"),
+                         ({"max_per_problem": 0}, "must be an integer >= 1")]:
+        with pytest.raises(ConfigError, match=message):
+            from_dict({"exports": ["grpo-prompts", "sft-positives"], "export_options": bad})
+    with pytest.raises(ConfigError, match="apply to grpo-prompts and verl-rl only"):
+        from_dict({"exports": ["npo-forget-retain"], "export_options": {"control": True}})
+
+
+def test_run_flag_pass_band_is_refused_before_the_run(tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        cli_main(["run", "--source", "chain", "--generator", "scripted", "--output", str(out),
+                  "--export", "grpo-prompts", "--pass-band", "0.9,0.1"])
+    assert e.value.code == 2 and "LO must not exceed HI" in capsys.readouterr().err
+    assert not out.exists()

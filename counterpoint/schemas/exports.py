@@ -11,7 +11,11 @@ dataset card describe their columns, exactly as for the pipeline's configs.
 * ``step_dpo`` (from the step pairs of ``preferences``): TRL ``DPOTrainer`` after
   ``counterpoint.dataset.export.step_dpo_text``;
 * ``weighted_pairs`` (from ``preferences``, ``step_values``, ``step_labels``): TRL
-  ``DPOTrainer`` (which drops ``weight``) or a weighted DPO loss.
+  ``DPOTrainer`` (which drops ``weight``) or a weighted DPO loss;
+* issue 19 (``counterpoint.dataset.export.rl``): ``grpo_prompts`` / ``grpo_prompts_control`` (TRL
+  ``GRPOTrainer`` + ``counterpoint.rewards.trl_reward``), ``verl_rl`` / ``verl_rl_control`` (verl +
+  ``counterpoint.rewards.verl_compute_score``) from ``problem_stats``; ``npo_forget`` / ``npo_retain``
+  (NPO), ``grouped_negatives`` (D2O), ``sft_positives`` (rejection-sampling FT) from ``trajectories``.
 """
 
 from __future__ import annotations
@@ -217,23 +221,21 @@ _NPO_COLS = (
     _c("prompt", MESSAGES_TYPE, doc="The chat messages it was sampled with."),
     *_VERDICT_COLS,
 )
-NPO_FORGET = TableSpec(
-    name="npo_forget",
-    doc="NPO forget set (Zhang et al. 2024, Negative Preference Optimization): every verified-incorrect, "
-        "not truncated sample (reward 0), question/answer layout of open-unlearning's QA datasets. Unknown "
-        "verdicts and truncated samples are never in it.",
-    trainer="NPO (open-unlearning `NPO` with a QA dataset on `question`/`answer`; "
-            "`counterpoint.training.npo_loss`)",
-    columns=_NPO_COLS,
-    unique_together=(("problem_id", "sample_index"),),
-)
-NPO_RETAIN = TableSpec(
-    name="npo_retain",
-    doc="NPO retain set: every verified-correct, not truncated sample (reward 1), same layout as `npo_forget`.",
-    trainer="NPO retain loss (open-unlearning QA dataset on `question`/`answer`)",
-    columns=_NPO_COLS,
-    unique_together=(("problem_id", "sample_index"),),
-)
+def _npo(name: str, doc: str, trainer: str) -> TableSpec:
+    return TableSpec(name=name, doc=doc, trainer=trainer, columns=_NPO_COLS,
+                     unique_together=(("problem_id", "sample_index"),))
+
+
+NPO_FORGET = _npo(
+    "npo_forget",
+    "NPO forget set (Zhang et al. 2024, Negative Preference Optimization): every verified-incorrect, not "
+    "truncated sample (reward 0), question/answer layout of open-unlearning's QA datasets. Unknown verdicts and "
+    "truncated samples are never in it.",
+    "NPO (open-unlearning `NPO` with a QA dataset on `question`/`answer`; `counterpoint.training.npo_loss`)")
+NPO_RETAIN = _npo(
+    "npo_retain",
+    "NPO retain set: every verified-correct, not truncated sample (reward 1), same layout as `npo_forget`.",
+    "NPO retain loss (open-unlearning QA dataset on `question`/`answer`)")
 GROUPED_NEGATIVES = TableSpec(
     name="grouped_negatives",
     doc="D2O (Duan et al. 2024, distributional dispreference optimization): one row per problem with at least "
