@@ -146,8 +146,9 @@ def _source_configs(source: storage.DatasetLayout,
                 raise ExportError(f"format {f!r} needs the {c!r} config, which {source.root} does not have"
                                   + _missing_fix(c))
             if f in RL_FORMATS and c in verdict.configs and not verdict.configs[c].rows:
-                raise ExportError(f"format {f!r} needs rows of the {c!r} config, which is empty in {source.root}"
-                                  + _missing_fix(c))
+                # "nothing to export": a run's --export treats it as a thin run, `counterpoint export` as an error
+                raise ExportError(f"nothing to export for {f!r}: it needs rows of the {c!r} config, which is empty "
+                                  f"in {source.root}" + _missing_fix(c))
             want(c, f)
         for c in optional:
             if present(c):
