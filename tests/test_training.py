@@ -13,7 +13,7 @@ collator saw every row of the dataset it was given.
 * ``openrlhf_prm``: tokenized the way OpenRLHF's ``ProcessRewardDataset`` does,
   exactly one label position per step (OpenRLHF itself is not installed).
 * TRL 1.16 ``GRPOTrainer`` on ``grpo_prompts`` with ``counterpoint.rewards.trl_reward``; an NPO
-  step (``counterpoint.training.npo_loss``) on ``npo_forget``.
+  step (``counterpoint.rl.npo.npo_loss``) on ``npo_forget``.
 
 Each test prints its trainer, version, rows consumed and losses (``pytest -rP``).
 """
@@ -278,7 +278,7 @@ def test_npo_loss_step_on_npo_forget(rl_run, model_dir, tokenizer):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from counterpoint.training import npo_loss, sequence_logps
+    from counterpoint.rl.npo import npo_loss, sequence_logps
 
     out, _ = rl_run
     forget = _load(out, "npo_forget")
@@ -312,7 +312,7 @@ def test_npo_loss_step_on_npo_forget(rl_run, model_dir, tokenizer):
 def test_npo_loss_by_hand():
     import torch
 
-    from counterpoint.training import npo_loss
+    from counterpoint.rl.npo import npo_loss
 
     pol, ref = torch.tensor([-3.0, -1.0]), torch.tensor([-2.0, -2.0])
     beta = 0.5

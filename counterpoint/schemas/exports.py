@@ -231,7 +231,7 @@ NPO_FORGET = _npo(
     "NPO forget set (Zhang et al. 2024, Negative Preference Optimization): every verified-incorrect, not "
     "truncated sample (reward 0), question/answer layout of open-unlearning's QA datasets. Unknown verdicts and "
     "truncated samples are never in it.",
-    "NPO (open-unlearning `NPO` with a QA dataset on `question`/`answer`; `counterpoint.training.npo_loss`)")
+    "NPO (open-unlearning `NPO` with a QA dataset on `question`/`answer`; `counterpoint.rl.npo.npo_loss`)")
 NPO_RETAIN = _npo(
     "npo_retain",
     "NPO retain set: every verified-correct, not truncated sample (reward 1), same layout as `npo_forget`.",

@@ -344,8 +344,7 @@ def export_output(
                               max_rows_per_shard=max_rows_per_shard, rl_options=options,
                               rows_per_bucket=rows_per_bucket)
         staged = _staged(built, fmts, source.root, options)
-        configs = list(built)
-        summary = _export_summary(source, target, configs, fmts,
+        summary = _export_summary(source, target, list(built), fmts,
                                   {"placeholder": placeholder, "default_weight": default_weight,
                                    **{k: v for f in fmts for k, v in options_record(f, options).items()}},
                                   staged.written)
@@ -357,19 +356,24 @@ def export_output(
                                                     run_config=run_config, carry=carry, report=report),
                         publish.GateOptions(pipeline_options=pipeline_options, runner_options=runner_options))
     target.refresh()
-    result = ExportResult(
+    result = _result(source, target, fmts, built, time.monotonic() - t0)
+    log.info("%s", result.message())
+    return result
+
+
+def _result(source: storage.DatasetLayout, target: storage.OutputLayout, fmts: List[str],
+            built: Dict[str, Built], elapsed_s: float) -> ExportResult:
+    return ExportResult(
         source_dir=source.root,
         target_dir=target.root,
         formats=fmts,
         rows={c: r.rows for c, r in built.items()},
-        paths={c: target.shards(c) for c in configs},
+        paths={c: target.shards(c) for c in built},
         rejects=[rej for r in built.values() for rej in r.rejects],
         not_applicable={c: r.not_applicable for c, r in built.items()},
         validation_summary=target.validation_summary,
-        elapsed_s=time.monotonic() - t0,
+        elapsed_s=elapsed_s,
     )
-    log.info("%s", result.message())
-    return result
 
 
 def rl_options(fmts: Sequence[str], pass_band: Any = None, control: bool = False,
