@@ -347,3 +347,24 @@ def test_run_flag_pass_band_is_refused_before_the_run(tmp_path, capsys):
                   "--export", "grpo-prompts", "--pass-band", "0.9,0.1"])
     assert e.value.code == 2 and "LO must not exceed HI" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_run_export_makes_the_same_rl_configs_as_the_export_command(planted, tmp_path):
+    import dataclasses
+
+    from counterpoint.rl.band import ExportOptions
+
+    cfg = dataclasses.replace(planted["cfg"], output=str(tmp_path / "run"),
+                              exports=["grpo-prompts", "npo-forget-retain", "sft-positives"],
+                              export_options=ExportOptions(pass_band=[0.25, 0.5], control=True, max_per_problem=2))
+    summary = run(IN_PROCESS, config=cfg)
+    layout = DatasetLayout(str(tmp_path / "run"))
+    ids = lambda c: sorted(r["id"] for r in layout.read_table(c).to_pylist())  # noqa: E731
+    assert ids("grpo_prompts") == MIDDLE  # the closed band [0.25, 0.5] keeps both ends
+    assert ids("grpo_prompts_control") == [r["id"] for r in planted["read"]("grpo_prompts_control")]
+    assert ids("npo_forget") == sorted(_ids(NEGATIVE)) and ids("npo_retain") == sorted(_ids(POSITIVE))
+    assert ids("sft_positives") == [r["id"] for r in planted["read"]("sft_positives")]
+    assert summary["exports"]["grpo-prompts"]["rows"] == {"grpo_prompts": 2, "grpo_prompts_control": 2}
+    verdict = json.loads(Path(layout.validation_summary).read_text())
+    assert verdict["success"] is True
+    assert verdict["exports"]["grpo_prompts"]["options"] == {"pass_band": [0.25, 0.5], "control": True}
