@@ -47,6 +47,9 @@ error, then the per-step values), ``--no-report``. The validation gate (Great
 Expectations, a Beam job of its own, run by the driver) is on, except in the portable
 series that isolates the driver (see :func:`make_plan`).
 
+Exports (issue 19): ``python benchmarks/scale.py --exports [--export-sizes 1000,10000,100000]`` runs
+:mod:`benchmarks.export_scale` (every export format; results in ``benchmarks/results/export_scale.json``).
+
 Run: ``python benchmarks/scale.py`` (the full matrix, see :func:`make_plan`), or a part, e.g.
 ``python benchmarks/scale.py --sizes 1000,10000 --labeler none --runner fnapi --validate both``.
 Results are merged into ``benchmarks/results/scale.json`` keyed by case, so partial
@@ -457,7 +460,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--results", default=RESULTS, help="results JSON (cases are merged into it)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: recompute the assessment of the results file and print the table")
-    args = parser.parse_args(argv)
+    parser.add_argument("--exports", action="store_true",
+                        help="benchmark every export format instead (benchmarks/export_scale.py; its own flags follow)")
+    args, rest = parser.parse_known_args(argv)
+    if args.exports:
+        from benchmarks import export_scale
+
+        return export_scale.main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     plan = [] if args.report_only else make_plan(args)
     work = args.work_dir or tempfile.mkdtemp(prefix="cp-scale-")
     os.makedirs(work, exist_ok=True)

@@ -41,6 +41,7 @@ from counterpoint.generators.config import GeneratorConfig
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig
 from counterpoint.labeling.consensus import ConsensusConfig
 from counterpoint.labeling.corrections import CorrectionsConfig
+from counterpoint.rl.band import ExportOptions
 from counterpoint.schemas import content_id
 from counterpoint.segmentation import MODES as SEGMENTATION_MODES
 from counterpoint.sources import ProblemSourceConfig
@@ -156,6 +157,8 @@ class RunConfig:
     report: bool = True
     # Trainer exports made after validation (``counterpoint export`` formats).
     exports: List[str] = dataclasses.field(default_factory=list)
+    # Options of the RL exports (--pass-band, --control, --max-per-problem; counterpoint.rl.band).
+    export_options: ExportOptions = dataclasses.field(default_factory=ExportOptions)
     quiet: bool = False
     license: str = "mit"
     output: str = "out"
@@ -182,6 +185,7 @@ class RunConfig:
                 raise ValueError(f"min_rows: unknown config {config!r}; known: {sorted(records.OUTPUT_TABLES)}")
             if not isinstance(n, int) or n < 0:
                 raise ValueError(f"min_rows[{config}] must be an integer >= 0, got {n!r}")
+        self.export_options.check_formats(self.exports)
         if self.consensus.mode != "off" and not self.labeler:
             raise ValueError("consensus needs a labeller: add --labeler omegaprm (or mc), or set --consensus off")
         if self.corrections.enabled and not self.labeler:
@@ -305,6 +309,7 @@ _NESTED = {
     (RunConfig, "retry"): RetryConfig,
     (RunConfig, "corrections"): CorrectionsConfig,
     (RunConfig, "corrector"): GeneratorConfig,
+    (RunConfig, "export_options"): ExportOptions,
     (ProblemSourceConfig, "mapping"): FieldMapping,
     (LabelerConfig, "omegaprm"): OmegaPRMConfig,
     (OmegaPRMConfig, "rollout_params"): SamplingParams,

@@ -23,6 +23,17 @@ def _min_rows(text: str) -> Tuple[str, int]:
     return config.strip(), int(n)
 
 
+def _pass_band(text: str):
+    import argparse
+
+    from counterpoint.rl.band import parse_pass_band
+
+    try:
+        return list(parse_pass_band(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 @dataclasses.dataclass(frozen=True)
 class Flag:
     """One command-line flag: its names, the config path(s) it sets, and how it parses.
@@ -136,6 +147,13 @@ FLAGS: Tuple[Flag, ...] = (
          metavar="CONFIG=N"),
     Flag(("--export",), ("exports",), "output", "trainer export made after validation (repeatable)",
          action="append", metavar="FORMAT"),
+    Flag(("--pass-band", "--pass_band"), ("export_options.pass_band",), "output",
+         "grpo-prompts/verl-rl exports: keep LO <= pass rate <= HI (default: 0 < pass rate < 1)",
+         type=_pass_band, metavar="LO,HI"),
+    Flag(("--control",), ("export_options.control",), "output",
+         "grpo-prompts/verl-rl exports: add an equal-size unfiltered control config", action="true"),
+    Flag(("--max-per-problem", "--max_per_problem"), ("export_options.max_per_problem",), "output",
+         "sft-positives export: at most N distinct positives per problem", type=_none_or(int), metavar="N"),
     Flag(("--no-validate",), ("validate",), "output", "skip the Great Expectations gate", action="false"),
     Flag(("--no-report",), ("report",), "output", "skip report.html", action="false"),
     Flag(("--quiet", "-q"), ("quiet",), "output", "no progress display", action="true"),

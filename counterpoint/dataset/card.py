@@ -31,6 +31,7 @@ import yaml
 from counterpoint import storage
 from counterpoint.dataset.verdicts import Verdict
 from counterpoint.schemas import records
+from counterpoint.schemas.exports import VERL_REWARD_DOC
 
 DEFAULT_LICENSE = "mit"
 TASK_CATEGORIES = ["text-generation", "question-answering"]
@@ -193,6 +194,7 @@ def render_card(layout: storage.DatasetLayout, prefix: str = "") -> str:
     lines += _clean_section(summary.get("clean"))
     lines += _run_sections(summary)
     lines += _corrections_section(layout)
+    lines += exports_section(layout)
     lines += _validation_section(layout)
     if storage.exists(layout.report_path):
         lines += ["A run report with plots is in `report.html`.", ""]
@@ -354,6 +356,29 @@ def _corrections_section(layout: storage.DatasetLayout) -> List[str]:
 
 def _summary_dict(layout: storage.DatasetLayout) -> Optional[dict]:
     return storage.read_json(layout.summary_path)
+
+
+def exports_section(layout: storage.DatasetLayout) -> List[str]:
+    """``## Exports``: per export config, its format, what trains on it, and the reward function and
+    verifier version to judge with (from the verdict's export records; the options it was made with)."""
+    verdict = Verdict.read(layout)
+    recs = (verdict.raw.get("exports") or {}) if verdict else {}
+    if not recs:
+        return []
+    rows = []
+    for config, rec in recs.items():
+        judges = ", ".join(f"`{v['verifier']}` {v['verifier_version']}" for v in rec.get("verifiers") or []) or "-"
+        rows.append([f"`{config}`", f"`{rec.get('format')}`", rec.get("rows"), trainer_line(config),
+                     f"`{rec['reward_function']}`" if rec.get("reward_function") else "-", judges,
+                     rec.get("options") or "-"])
+    lines = ["## Exports", "",
+             "Trainer-ready configs derived from the validated ones. Judge online rewards with the verifier "
+             "and version listed (the reward functions refuse another version).", "",
+             _md_table(["config", "format", "rows", "train with", "reward function", "verifier (version)",
+                        "options"], rows), ""]
+    if any(str(c).startswith("verl_rl") for c in recs):
+        lines += [VERL_REWARD_DOC, ""]
+    return lines
 
 
 def _validation_section(layout: storage.DatasetLayout) -> List[str]:

@@ -83,7 +83,8 @@ def finalize_run(cfg: RunConfig, *, layout: storage.OutputLayout, staging: stora
         publication = publish.Publication(
             staging=staging, staged=publish.Staged(written=dict(summary.written)), summary=summary,
             run_config=cfg.to_dict(), fingerprint=cfg.output_fingerprint(),
-            extensions=[run_exports(cfg.exports, summary)] if cfg.exports else [], report=cfg.report,
+            extensions=[run_exports(cfg.exports, summary, cfg.export_options)] if cfg.exports else [],
+            report=cfg.report,
             record_dir=record, started=started)
         publish.publish(layout, publication, publish.GateOptions(
             pipeline_options=options, min_rows=cfg.min_rows, on_job_runner=on_job_runner, enabled=cfg.validate))

@@ -11,7 +11,11 @@ dataset card describe their columns, exactly as for the pipeline's configs.
 * ``step_dpo`` (from the step pairs of ``preferences``): TRL ``DPOTrainer`` after
   ``counterpoint.dataset.export.step_dpo_text``;
 * ``weighted_pairs`` (from ``preferences``, ``step_values``, ``step_labels``): TRL
-  ``DPOTrainer`` (which drops ``weight``) or a weighted DPO loss.
+  ``DPOTrainer`` (which drops ``weight``) or a weighted DPO loss;
+* issue 19 (``counterpoint.dataset.export.rl``): ``grpo_prompts`` / ``grpo_prompts_control`` (TRL
+  ``GRPOTrainer`` + ``counterpoint.rewards.trl_reward``), ``verl_rl`` / ``verl_rl_control`` (verl +
+  ``counterpoint.rewards.verl_compute_score``) from ``problem_stats``; ``npo_forget`` / ``npo_retain``
+  (NPO), ``grouped_negatives`` (D2O), ``sft_positives`` (rejection-sampling FT) from ``trajectories``.
 """
 
 from __future__ import annotations
@@ -181,8 +185,148 @@ CORRECTION_DPO = TableSpec(
     must_differ=(("chosen", "rejected"),),
 )
 
+# ---------------------------------------------------------------------------
+# RL-ready and negative-only exports (issue 19): counterpoint.dataset.export.rl
+# ---------------------------------------------------------------------------
+PASS_BAND_DOC = (
+    "Problems kept: `--pass-band LO,HI` keeps LO <= pass_rate <= HI (closed); without it the default band keeps "
+    "0 < pass_rate < 1 (open: problems solved always or never are dropped, as in DAPO's dynamic sampling). A "
+    "problem with no known verdict (pass_rate null) is never kept."
+)
+CONTROL_DOC = (
+    "The unfiltered control of the ablation: as many problems as the banded config holds, drawn from all "
+    "problems regardless of pass rate (the ones with the smallest blake2b hash of problem_id: deterministic, "
+    "independent of sharding)."
+)
+REWARD_MODEL_TYPE = pa.struct([("style", pa.string()), ("ground_truth", pa.string())])
+VERL_EXTRA_INFO_TYPE = pa.struct([
+    ("split", pa.string()), ("index", pa.int64()), ("pass_rate", pa.float64()), ("problem_id", pa.string()),
+    ("verifier", pa.string()), ("verifier_version", pa.string()),
+])
+VERL_DATA_SOURCE_PREFIX = "counterpoint/"  # + verifier: matches none of verl's built-in scorers
+VERL_REWARD_DOC = (
+    "verl: `custom_reward_function.path=<site-packages>/counterpoint/rewards.py "
+    "custom_reward_function.name=verl_compute_score` (data_source `counterpoint/<verifier>` matches none of "
+    "verl's built-in scorers, so without it verl raises instead of judging differently)."
+)
+_VERDICT_COLS = (
+    _c("verifier", pa.string(), doc="Verifier that judged the corpus (the reward function judges with it)."),
+    _c("verifier_version", pa.string(), doc="Its version (the reward function refuses another one)."),
+)
+
+
+def _grpo_prompts(name: str, doc: str) -> TableSpec:
+    return TableSpec(
+        name=name,
+        doc=doc,
+        trainer="TRL `GRPOTrainer` with `reward_funcs=counterpoint.rewards.trl_reward` (reads `answer`, "
+                "`verifier`, `verifier_version`)",
+        columns=(
+            _c("id", pa.string(), unique=True, doc="The problem id."),
+            _c("problem_id", pa.string(), unique=True),
+            _c("source", pa.string()),
+            _c("prompt", MESSAGES_TYPE, doc="Conversational prompt (system + user), as sampled."),
+            _c("answer", pa.string(), doc="Gold answer: the column `trl_reward` receives as a keyword argument."),
+            *_VERDICT_COLS,
+            _c("pass_rate", pa.float64(), min_value=0.0, max_value=1.0, nullable=True,
+               doc="The problem_stats pass rate (correct / known verdicts)."),
+            _c("pass_rate_lo", pa.float64(), min_value=0.0, max_value=1.0, nullable=True),
+            _c("pass_rate_hi", pa.float64(), min_value=0.0, max_value=1.0, nullable=True),
+            _c("samples", pa.int32(), min_value=1, doc="Samples the pass rate was measured on."),
+        ),
+    )
+
+
+GRPO_PROMPTS = _grpo_prompts("grpo_prompts", "`problem_stats` prompts in a pass-rate band, TRL GRPOTrainer layout "
+                                             "(conversational `prompt`, gold `answer`). " + PASS_BAND_DOC)
+GRPO_PROMPTS_CONTROL = _grpo_prompts("grpo_prompts_control", "`grpo_prompts` layout, unfiltered. " + CONTROL_DOC)
+
+
+def _verl_rl(name: str, doc: str) -> TableSpec:
+    return TableSpec(
+        name=name,
+        doc=doc + " " + VERL_REWARD_DOC,
+        trainer="verl PPO/GRPO (`data.train_files`), " + VERL_REWARD_DOC,
+        columns=(
+            _c("id", pa.string(), unique=True, doc="The problem id (verl ignores it)."),
+            _c("data_source", pa.string(), doc="`counterpoint/<verifier>`: no verl built-in scorer matches."),
+            _c("prompt", MESSAGES_TYPE, doc="Chat messages (verl applies the chat template)."),
+            _c("ability", pa.string(), value_set=("math",)),
+            _c("reward_model", REWARD_MODEL_TYPE, doc="{style: 'rule', ground_truth: the gold answer}."),
+            _c("extra_info", VERL_EXTRA_INFO_TYPE,
+               doc="{split, index, pass_rate, problem_id, verifier, verifier_version}: verl passes it to "
+                   "`verl_compute_score`, which judges with that verifier and checks its version."),
+        ),
+    )
+
+
+VERL_RL = _verl_rl("verl_rl", "verl's RL parquet layout of the `grpo_prompts` problems. " + PASS_BAND_DOC)
+VERL_RL_CONTROL = _verl_rl("verl_rl_control", "verl's RL parquet layout, unfiltered. " + CONTROL_DOC)
+
+_NPO_COLS = (
+    _c("id", pa.string(), unique=True, doc="The trajectory id."),
+    _c("problem_id", pa.string()),
+    _c("sample_index", pa.int32(), min_value=0),
+    _c("question", pa.string(), doc="The problem text (open-unlearning's QA `question` key)."),
+    _c("answer", pa.string(), doc="The sampled solution (open-unlearning's QA `answer` key)."),
+    _c("prompt", MESSAGES_TYPE, doc="The chat messages it was sampled with."),
+    *_VERDICT_COLS,
+)
+def _npo(name: str, doc: str, trainer: str) -> TableSpec:
+    return TableSpec(name=name, doc=doc, trainer=trainer, columns=_NPO_COLS,
+                     unique_together=(("problem_id", "sample_index"),))
+
+
+NPO_FORGET = _npo(
+    "npo_forget",
+    "NPO forget set (Zhang et al. 2024, Negative Preference Optimization): every verified-incorrect, not "
+    "truncated sample (reward 0), question/answer layout of open-unlearning's QA datasets. Unknown verdicts and "
+    "truncated samples are never in it.",
+    "NPO (open-unlearning `NPO` with a QA dataset on `question`/`answer`; `counterpoint.rl.npo.npo_loss`)")
+NPO_RETAIN = _npo(
+    "npo_retain",
+    "NPO retain set: every verified-correct, not truncated sample (reward 1), same layout as `npo_forget`.",
+    "NPO retain loss (open-unlearning QA dataset on `question`/`answer`)")
+GROUPED_NEGATIVES = TableSpec(
+    name="grouped_negatives",
+    doc="D2O (Duan et al. 2024, distributional dispreference optimization): one row per problem with at least "
+        "one verified-incorrect, not truncated sample: the prompt, its DISTINCT incorrect completions (first "
+        "sample of each text), and its distinct verified-correct ones (possibly none).",
+    trainer="D2O / any loss over a set of negatives per prompt",
+    columns=(
+        _c("id", pa.string(), unique=True, doc="The problem id."),
+        _c("problem_id", pa.string(), unique=True),
+        _c("prompt", MESSAGES_TYPE),
+        _c("answer", pa.string(), doc="The gold answer."),
+        _c("negatives", pa.list_(pa.string()), doc="Distinct verified-incorrect completions (at least one)."),
+        _c("negative_sample_indices", pa.list_(pa.int32()), element_min=0),
+        _c("positives", pa.list_(pa.string()), doc="Distinct verified-correct completions (may be empty)."),
+        _c("positive_sample_indices", pa.list_(pa.int32()), element_min=0),
+        *_VERDICT_COLS,
+    ),
+    equal_length=(("negatives", "negative_sample_indices"), ("positives", "positive_sample_indices")),
+)
+SFT_POSITIVES = TableSpec(
+    name="sft_positives",
+    doc="Rejection-sampling fine-tuning (RFT, Yuan et al. 2023): distinct verified-correct, not truncated "
+        "completions per problem (lowest sample index of each text), at most `--max-per-problem` of them; TRL "
+        "conversational prompt/completion layout.",
+    trainer="TRL `SFTTrainer` (prompt-completion, conversational)",
+    columns=(
+        _c("id", pa.string(), unique=True, doc="The trajectory id."),
+        _c("problem_id", pa.string()),
+        _c("sample_index", pa.int32(), min_value=0),
+        _c("prompt", MESSAGES_TYPE),
+        _c("completion", MESSAGES_TYPE, doc="One assistant message: the verified-correct solution."),
+        *_VERDICT_COLS,
+    ),
+    unique_together=(("problem_id", "sample_index"),),
+)
+
 EXPORT_TABLES: Tuple[TableSpec, ...] = (TRL_STEPWISE, OPENRLHF_PRM, STEP_DPO, WEIGHTED_PAIRS)
 EXPORT_TABLES += (CORRECTION_SFT, CORRECTION_DPO)
+EXPORT_TABLES += (GRPO_PROMPTS, GRPO_PROMPTS_CONTROL, VERL_RL, VERL_RL_CONTROL, NPO_FORGET, NPO_RETAIN,
+                  GROUPED_NEGATIVES, SFT_POSITIVES)
 EXPORT_CONFIGS: Tuple[str, ...] = tuple(t.name for t in EXPORT_TABLES)
 
 

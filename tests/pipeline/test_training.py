@@ -12,6 +12,8 @@ collator saw every row of the dataset it was given.
   there with ``pip install --no-deps --target``; TRL 1.16 has no PRMTrainer).
 * ``openrlhf_prm``: tokenized the way OpenRLHF's ``ProcessRewardDataset`` does,
   exactly one label position per step (OpenRLHF itself is not installed).
+* TRL 1.16 ``GRPOTrainer`` on ``grpo_prompts`` with ``counterpoint.rewards.trl_reward``; an NPO
+  step (``counterpoint.rl.npo.npo_loss``) on ``npo_forget``.
 
 Each test prints its trainer, version, rows consumed and losses (``pytest -rP``).
 """
@@ -198,38 +200,45 @@ def test_openrlhf_prm_rows_label_every_step_exactly_once(corpus, tokenizer):
           f"positions, placeholder {PLACEHOLDER!r}")
 
 
-def test_grpo_step_with_counterpoint_reward_on_the_pass_band(model_dir, tokenizer, tmp_path):
-    """TRL 1.16 GRPOTrainer, one step, on prompts a scripted run solved sometimes (0 < pass rate < 1), with
-    ``counterpoint.rewards.trl_reward`` as its reward function (the grpo-prompts export comes later: the
-    dataset is built here from ``problem_stats``, which carries prompt, gold and verifier)."""
-    import datasets
-    import trl
-    from trl import GRPOConfig, GRPOTrainer
-
-    from counterpoint import rewards
+@pytest.fixture(scope="module")
+def rl_run(tmp_path_factory):
+    """A scripted run (answer-key policy, p_correct 0.75) exported as grpo-prompts and npo-forget-retain."""
     from counterpoint.config import from_dict
+    from counterpoint.dataset.export import export_output
     from counterpoint.pipelines.generate_corpus import run
     from counterpoint.sources.procedural import procedural_problem
     from counterpoint.storage import DatasetLayout
-    from counterpoint.verifiers import NumericVerifier
 
+    tmp = tmp_path_factory.mktemp("rl-run")
     problems = [procedural_problem(11, i) for i in range(6)]
-    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"id": p["problem_id"], "question": p["question"],
-                                                          "answer": p["gold_answer"]}) + "\n" for p in problems))
+    (tmp / "p.jsonl").write_text("".join(json.dumps({"id": p["problem_id"], "question": p["question"],
+                                                     "answer": p["gold_answer"]}) + "\n" for p in problems))
     cfg = from_dict({
-        "source": {"kind": "file", "paths": [str(tmp_path / "p.jsonl")],
+        "source": {"kind": "file", "paths": [str(tmp / "p.jsonl")],
                    "mapping": {"question": "question", "answer": "answer", "id": "id"}},
         "generator": {"kind": "scripted", "seed": 1, "scripted": {
             "policy": "answer_key", "answer_key": {p["question"]: p["gold_answer"] for p in problems},
             "p_correct": 0.75}},
-        "sampling": {"max_tokens": 64}, "samples_per_problem": 4, "num_shards": 1, "output": str(tmp_path / "out"),
+        "sampling": {"max_tokens": 64}, "samples_per_problem": 4, "num_shards": 1, "output": str(tmp / "out"),
     })
     run(["--runner=FnApiRunner"], config=cfg)
-    stats = DatasetLayout(str(tmp_path / "out")).read_table("problem_stats").to_pylist()
-    band = [s for s in stats if s["pass_rate"] is not None and 0.0 < s["pass_rate"] < 1.0]
-    assert 0 < len(band) < len(stats) == len(problems)
-    ds = datasets.Dataset.from_list([{"prompt": s["prompt"], "answer": s["gold_answer"], "verifier": s["verifier"],
-                                      "verifier_version": s["verifier_version"]} for s in band])
+    export_output(DatasetLayout(str(tmp / "out")), ["grpo-prompts", "npo-forget-retain"])
+    return tmp / "out", DatasetLayout(str(tmp / "out")).read_table("problem_stats").to_pylist()
+
+
+def test_grpo_step_with_counterpoint_reward_on_the_grpo_prompts_export(rl_run, model_dir, tokenizer, tmp_path):
+    """TRL 1.16 GRPOTrainer, one step, on the ``grpo_prompts`` export (problems a scripted run solved
+    sometimes: 0 < pass rate < 1) with ``counterpoint.rewards.trl_reward`` as its reward function."""
+    import trl
+    from trl import GRPOConfig, GRPOTrainer
+
+    from counterpoint import rewards
+    from counterpoint.verifiers import NumericVerifier
+
+    out, stats = rl_run
+    ds = _load(out, "grpo_prompts")
+    band = sorted(s["problem_id"] for s in stats if s["pass_rate"] is not None and 0.0 < s["pass_rate"] < 1.0)
+    assert 0 < len(band) < len(stats) == 6 and sorted(ds["problem_id"]) == band
     calls = []
 
     def counterpoint_reward(completions, **kwargs):
@@ -251,6 +260,7 @@ def test_grpo_step_with_counterpoint_reward_on_the_pass_band(model_dir, tokenize
     assert len(completions) == len(golds) == 2 and golds[0] == golds[1] in set(ds["answer"])
     assert all(isinstance(c, list) and c[-1]["role"] == "assistant" for c in completions)  # conversational
     assert call["kwargs"]["verifier"] == ["numeric"] * 2
+    assert call["kwargs"]["verifier_version"] == [ds["verifier_version"][0]] * 2
     assert len(call["scores"]) == 2 and all(isinstance(x, float) and x in (0.0, 1.0) for x in call["scores"])
     # The scores are the verifier's on those very completions, and what the trainer logged as its reward.
     expected = [1.0 if NumericVerifier().verify(c[-1]["content"], g).verdict == "correct" else 0.0
@@ -258,7 +268,7 @@ def test_grpo_step_with_counterpoint_reward_on_the_pass_band(model_dir, tokenize
     assert call["scores"] == expected
     logged = [h for h in trainer.state.log_history if "reward" in h]
     assert logged and math.isfinite(logged[0]["reward"]) and logged[0]["reward"] == pytest.approx(sum(expected) / 2)
-    print(f"GRPOTrainer (trl {trl.__version__}): {len(band)}/{len(stats)} problems in the pass band "
+    print(f"GRPOTrainer (trl {trl.__version__}) on grpo_prompts: {len(band)}/{len(stats)} problems in the pass band "
           f"(pass rates {sorted(s['pass_rate'] for s in stats)}), "
           f"1 step, rewards {call['scores']}, loss {[h.get('loss') for h in trainer.state.log_history]}")
 
@@ -336,3 +346,50 @@ def test_dpo_trainer_on_correction_dpo(correction_rows, model_dir, tokenizer, tm
         assert tokenizer.decode(ids_row["prompt_ids"]).endswith(src["prompt"][-1]["content"])
         assert tokenizer.decode(ids_row["chosen_ids"]) == src["chosen"][0]["content"] + "<|im_end|>"
     _check_run("DPOTrainer on correction_dpo", trl.__version__, ds.num_rows, 2, train_counted(trainer))
+def test_npo_loss_step_on_npo_forget(rl_run, model_dir, tokenizer):
+    """A few-line NPO step (Zhang et al. 2024) on ``npo_forget``: finite loss, parameters move."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from counterpoint.rl.npo import npo_loss, sequence_logps
+
+    out, _ = rl_run
+    forget = _load(out, "npo_forget")
+    assert forget.num_rows > 0 and set(forget.column_names) >= {"question", "answer"}
+    batch = forget.select(range(min(4, forget.num_rows)))
+    prompts = [f"Question: {q}\nAnswer: " for q in batch["question"]]
+    prompt_lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    enc = tokenizer([p + a for p, a in zip(prompts, batch["answer"])], return_tensors="pt", padding=True,
+                    truncation=True, max_length=256)
+    torch.manual_seed(0)
+    policy = AutoModelForCausalLM.from_pretrained(model_dir)
+    ref = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    before = [p.detach().clone() for p in policy.parameters()]
+    with torch.no_grad():
+        ref_logps = sequence_logps(ref, enc["input_ids"], enc["attention_mask"], prompt_lengths)
+    policy_logps = sequence_logps(policy, enc["input_ids"], enc["attention_mask"], prompt_lengths)
+    loss = npo_loss(policy_logps, ref_logps, beta=0.1)
+    # At the start policy == reference: log ratio 0, loss = -(2/β) log σ(0) = (2/β) log 2.
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(2 / 0.1 * math.log(2), rel=1e-4)
+    loss.backward()
+    torch.optim.SGD(policy.parameters(), lr=1e-2).step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    with torch.no_grad():
+        after = npo_loss(sequence_logps(policy, enc["input_ids"], enc["attention_mask"], prompt_lengths), ref_logps)
+    assert math.isfinite(after.item()) and after.item() < loss.item()  # the step lowered the forget likelihood
+    print(f"NPO on npo_forget: {batch.num_rows} rows, loss {loss.item():.4f} -> {after.item():.4f}")
+
+
+def test_npo_loss_by_hand():
+    import torch
+
+    from counterpoint.rl.npo import npo_loss
+
+    pol, ref = torch.tensor([-3.0, -1.0]), torch.tensor([-2.0, -2.0])
+    beta = 0.5
+    want = sum(-2 / beta * math.log(1 / (1 + math.exp(beta * (p - r)))) for p, r in [(-3.0, -2.0), (-1.0, -2.0)]) / 2
+    assert npo_loss(pol, ref, beta).item() == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError):
+        npo_loss(pol, ref, 0.0)

@@ -15,8 +15,9 @@ from counterpoint.schemas.exports import DEFAULT_PLACEHOLDER
 
 def add_export_parser(subparsers) -> argparse.ArgumentParser:
     e = subparsers.add_parser(
-        "export", help="write trainer-ready configs (TRL stepwise, OpenRLHF PRM, Step-DPO, weighted pairs) "
-                       "from a validated output directory")
+        "export", help="write trainer-ready configs (TRL stepwise, OpenRLHF PRM, Step-DPO, weighted pairs, GRPO "
+                       "prompts, verl RL, NPO forget/retain, grouped negatives, SFT positives) from a validated "
+                       "output directory")
     e.add_argument("dir", help="a validated Counterpoint output directory")
     e.add_argument("--format", dest="formats", action="append", required=True, choices=FORMATS,
                    help="export format (repeatable)")
@@ -27,6 +28,13 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
                         f"(default {DEFAULT_PLACEHOLDER!r}, Math-Shepherd's)")
     e.add_argument("--default-weight", type=float, default=1.0,
                    help="weighted-pairs weight of outcome pairs and unmeasured step pairs (default 1.0)")
+    e.add_argument("--pass-band", default=None, metavar="LO,HI",
+                   help="grpo-prompts/verl-rl: keep problems with LO <= pass rate <= HI (closed); default: "
+                        "0 < pass rate < 1 (drop problems solved always or never)")
+    e.add_argument("--control", action="store_true",
+                   help="grpo-prompts/verl-rl: add an equal-size unfiltered control config (<config>_control)")
+    e.add_argument("--max-per-problem", type=int, default=None, metavar="N",
+                   help="sft-positives: at most N distinct verified-correct completions per problem (default: all)")
     return e
 
 
@@ -40,7 +48,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     target = storage.OutputLayout(args.output) if args.output else None
     try:
         result = export_output(source, args.formats, target=target, placeholder=args.placeholder,
-                               default_weight=args.default_weight)
+                               default_weight=args.default_weight, pass_band=args.pass_band, control=args.control,
+                               max_per_problem=args.max_per_problem)
     except ExportError as e:
         print(f"counterpoint export: {e}", file=sys.stderr)
         return e.exit_code

@@ -38,6 +38,8 @@ class ExportRows:
     rejects: List[Row] = dataclasses.field(default_factory=list)
     # Source rows that are not this export's kind (e.g. outcome pairs for step_dpo): not errors.
     not_applicable: int = 0
+    # Source rows left out on purpose, by reason (issue 19 formats: unknown verdicts, duplicates, ...).
+    skipped: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     def rejects_by_reason(self) -> Dict[str, int]:
         return dict(Counter(r["reason"] for r in self.rejects))

@@ -73,7 +73,10 @@ def test_export_specs_are_registered_for_the_gate_and_card():
         assert spec.trainer and spec.doc
     assert exports.EXPORT_CONFIGS[:4] == ("trl_stepwise", "openrlhf_prm", "step_dpo", "weighted_pairs")
     assert {"correction_sft", "correction_dpo"} <= set(exports.EXPORT_CONFIGS)  # issue 22 (appended)
-    assert set(export.FORMAT_CONFIG.values()) == set(exports.EXPORT_CONFIGS)
+    assert {"grpo_prompts", "verl_rl", "npo_forget", "npo_retain", "grouped_negatives", "sft_positives"} \
+        <= set(exports.EXPORT_CONFIGS)
+    assert set(export.FORMAT_CONFIG.values()) | {c for cs in export.FORMAT_EXTRA_CONFIGS.values() for c in cs} \
+        == set(exports.EXPORT_CONFIGS)
     # weighted_pairs follows preferences by name: every preference column, then weight and its source
     assert exports.WEIGHTED_PAIRS.column_names == records.PREFERENCES.column_names + ["weight", "weight_source"]
     assert exports.WEIGHTED_PAIRS.must_differ == records.PREFERENCES.must_differ
