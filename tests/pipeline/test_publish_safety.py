@@ -43,7 +43,8 @@ def _config(out, seed: int = 3, **overrides) -> Dict:
 
 def _write_config(tmp_path: Path, name: str, cfg: Dict) -> str:
     path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps(from_dict(cfg).to_dict()))
+    from_dict(cfg)  # a valid config; written as given (a stored config shortens local paths)
+    path.write_text(json.dumps(cfg))
     return str(path)
 
 
@@ -153,7 +154,7 @@ def test_an_output_path_that_is_a_file_is_refused(tmp_path, capsys):
     path = tmp_path / "out.txt"
     path.write_text("mine")
     code, err = _cli(capsys, "run", "--config", _write_config(tmp_path, "run", _config(path)), "--runner=FnApiRunner")
-    assert code == 2 and f"{path} is a file, not an output folder" in err
+    assert code == 2 and f"{path} is a file, not a folder" in err
     assert path.read_text() == "mine"
 
 
@@ -162,23 +163,31 @@ def test_an_output_path_that_is_a_file_is_refused(tmp_path, capsys):
 # ---------------------------------------------------------------------------
 def test_a_run_that_reads_no_problem_fails_and_replaces_nothing(tmp_path, output, capsys):
     before = _published(output)
+    mapping = {"question": "question", "answer": "answer", "id": "id"}
+    # An empty input file is refused at the door (exit 2), before any work.
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    cfg = _config(output, source={"kind": "file", "paths": [str(empty)],
-                                  "mapping": {"question": "question", "answer": "answer", "id": "id"}})
+    cfg = _config(output, source={"kind": "file", "paths": [str(empty)], "mapping": mapping})
     code, err = _cli(capsys, "run", "--config", _write_config(tmp_path, "empty", cfg), "--runner=FnApiRunner")
+    assert code == 2 and f"--input {empty}: every matching file is empty" in err
+    assert _published(output) == before
+
+    # A file that is not empty but holds no problem gets through the door; the run reads 0 problems and
+    # publishes nothing (exit 1).
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n\n")
+    cfg = _config(output, source={"kind": "file", "paths": [str(blank)], "mapping": mapping})
+    code, err = _cli(capsys, "run", "--config", _write_config(tmp_path, "blank", cfg), "--runner=FnApiRunner")
     assert code == 1
-    assert f"the run read 0 problems (source: {empty}; 1 in, 1 rejected: empty_file 1): nothing was " \
-           f"published and the dataset in {output} was left as it was" in err
+    assert f"the run read 0 problems (source: {blank}; " in err
+    assert f"nothing was published and the dataset in {output} was left as it was" in err
     assert _published(output) == before
     assert not (output / "_work" / "lock.json").exists() and not list((output / "_work" / "staging").glob("*"))
 
-    # --num-problems 0 as well
+    # --num-problems 0 is refused at the door as well
     code, err = _cli(capsys, "run", "--config", _write_config(tmp_path, "zero", _config(output)),
                      "--num-problems", "0", "--runner=FnApiRunner")
-    assert code == 1
-    assert f"the run read 0 problems (source: chain; 0 in, 0 rejected: none): nothing was published and the " \
-           f"dataset in {output} was left as it was" in err
+    assert code == 2 and "source.num_problems is 0 (--num-problems 0)" in err
     assert _published(output) == before
 
 
@@ -221,8 +230,12 @@ def test_a_deleted_shard_is_refused_until_accepted(output, capsys):
     Path(layout.shards("preferences")[0]).unlink()
     _refused_everywhere(capsys, output, "step-dpo", ["validated but missing", "validation failed for preferences"])
     failures = Verdict.read(layout).raw["configs"]["preferences"]["failed_expectations"]
-    assert [(f["reason"], f["found"]) for f in failures if f.get("reason", "").startswith("missing")][:1] == [
-        ("missing_shards", 0)]
+    assert [(f["rule"], f["expectation_type"], f["detail"]) for f in failures] == [
+        ("written_shards", "expect_written_shards_present",
+         "observed_value=0: the run wrote 1 shard(s); rerun it or restore the missing shard(s)"),
+        ("written_rows", "expect_written_rows_present",
+         "observed_value=0: the run wrote 4 row(s); rerun it or restore the missing shard(s)"),
+    ]
     # The user accepts the data as it is now: recorded in the verdict, and push goes ahead.
     code, _ = _cli(capsys, "validate", str(output), "--accept-current")
     assert code == 0
