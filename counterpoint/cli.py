@@ -200,8 +200,8 @@ def cmd_validate(args, extra) -> int:
     print(report.message())
     for c in verdict.configs.values():
         for f in verdict.raw["configs"][c.name].get("failed_expectations", []):
-            if f.get("reason") in ("missing_shards", "missing_rows", "changed_since_written"):
-                print(f"  {c.name}: {f['reason']}: {f.get('details', '')}")
+            if f.get("reason") == "changed_since_written" or f.get("rule") in ("written_shards", "written_rows"):
+                print(f"  {c.name}: {f.get('rule') or f['reason']}: {f.get('details') or f.get('detail', '')}")
     if not verdict.success:
         failed = ", ".join(f"{c.name} ({', '.join(c.failed) or 'failed'})" for c in verdict.configs.values()
                            if not c.success)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import json
 import logging
 import socket
@@ -129,15 +128,10 @@ def run_gate(dataset: storage.DatasetLayout, configs: Optional[Sequence[str]], *
     """Validates ``configs`` of ``dataset`` against ``expected``; returns the report and the bound verdict."""
     from counterpoint.validation import validate_output
 
-    kwargs: Dict[str, Any] = {}
-    gate_takes_expected = "expected" in inspect.signature(validate_output).parameters
-    if gate_takes_expected:
-        kwargs["expected"] = expected
     report = validate_output(dataset.root, configs=None if configs is None else list(configs),
-                             quarantine_dir=quarantine_dir, min_rows=gate.min_rows,
+                             quarantine_dir=quarantine_dir, min_rows=gate.min_rows, expected=expected,
                              runner_options=gate.runner_options, pipeline_options=gate.pipeline_options,
-                             on_job_runner=gate.on_job_runner, **kwargs)
-    verdicts.bind_content(dataset, None if gate_takes_expected else expected)
+                             on_job_runner=gate.on_job_runner)
     _done("gate")
     return report, Verdict.read(dataset)
 

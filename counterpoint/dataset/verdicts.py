@@ -165,46 +165,6 @@ def found_counts(dataset: storage.DatasetLayout, configs: Sequence[str]) -> Coun
     return out
 
 
-def bind_content(dataset: storage.DatasetLayout, expected: Optional[Counts]) -> None:
-    """Completes a fresh verdict: each kept shard's size and sha256, and the expected counts.
-
-    Bridge until the gate records ``size``/``sha256`` per shard and takes ``expected`` itself
-    (then the shard entries already carry them and the counts already failed): entries that
-    have them are left as they are. A config with fewer published shards or rows than
-    ``expected`` fails with ``missing_shards`` / ``missing_rows``.
-    """
-    path = dataset.validation_summary
-    raw = storage.read_json(path)
-    if not isinstance(raw, dict):
-        return
-    for name, c in (raw.get("configs") or {}).items():
-        for e in c.get("shards", []):
-            if e.get("sha256") or e.get("quarantined_to") or not e.get("success"):
-                continue
-            rel = ShardVerdict.from_entry(e).path
-            data = storage.read_bytes(storage.join(dataset.data_dir, *rel.split("/")))
-            if data is not None:
-                e.update(path=rel, size=len(data), sha256=sha256(data))
-        want = (expected or {}).get(name)
-        if want is None:
-            continue
-        kept = [e for e in c.get("shards", []) if e.get("success") and not e.get("quarantined_to")]
-        rows = sum(e.get("rows") or 0 for e in kept)
-        misses = []
-        if len(kept) < want.get("shards", 0):
-            misses.append({"reason": "missing_shards", "expected": want["shards"], "found": len(kept)})
-        if rows < want.get("rows", 0):
-            misses.append({"reason": "missing_rows", "expected": want["rows"], "found": rows})
-        c["expected"] = dict(want)
-        if misses:
-            c["success"] = False
-            c.setdefault("failed_expectations", []).extend(
-                {"config": name, "shard": None, "expectation_type": None, **m,
-                 "details": f"the run wrote {m['expected']}, {m['found']} remain validated"} for m in misses)
-            raw["success"] = False
-    storage.write_json(path, raw)
-
-
 def published_files(verdict: Optional[Verdict]) -> Dict[str, str]:
     """``{shard path under data/: sha256}`` of every shard the verdict passed and left in place."""
     if verdict is None:
@@ -216,7 +176,7 @@ def check_written_files(dataset: storage.DatasetLayout, written: Dict[str, str])
     """Fails each config of the verdict whose shards differ from what the run wrote (``written``).
 
     A shard with another sha256, or one the run did not write, is a ``changed_since_written``
-    failure (a lost shard is already a ``missing_shards`` one). No-op without a record of the run's files.
+    failure (a lost shard already fails the gate's ``written_shards`` rule). No-op without a record of the run's files.
     """
     verdict = Verdict.read(dataset)
     if verdict is None or not written:
