@@ -19,6 +19,9 @@ of them. Two ``datasets`` (5.x) limitations shape it:
 The body carries the provenance from ``run_summary.json`` (model, sampling,
 verifier and labeler versions and parameters, counts, timing), the columns of
 every config (from the TableSpecs), and the verdict (read by :mod:`counterpoint.dataset.verdicts`).
+
+Long: one renderer per card section (configs, columns, provenance, what the run did, exports, validation) in
+reading order; each section is short.
 """
 
 from __future__ import annotations

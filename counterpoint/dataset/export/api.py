@@ -13,6 +13,9 @@ the manifest. A run's ``--export`` formats go through the same code as a publish
 Scale: no config is ever held whole in the driver. Source shards are streamed batch by batch into
 problem buckets and each format is built one bucket at a time (:mod:`.stream` says why this and not
 a Beam job); the RL formats (issue 19) are in :mod:`.rl`.
+
+Long: the export contract in one place: format tables, source checks, the publish extension and the command's
+entry point.
 """
 
 from __future__ import annotations
