@@ -14,3 +14,5 @@ from counterpoint.schemas.records import (  # noqa: F401  (explicit re-exports f
 from counterpoint.schemas import exports  # noqa: E402,F401
 # Registers the corrections config (issue 22) the same way.
 from counterpoint.schemas import corrections  # noqa: E402,F401
+# Registers the critical_tokens config (issue 21) the same way.
+from counterpoint.schemas import critical  # noqa: E402,F401
