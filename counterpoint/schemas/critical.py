@@ -60,6 +60,8 @@ CRITICAL_TOKENS = TableSpec(
         _c("search_rollouts", pa.int32(), min_value=0, doc="Rollouts the critical-token search spent."),
         _c("banned_success_rate", pa.float64(), nullable=True, min_value=0.0, max_value=1.0,
            doc="Success rate of continuations from just before the critical token with that token banned first."),
+        _c("contrast_ban_success_rate", pa.float64(), nullable=True, min_value=0.0, max_value=1.0,
+           doc="The same budget from just before the top contrastive position with that token banned first."),
         _c("random_ban_position", pa.int32(), nullable=True, min_value=0,
            doc="The random token position of the control test."),
         _c("random_ban_success_rate", pa.float64(), nullable=True, min_value=0.0, max_value=1.0,
