@@ -65,6 +65,9 @@ class GenerationRequest:
     seed: int = 0
     continue_final_message: bool = False
     request_id: str = ""
+    #: Token ids (of the model's tokenizer) the FIRST generated token may not be (issue 21's ban test:
+    #: "decode something else at the critical token"); later tokens are unconstrained. Empty: no ban.
+    ban_first_tokens: tuple = ()
 
     def __post_init__(self):
         if self.n < 1:
@@ -73,6 +76,8 @@ class GenerationRequest:
             raise ValueError("a request needs at least one message")
         if self.continue_final_message and self.messages[-1][0] != "assistant":
             raise ValueError("continue_final_message needs a final assistant message")
+        if not isinstance(self.ban_first_tokens, tuple):
+            object.__setattr__(self, "ban_first_tokens", tuple(int(t) for t in self.ban_first_tokens or ()))
 
     @staticmethod
     def chat(system: Optional[str], user: str, **kw) -> "GenerationRequest":
@@ -89,15 +94,18 @@ class GenerationRequest:
 
     def cache_key(self, model_fingerprint: str) -> str:
         """Hash of everything that determines the samples (model, prompt, params, seed, n)."""
+        key = {
+            "model": model_fingerprint,
+            "messages": self.messages,
+            "continue": self.continue_final_message,
+            "params": self.params.to_dict(),
+            "seed": self.seed,
+            "n": self.n,
+        }
+        if self.ban_first_tokens:  # only when set: requests without a ban keep their (cached) keys
+            key["ban_first_tokens"] = sorted(self.ban_first_tokens)
         blob = json.dumps(
-            {
-                "model": model_fingerprint,
-                "messages": self.messages,
-                "continue": self.continue_final_message,
-                "params": self.params.to_dict(),
-                "seed": self.seed,
-                "n": self.n,
-            },
+            key,
             sort_keys=True,
             ensure_ascii=False,
         )

@@ -33,6 +33,7 @@ counts) belong together.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import itertools
 import logging
 import math
@@ -249,8 +250,31 @@ class OpenAICompatibleGenerator(Generator):
         if request.continue_final_message:
             body["add_generation_prompt"] = False
             body["continue_final_message"] = True
+        if request.ban_first_tokens:  # sent with max_tokens=1 only (see _post_banned): bans the first token
+            body["logit_bias"] = {str(t): -100 for t in request.ban_first_tokens}
         body.update(self.extra_body)
         return body
+
+    def _post_banned(self, request: GenerationRequest, cancel: threading.Event) -> List[Completion]:
+        """A request with ``ban_first_tokens`` (issue 21's ban test): one banned token per sample (a
+        ``logit_bias`` of -100 holds for every position, so it is asked for alone), then each sample is
+        continued, unconstrained, as a partial assistant message."""
+        firsts = self._post_one(dataclasses.replace(
+            request, params=dataclasses.replace(request.params, max_tokens=1)), cancel)
+        out = []
+        for i, first in enumerate(firsts):
+            if first.finish_reason != "length" or request.params.max_tokens < 2:
+                out.append(first)
+                continue
+            head = request.messages[-1][1] if request.continue_final_message else ""
+            msgs = request.messages[:-1] if request.continue_final_message else request.messages
+            rest = self._post_one(GenerationRequest(
+                messages=msgs + (("assistant", head + first.text),), n=1, continue_final_message=True,
+                params=dataclasses.replace(request.params, max_tokens=request.params.max_tokens - 1),
+                seed=(request.seed + 1 + i) & 0x7FFFFFFF), cancel)[0]
+            out.append(dataclasses.replace(rest, text=first.text + rest.text,
+                                           num_tokens=first.num_tokens + rest.num_tokens))
+        return out
 
     @staticmethod
     def parse_response(request: GenerationRequest, data: Dict[str, Any]) -> List[Completion]:
@@ -350,6 +374,8 @@ class OpenAICompatibleGenerator(Generator):
         raise GenerationError(f"HTTP {status} from {url}: {msg}", retriable=False)
 
     def _post_one(self, request: GenerationRequest, cancel: threading.Event) -> List[Completion]:
+        if request.ban_first_tokens and request.params.max_tokens > 1:
+            return self._post_banned(request, cancel)
         body = self.request_body(request)
         last_error = "no attempt made"
         server: Optional[int] = None

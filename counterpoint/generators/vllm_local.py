@@ -31,7 +31,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from counterpoint.generators.base import (
     Completion,
@@ -223,13 +224,15 @@ class VLLMGenerator(Generator):
         self._finished: Dict[str, Any] = {}
         self._next_handle = 0
         self._token_meter = _LiveTokenMeter()
+        self._keep_ids: set = set()  # handles whose generated token ids are kept (the ban test's first token)
+        self._kept_ids: Dict[str, List[Tuple[int, ...]]] = {}
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_llm"] = None
         state["_tokenizer"] = None
         state["_loaded"] = False
-        for k in ("_engine_lock", "_owner", "_finished", "_token_meter"):
+        for k in ("_engine_lock", "_owner", "_finished", "_token_meter", "_keep_ids", "_kept_ids"):
             state.pop(k, None)
         return state
 
@@ -316,13 +319,43 @@ class VLLMGenerator(Generator):
             stop=list(p.stop) or None,
             seed=(request.seed & 0x7FFFFFFF) if self._resolved_seed_mode == "request" else None,
             logprobs=0,  # the sampled token's logprob only: gives cumulative_logprob cheaply
+            # vLLM clamps a bias to -100: after softmax the banned ids are never drawn
+            logit_bias={int(t): -100.0 for t in request.ban_first_tokens} or None,
         )
 
-    def _prompt(self, request: GenerationRequest):
-        """The engine prompt (token ids); a prompt that leaves no room to generate is refused."""
+    def _generate_banned(self, requests: List[GenerationRequest]) -> List[List[Completion]]:
+        """Requests with ``ban_first_tokens``: the first token is drawn with the ban (a -100 logit bias,
+        one token), then each sample goes on without it from prompt + that token (issue 21's ban test)."""
+        firsts = self._generate_plain([dataclasses.replace(r, params=dataclasses.replace(r.params, max_tokens=1))
+                                       for r in requests], keep_token_ids=True)
+        out: List[List[Completion]] = []
+        for req, comps in zip(requests, firsts):
+            rest_reqs, where = [], []
+            for i, (c, first_ids) in enumerate(comps):
+                if c.finish_reason == "length" and req.params.max_tokens > 1:
+                    rest = dataclasses.replace(req, n=1, ban_first_tokens=(), seed=(req.seed + 1 + i) & 0x7FFFFFFF,
+                                               params=dataclasses.replace(req.params,
+                                                                          max_tokens=req.params.max_tokens - 1))
+                    rest_reqs.append((rest, list(first_ids)))
+                    where.append(i)
+            rests = self._generate_plain([r for r, _ in rest_reqs], extra_ids=[ids for _, ids in rest_reqs])
+            merged = [c for c, _ in comps]
+            for i, (rest, _) in zip(where, rests):
+                r = rest[0][0]
+                first = merged[i]
+                merged[i] = dataclasses.replace(
+                    r, text=first.text + r.text, num_tokens=first.num_tokens + r.num_tokens,
+                    cumulative_logprob=None if r.cumulative_logprob is None or first.cumulative_logprob is None
+                    else first.cumulative_logprob + r.cumulative_logprob)
+            out.append(merged)
+        return out
+
+    def _prompt(self, request: GenerationRequest, extra_ids: Sequence[int] = ()):
+        """The engine prompt (token ids, plus ``extra_ids`` already generated); a prompt that leaves no
+        room to generate is refused."""
         from vllm.inputs import TokensPrompt
 
-        ids = self.render(request)
+        ids = list(self.render(request)) + list(extra_ids)
         if len(ids) + 1 > self.max_model_len:
             raise GenerationError(f"prompt has {len(ids)} tokens, over the context of {self.max_model_len}",
                                   retriable=False, reason="prompt_too_long")
@@ -330,7 +363,25 @@ class VLLMGenerator(Generator):
 
     def _generate(self, requests: List[GenerationRequest]) -> List[List[Completion]]:
         """One batch through the same submit/poll path as streaming callers (safe beside them)."""
-        handles = self.submit(requests)
+        banned = [i for i, r in enumerate(requests) if r.ban_first_tokens]
+        if not banned:
+            return [[c for c, _ in comps] for comps in self._generate_plain(requests)]
+        plain = [i for i in range(len(requests)) if i not in set(banned)]
+        out: List[Any] = [None] * len(requests)
+        for i, comps in zip(plain, self._generate_plain([requests[i] for i in plain])):
+            out[i] = [c for c, _ in comps]
+        for i, comps in zip(banned, self._generate_banned([requests[i] for i in banned])):
+            out[i] = comps
+        return out
+
+    def _generate_plain(self, requests: List[GenerationRequest], extra_ids: Optional[List[List[int]]] = None,
+                        keep_token_ids: bool = False) -> List[List[Tuple[Completion, Tuple[int, ...]]]]:
+        """``(completion, generated token ids)`` per sample; ``extra_ids[i]`` extends request i's prompt."""
+        if not requests:
+            return []
+        handles = self.submit(requests, extra_ids=extra_ids)
+        if keep_token_ids:
+            self._keep_ids.update(handles)
         pending = set(handles)
         done: Dict[str, List[Completion]] = {}
         while pending:
@@ -341,7 +392,9 @@ class VLLMGenerator(Generator):
                 if handle in pending:
                     pending.discard(handle)
                     done[handle] = comps
-        return [done[h] for h in handles]
+        ids = {h: self._kept_ids.pop(h, None) or [()] * len(done[h]) for h in handles}
+        self._keep_ids.difference_update(handles)
+        return [list(zip(done[h], ids[h])) for h in handles]
 
     @staticmethod
     def _completions(out) -> List[Completion]:
@@ -362,16 +415,17 @@ class VLLMGenerator(Generator):
     # -- streaming: requests join the running batch as soon as they are submitted ----------
     streaming = True
 
-    def submit(self, requests):
+    def submit(self, requests, extra_ids: Optional[List[List[int]]] = None):
+        """Queues ``requests`` (``extra_ids[i]``: tokens appended to request i's rendered prompt)."""
         from vllm.sampling_params import RequestOutputKind
 
         self.load()
         me = threading.get_ident()
         prepared = []
-        for req in requests:  # render first: a bad request raises before anything reaches the engine
+        for i, req in enumerate(requests):  # render first: a bad request raises before anything reaches the engine
             params = self._sampling_params(req)
             params.output_kind = RequestOutputKind.FINAL_ONLY
-            prepared.append((self._prompt(req), params))
+            prepared.append((self._prompt(req, extra_ids[i] if extra_ids else ()), params))
         handles = []
         with self._engine_lock:
             engine = self._llm.llm_engine
@@ -392,7 +446,10 @@ class VLLMGenerator(Generator):
                 if mine:
                     out = []
                     for h in mine:
-                        out.append((h, self._completions(self._finished.pop(h))))
+                        raw = self._finished.pop(h)
+                        if h in self._keep_ids:  # the ban test continues from each sample's first token
+                            self._kept_ids[h] = [tuple(o.token_ids) for o in sorted(raw.outputs, key=lambda o: o.index)]
+                        out.append((h, self._completions(raw)))
                         self._owner.pop(h, None)
                     return out
                 if not any(owner == me for owner in self._owner.values()):

@@ -61,7 +61,7 @@ ANSWER_TYPES = ("numeric", "math", "exact")
 
 # Pipeline stages that may reject a problem or a row (the `rejects.stage` value set).
 STAGES = ("read", "validate_problem", "decontaminate", "dedupe", "sample", "verify", "label", "pair", "write",
-          "correct")
+          "correct", "critical")
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES_TYPE = pa.list_(MESSAGE_TYPE)
