@@ -40,6 +40,7 @@ from counterpoint.generators.base import SamplingParams
 from counterpoint.generators.config import GeneratorConfig
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig
 from counterpoint.labeling.consensus import ConsensusConfig
+from counterpoint.critical.config import CriticalTokensConfig
 from counterpoint.labeling.corrections import CorrectionsConfig
 from counterpoint.rl.band import ExportOptions
 from counterpoint.schemas import content_id
@@ -143,6 +144,8 @@ class RunConfig:
     corrections: CorrectionsConfig = dataclasses.field(default_factory=CorrectionsConfig)
     # The engine that writes the corrections (default: the run's own generator); still verified.
     corrector: Optional[GeneratorConfig] = None
+    # Token-level negatives of cDPO: contrastive scores and rollout-verified critical tokens (issue 21).
+    critical_tokens: CriticalTokensConfig = dataclasses.field(default_factory=CriticalTokensConfig)
     retry: RetryConfig = dataclasses.field(default_factory=RetryConfig)
     # Problems per engine call in the sampling stage (each asks for samples_per_problem samples).
     batch_size: int = 32
@@ -191,6 +194,9 @@ class RunConfig:
         if self.corrections.enabled and not self.labeler:
             raise ValueError("corrections need located first errors: add --labeler omegaprm (or mc), or drop "
                              "--corrections")
+        if self.critical_tokens.enabled and not self.labeler:
+            raise ValueError("critical tokens are searched inside OmegaPRM's first wrong step: add --labeler "
+                             "omegaprm, or drop --critical-tokens")
 
     # -- derived views ------------------------------------------------------------------
     @property
@@ -211,7 +217,8 @@ class RunConfig:
         from counterpoint.schemas import records
 
         return (list(records.OUTCOME_CONFIGS) + (list(records.STEP_CONFIGS) if self.labeler else [])
-                + (list(records.CORRECTION_CONFIGS) if self.labeler and self.corrections.enabled else []))
+                + (list(records.CORRECTION_CONFIGS) if self.labeler and self.corrections.enabled else [])
+                + (list(records.CRITICAL_CONFIGS) if self.labeler and self.critical_tokens.enabled else []))
 
     def to_dict(self) -> Dict[str, Any]:
         """The config as stored and published (``run_config.json``, the card): secrets redacted and local
@@ -246,6 +253,8 @@ class RunConfig:
             corrector = d["corrector"] or gen
             shaping["corrections"] = {**d["corrections"],
                                       "corrector": {k: corrector.get(k) for k in ("kind", "model", "seed")}}
+        if self.critical_tokens.enabled:
+            shaping["critical_tokens"] = d["critical_tokens"]
         return content_id(shaping, length=16)
 
 
@@ -309,6 +318,7 @@ _NESTED = {
     (RunConfig, "retry"): RetryConfig,
     (RunConfig, "corrections"): CorrectionsConfig,
     (RunConfig, "corrector"): GeneratorConfig,
+    (RunConfig, "critical_tokens"): CriticalTokensConfig,
     (RunConfig, "export_options"): ExportOptions,
     (ProblemSourceConfig, "mapping"): FieldMapping,
     (LabelerConfig, "omegaprm"): OmegaPRMConfig,

@@ -137,6 +137,23 @@ FLAGS: Tuple[Flag, ...] = (
          action="true"),
     Flag(("--corrector-model", "--corrector_model"), ("corrector.model",), "labelling",
          "model that writes the corrections (default: the run's model; still verified)"),
+    # critical tokens (issue 21: counterpoint.critical)
+    Flag(("--critical-tokens", "--critical_tokens"), ("critical_tokens.contrast_models",), "labelling",
+         "score every incorrect trajectory with these contrast models (a `counterpoint contrast-models` "
+         "directory) and search its critical token (needs --labeler)", implies=(("critical_tokens.enabled", True),),
+         metavar="DIR"),
+    Flag(("--no-critical-search", "--no_critical_search"), ("critical_tokens.search",), "labelling",
+         "contrastive scores only: no rollout search inside the first wrong step", action="false"),
+    Flag(("--critical-k", "--critical_k"), ("critical_tokens.k",), "labelling",
+         "rollouts per probe of the critical-token search", type=int),
+    Flag(("--critical-ban-rollouts", "--critical_ban_rollouts"), ("critical_tokens.ban_rollouts",), "labelling",
+         "continuations per ban test (0: no ban test)", type=int),
+    Flag(("--critical-top-k", "--critical_top_k"), ("critical_tokens.top_k",), "labelling",
+         "top contrastive positions kept per trajectory", type=int),
+    Flag(("--critical-beta", "--critical_beta"), ("critical_tokens.beta",), "labelling",
+         "contrast strength of the cDPO estimator (the paper's 1.0)", type=float),
+    Flag(("--critical-tokenizer", "--critical_tokenizer"), ("critical_tokens.tokenizer",), "labelling",
+         "the policy's tokenizer (default: the run's model)"),
     # output
     Flag(("--config",), (), "output", "YAML run config (flags override it)", metavar="FILE"),
     Flag(("--output",), ("output",), "output", "output folder (local, gs://, s3://)"),

@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Mapping
 from counterpoint.schemas import records
 
 #: Output configs a state carries rows for (``rejects`` included).
-ROW_CONFIGS = ("trajectories", "preferences", "unpaired", "step_labels", "step_values", "corrections", "rejects")
+ROW_CONFIGS = ("trajectories", "preferences", "unpaired", "step_labels", "step_values", "corrections",
+               "critical_tokens", "rejects")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,8 @@ class ProblemState:
     step_values: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     # ``corrections`` rows (issue 22): filled only with --corrections (written only when the run asks).
     corrections: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    # ``critical_tokens`` rows (issue 21): filled only when critical_tokens.enabled.
+    critical_tokens: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     rejects: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     failed: bool = False
     resumed: bool = False
@@ -69,7 +72,7 @@ class ProblemState:
         )
         return dataclasses.replace(
             self, trajectories=[], preferences=[], unpaired=[], step_labels=[], step_values=[], corrections=[],
-            rejects=list(self.rejects) + [reject], failed=True,
+            critical_tokens=[], rejects=list(self.rejects) + [reject], failed=True,
         )
 
     # -- checkpoints --------------------------------------------------------------------

@@ -58,15 +58,50 @@ def check_tokenizers(policy, others: Dict[str, Any], where: str) -> None:
                 "<the run's model>)")
 
 
+def _local_dir(path: str) -> str:
+    if storage.is_local(path):
+        return path[len("file://"):] if path.startswith("file://") else path
+    import tempfile  # transformers reads local folders only: gs:// and s3:// models are copied down
+
+    return storage.download_tree(path, tempfile.mkdtemp(prefix="cp-contrast-"))
+
+
+def _load_tokenizer(path: str, what: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(_local_dir(path))
+    except Exception as e:
+        raise UsageError(f"the {what} tokenizer at {path} does not load ({type(e).__name__}); "
+                         + ("rebuild the directory with `counterpoint contrast-models`" if what in SIDES else
+                            "give critical_tokens.tokenizer as a local model folder")) from None
+
+
+def preflight(directory: str, policy_tokenizer: Optional[str]) -> Dict[str, Any]:
+    """The driver's check before any work: the directory, both model configs and tokenizers load, and the
+    tokenizers are the policy's. Returns the manifest; raises ``UsageError`` naming the fix."""
+    from transformers import AutoConfig
+
+    manifest = read_manifest(directory)
+    toks = {}
+    for side in SIDES:
+        path = storage.join(directory, side)
+        try:
+            AutoConfig.from_pretrained(_local_dir(path))
+        except Exception as e:
+            raise UsageError(f"the {side} contrast model at {path} does not load ({type(e).__name__}); rebuild "
+                             f"the directory with `counterpoint contrast-models OUT --base MODEL --output "
+                             f"{directory}`") from None
+        toks[side] = _load_tokenizer(path, side)
+    policy = _load_tokenizer(policy_tokenizer, "policy") if policy_tokenizer else toks["positive"]
+    check_tokenizers(policy, toks, directory)
+    return manifest
+
+
 def _load_folder(path: str, what: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if storage.is_local(path):
-        local = path[len("file://"):] if path.startswith("file://") else path
-    else:  # transformers reads local folders only: gs:// and s3:// models are copied down once per worker
-        import tempfile
-
-        local = storage.download_tree(path, tempfile.mkdtemp(prefix="cp-contrast-"))
+    local = _local_dir(path)
     try:
         tok = AutoTokenizer.from_pretrained(local)
         model = AutoModelForCausalLM.from_pretrained(local)
@@ -108,18 +143,12 @@ class ContrastScorer:
     def load(self) -> "ContrastScorer":
         if self.models:
             return self
-        from transformers import AutoTokenizer
-
         self.manifest = read_manifest(self.directory)
         toks = {}
         for side in SIDES:
             toks[side], self.models[side] = _load_folder(storage.join(self.directory, side), side)
         if self.policy_tokenizer:
-            try:
-                self.tokenizer = AutoTokenizer.from_pretrained(self.policy_tokenizer)
-            except Exception as e:
-                raise UsageError(f"the policy tokenizer {self.policy_tokenizer} does not load ({type(e).__name__});"
-                                 " give critical_tokens.tokenizer as a local model folder or hub id") from None
+            self.tokenizer = _load_tokenizer(self.policy_tokenizer, "policy")
         else:  # a scripted policy has no tokenizer of its own: it is taken to be the contrast models'
             self.tokenizer = toks["positive"]
         check_tokenizers(self.tokenizer, toks, self.directory)

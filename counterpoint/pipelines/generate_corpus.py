@@ -33,6 +33,7 @@ from counterpoint.dataset import publish
 from counterpoint.progress import LiveProgress
 from counterpoint.schemas import content_id
 from counterpoint.transforms.corrections import Corrections, CorrectionsDoFn
+from counterpoint.transforms.critical import check as critical_check, critical_stage
 from counterpoint.transforms.judge import JudgeDoFn
 from counterpoint.transforms.label import Label, LabelDoFn
 from counterpoint.transforms.read import ReadProblems
@@ -86,6 +87,7 @@ def check_config(cfg: RunConfig, local: bool = True) -> RunConfig:
                          "problems: use --source chain, or the scripted policy answer_key with an answer_key")
     if cfg.corrections.enabled and cfg.corrector is not None:
         build_generator(cfg.corrector)  # a bad --corrector-model fails here, not in a worker
+    critical_check(cfg)  # contrast models that do not load or tokenize otherwise than the policy fail here
     from counterpoint.verifiers.suite import VerifierSuite
 
     VerifierSuite(cfg.verifier.name)
@@ -142,6 +144,8 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, layout: storage.OutputLayou
             cfg.labeling_batch_size or DEFAULT_LABELING_BATCH, judge=_judge(cfg, engine, layout))
         if cfg.corrections.enabled:
             states = states | "Corrections" >> Corrections(_corrector(cfg, engine, layout, verifier_handle))
+        if cfg.critical_tokens.enabled:
+            states = states | "CriticalTokens" >> critical_stage(cfg, engine, verifier_handle)
     outcome = OutcomePairsDoFn(cfg.pairing, cfg.verifier, verifier_handle, cfg.segmentation)
     finished = states | "PairAndCheckpoint" >> PairAndCheckpoint(cfg.pairing, checkpoints, outcome)
     all_states = (finished, split["finished"]) | "AllProblems" >> beam.Flatten()
@@ -206,6 +210,8 @@ def _stages(cfg: RunConfig) -> List[str]:
             stages.append("judge")
         if cfg.corrections.enabled:
             stages.append("correct")
+        if cfg.critical_tokens.enabled:
+            stages.append("critical")
     return stages
 
 

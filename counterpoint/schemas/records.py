@@ -379,6 +379,9 @@ OUTCOME_CONFIGS = ("trajectories", "problem_stats", "preferences", "unpaired", "
 STEP_CONFIGS = ("step_labels", "step_values")
 # Written with --corrections (a labelled run) or added by `counterpoint corrections OUT` (schemas.corrections).
 CORRECTION_CONFIGS = ("corrections",)
+# Written with critical_tokens.enabled (a labelled run) or added by `counterpoint critical-tokens OUT`
+# (schemas.critical, issue 21).
+CRITICAL_CONFIGS = ("critical_tokens",)
 
 
 def table(name: str) -> TableSpec:
