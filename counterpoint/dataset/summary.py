@@ -77,6 +77,9 @@ def empty_config_reasons(counts: Dict[str, Any], screening: Dict[str, int], conf
             reasons[config] = (f"no labelled negative of the {n} problems had a first wrong step located by the "
                                "search, a false arithmetic claim or a stated wrong answer (format failures and "
                                "evidence-only locations are never used)")
+        elif config == "critical_tokens":
+            reasons[config] = (f"no incorrect trajectory of the {n} problems could be scored (none sampled, or each "
+                               "a duplicate or too long: see rejects of stage critical)")
         else:
             reasons[config] = "no rows"
     return reasons

@@ -344,12 +344,21 @@ def expectations(config: str, level: str = SHARD, min_rows: Optional[int] = None
     return out
 
 
-# Row rules that hold where a condition does (pandas row_condition), per config: (condition, column, rule, values).
+# Row rules that hold where a condition does (pandas row_condition), per config: (condition, column, rule, values);
+# rule "equal": ``column`` equals the column named in ``values`` wherever both are set (no condition).
 # ``corrections`` (issue 22): a kept row is a verified-correct correction with a flip class; any other row has none.
 CONDITIONAL_RULES: Dict[str, tuple] = {
     "corrections": (("kept == True", "verdict", "value_set", ("correct",)),
                     ("kept == True", "flip_class", "not_null", None),
                     ("kept == False", "flip_class", "null", None)),
+    # ``critical_tokens`` (issue 21): the rollout-found token lies in OmegaPRM's first wrong step; no search, no
+    # position; no ban rollouts, no ban rates.
+    "critical_tokens": ((None, "rollout_critical_step", "equal", "first_wrong_step"),
+                        ("search_rollouts == 0", "rollout_critical_position", "null", None),
+                        ("search_rollouts == 0", "rollout_critical_step", "null", None),
+                        ("ban_rollouts == 0", "banned_success_rate", "null", None),
+                        ("ban_rollouts == 0", "contrast_ban_success_rate", "null", None),
+                        ("ban_rollouts == 0", "random_ban_success_rate", "null", None)),
 }
 
 
@@ -357,6 +366,11 @@ def conditional_expectations(config: str) -> list:
     """The shard expectations of :data:`CONDITIONAL_RULES` for ``config`` (none for most configs)."""
     out = []
     for condition, column, rule, values in CONDITIONAL_RULES.get(config, ()):
+        if rule == "equal":  # a column pair, where both are set
+            out.append(gxe.ExpectColumnPairValuesToBeEqual(column_A=column, column_B=values,
+                                                           ignore_row_if="either_value_is_missing",
+                                                           meta=_meta("equal", column, values)))
+            continue
         kw = dict(column=column, row_condition=condition, condition_parser="pandas",
                   meta=_meta(f"{rule} where {condition}", column, condition.split()[0]))
         if rule == "value_set":
