@@ -259,21 +259,10 @@ def cmd_corrections(args, extra) -> int:
 
 
 def cmd_critical_tokens(args, extra) -> int:
-    from counterpoint.pipelines.critical import add_critical_tokens
+    from counterpoint.pipelines.critical import command
 
     _configure_storage(extra)
-    f = add_critical_tokens(args.dir, contrast_models=args.contrast_models, search=False if args.no_search else None,
-                            k=args.k, ban_rollouts=args.ban_rollouts, top_k=args.top_k, tokenizer=args.tokenizer,
-                            runner_options=extra or None)
-
-    def rate(key):
-        return "-" if f[key] is None else f"{f[key]:.3f}"
-
-    print(f"critical tokens: {f['rows']} incorrect trajectories scored, {f['found']}/{f['searched']} critical tokens "
-          f"found by rollouts ({f['search_rollouts']} rollouts); success after banning it {rate('banned_success_rate')}"
-          f", the top contrastive token {rate('contrast_ban_success_rate')}, a random token "
-          f"{rate('random_ban_success_rate')}; published into {args.dir}")
-    return 0
+    return command(args, extra)
 
 
 def _command_of(argv: Sequence[str]) -> str:
@@ -385,16 +374,9 @@ def _dispatch(argv: List[str]) -> int:
     c.add_argument("--corrector-model", default=None, help="model that writes the corrections (default: the run's)")
     c.add_argument("--cue", action="append", metavar="TEXT", help="cue after the wrong step (repeatable)")
     c.add_argument("--samples-per-cue", type=int, default=None, metavar="N")
-    c = sub.add_parser("critical-tokens", help="add cDPO's critical tokens (contrastive scores, rollout-verified "
-                       "critical tokens, ban tests) to a labelled output")
-    c.add_argument("dir")
-    c.add_argument("--contrast-models", required=True, metavar="CDIR",
-                   help="a `counterpoint contrast-models` directory (positive/, negative/, contrast.json)")
-    c.add_argument("--no-search", action="store_true", help="contrastive scores only: no rollout search")
-    c.add_argument("--k", type=int, default=None, metavar="N", help="rollouts per search probe")
-    c.add_argument("--ban-rollouts", type=int, default=None, metavar="N", help="continuations per ban test (0: none)")
-    c.add_argument("--top-k", type=int, default=None, metavar="N", help="top contrastive positions kept")
-    c.add_argument("--tokenizer", default=None, help="the policy's tokenizer (default: the run's model)")
+    from counterpoint.pipelines.critical import add_parser as add_critical_parser
+
+    add_critical_parser(sub)
     args, extra = parser.parse_known_args(argv)
     handlers = {"validate": cmd_validate, "report": cmd_report, "push": cmd_push, "export": cmd_export,
                 "corrections": cmd_corrections, "critical-tokens": cmd_critical_tokens}

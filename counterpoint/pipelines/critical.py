@@ -149,3 +149,33 @@ def _config(run_config: Dict[str, Any], contrast_models: str, search: Optional[b
     critical = dataclasses.replace(cfg.critical_tokens, enabled=True, contrast_models=contrast_models,
                                    **{key: v for key, v in given.items() if v is not None})
     return dataclasses.replace(cfg, critical_tokens=critical)
+
+
+def add_parser(sub) -> None:
+    """``counterpoint critical-tokens``'s arguments (on the command line's subparsers)."""
+    c = sub.add_parser("critical-tokens", help="add cDPO's critical tokens (contrastive scores, rollout-verified "
+                       "critical tokens, ban tests) to a labelled output")
+    c.add_argument("dir")
+    c.add_argument("--contrast-models", required=True, metavar="CDIR",
+                   help="a `counterpoint contrast-models` directory (positive/, negative/, contrast.json)")
+    c.add_argument("--no-search", action="store_true", help="contrastive scores only: no rollout search")
+    c.add_argument("--k", type=int, default=None, metavar="N", help="rollouts per search probe")
+    c.add_argument("--ban-rollouts", type=int, default=None, metavar="N", help="continuations per ban test (0: none)")
+    c.add_argument("--top-k", type=int, default=None, metavar="N", help="top contrastive positions kept")
+    c.add_argument("--tokenizer", default=None, help="the policy's tokenizer (default: the run's model)")
+
+
+def command(args, extra) -> int:
+    """Runs :func:`add_critical_tokens` for parsed arguments and prints its figures on one line."""
+    f = add_critical_tokens(args.dir, contrast_models=args.contrast_models, search=False if args.no_search else None,
+                            k=args.k, ban_rollouts=args.ban_rollouts, top_k=args.top_k, tokenizer=args.tokenizer,
+                            runner_options=extra or None)
+
+    def rate(key):
+        return "-" if f[key] is None else f"{f[key]:.3f}"
+
+    print(f"critical tokens: {f['rows']} incorrect trajectories scored, {f['found']}/{f['searched']} critical tokens "
+          f"found by rollouts ({f['search_rollouts']} rollouts); success after banning it {rate('banned_success_rate')}"
+          f", the top contrastive token {rate('contrast_ban_success_rate')}, a random token "
+          f"{rate('random_ban_success_rate')}; published into {args.dir}")
+    return 0

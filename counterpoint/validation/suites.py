@@ -1,5 +1,7 @@
 """Great Expectations suites derived from the ``TableSpec`` of every output config.
 
+Long: one derivation per kind of rule (and the row rules of the configs that have them), read together.
+
 Nothing here lists a column by hand: every expectation comes from
 :mod:`counterpoint.schemas.records`. Each config gets two suites:
 
@@ -345,20 +347,16 @@ def expectations(config: str, level: str = SHARD, min_rows: Optional[int] = None
 
 
 # Row rules that hold where a condition does (pandas row_condition), per config: (condition, column, rule, values);
-# rule "equal": ``column`` equals the column named in ``values`` wherever both are set (no condition).
+# "equal": ``column`` equals the column ``values`` names wherever both are set.
 # ``corrections`` (issue 22): a kept row is a verified-correct correction with a flip class; any other row has none.
 CONDITIONAL_RULES: Dict[str, tuple] = {
     "corrections": (("kept == True", "verdict", "value_set", ("correct",)),
                     ("kept == True", "flip_class", "not_null", None),
                     ("kept == False", "flip_class", "null", None)),
-    # ``critical_tokens`` (issue 21): the rollout-found token lies in OmegaPRM's first wrong step; no search, no
-    # position; no ban rollouts, no ban rates.
+    # ``critical_tokens`` (issue 21): the rollout-found token is in OmegaPRM's first wrong step; unsearched, no position.
     "critical_tokens": ((None, "rollout_critical_step", "equal", "first_wrong_step"),
-                        ("search_rollouts == 0", "rollout_critical_position", "null", None),
-                        ("search_rollouts == 0", "rollout_critical_step", "null", None),
-                        ("ban_rollouts == 0", "banned_success_rate", "null", None),
-                        ("ban_rollouts == 0", "contrast_ban_success_rate", "null", None),
-                        ("ban_rollouts == 0", "random_ban_success_rate", "null", None)),
+                        *(("search_rollouts == 0", c, "null", None) for c in ("rollout_critical_position",
+                                                                              "rollout_critical_step"))),
 }
 
 
@@ -367,9 +365,8 @@ def conditional_expectations(config: str) -> list:
     out = []
     for condition, column, rule, values in CONDITIONAL_RULES.get(config, ()):
         if rule == "equal":  # a column pair, where both are set
-            out.append(gxe.ExpectColumnPairValuesToBeEqual(column_A=column, column_B=values,
-                                                           ignore_row_if="either_value_is_missing",
-                                                           meta=_meta("equal", column, values)))
+            out.append(gxe.ExpectColumnPairValuesToBeEqual(column_A=column, column_B=values, meta=_meta(
+                "equal", column, values), ignore_row_if="either_value_is_missing"))
             continue
         kw = dict(column=column, row_condition=condition, condition_parser="pandas",
                   meta=_meta(f"{rule} where {condition}", column, condition.split()[0]))

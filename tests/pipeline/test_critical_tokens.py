@@ -143,3 +143,56 @@ def test_command_adds_critical_tokens_through_publish(tmp_path, tokenizer, contr
     assert _read(out, "step_labels") == labels  # carried over unchanged
     verdict = Verdict.require(layout.live_version(), "test", ["critical_tokens", "step_labels", "trajectories"])
     assert verdict.configs["critical_tokens"].success
+
+
+def _files(out: Path):
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and ".lock" not in p.name)
+
+
+def test_bad_input_is_a_clear_error_and_nothing_is_written(tmp_path, tokenizer, contrast_dir, capsys):
+    from counterpoint.cli import main
+    from counterpoint.errors import ConfigError, UsageError
+    from counterpoint.pipelines.critical import add_critical_tokens
+    from counterpoint.pipelines.generate_corpus import run
+
+    problems, cfg, _ = _cfg(tmp_path, tokenizer, contrast_dir, False, n=2)
+    import dataclasses
+
+    # all correct (no poison): nothing to score
+    clean = dataclasses.replace(cfg, generator=dataclasses.replace(
+        cfg.generator, scripted={**cfg.generator.scripted, "poison_rate": 0.0}))
+    run(IN_PROCESS, config=clean)
+    out = tmp_path / "out"
+    before = _files(out)
+    with pytest.raises(UsageError, match="(no incorrect trajectory|no step_labels)"):
+        add_critical_tokens(str(out), contrast_models=str(contrast_dir))
+    assert _files(out) == before
+
+    # a labelled output with incorrect trajectories, and contrast models that cannot be used
+    out2 = tmp_path / "out2"
+    run(IN_PROCESS, config=dataclasses.replace(cfg, output=str(out2)))
+    before = _files(out2)
+    mismatch = copy_dir(contrast_dir, tmp_path / "mismatch")
+    break_tokenizer(mismatch)
+    assert main(["critical-tokens", str(out2), "--contrast-models", str(mismatch)]) == 2
+    err = capsys.readouterr().err
+    assert "another tokenizer than the policy" in err and "contrast-models --base" in err and err.count("\n") == 1
+    broken = copy_dir(contrast_dir, tmp_path / "broken")
+    (broken / "negative" / "config.json").write_text("{not json")
+    assert main(["critical-tokens", str(out2), "--contrast-models", str(broken)]) == 2
+    assert "negative contrast model" in capsys.readouterr().err
+    assert main(["critical-tokens", str(out2), "--contrast-models", str(tmp_path / "nowhere")]) == 2
+    assert "not a contrast-models directory" in capsys.readouterr().err
+    assert _files(out2) == before
+
+    # a run asking for critical tokens fails at the door: without a labeller, or with unusable contrast models
+    with pytest.raises(ConfigError, match="--labeler omegaprm"):
+        from counterpoint.config import from_dict as fd
+
+        fd({**cfg.to_dict(), "labeler": None, "critical_tokens": {"enabled": True, "contrast_models": "x"}})
+    out3 = tmp_path / "out3"
+    bad_run = dataclasses.replace(cfg, output=str(out3), critical_tokens=dataclasses.replace(
+        cfg.critical_tokens, enabled=True, contrast_models=str(mismatch)))
+    with pytest.raises(UsageError, match="another tokenizer"):
+        run(IN_PROCESS, config=bad_run)
+    assert not out3.exists() or not storage.OutputLayout(str(out3)).live_version()

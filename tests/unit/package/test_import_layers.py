@@ -24,7 +24,7 @@ LAYERS: Dict[str, int] = {
     "dataset": 3,
     "validation": 4,
     "config": 5, "flags": 5, "config_values": 5,
-    "cache": 6, "corpus": 6, "labeling": 6, "sources": 6, "rl": 6, "rewards": 6, "clean": 6,
+    "cache": 6, "corpus": 6, "labeling": 6, "sources": 6, "rl": 6, "rewards": 6, "clean": 6, "critical": 6,
     "generators": 7, "state": 7, "progress": 7,
     "verifiers": 8,
     "storage": 9,
