@@ -328,26 +328,22 @@ class VLLMGenerator(Generator):
         one token), then each sample goes on without it from prompt + that token (issue 21's ban test)."""
         firsts = self._generate_plain([dataclasses.replace(r, params=dataclasses.replace(r.params, max_tokens=1))
                                        for r in requests], keep_token_ids=True)
-        out: List[List[Completion]] = []
-        for req, comps in zip(requests, firsts):
-            rest_reqs, where = [], []
+        rest_reqs, extra, where = [], [], []
+        for j, (req, comps) in enumerate(zip(requests, firsts)):
             for i, (c, first_ids) in enumerate(comps):
-                if c.finish_reason == "length" and req.params.max_tokens > 1:
-                    rest = dataclasses.replace(req, n=1, ban_first_tokens=(), seed=(req.seed + 1 + i) & 0x7FFFFFFF,
-                                               params=dataclasses.replace(req.params,
-                                                                          max_tokens=req.params.max_tokens - 1))
-                    rest_reqs.append((rest, list(first_ids)))
-                    where.append(i)
-            rests = self._generate_plain([r for r, _ in rest_reqs], extra_ids=[ids for _, ids in rest_reqs])
-            merged = [c for c, _ in comps]
-            for i, (rest, _) in zip(where, rests):
-                r = rest[0][0]
-                first = merged[i]
-                merged[i] = dataclasses.replace(
-                    r, text=first.text + r.text, num_tokens=first.num_tokens + r.num_tokens,
-                    cumulative_logprob=None if r.cumulative_logprob is None or first.cumulative_logprob is None
-                    else first.cumulative_logprob + r.cumulative_logprob)
-            out.append(merged)
+                if c.finish_reason == "length" and req.params.max_tokens > 1:  # it did not stop at the first token
+                    rest_reqs.append(dataclasses.replace(
+                        req, n=1, ban_first_tokens=(), seed=(req.seed + 1 + i) & 0x7FFFFFFF,
+                        params=dataclasses.replace(req.params, max_tokens=req.params.max_tokens - 1)))
+                    extra.append(list(first_ids))
+                    where.append((j, i))
+        out = [[c for c, _ in comps] for comps in firsts]
+        for (j, i), rest in zip(where, self._generate_plain(rest_reqs, extra_ids=extra)):
+            r, first = rest[0][0], out[j][i]
+            out[j][i] = dataclasses.replace(
+                r, text=first.text + r.text, num_tokens=first.num_tokens + r.num_tokens,
+                cumulative_logprob=None if r.cumulative_logprob is None or first.cumulative_logprob is None
+                else first.cumulative_logprob + r.cumulative_logprob)
         return out
 
     def _prompt(self, request: GenerationRequest, extra_ids: Sequence[int] = ()):

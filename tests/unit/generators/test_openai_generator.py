@@ -612,3 +612,20 @@ def test_real_vllm_server_chat_and_continuation(vllm_server):
     assert again[0][0].num_prompt_tokens == chat_out[0].num_prompt_tokens
     assert again[0][0].num_cached_prompt_tokens > 0
     gen.close()
+
+
+def test_first_token_ban_is_one_biased_token_then_an_unconstrained_continuation(server):
+    """Issue 21's ban test over HTTP: ``logit_bias`` holds for every position, so the banned first token
+    is asked for alone (max_tokens 1), and each sample that did not stop goes on as a partial assistant turn."""
+    gen = make_gen([server.url], use_request_seed=True)
+    req = GenerationRequest.continuation(None, "q", "So far", n=2, seed=5, ban_first_tokens=(7, 9),
+                                         params=SamplingParams(max_tokens=10))
+    (comps,) = gen.generate([req])
+    first, rest = server.bodies()[0], server.bodies()[1:]
+    assert first["logit_bias"] == {"7": -100, "9": -100} and first["max_tokens"] == 1 and first["n"] == 2
+    # sample 0 stopped at its first token; sample 1 ("length") is continued once, without the ban
+    assert len(rest) == 1 and "logit_bias" not in rest[0] and rest[0]["max_tokens"] == 9 and rest[0]["n"] == 1
+    assert rest[0]["messages"][-1] == {"role": "assistant", "content": "So far" + "So far#1"}
+    assert rest[0]["continue_final_message"] is True and rest[0]["seed"] == 5 + 1 + 1
+    assert [c.text for c in comps] == ["So far#0", "So far#1" + "So far" + "So far#1#0"]
+    assert comps[1].num_tokens == fake_num_tokens(first, 1) + fake_num_tokens(rest[0], 0)
