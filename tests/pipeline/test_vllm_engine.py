@@ -54,7 +54,18 @@ PROBLEMS = [
 
 
 @pytest.fixture(scope="session")
-def real_run(tmp_path_factory):
+def contrast_models(tmp_path_factory):
+    """Issue 21: a contrast-models directory for the run's critical_tokens stage. For now two slightly
+    perturbed copies of the embedded model (no training); the contrast-models trainer replaces it."""
+    from _critical import make_contrast_dir
+
+    from counterpoint.generators.embedded import embedded_model_dir
+
+    return make_contrast_dir(tmp_path_factory.mktemp("contrast") / "cm", source=embedded_model_dir())
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory, contrast_models):
     tmp = tmp_path_factory.mktemp("vllm")
     (tmp / "easy.jsonl").write_text(
         "".join(json.dumps({"id": i, "question": q, "answer": a}) + "\n" for i, q, a in PROBLEMS))
@@ -70,6 +81,9 @@ def real_run(tmp_path_factory):
         "labeling": {"omegaprm": {"k": 4, "search_limit": 2}},
         # issue 22: the corrections stage on the same engine (one engine per test session)
         "corrections": {"enabled": True, "samples_per_cue": 2, "max_negatives_per_problem": 2},
+        # issue 21: contrastive scores, the rollout search and the ban tests on the same engine
+        "critical_tokens": {"enabled": True, "contrast_models": str(contrast_models), "k": 2, "ban_rollouts": 2,
+                            "top_k": 3},
         "report": False,
         "quiet": True,
         "output": str(tmp / "out"),
@@ -230,6 +244,52 @@ def test_corrections_load_validate_and_every_verdict_is_the_verifiers(real_run):
         print(f"corrections on the embedded model: {f}")
     else:
         assert "corrections" in summary["empty_configs"]
+
+
+def test_critical_tokens_one_row_per_incorrect_trajectory_aligned_loaded_and_validated(real_run):
+    """Issue 21 on the real engine: whatever was sampled, every incorrect (non-duplicate) trajectory has one
+    row whose token lists line up with the policy tokenizer's ids of its completion; the config loads with
+    ``datasets`` and passed the gate; the search and ban tests kept to their definitions."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    from counterpoint.critical import contrast
+    from counterpoint.generators.embedded import embedded_model_dir
+
+    out, summary, cfg = real_run
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir())
+    rows = _read(out, "critical_tokens")
+    trajs = {(t["problem_id"], t["sample_index"]): t for t in _read(out, "trajectories")}
+    wrong = {k for k, t in trajs.items() if t["verdict"] == "incorrect" and not t["duplicate_of"]}
+    assert {(r["problem_id"], r["sample_index"]) for r in rows} == wrong
+    assert summary["written"]["critical_tokens"]["rows"] == len(rows)
+    assert not [r for r in _read(out, "rejects") if r["stage"] == "critical" and r["reason"] != "critical_duplicate"]
+    labels = {(r["problem_id"], r["sample_index"]): r for r in _read(out, "step_labels")}
+    for r in rows:
+        t = trajs[(r["problem_id"], r["sample_index"])]
+        ids = tok(t["completion"], add_special_tokens=False)["input_ids"]
+        assert r["token_ids"] == ids and r["completion"] == t["completion"] and r["prompt"] == t["prompt"]
+        for col in ("tokens", "logp_positive", "logp_negative", "contrastive_score", "token_weights"):
+            assert len(r[col]) == len(ids), col
+        assert r["token_weights"] == contrast.token_weights(r["contrastive_score"])
+        assert r["score_form"] == "full_distribution"
+        assert r["top_critical_positions"] == contrast.top_positions(r["contrastive_score"], 3)
+        assert len(r["step_token_starts"]) == len(t["steps"])
+        label = labels.get((r["problem_id"], r["sample_index"]))
+        assert r["first_wrong_step"] == (label["first_error_index"] if label else None)
+        if r["rollout_critical_position"] is not None:
+            assert r["rollout_critical_step"] == r["first_wrong_step"] and r["banned_success_rate"] is not None
+        for key in ("banned_success_rate", "contrast_ban_success_rate", "random_ban_success_rate"):
+            assert r[key] is None or 0.0 <= r[key] <= 1.0
+        assert r["model_id"] == "embedded:smollm2-135m-instruct" and 0 <= r["random_ban_position"] < len(ids)
+    assert summary["validation"]["success"] is True
+    if rows:
+        assert datasets.load_dataset(str(out), "critical_tokens", split="train").num_rows == len(rows)
+        from counterpoint.pipelines.critical import summarize
+
+        print(f"critical tokens on the embedded model: {summarize(rows)}")
+    else:
+        assert "critical_tokens" in summary["empty_configs"]
 
 
 @pytest.fixture(scope="session")
