@@ -25,7 +25,7 @@ def make_contrast_dir(folder: Path, source: Optional[Path] = None, *, scale: flo
             continue
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(source, torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():  # a small, different nudge per side: the two models disagree a little
             for p in model.parameters():

@@ -21,6 +21,7 @@ from apache_beam.utils import shared
 from counterpoint.critical.config import CriticalTokensConfig
 from counterpoint.critical.rows import CriticalInput, critical_rows
 from counterpoint.critical.scorer import ContrastScorer
+from counterpoint.generators import build_generator
 from counterpoint.generators.base import SamplingParams
 from counterpoint.schemas import records
 from counterpoint.state import ProblemState
@@ -54,6 +55,7 @@ class CriticalTokensDoFn(ProblemBatchDoFn):
                  sampling: SamplingParams, system_prompt: Optional[str], run_seed: int, segmentation: str):
         needs_engine = critical.search or critical.ban_rollouts > 0
         super().__init__(retry, engine if needs_engine else None)
+        self.policy = engine.generator  # its model id is recorded even when no rollout is needed
         self.verifier = verifier
         self._verifier_handle = verifier_handle
         self._scorer_handle = scorer_handle
@@ -78,7 +80,7 @@ class CriticalTokensDoFn(ProblemBatchDoFn):
 
     def process_problems(self, states: List[ProblemState]) -> List[ProblemState]:
         items = [CriticalInput(s.problem, s.trajectories, s.step_labels) for s in states]
-        model_id = self.generator.model_id if self.generator is not None else self.engine.generator.model
+        model_id = (self.generator or build_generator(self.policy)).model_id  # built, never loaded
         outs = critical_rows(items, self.scorer, self.generator, self.suite.judge, self.critical,
                              sampling=self.sampling, system_prompt=self.system_prompt, model_id=model_id,
                              seed=self.run_seed, segmentation=self.segmentation)
