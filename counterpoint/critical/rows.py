@@ -11,7 +11,7 @@ trajectory that got none (``critical_duplicate``: a duplicate of a kept one; ``c
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from counterpoint.critical import contrast
 from counterpoint.critical.config import CriticalTokensConfig

@@ -18,17 +18,14 @@ import logging
 import time
 from typing import Any, Dict, List, Optional
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.utils import shared
 
-from counterpoint import schemas, storage
+from counterpoint import storage
 from counterpoint.config import RunConfig, from_dict
 from counterpoint.dataset import publish
-from counterpoint.dataset.summary import RunSummary
-from counterpoint.dataset.verdicts import Verdict
 from counterpoint.errors import UsageError
+from counterpoint.pipelines.corrections import labelled_live, problem_states, publish_added, staged_rows, write_stage
 from counterpoint.schemas import records
-from counterpoint.state import ProblemState
 from counterpoint.transforms.critical import check, critical_stage
 from counterpoint.transforms.stages import EngineSpec
 
@@ -36,46 +33,8 @@ log = logging.getLogger(__name__)
 CONFIG = "critical_tokens"
 
 
-def _states(trajectories: List[Dict[str, Any]], step_labels: List[Dict[str, Any]]) -> List[ProblemState]:
-    """One state per problem with an incorrect trajectory (its problem row rebuilt from its trajectories)."""
-    labels: Dict[str, List[Dict[str, Any]]] = {}
-    for r in step_labels:
-        labels.setdefault(r["problem_id"], []).append(r)
-    trajs: Dict[str, List[Dict[str, Any]]] = {}
-    for t in trajectories:
-        trajs.setdefault(t["problem_id"], []).append(t)
-    states = []
-    for pid in sorted(trajs):
-        ts = sorted(trajs[pid], key=lambda t: t["sample_index"])
-        if not any(t["verdict"] == records.VERDICT_INCORRECT for t in ts):
-            continue
-        t0 = ts[0]
-        answer_type = t0["verifier"] if t0["verifier"] in records.ANSWER_TYPES else "numeric"
-        problem = {"problem_id": pid, "source": t0["source"], "question": t0["question"],
-                   "gold_answer": t0["gold_answer"], "answer_type": answer_type, "difficulty": None, "metadata": None}
-        states.append(ProblemState(problem=problem, trajectories=ts, step_labels=labels.get(pid, [])))
-    return states
-
-
-def _generate(cfg: RunConfig, states: List[ProblemState], folder: str, cache_dir: Optional[str],
-              runner_options: Optional[List[str]]) -> None:
-    """The Beam job: batches of states -> the critical-token stage -> one Parquet shard under ``folder``."""
-    from apache_beam.utils import shared
-
-    stage = critical_stage(cfg, EngineSpec(cfg.generator, shared.Shared(), cache_dir), shared.Shared())
-    size = max(1, cfg.labeling_batch_size or 16)
-    batches = [states[i:i + size] for i in range(0, len(states), size)] or [[]]
-    options = PipelineOptions(list(runner_options or []) or ["--runner=FnApiRunner"])
-    with beam.Pipeline(options=options) as p:
-        _ = (p
-             | "Problems" >> beam.Create(batches, reshuffle=False)
-             | "CriticalTokens" >> stage
-             | "Rows" >> beam.FlatMap(lambda batch: [schemas.table(CONFIG).conform(r) for s in batch
-                                                     for r in s.critical_tokens])
-             | "Write" >> beam.io.WriteToParquet(folder.rstrip("/") + "/train",
-                                                 schema=schemas.table(CONFIG).arrow_schema(), codec="zstd",
-                                                 num_shards=1, shard_name_template="-SSSSS-of-NNNNN",
-                                                 file_name_suffix=".parquet"))
+def _has_incorrect(trajectories: List[Dict[str, Any]], _labels) -> bool:
+    return any(t["verdict"] == records.VERDICT_INCORRECT for t in trajectories)
 
 
 def summarize(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -107,14 +66,8 @@ def add_critical_tokens(output: str, *, contrast_models: str, search: Optional[b
     t0 = time.monotonic()
     target = storage.OutputLayout(output)
     with publish.claim(target, "critical-tokens", create=False):
-        live = target.live_version()
-        if live is None:
-            raise UsageError(f"{output} has no published dataset yet: finish a `counterpoint run` into it first")
-        if not live.shards("step_labels"):
-            raise UsageError(f"{output} has no step_labels: critical tokens need a labelled run (--labeler omegaprm)")
-        verdict = Verdict.require(live, f"cannot add critical tokens to {output}", ["trajectories", "step_labels"])
-        trajectories = verdict.read_verified("trajectories").to_pylist()
-        states = _states(trajectories, verdict.read_verified("step_labels").to_pylist())
+        live, trajectories, step_labels = labelled_live(target, "critical tokens")
+        states = problem_states(trajectories, step_labels, _has_incorrect)
         if not states:
             raise UsageError(f"{output} has no incorrect trajectory to score: critical tokens are found in "
                              "verified-incorrect samples; run with more samples per problem or harder problems")
@@ -122,21 +75,13 @@ def add_critical_tokens(output: str, *, contrast_models: str, search: Optional[b
                       tokenizer)
         check(cfg)  # before anything is staged
         staging = target.staging(publish.new_version_id())
-        _generate(cfg, states, staging.config_dir(CONFIG), target.cache_dir("critical_tokens"), runner_options)
-        rows = [r for path in staging.shards(CONFIG) for r in storage.read_parquet(path).to_pylist()]
+        stage = critical_stage(cfg, EngineSpec(cfg.generator, shared.Shared(), target.cache_dir(CONFIG)), shared.Shared())
+        write_stage(stage, states, CONFIG, staging.config_dir(CONFIG), max(1, cfg.labeling_batch_size or 16),
+                    runner_options)
+        rows = staged_rows(staging, CONFIG)
         figures = summarize(rows)
-        summary = RunSummary.read(live) or RunSummary()
-        summary.configs = list(dict.fromkeys([*summary.configs, CONFIG]))
-        summary.written = {**summary.written, CONFIG: {"shards": len(staging.shards(CONFIG)), "rows": len(rows)}}
-        summary.provenance = {**(summary.provenance or {}), CONFIG: figures}
-        if not rows:
-            summary.empty_configs = {**summary.empty_configs, CONFIG: "no incorrect trajectory could be scored "
-                                     "(see rejects of stage critical)"}
-        carry = [c for c in live.present_configs() if c != CONFIG]
-        publish.publish(target, publish.Publication(
-            staging=staging, staged=publish.Staged(written={CONFIG: summary.written[CONFIG]}), summary=summary,
-            run_config=cfg.to_dict(), carry=carry, report=storage.exists(live.report_path)),
-            publish.GateOptions(runner_options=runner_options))
+        publish_added(target, live, staging, CONFIG, figures, len(rows), cfg, runner_options,
+                      empty_reason="no incorrect trajectory could be scored (see rejects of stage critical)")
     figures["elapsed_s"] = round(time.monotonic() - t0, 3)
     log.info("critical tokens: %s", figures)
     return figures

@@ -66,15 +66,23 @@ class CorrectionsDoFn(ProblemBatchDoFn):
         return out
 
     def _process_isolating(self, states):
-        out, error = self._run_with_retries(states)
-        if error is None:
-            return out
-        if len(states) > 1:
-            return [s for one in states for s in self._process_isolating([one])]
-        s = states[0]  # the problem keeps its rows; only its corrections are missing
-        reject = records.make_reject(stage="correct", reason=f"corrections_{error.reason}", problem_id=s.problem_id,
-                                     scope="row", detail=str(error), key="corrections")
-        return [s.evolve(rejects=list(s.rejects) + [reject])]
+        return isolate_row_scope(self, states, "corrections")
+
+
+def isolate_row_scope(fn: ProblemBatchDoFn, states: List[ProblemState], config: str) -> List[ProblemState]:
+    """A batch whose engine call failed is split until the failing problem is alone; that problem keeps
+    its rows, and a row-scope reject (stage ``fn.stage``, reason ``<config-prefix>_<why>``) records that
+    its ``config`` rows are missing (the stages that add a config to labelled states share it)."""
+    out, error = fn._run_with_retries(states)
+    if error is None:
+        return out
+    if len(states) > 1:
+        return [s for one in states for s in isolate_row_scope(fn, [one], config)]
+    s = states[0]
+    prefix = config.split("_")[0]
+    reject = records.make_reject(stage=fn.stage, reason=f"{prefix}_{error.reason}", problem_id=s.problem_id,
+                                 scope="row", detail=str(error), key=config)
+    return [s.evolve(rejects=list(s.rejects) + [reject])]
 
 
 class Corrections(beam.PTransform):

@@ -23,8 +23,8 @@ from counterpoint.critical.rows import CriticalInput, critical_rows
 from counterpoint.critical.scorer import ContrastScorer
 from counterpoint.generators import build_generator
 from counterpoint.generators.base import SamplingParams
-from counterpoint.schemas import records
 from counterpoint.state import ProblemState
+from counterpoint.transforms.corrections import isolate_row_scope
 from counterpoint.transforms.stages import EngineSpec, ProblemBatchDoFn, _Holder, acquire_verifier_suite
 
 log = logging.getLogger(__name__)
@@ -88,15 +88,7 @@ class CriticalTokensDoFn(ProblemBatchDoFn):
                 for s, o in zip(states, outs)]
 
     def _process_isolating(self, states):
-        out, error = self._run_with_retries(states)
-        if error is None:
-            return out
-        if len(states) > 1:
-            return [s for one in states for s in self._process_isolating([one])]
-        s = states[0]  # the problem keeps its rows; only its critical tokens are missing
-        reject = records.make_reject(stage="critical", reason=f"critical_{error.reason}", problem_id=s.problem_id,
-                                     scope="row", detail=str(error), key="critical_tokens")
-        return [s.evolve(rejects=list(s.rejects) + [reject])]
+        return isolate_row_scope(self, states, "critical_tokens")
 
 
 class CriticalTokens(beam.PTransform):
