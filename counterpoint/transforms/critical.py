@@ -106,7 +106,9 @@ def critical_stage(cfg, engine: EngineSpec, verifier_handle: shared.Shared) -> C
     """The stage a run config asks for (it shares the run's engine and verifier suite)."""
     return CriticalTokens(CriticalTokensDoFn(
         engine, cfg.verifier, verifier_handle, cfg.retry, critical=cfg.critical_tokens, scorer_handle=shared.Shared(),
-        tokenizer=policy_tokenizer(cfg), sampling=cfg.sampling, system_prompt=cfg.system_prompt,
+        # the labeller's rollout parameters: a probe at a step boundary is the labeller's own request (cached)
+        tokenizer=policy_tokenizer(cfg), sampling=cfg.labeling.omegaprm.effective_rollout_params(cfg.sampling),
+        system_prompt=cfg.system_prompt,
         run_seed=cfg.generator.seed, segmentation=cfg.segmentation))
 
 
