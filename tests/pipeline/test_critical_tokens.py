@@ -49,7 +49,7 @@ def _cfg(tmp: Path, tokenizer, contrast_dir, critical: bool, n: int = 4):
         "samples_per_problem": 6, "labeler": "omegaprm", "labeling": {"omegaprm": {"k": 8}},
         "critical_tokens": {"enabled": critical, "contrast_models": str(contrast_dir) if critical else None,
                             "k": 8, "ban_rollouts": 4, "top_k": 3},
-        "report": False, "output": str(tmp / "out"),
+        "report": True, "output": str(tmp / "out"),
     }), poison_id
 
 
