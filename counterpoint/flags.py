@@ -152,6 +152,9 @@ FLAGS: Tuple[Flag, ...] = (
          "top contrastive positions kept per trajectory", type=int),
     Flag(("--critical-beta", "--critical_beta"), ("critical_tokens.beta",), "labelling",
          "contrast strength of the cDPO estimator (the paper's 1.0)", type=float),
+    Flag(("--critical-score-form", "--critical_score_form"), ("critical_tokens.score_form",), "labelling",
+         "cDPO's estimator over full distributions, or the log-ratio form (sampled tokens only)",
+         choices=("full_distribution", "log_ratio")),
     Flag(("--critical-tokenizer", "--critical_tokenizer"), ("critical_tokens.tokenizer",), "labelling",
          "the policy's tokenizer (default: the run's model)"),
     # output

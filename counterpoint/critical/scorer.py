@@ -130,7 +130,10 @@ class ContrastScorer:
     """Both contrast models and the policy tokenizer (see the module docstring)."""
 
     def __init__(self, directory: str, policy_tokenizer: Optional[str] = None, *, beta: float = contrast.BETA,
-                 batch_size: int = 4, max_length: int = 4096):
+                 batch_size: int = 4, max_length: int = 4096, score_form: str = contrast.FULL_DISTRIBUTION):
+        if score_form not in (contrast.FULL_DISTRIBUTION, contrast.LOG_RATIO):
+            raise ValueError(f"score_form must be {contrast.FULL_DISTRIBUTION} or {contrast.LOG_RATIO}, got {score_form!r}")
+        self.score_form = score_form
         self.directory = directory
         self.policy_tokenizer = policy_tokenizer
         self.beta = beta
@@ -197,9 +200,10 @@ class ContrastScorer:
             lp = logits["positive"][b, rows].numpy()
             lq = logits["negative"][b, rows].numpy()
             ids_n = ids[:n]
-            out.append(Scored(token_ids=ids_n, offsets=offsets[:n],
-                              logp_positive=contrast.sampled_logprobs(lp, ids_n),
-                              logp_negative=contrast.sampled_logprobs(lq, ids_n),
-                              scores=contrast.scores_from_logits(lp, lq, ids_n, self.beta),
+            logp_p, logp_q = contrast.sampled_logprobs(lp, ids_n), contrast.sampled_logprobs(lq, ids_n)
+            scores = (contrast.scores_from_logits(lp, lq, ids_n, self.beta) if self.score_form == contrast.FULL_DISTRIBUTION
+                      else contrast.scores_from_logprobs(logp_p, logp_q, self.beta))
+            out.append(Scored(token_ids=ids_n, offsets=offsets[:n], logp_positive=logp_p, logp_negative=logp_q,
+                              scores=scores, score_form=self.score_form,
                               tokens=[self.tokenizer.decode([t]) for t in ids_n], truncated=n < len(ids)))
         return out

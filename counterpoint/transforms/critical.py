@@ -73,10 +73,10 @@ class CriticalTokensDoFn(ProblemBatchDoFn):
 
         def build():
             return _Holder(ContrastScorer(c.contrast_models, self.tokenizer, beta=c.beta, batch_size=c.batch_size,
-                                          max_length=c.max_length).load())
+                                          max_length=c.max_length, score_form=c.score_form).load())
 
-        self.scorer = self._scorer_handle.acquire(
-            build, tag=f"contrast:{c.contrast_models}:{self.tokenizer}:{c.beta}:{c.batch_size}:{c.max_length}").value
+        self.scorer = self._scorer_handle.acquire(build, tag=f"contrast:{c.contrast_models}:{self.tokenizer}:{c.beta}:"
+                                                             f"{c.batch_size}:{c.max_length}:{c.score_form}").value
 
     def process_problems(self, states: List[ProblemState]) -> List[ProblemState]:
         items = [CriticalInput(s.problem, s.trajectories, s.step_labels) for s in states]

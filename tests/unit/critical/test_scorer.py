@@ -70,3 +70,17 @@ def test_directory_that_does_not_load_is_a_clear_error(contrast_dir, tmp_path):
         f.write_bytes(b"garbage")
     with pytest.raises(UsageError, match="negative contrast model .* does not load"):
         ContrastScorer(str(weights), None).load()
+
+
+def test_log_ratio_form_from_the_same_log_probs(contrast_dir):
+    from counterpoint.critical.contrast import scores_from_logprobs
+
+    item = [([{"role": "user", "content": "What is 2 + 3?"}], "The answer is 6.")]
+    full = ContrastScorer(str(contrast_dir), None).load().score(item)[0]
+    ratio = ContrastScorer(str(contrast_dir), None, score_form="log_ratio").load().score(item)[0]
+    assert ratio.score_form == "log_ratio" and full.score_form == "full_distribution"
+    assert ratio.logp_positive == full.logp_positive and ratio.token_ids == full.token_ids
+    assert ratio.scores == scores_from_logprobs(full.logp_positive, full.logp_negative)
+    assert all(r >= f - 1e-9 for r, f in zip(ratio.scores, full.scores))  # an upper bound of the full form
+    with pytest.raises(ValueError):
+        ContrastScorer(str(contrast_dir), None, score_form="other")
