@@ -25,6 +25,7 @@ LAYERS: Dict[str, int] = {
     "validation": 4,
     "config": 5, "flags": 5, "config_values": 5,
     "cache": 6, "corpus": 6, "labeling": 6, "sources": 6, "rl": 6, "rewards": 6, "clean": 6,
+    "critical": 6, "training": 6,
     "generators": 7, "state": 7, "progress": 7,
     "verifiers": 8,
     "storage": 9,
