@@ -445,9 +445,10 @@ def test_table_lookup():
                                            "step_values", "rejects", "trl_stepwise", "openrlhf_prm", "step_dpo",
                                            "weighted_pairs", "correction_sft", "correction_dpo", "grpo_prompts",
                                            "grpo_prompts_control", "verl_rl", "verl_rl_control", "npo_forget",
-                                           "npo_retain", "grouped_negatives", "sft_positives", "corrections"]
+                                           "npo_retain", "grouped_negatives", "sft_positives",
+                                           "token_weighted_pairs", "corrections", "critical_tokens"]
     assert set(records.OUTCOME_CONFIGS) | set(records.STEP_CONFIGS) | set(schemas.exports.EXPORT_CONFIGS) | set(
-        records.CORRECTION_CONFIGS) == set(schemas.OUTPUT_TABLES)
+        records.CORRECTION_CONFIGS) | {"critical_tokens"} == set(schemas.OUTPUT_TABLES)
 
 
 REALISTIC_ROWS = {
