@@ -156,3 +156,25 @@ def test_validation_refuses_a_weight_list_of_another_length(tmp_path, tokenizer)
     with pytest.raises(ValidationFailed, match="token_weighted_pairs"):
         write_validated_output(out, rows=rows)
     assert exports.TOKEN_WEIGHTED_PAIRS.equal_length == (("rejected_token_ids", "rejected_weights"),)
+
+
+def test_card_and_report_describe_the_critical_tokens(planted, tmp_path):
+    from counterpoint.dataset.critical_tokens import critical_figures
+    from counterpoint.dataset.report import build_report
+
+    src, rows = planted
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    f = critical_figures(rows["critical_tokens"])
+    # planted: the rollout-found token is the top contrastive one, in OmegaPRM's first wrong step
+    assert (f["rows"], f["found"], f["agree_token"], f["agree_step"], f["rollout_in_first_wrong_step"]) == \
+        (2 * N_PROBLEMS, 2 * N_PROBLEMS, 1.0, 1.0, 1.0)
+    card = (out / "README.md").read_text()
+    assert "### Critical tokens (cDPO)" in card
+    assert f"| scored incorrect trajectories | {2 * N_PROBLEMS} |  |" in card
+    assert f"| success after banning a random token | 0.000 | {2 * N_PROBLEMS} |" in card
+    assert "Score forms: {'full_distribution': 6}" in card
+    page = Path(build_report(storage.DatasetLayout(str(out)))).read_text()
+    section = page.split('<section id="critical-tokens">')[1].split("</section>")[0]
+    assert "<h2>Critical tokens</h2><table>" in section and section.count('<img alt="plot"') == 1
+    assert "<td>contrast = rollout (same token)</td><td>1.000</td>" in section
