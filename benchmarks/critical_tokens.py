@@ -61,11 +61,13 @@ def table(f: Mapping[str, Any]) -> str:
 
     lines = ["| token banned | success after the ban | trajectories |", "|---|---|---|"]
     for label, key in (("rollout-found (critical)", "rollout_ban_success"),
-                       ("contrast-found (top score)", "contrast_ban_success"), ("random position", "random_ban_success")):
+                       ("contrast-found (top score)", "contrast_ban_success"),
+                       ("random position", "random_ban_success")):
         lines.append(f"| {label} | {cell(f[key])} | {f['n_' + key]} |")
     lines += ["", "| figure | value |", "|---|---|"]
     for label, key in (("scored incorrect trajectories", "rows"), ("rollout-found critical tokens", "found"),
-                       ("contrast = rollout, same token", "agree_token"), ("contrast = rollout, same step", "agree_step"),
+                       ("contrast = rollout, same token", "agree_token"),
+                       ("contrast = rollout, same step", "agree_step"),
                        ("rollout-found in OmegaPRM's first wrong step", "rollout_in_first_wrong_step"),
                        ("contrast-found in OmegaPRM's first wrong step", "contrast_in_first_wrong_step"),
                        ("rollouts per critical token", "rollouts_per_critical_token"),

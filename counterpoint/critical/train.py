@@ -149,7 +149,8 @@ def _peft_config(recipe: ContrastRecipe):
     try:
         from peft import LoraConfig
     except ImportError:
-        raise ContrastModelsError("--lora needs peft: `pip install peft` (or drop --lora for full fine-tuning)") from None
+        raise ContrastModelsError("--lora needs peft: `pip install peft` (or drop --lora for full fine-tuning)") \
+            from None
     return LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
                       task_type="CAUSAL_LM", target_modules="all-linear")
 

@@ -52,7 +52,8 @@ def critical_figures(rows: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
                                "found": len(found), "score_forms": {}}
     for r in rows:
         figures["score_forms"][r["score_form"]] = figures["score_forms"].get(r["score_form"], 0) + 1
-    for key, col in (("rollout_ban_success", "banned_success_rate"), ("contrast_ban_success", "contrast_ban_success_rate"),
+    for key, col in (("rollout_ban_success", "banned_success_rate"),
+                     ("contrast_ban_success", "contrast_ban_success_rate"),
                      ("random_ban_success", "random_ban_success_rate")):
         figures[key], figures[f"n_{key}"] = _mean(r.get(col) for r in rows)
     figures["agree_token"], figures["n_agree_token"] = _share(

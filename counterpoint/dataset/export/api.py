@@ -354,9 +354,8 @@ def export_output(
     ``pipeline_options``: Beam options of the validation gate. ``pass_band`` (``"LO,HI"`` or a pair;
     ``grpo-prompts`` / ``verl-rl``; ``exports.PASS_BAND_DOC``), ``control`` (their unfiltered control
     configs), ``max_per_problem`` (``sft-positives``): see :func:`rl_options`. ``rows_per_bucket``:
-    the driver's working set (:mod:`.stream`). ``tokenizer``: the policy model whose tokenizer the
-    ``token-weighted-pairs`` weights are checked against (default: each row's ``model_id``). Raises :class:`ExportError`,
-    ``NotValidated``, ``VerdictMismatch``, ``ValidationFailed``, ``OutputNotOwned``, ``OutputLocked``.
+    the driver's working set (:mod:`.stream`). ``tokenizer``: ``token-weighted-pairs``' policy (default: the rows'
+    ``model_id``). Raises ExportError, NotValidated, VerdictMismatch, ValidationFailed, OutputNotOwned, OutputLocked.
     """
     t0 = time.monotonic()
     fmts = _normalize_formats(fmt)
@@ -368,8 +367,7 @@ def export_output(
     target = target or storage.OutputLayout(source.root)
     with publish.claim(target, "export"):
         source.refresh()
-        version_id = publish.new_version_id()
-        staging = target.staging(version_id)
+        staging = target.staging(publish.new_version_id())
         built = stage_exports(source, fmts, staging, placeholder=placeholder, default_weight=default_weight,
                               max_rows_per_shard=max_rows_per_shard, rl_options=options,
                               rows_per_bucket=rows_per_bucket, tokenizer=tokenizer)

@@ -10,13 +10,15 @@ import importlib.util
 
 from _paths import TESTS
 
-SPEC = importlib.util.spec_from_file_location("critical_tokens_benchmark", TESTS.parent / "benchmarks" / "critical_tokens.py")
+SPEC = importlib.util.spec_from_file_location("critical_tokens_benchmark",
+                                              TESTS.parent / "benchmarks" / "critical_tokens.py")
 bench = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(bench)
 
 
 def _row(i, **kw):
-    base = {"id": f"p/s{i}", "score_form": "full_distribution", "top_critical_positions": [0], "step_token_starts": [0, 4],
+    base = {"id": f"p/s{i}", "score_form": "full_distribution", "top_critical_positions": [0],
+            "step_token_starts": [0, 4],
             "rollout_critical_position": None, "rollout_critical_step": None, "first_wrong_step": None,
             "contrast_in_first_wrong_step": None, "search_rollouts": 0, "banned_success_rate": None,
             "contrast_ban_success_rate": None, "random_ban_success_rate": None, "ban_rollouts": 8}

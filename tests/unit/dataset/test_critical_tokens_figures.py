@@ -11,7 +11,8 @@ from counterpoint.dataset.critical_tokens import critical_figures, figure_rows, 
 
 
 def _row(i, **kw):
-    base = {"id": f"p/s{i}", "score_form": "full_distribution", "top_critical_positions": [], "step_token_starts": [0, 5, 9],
+    base = {"id": f"p/s{i}", "score_form": "full_distribution", "top_critical_positions": [],
+            "step_token_starts": [0, 5, 9],
             "rollout_critical_position": None, "rollout_critical_step": None, "first_wrong_step": None,
             "contrast_in_first_wrong_step": None, "search_rollouts": 0, "banned_success_rate": None,
             "contrast_ban_success_rate": None, "random_ban_success_rate": None, "ban_rollouts": 4}
