@@ -182,6 +182,9 @@ def train_side(base: str, rows: List[Dict[str, Any]], recipe: ContrastRecipe, de
 
 
 def _check_destination(output_dir: str) -> None:
+    if not storage.is_local(output_dir):
+        raise ContrastModelsError(f"--output {output_dir}: the contrast models are written to a local folder (copy "
+                                  "it to a bucket afterwards if needed)")
     if os.path.isfile(output_dir):
         raise ContrastModelsError(f"--output {output_dir} is a file: give a folder (new, or made by this command)")
     if os.path.isdir(output_dir) and os.listdir(output_dir) and \
@@ -195,8 +198,9 @@ def make_contrast_models(out: str, base: str, output_dir: str,
     """Trains both contrast models from OUT's trajectories and writes DIR; returns contrast.json's content
     plus ``training`` (steps and losses per side). Nothing is written into DIR unless both models train."""
     recipe.check()
-    output_dir = os.path.abspath(os.path.expanduser(output_dir))
     _check_destination(output_dir)
+    output_dir = os.path.abspath(os.path.expanduser(output_dir[len("file://"):] if output_dir.startswith("file://")
+                                                    else output_dir))
     data = read_training_data(out)
     base_name = _base_path(base)[0]
     load_base(base)  # a base that does not load fails before any training

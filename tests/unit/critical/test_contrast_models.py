@@ -138,6 +138,12 @@ def test_lora_without_peft_names_the_install(base, output, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_bucket_destination_is_refused(output, base):
+    out, _ = output
+    with pytest.raises(ContrastModelsError, match="written to a local folder"):
+        make_contrast_models(str(out), str(base), "gs://bucket/contrast", RECIPE)
+
+
 def test_not_a_counterpoint_output(tmp_path, base):
     with pytest.raises(ContrastModelsError, match="has no trajectories config"):
         make_contrast_models(str(tmp_path), str(base), str(tmp_path / "c"), RECIPE)
