@@ -62,6 +62,7 @@ class ContrastRecipe:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
+    bf16_on_gpu: bool = True  # bf16 mixed precision where a CUDA device with bf16 is present (fp32 weights)
 
     def check(self) -> None:
         if self.method not in ("full", "lora"):
@@ -164,10 +165,12 @@ def train_side(base: str, rows: List[Dict[str, Any]], recipe: ContrastRecipe, de
     model, tokenizer = load_base(base)
     peft_config = _peft_config(recipe) if recipe.method == "lora" else None
     steps = min(recipe.max_steps, math.ceil(len(rows) / recipe.batch_size * recipe.epochs))
+    gpu = torch.cuda.is_available()
     args = SFTConfig(
         output_dir=work, max_steps=steps, per_device_train_batch_size=recipe.batch_size,
         learning_rate=recipe.learning_rate, max_length=recipe.max_length, completion_only_loss=True, seed=recipe.seed,
-        logging_steps=1, save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(), bf16=False,
+        logging_steps=1, save_strategy="no", report_to=[], use_cpu=not gpu,
+        bf16=bool(recipe.bf16_on_gpu and gpu and torch.cuda.is_bf16_supported()),
         dataloader_num_workers=0, disable_tqdm=True,
     )
     data = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])

@@ -61,7 +61,7 @@ def test_command_trains_both_models_and_records_recipe_and_data_hashes(base, out
     assert meta == {
         "base": str(base), "recipe": {"method": "full", "epochs": 1.0, "max_steps": 2, "batch_size": 2,
                                       "learning_rate": 1e-3, "max_length": 128, "seed": 0, "lora_r": 8,
-                                      "lora_alpha": 16, "lora_dropout": 0.0},
+                                      "lora_alpha": 16, "lora_dropout": 0.0, "bf16_on_gpu": True},
         "data": {"positive": _expected_data(rows, "correct"), "negative": _expected_data(rows, "incorrect")},
         "source_output": str(out),
     }
