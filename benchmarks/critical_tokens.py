@@ -77,11 +77,14 @@ def table(f: Mapping[str, Any]) -> str:
 
 
 def _cli(argv: List[str]) -> float:
-    """Runs ``counterpoint ARGV`` in this process; returns its wall time, raises on a non-zero exit."""
-    from counterpoint.cli import main as cli_main
+    """Runs ``counterpoint ARGV`` in its own process (the engine of the run and the training never share a
+    device's memory); returns its wall time, raises on a non-zero exit."""
+    import subprocess
 
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(HERE),
+                                                                    os.environ.get("PYTHONPATH")])))
     t0 = time.perf_counter()
-    rc = cli_main(argv)
+    rc = subprocess.run([sys.executable, "-m", "counterpoint.cli", *argv], env=env).returncode
     if rc != 0:
         raise SystemExit(f"`counterpoint {' '.join(argv)}` exited {rc}")
     return time.perf_counter() - t0

@@ -77,3 +77,11 @@ def test_the_run_config_of_the_benchmark_is_valid(tmp_path):
                                     work=str(tmp_path))
     cfg = from_dict(bench.run_config(args, str(tmp_path / "out")))
     assert cfg.labeler == "omegaprm" and cfg.samples_per_problem == 2 and cfg.source.preset == "gsm8k"
+
+
+def test_commands_run_through_the_cli_entry_point_and_fail_loudly(tmp_path):
+    import pytest
+
+    assert bench._cli(["contrast-models", "--help"]) >= 0
+    with pytest.raises(SystemExit, match="`counterpoint contrast-models .* exited 2"):
+        bench._cli(["contrast-models", str(tmp_path), "--base", "embedded", "--output", str(tmp_path / "cm")])

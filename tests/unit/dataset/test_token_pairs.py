@@ -178,3 +178,15 @@ def test_card_and_report_describe_the_critical_tokens(planted, tmp_path):
     section = page.split('<section id="critical-tokens">')[1].split("</section>")[0]
     assert "<h2>Critical tokens</h2><table>" in section and section.count('<img alt="plot"') == 1
     assert "<td>contrast = rollout (same token)</td><td>1.000</td>" in section
+
+
+def test_export_command_takes_the_policy_tokenizer(planted, tmp_path, capsys):
+    from counterpoint.cli import main as cli_main
+
+    src, rows = planted
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    assert cli_main(["export", str(out), "--format", "token-weighted-pairs", "--tokenizer", "embedded"]) == 0
+    got = _read(out, "token_weighted_pairs")
+    assert len(got) == len(rows["critical_tokens"]) and {r["tokenizer"] for r in got} == {"embedded"}
+    assert "token_weighted_pairs" in capsys.readouterr().out
