@@ -6,6 +6,7 @@
     counterpoint push DIR --repo-id ORG/NAME [--private] [--dry-run]
     counterpoint export DIR --format FORMAT [--output DIR]
     counterpoint corrections DIR [--corrector-model M] [--cue TEXT ...] [--samples-per-cue N]
+    counterpoint contrast-models DIR --base MODEL --output MODELS_DIR [--lora] [--max-steps N]
     counterpoint critical-tokens DIR --contrast-models CDIR [--no-search] [--k N] [--ban-rollouts N] [--top-k N]
 
 Errors are one line, ``counterpoint <command>: <cause and fix>``; exit code 2 for a usage or
@@ -265,6 +266,18 @@ def cmd_critical_tokens(args, extra) -> int:
     return command(args, extra)
 
 
+def cmd_contrast_models(args, extra) -> int:
+    from counterpoint.critical.train import make_contrast_models, recipe_from_args
+
+    _configure_storage(extra)
+    meta = make_contrast_models(args.dir, args.base, args.output, recipe_from_args(args))
+    data, training = meta["data"], meta["training"]
+    print(f"contrast models of {meta['base']} written to {args.output}: " + ", ".join(
+        f"{s} {data[s]['rows']} rows, {training[s]['steps']} steps, loss {training[s]['train_loss']:.4f}"
+        for s in ("positive", "negative")))
+    return 0
+
+
 def _command_of(argv: Sequence[str]) -> str:
     return next((a for a in argv if not a.startswith("-")), "")
 
@@ -374,12 +387,15 @@ def _dispatch(argv: List[str]) -> int:
     c.add_argument("--corrector-model", default=None, help="model that writes the corrections (default: the run's)")
     c.add_argument("--cue", action="append", metavar="TEXT", help="cue after the wrong step (repeatable)")
     c.add_argument("--samples-per-cue", type=int, default=None, metavar="N")
+    from counterpoint.critical.train import add_parser as add_contrast_models_parser
     from counterpoint.pipelines.critical import add_parser as add_critical_parser
 
+    add_contrast_models_parser(sub)
     add_critical_parser(sub)
     args, extra = parser.parse_known_args(argv)
     handlers = {"validate": cmd_validate, "report": cmd_report, "push": cmd_push, "export": cmd_export,
-                "corrections": cmd_corrections, "critical-tokens": cmd_critical_tokens}
+                "corrections": cmd_corrections, "contrast-models": cmd_contrast_models,
+                "critical-tokens": cmd_critical_tokens}
     return handlers[args.command](args, extra)
 
 

@@ -21,7 +21,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 SYSTEM = "Solve the problem step by step. Put each step in its own paragraph."
 
@@ -168,14 +168,53 @@ def write_output(out: Path, rows: Dict[str, List[dict]]) -> None:
     (out / "run_summary.json").write_text(json.dumps(summary, indent=2))
 
 
-def write_validated_output(out: Path, n_problems: int = 6) -> Dict[str, List[dict]]:
-    """A Counterpoint output folder (manifest, one live version) holding ``corpus_rows``, published
-    through the one publish procedure (gate against the rows written, then the version switch)."""
+def critical_token_rows(rows: Dict[str, List[dict]], tokenizer, model_id: str = "embedded:smollm2-135m-instruct",
+                        skip: int = 0) -> List[dict]:
+    """Planted ``critical_tokens`` rows for the incorrect trajectories of ``rows`` (issue 21), tokenized with
+    ``tokenizer`` (the policy's): weight 1.0 on the tokens of OmegaPRM's first wrong step (from ``step_labels``,
+    else step 1), 0.25 elsewhere; the most critical position is the wrong step's first token. The first
+    ``skip`` incorrect trajectories get no row."""
+    from counterpoint.schemas.records import dumps
+
+    first_error = {(r["problem_id"], r["sample_index"]): r["first_error_index"] for r in rows["step_labels"]}
+    out = []
+    wrong = [t for t in rows["trajectories"] if t["verdict"] == "incorrect"][skip:]
+    for t in wrong:
+        enc = tokenizer(t["completion"], add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+        char_starts = [sum(len(x) for x in t["steps"][:i]) for i in range(len(t["steps"]))]
+        starts = [next(j for j, (a, _) in enumerate(offsets) if a >= c) for c in char_starts]
+        e = first_error.get((t["problem_id"], t["sample_index"]))
+        wrong_step = 1 if e is None else e
+        end = starts[wrong_step + 1] if wrong_step + 1 < len(starts) else len(ids)
+        weights = [1.0 if starts[wrong_step] <= j < end else 0.25 for j in range(len(ids))]
+        top = [starts[wrong_step]] + [j for j in range(starts[wrong_step] + 1, end)][:2]
+        out.append({
+            "id": f"{t['id']}/critical", "problem_id": t["problem_id"], "sample_index": t["sample_index"],
+            "prompt": t["prompt"], "completion": t["completion"], "token_ids": ids,
+            "tokens": [tokenizer.decode([i]) for i in ids],
+            "logp_positive": [-2.0 - w for w in weights], "logp_negative": [-2.0 + w for w in weights],
+            "contrastive_score": [-2.0 * w for w in weights], "token_weights": weights,
+            "score_form": "full_distribution", "top_critical_positions": top, "first_wrong_step": e,
+            "step_token_starts": starts, "rollout_critical_position": starts[wrong_step] if e is not None else None,
+            "rollout_critical_step": e, "contrast_in_first_wrong_step": None if e is None else True,
+            "search_rollouts": 12 if e is not None else 0,
+            "banned_success_rate": 0.75 if e is not None else None, "contrast_ban_success_rate": 0.5,
+            "random_ban_position": 0, "random_ban_success_rate": 0.0, "ban_rollouts": 4,
+            "contrast_models": dumps({"positive": "pos", "negative": "neg"}), "model_id": model_id,
+        })
+    return out
+
+
+def write_validated_output(out: Path, n_problems: int = 6,
+                           rows: Optional[Dict[str, List[dict]]] = None) -> Dict[str, List[dict]]:
+    """A Counterpoint output folder (manifest, one live version) holding ``rows`` (default ``corpus_rows``),
+    published through the one publish procedure (gate against the rows written, then the version switch)."""
     from counterpoint import storage
     from counterpoint.dataset import publish
     from counterpoint.dataset.summary import RunSummary
 
-    rows = corpus_rows(n_problems)
+    rows = rows if rows is not None else corpus_rows(n_problems)
     layout = storage.OutputLayout(str(out))
     with publish.claim(layout, "test"):
         staging = layout.staging(publish.new_version_id())

@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from counterpoint import storage
+from counterpoint.dataset import critical_tokens
 from counterpoint.dataset.verdicts import Verdict
 from counterpoint.schemas import records
 from counterpoint.schemas.exports import VERL_REWARD_DOC
@@ -197,6 +198,7 @@ def render_card(layout: storage.DatasetLayout, prefix: str = "") -> str:
     lines += _clean_section(summary.get("clean"))
     lines += _run_sections(summary)
     lines += _corrections_section(layout)
+    lines += critical_tokens.card_section(layout)
     lines += exports_section(layout)
     lines += _validation_section(layout)
     if storage.exists(layout.report_path):

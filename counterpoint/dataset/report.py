@@ -417,6 +417,16 @@ def _corrections(o: _Output) -> Tuple[str, str]:
 SECTIONS += (_corrections,)
 
 
+def _critical_tokens(o: _Output) -> Tuple[str, str]:
+    """Issue 21: the critical-token figures and the contrastive score along a few trajectories."""
+    from counterpoint.dataset.critical_tokens import report_section
+
+    return report_section(o)
+
+
+SECTIONS += (_critical_tokens,)
+
+
 def build_report(layout: storage.DatasetLayout) -> str:
     """Writes the dataset's ``report.html`` (the live version's, for an output folder) and returns its path."""
     o = _Output(layout)

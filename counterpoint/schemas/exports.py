@@ -15,7 +15,9 @@ dataset card describe their columns, exactly as for the pipeline's configs.
 * issue 19 (``counterpoint.dataset.export.rl``): ``grpo_prompts`` / ``grpo_prompts_control`` (TRL
   ``GRPOTrainer`` + ``counterpoint.rewards.trl_reward``), ``verl_rl`` / ``verl_rl_control`` (verl +
   ``counterpoint.rewards.verl_compute_score``) from ``problem_stats``; ``npo_forget`` / ``npo_retain``
-  (NPO), ``grouped_negatives`` (D2O), ``sft_positives`` (rejection-sampling FT) from ``trajectories``.
+  (NPO), ``grouped_negatives`` (D2O), ``sft_positives`` (rejection-sampling FT) from ``trajectories``;
+* issue 21: ``token_weighted_pairs`` (from ``critical_tokens`` + ``trajectories``): token-weighted DPO
+  (cDPO) with ``counterpoint.training.token_weighted_dpo_loss``.
 """
 
 from __future__ import annotations
@@ -323,10 +325,60 @@ SFT_POSITIVES = TableSpec(
     unique_together=(("problem_id", "sample_index"),),
 )
 
+# ---------------------------------------------------------------------------
+# Token-level negatives (issue 21): counterpoint.dataset.export.token_pairs
+# ---------------------------------------------------------------------------
+TOKEN_WEIGHTED_DPO_LOSS = (
+    "token-weighted DPO (cDPO, Lin et al. 2024, arXiv 2411.19943): L = -log sigmoid(beta * sum_t log-ratio(chosen_t) "
+    "- beta * sum_t w_t * log-ratio(rejected_t)), log-ratio = log pi_theta - log pi_ref per token, w_t = "
+    "rejected_weights; `counterpoint.training.token_weighted_dpo_loss` (TRL has no token-weighted DPO)"
+)
+TOKEN_WEIGHTED_PAIRS = TableSpec(
+    name="token_weighted_pairs",
+    doc=(
+        "cDPO preference pairs (issue 21) from `critical_tokens` + `trajectories`, in TRL's conversational "
+        "preference layout: `prompt` = the chat (system + user), `chosen` = a verified-correct, finished "
+        "trajectory of the same problem, `rejected` = the scored incorrect trajectory, each one assistant "
+        "message; `rejected_weights` = one weight per token of the POLICY tokenizer's ids of the rejected text "
+        "alone (`rejected_token_ids`, no special tokens), checked against that tokenizer by the export. "
+        "Loss: " + TOKEN_WEIGHTED_DPO_LOSS + "."
+    ),
+    trainer="`counterpoint.training.token_weighted_dpo_loss` (token-weighted DPO; TRL's DPOTrainer ignores the "
+            "weights)",
+    columns=(
+        _c("id", pa.string(), unique=True, doc="The critical_tokens row id."),
+        _c("problem_id", pa.string()),
+        _c("prompt", MESSAGES_TYPE, doc="System + user messages the trajectories were sampled with."),
+        _c("chosen", MESSAGES_TYPE, doc="A verified-correct, finished trajectory of the problem (one assistant "
+                                        "message); the problem's positives are used in turn."),
+        _c("rejected", MESSAGES_TYPE, doc="The scored incorrect trajectory (one assistant message)."),
+        _c("rejected_token_ids", pa.list_(pa.int64()),
+           doc="The policy tokenizer's ids of the rejected text alone (add_special_tokens=False)."),
+        _c("rejected_weights", pa.list_(pa.float64()), element_min=0.0,
+           doc="Token-DPO weight of each rejected token (critical_tokens.token_weights), aligned with "
+               "rejected_token_ids."),
+        _c("chosen_sample_index", pa.int32(), min_value=0),
+        _c("rejected_sample_index", pa.int32(), min_value=0),
+        _c("score_form", pa.string(), doc="How the contrastive score behind the weights was computed."),
+        _c("top_critical_positions", pa.list_(pa.int32()), element_min=0,
+           doc="Most critical rejected token positions by contrastive score, most critical first."),
+        _c("rollout_critical_position", pa.int32(), nullable=True, min_value=0,
+           doc="The rollout-verified critical token position, if searched and found."),
+        _c("first_wrong_step", pa.int32(), nullable=True, min_value=0, doc="OmegaPRM's first wrong step, if located."),
+        _c("contrast_models", pa.string(), doc="JSON: the contrast models, recipe and data hashes."),
+        _c("model_id", pa.string(), doc="The policy the weights are aligned to."),
+        _c("tokenizer", pa.string(), doc="The tokenizer the export checked the alignment with."),
+    ),
+    unique_together=(("problem_id", "rejected_sample_index"),),
+    must_differ=(("chosen", "rejected"),),
+    equal_length=(("rejected_token_ids", "rejected_weights"),),
+)
+
 EXPORT_TABLES: Tuple[TableSpec, ...] = (TRL_STEPWISE, OPENRLHF_PRM, STEP_DPO, WEIGHTED_PAIRS)
 EXPORT_TABLES += (CORRECTION_SFT, CORRECTION_DPO)
 EXPORT_TABLES += (GRPO_PROMPTS, GRPO_PROMPTS_CONTROL, VERL_RL, VERL_RL_CONTROL, NPO_FORGET, NPO_RETAIN,
                   GROUPED_NEGATIVES, SFT_POSITIVES)
+EXPORT_TABLES += (TOKEN_WEIGHTED_PAIRS,)
 EXPORT_CONFIGS: Tuple[str, ...] = tuple(t.name for t in EXPORT_TABLES)
 
 

@@ -14,6 +14,8 @@ collator saw every row of the dataset it was given.
   exactly one label position per step (OpenRLHF itself is not installed).
 * TRL 1.16 ``GRPOTrainer`` on ``grpo_prompts`` with ``counterpoint.rewards.trl_reward``; an NPO
   step (``counterpoint.rl.npo.npo_loss``) on ``npo_forget``.
+* Token-weighted DPO (cDPO, ``counterpoint.training.token_weighted_dpo_loss``) on ``token_weighted_pairs``
+  exported from planted ``critical_tokens`` rows; a misaligned weight list is refused.
 
 Each test prints its trainer, version, rows consumed and losses (``pytest -rP``).
 """
@@ -393,3 +395,124 @@ def test_npo_loss_by_hand():
     assert npo_loss(pol, ref, beta).item() == pytest.approx(want, rel=1e-6)
     with pytest.raises(ValueError):
         npo_loss(pol, ref, 0.0)
+
+
+# ---------------------------------------------------------------------------
+# Issue 21: token-weighted DPO (cDPO) on the token-weighted-pairs export
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def token_pairs(tmp_path_factory, model_dir, tokenizer):
+    """The ``token_weighted_pairs`` export of a validated corpus with planted ``critical_tokens`` rows whose
+    weights are aligned to the tiny model's (the policy's) tokenizer: 1.0 on the first wrong step, 0.25 elsewhere."""
+    from counterpoint import storage
+    from counterpoint.dataset.export import export_output
+
+    from _tiny_model import corpus_rows, critical_token_rows
+
+    rows = corpus_rows(N_PROBLEMS)
+    for t in rows["trajectories"]:
+        t["reward"] = 1.0 if t["verdict"] == "correct" else 0.0
+    rows["critical_tokens"] = critical_token_rows(rows, tokenizer, model_id=str(model_dir))
+    out = tmp_path_factory.mktemp("critical") / "out"
+    out.mkdir()
+    write_validated_output(out, rows=rows)
+    export_output(storage.DatasetLayout(str(out)), "token-weighted-pairs")  # tokenizer: the rows' model_id
+    return _load(out, "token_weighted_pairs")
+
+
+def _token_dpo_batch(model, ref, tokenizer, ds, weights=None):
+    """Everything token_weighted_dpo_loss takes, for the rows of ``ds`` (weights: override per row)."""
+    import torch
+
+    from counterpoint.training import completion_token_logps, tokenize_pair
+
+    enc = [tokenize_pair(tokenizer, r["prompt"], r["chosen"], r["rejected"],
+                         r["rejected_weights"] if weights is None else weights(r)) for r in ds]
+    prompts = [e["prompt_ids"] for e in enc]
+    pad = tokenizer.pad_token_id or 0
+
+    def logps(m, key, w=None):
+        return completion_token_logps(m, prompts, [e[key] for e in enc], pad, w)
+
+    chosen, chosen_mask = logps(model, "chosen_ids")
+    rejected, rejected_mask, w = logps(model, "rejected_ids", [e["rejected_weights"] for e in enc])
+    with torch.no_grad():
+        ref_chosen, _ = logps(ref, "chosen_ids")
+        ref_rejected, _ = logps(ref, "rejected_ids")
+    return dict(policy_chosen_logps=(chosen * chosen_mask).sum(-1), ref_chosen_logps=(ref_chosen * chosen_mask).sum(-1),
+                policy_rejected_token_logps=rejected, ref_rejected_token_logps=ref_rejected, rejected_weights=w,
+                rejected_mask=rejected_mask)
+
+
+def test_token_weighted_dpo_step_on_the_token_weighted_pairs_export(token_pairs, model_dir, tokenizer):
+    """One optimizer step of token-weighted DPO (cDPO) on the export: finite loss, the weights change the loss
+    and its gradient, and the step moves the parameters and lowers the loss."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from counterpoint.training import token_weighted_dpo_loss
+
+    ds = token_pairs
+    assert ds.num_rows == 2 * N_PROBLEMS
+    batch = ds.select(range(4))
+    torch.manual_seed(0)
+    policy = AutoModelForCausalLM.from_pretrained(model_dir)
+    ref = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    before = [p.detach().clone() for p in policy.parameters()]
+    inputs = _token_dpo_batch(policy, ref, tokenizer, batch)
+    assert inputs["rejected_weights"].shape == inputs["policy_rejected_token_logps"].shape
+    assert set(inputs["rejected_weights"][inputs["rejected_mask"].bool()].tolist()) == {0.25, 1.0}
+    loss = token_weighted_dpo_loss(**inputs, beta=0.1)
+    # policy == reference: every log-ratio is 0 and the loss is -log σ(0) = log 2, whatever the weights
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(math.log(2), rel=1e-5)
+    loss.backward()
+    grads = [p.grad.detach().clone() for p in policy.parameters()]
+    # the weights change the gradient: all-ones weights (plain DPO) give another one
+    policy.zero_grad()
+    token_weighted_dpo_loss(**_token_dpo_batch(policy, ref, tokenizer, batch,
+                                               lambda r: [1.0] * len(r["rejected_weights"])), beta=0.1).backward()
+    assert any(not torch.allclose(a, b.grad) for a, b in zip(grads, policy.parameters()))
+    for p, g in zip(policy.parameters(), grads):
+        p.grad = g
+    torch.optim.SGD(policy.parameters(), lr=1.0).step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    with torch.no_grad():
+        after = token_weighted_dpo_loss(**_token_dpo_batch(policy, ref, tokenizer, batch), beta=0.1)
+        unweighted = token_weighted_dpo_loss(**_token_dpo_batch(policy, ref, tokenizer, batch,
+                                                                lambda r: [1.0] * len(r["rejected_weights"])), beta=0.1)
+    assert math.isfinite(after.item()) and after.item() < loss.item()
+    assert after.item() != pytest.approx(unweighted.item(), abs=1e-6)  # the weights change the loss
+    print(f"token-weighted DPO on token_weighted_pairs: {batch.num_rows} pairs, loss {loss.item():.5f} -> "
+          f"{after.item():.5f} (all-ones weights: {unweighted.item():.5f})")
+
+
+def test_a_misaligned_weight_list_is_refused(token_pairs, tokenizer):
+    from counterpoint.training import MisalignedWeights, tokenize_pair
+
+    r = token_pairs[0]
+    n = len(r["rejected_token_ids"])
+    assert len(tokenize_pair(tokenizer, r["prompt"], r["chosen"], r["rejected"], r["rejected_weights"])
+               ["rejected_ids"]) == n
+    with pytest.raises(MisalignedWeights, match=f"rejected: {n - 1} weight\\(s\\) for {n} token\\(s\\) of .*made with "
+                                                "another tokenizer.*--tokenizer"):
+        tokenize_pair(tokenizer, r["prompt"], r["chosen"], r["rejected"], r["rejected_weights"][:-1])
+
+
+def test_token_weighted_dpo_loss_by_hand():
+    import torch
+
+    from counterpoint.training import MisalignedWeights, token_weighted_dpo_loss
+
+    pc, rc = torch.tensor([-3.0]), torch.tensor([-4.0])
+    pr, rr = torch.tensor([[-1.0, -2.0, -0.5]]), torch.tensor([[-1.5, -1.0, -0.5]])
+    w, mask = torch.tensor([[2.0, 0.5, 9.0]]), torch.tensor([[1.0, 1.0, 0.0]])
+    beta = 0.5
+    margin = beta * ((-3.0 + 4.0) - (2.0 * 0.5 + 0.5 * -1.0))  # the padded third token counts for nothing
+    want = -math.log(1 / (1 + math.exp(-margin)))
+    assert token_weighted_dpo_loss(pc, rc, pr, rr, w, mask, beta).item() == pytest.approx(want, rel=1e-6)
+    # all-ones weights: plain DPO on the sequence log-probabilities
+    dpo = -math.log(1 / (1 + math.exp(-beta * ((-3.0 + 4.0) - (-3.5 + 3.0)))))
+    ones = torch.ones(1, 3)
+    assert token_weighted_dpo_loss(pc, rc, pr, rr, ones, None, beta).item() == pytest.approx(dpo, rel=1e-6)
+    with pytest.raises(MisalignedWeights):
+        token_weighted_dpo_loss(pc, rc, pr, rr, torch.ones(1, 2), None, beta)

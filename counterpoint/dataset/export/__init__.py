@@ -3,7 +3,7 @@
 ``export_output(out_dir, "step-dpo")`` writes ``data/step_dpo/`` next to the other
 configs (or into ``output_dir``), validated by the same gate and declared in the
 dataset card. Formats: ``trl-stepwise``, ``openrlhf-prm``, ``step-dpo``,
-``weighted-pairs``, and (issue 19, :mod:`.rl`) ``grpo-prompts``, ``verl-rl``,
+``weighted-pairs``, ``token-weighted-pairs`` (issue 21, :mod:`.token_pairs`), and (issue 19, :mod:`.rl`) ``grpo-prompts``, ``verl-rl``,
 ``npo-forget-retain``, ``grouped-negatives``, ``sft-positives``; their schemas live in
 :mod:`counterpoint.schemas.exports`. Every export streams (:mod:`.stream`).
 """
@@ -47,3 +47,6 @@ __all__ = [
     "placeholder_token_id",
 ]
 __all__ += ["correction_sft_rows", "correction_dpo_rows", "correction_sft_text"]
+from counterpoint.dataset.export.token_pairs import token_weighted_pair_rows  # noqa: E402
+
+__all__ += ["token_weighted_pair_rows"]

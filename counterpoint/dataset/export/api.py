@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from counterpoint import storage
 from counterpoint.dataset import publish
-from counterpoint.dataset.export import formats, rl, stream
+from counterpoint.dataset.export import formats, rl, stream, token_pairs
 from counterpoint.dataset.export.build import (BAND_FORMATS, RL_FORMATS, Built, Context, build_parts,
                                                options_record, record)
 from counterpoint.dataset.publish import Extension, Staged
@@ -85,6 +85,9 @@ FORMAT_SOURCES.update({
     "correction-sft": (("corrections",), ()),
     "correction-dpo": (("corrections",), ()),
 })
+FORMATS += ("token-weighted-pairs",)
+FORMAT_CONFIG["token-weighted-pairs"] = exports.TOKEN_WEIGHTED_PAIRS.name
+FORMAT_SOURCES["token-weighted-pairs"] = (("critical_tokens", "trajectories"), ())
 MAX_ROWS_PER_SHARD = 100_000
 
 
@@ -171,6 +174,9 @@ def _source_configs(source: storage.DatasetLayout,
 def _missing_fix(config: str) -> str:
     if config in records.STEP_CONFIGS:
         return " (run with a labeller, e.g. --labeler omegaprm)"
+    if config == "critical_tokens":
+        return (" (add it with `counterpoint critical-tokens OUT --contrast-models DIR`, the contrast models made by "
+                "`counterpoint contrast-models OUT --base MODEL --output DIR`)")
     if config in records.CORRECTION_CONFIGS:
         return " (add it with `counterpoint corrections OUT`, or run with --corrections)"
     if config == "problem_stats":
@@ -183,7 +189,7 @@ def _missing_fix(config: str) -> str:
 # Building, one bucket of whole problems at a time
 # ---------------------------------------------------------------------------
 def build_export(fmt: str, sources: Dict[str, List[Dict[str, Any]]], *, placeholder: str,
-                 default_weight: float) -> formats.ExportRows:
+                 default_weight: float, tokenizer: Optional[str] = None) -> formats.ExportRows:
     """The rows of one format from the source configs' rows (pure; see :mod:`.formats`)."""
     if fmt == "trl-stepwise":
         return formats.trl_stepwise_rows(sources["step_labels"])
@@ -198,6 +204,8 @@ def build_export(fmt: str, sources: Dict[str, List[Dict[str, Any]]], *, placehol
         return formats.correction_sft_rows(sources["corrections"])
     if fmt == "correction-dpo":
         return formats.correction_dpo_rows(sources["corrections"])
+    if fmt == "token-weighted-pairs":
+        return token_pairs.token_weighted_pair_rows(sources["critical_tokens"], sources["trajectories"], tokenizer)
     raise ExportError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
@@ -217,7 +225,7 @@ def _normalize_formats(fmt: Union[str, Sequence[str]]) -> List[str]:
 def stage_exports(source: storage.DatasetLayout, fmts: Sequence[str], into: storage.DatasetLayout, *,
                   placeholder: str, default_weight: float, max_rows_per_shard: int,
                   rl_options: rl.RLOptions = rl.RLOptions(),
-                  rows_per_bucket: int = stream.ROWS_PER_BUCKET) -> Dict[str, Built]:
+                  rows_per_bucket: int = stream.ROWS_PER_BUCKET, tokenizer: Optional[str] = None) -> Dict[str, Built]:
     """Builds the formats from ``source``'s verified configs and writes their shards into ``into``.
 
     Streams (:mod:`.stream`): the sources are spilled into problem buckets in local scratch, each
@@ -226,8 +234,8 @@ def stage_exports(source: storage.DatasetLayout, fmts: Sequence[str], into: stor
     without a row, before anything is written into ``into``.
     """
     verdict, wanted = _source_configs(source, fmts)
-    ctx = Context(lambda f, src: build_export(f, src, placeholder=placeholder, default_weight=default_weight),
-                  rl_options)
+    ctx = Context(lambda f, src: build_export(f, src, placeholder=placeholder, default_weight=default_weight,
+                                              tokenizer=tokenizer), rl_options)
     with storage.LocalScratch() as scratch:
         spill = stream.spill_sources(verdict, wanted, scratch, rows_per_bucket)
         if rl_options.control:  # the control is as large as the banded set: count it first
@@ -255,6 +263,8 @@ def _require_rows(f: str, b: Built) -> None:
     if b.rows:
         return
     why = f"{b.not_applicable} source row(s) of another kind, {len(b.rejects)} rejected {b.rejects_by_reason() or ''}"
+    if b.skipped:
+        why += f"; left out: {dict(b.skipped)}"
     if f in RL_FORMATS:
         why = f"source rows left out: {dict(b.skipped) or 'none'}; {b.not_applicable} problem(s) without one"
     raise ExportError(f"nothing to export for {f!r}: {why}".rstrip())
@@ -332,6 +342,7 @@ def export_output(
     control: bool = False,
     max_per_problem: Optional[int] = None,
     rows_per_bucket: int = stream.ROWS_PER_BUCKET,
+    tokenizer: Optional[str] = None,
 ) -> ExportResult:
     """Publishes the export config(s) of ``fmt`` built from the validated dataset ``source``.
 
@@ -343,8 +354,8 @@ def export_output(
     ``pipeline_options``: Beam options of the validation gate. ``pass_band`` (``"LO,HI"`` or a pair;
     ``grpo-prompts`` / ``verl-rl``; ``exports.PASS_BAND_DOC``), ``control`` (their unfiltered control
     configs), ``max_per_problem`` (``sft-positives``): see :func:`rl_options`. ``rows_per_bucket``:
-    the driver's working set (:mod:`.stream`). Raises :class:`ExportError`,
-    ``NotValidated``, ``VerdictMismatch``, ``ValidationFailed``, ``OutputNotOwned``, ``OutputLocked``.
+    the driver's working set (:mod:`.stream`). ``tokenizer``: ``token-weighted-pairs``' policy (default: the rows'
+    ``model_id``). Raises ExportError, NotValidated, VerdictMismatch, ValidationFailed, OutputNotOwned, OutputLocked.
     """
     t0 = time.monotonic()
     fmts = _normalize_formats(fmt)
@@ -356,14 +367,14 @@ def export_output(
     target = target or storage.OutputLayout(source.root)
     with publish.claim(target, "export"):
         source.refresh()
-        version_id = publish.new_version_id()
-        staging = target.staging(version_id)
+        staging = target.staging(publish.new_version_id())
         built = stage_exports(source, fmts, staging, placeholder=placeholder, default_weight=default_weight,
                               max_rows_per_shard=max_rows_per_shard, rl_options=options,
-                              rows_per_bucket=rows_per_bucket)
+                              rows_per_bucket=rows_per_bucket, tokenizer=tokenizer)
         staged = _staged(built, fmts, source.root, options)
         summary = _export_summary(source, target, list(built), fmts,
                                   {"placeholder": placeholder, "default_weight": default_weight,
+                                   **({"tokenizer": tokenizer} if tokenizer else {}),
                                    **{k: v for f in fmts for k, v in options_record(f, options).items()}},
                                   staged.written)
         live = target.live_version()

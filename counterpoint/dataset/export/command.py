@@ -16,7 +16,7 @@ from counterpoint.schemas.exports import DEFAULT_PLACEHOLDER
 def add_export_parser(subparsers) -> argparse.ArgumentParser:
     e = subparsers.add_parser(
         "export", help="write trainer-ready configs (TRL stepwise, OpenRLHF PRM, Step-DPO, weighted pairs, GRPO "
-                       "prompts, verl RL, NPO forget/retain, grouped negatives, SFT positives) from a validated "
+                       "prompts, verl RL, NPO forget/retain, grouped negatives, SFT positives, token-weighted pairs) from a validated "
                        "output directory")
     e.add_argument("dir", help="a validated Counterpoint output directory")
     e.add_argument("--format", dest="formats", action="append", required=True, choices=FORMATS,
@@ -35,6 +35,9 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
                    help="grpo-prompts/verl-rl: add an equal-size unfiltered control config (<config>_control)")
     e.add_argument("--max-per-problem", type=int, default=None, metavar="N",
                    help="sft-positives: at most N distinct verified-correct completions per problem (default: all)")
+    e.add_argument("--tokenizer", default=None, metavar="MODEL",
+                   help="token-weighted-pairs: the policy model (folder, Hub id or 'embedded') whose tokenizer the "
+                        "token weights are checked against (default: the critical_tokens rows' model_id)")
     return e
 
 
@@ -49,7 +52,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         result = export_output(source, args.formats, target=target, placeholder=args.placeholder,
                                default_weight=args.default_weight, pass_band=args.pass_band, control=args.control,
-                               max_per_problem=args.max_per_problem)
+                               max_per_problem=args.max_per_problem, tokenizer=args.tokenizer)
     except ExportError as e:
         print(f"counterpoint export: {e}", file=sys.stderr)
         return e.exit_code

@@ -445,9 +445,10 @@ def test_table_lookup():
                                            "step_values", "rejects", "trl_stepwise", "openrlhf_prm", "step_dpo",
                                            "weighted_pairs", "correction_sft", "correction_dpo", "grpo_prompts",
                                            "grpo_prompts_control", "verl_rl", "verl_rl_control", "npo_forget",
-                                           "npo_retain", "grouped_negatives", "sft_positives", "corrections"]
+                                           "npo_retain", "grouped_negatives", "sft_positives",
+                                           "token_weighted_pairs", "corrections", "critical_tokens"]
     assert set(records.OUTCOME_CONFIGS) | set(records.STEP_CONFIGS) | set(schemas.exports.EXPORT_CONFIGS) | set(
-        records.CORRECTION_CONFIGS) == set(schemas.OUTPUT_TABLES)
+        records.CORRECTION_CONFIGS) | {"critical_tokens"} == set(schemas.OUTPUT_TABLES)
 
 
 REALISTIC_ROWS = {
@@ -547,6 +548,26 @@ REALISTIC_ROWS.update({  # issue 22
         "wrong_step_index": 0, "wrong_step_source": "claim", "flip_class": "revise",
         "cue": "Wait, that step is wrong.",
     },
+})
+REALISTIC_ROWS["token_weighted_pairs"] = {  # issue 21
+    "id": "gsm8k-12/s2/critical", "problem_id": "gsm8k-12", "prompt": PROMPT,
+    "chosen": [{"role": "assistant", "content": "3 + 4 = 7. The answer is 7."}],
+    "rejected": [{"role": "assistant", "content": "3 + 4 = 8. The answer is 8."}],
+    "rejected_token_ids": [33, 1232, 216, 34, 1789], "rejected_weights": [0.1, 0.1, 0.2, 1.0, 0.3],
+    "chosen_sample_index": 0, "rejected_sample_index": 2, "score_form": "log_ratio", "top_critical_positions": [3, 4],
+    "rollout_critical_position": 3, "first_wrong_step": 0, "contrast_models": '{"base": "m"}', "model_id": "m",
+    "tokenizer": "m",
+}
+# critical_tokens is issue 21 part A's config: a row of its own there wins (setdefault).
+REALISTIC_ROWS.setdefault("critical_tokens", {
+    "id": "gsm8k-12/s2/critical", "problem_id": "gsm8k-12", "sample_index": 2, "prompt": PROMPT,
+    "completion": "3 + 4 = 8.", "token_ids": [33, 1232, 216, 34], "tokens": ["3", " +", " 4", " ="],
+    "logp_positive": [-0.1, -0.2, -0.3, -2.5], "logp_negative": [-0.1, -0.2, -0.3, -0.4],
+    "contrastive_score": [0.0, 0.0, 0.0, -2.1], "token_weights": [0.1, 0.1, 0.1, 1.0], "score_form": "log_ratio",
+    "top_critical_positions": [3], "first_wrong_step": 0, "step_token_starts": [0],
+    "rollout_critical_position": 3, "rollout_critical_step": 0, "contrast_in_first_wrong_step": True,
+    "search_rollouts": 8, "banned_success_rate": 0.75, "contrast_ban_success_rate": 0.75, "random_ban_position": 1,
+    "random_ban_success_rate": 0.0, "ban_rollouts": 4, "contrast_models": '{"base": "m"}', "model_id": "m",
 })
 
 
