@@ -5,8 +5,10 @@ just before a token of an incorrect trajectory with that token banned at the fir
 token's ban raises the success rate far more than a random token's. Steps, each through the command line
 a user would type:
 
-1. ``counterpoint run`` with ``--labeler omegaprm`` on GSM8K test problems (``--data``, default
-   ``../shared/data/gsm8k/test.jsonl``) with ``--model`` (default: the embedded SmolLM2-135M);
+1. ``counterpoint run`` with ``--labeler omegaprm`` on the built-in arithmetic word problems (default: a
+   135M model solves a few percent of them, and the contrast models need both verdicts) or GSM8K test
+   problems (``--source gsm8k --data``, default ``../shared/data/gsm8k/test.jsonl``) with ``--model``
+   (default: the embedded SmolLM2-135M);
 2. ``counterpoint contrast-models OUT --base MODEL --output DIR`` (skipped when ``--contrast-models DIR``
    already holds a ``contrast.json``);
 3. ``counterpoint critical-tokens OUT --contrast-models DIR`` (contrastive scores, rollout search inside
@@ -16,7 +18,7 @@ a user would type:
    critical token.
 
     python benchmarks/critical_tokens.py --problems 8 --samples 8
-    python benchmarks/critical_tokens.py --model /models/qwen2.5-math-1.5b --problems 200 --contrast-models /tmp/cm
+    python benchmarks/critical_tokens.py --model /models/qwen2.5-math-1.5b --source gsm8k --problems 200 --contrast-models /tmp/cm
 
 Writes ``benchmarks/results/critical_tokens.json`` and prints a table.
 """
@@ -92,9 +94,13 @@ def _cli(argv: List[str]) -> float:
 
 def run_config(args, out: str) -> Dict[str, Any]:
     """The labelled GSM8K run (OmegaPRM locates each negative's first wrong step)."""
+    if args.source == "procedural":
+        source = {"kind": "procedural", "num_problems": args.problems, "seed": 0}
+    else:
+        source = {"kind": "file", "paths": [os.path.abspath(args.data)], "preset": "gsm8k",
+                  "num_problems": args.problems}
     return {
-        "source": {"kind": "file", "paths": [os.path.abspath(args.data)], "preset": "gsm8k",
-                   "num_problems": args.problems},
+        "source": source,
         "generator": {"kind": "vllm", "model": args.model, "seed": 0, "seed_mode": "request", "compile": "off"},
         "sampling": {"temperature": 0.8, "top_p": 0.95, "max_tokens": args.max_tokens},
         "samples_per_problem": args.samples, "labeler": "omegaprm",
@@ -122,7 +128,8 @@ def run(args) -> Dict[str, Any]:
     critical_seconds = _cli(["critical-tokens", out, "--contrast-models", models, *args.critical_args])
     rows = storage.DatasetLayout(out).read_table("critical_tokens").to_pylist()
     c = summary["counts"]
-    return {"model": args.model, "data": os.path.basename(args.data), "problems": args.problems,
+    return {"model": args.model, "source": args.source,
+            "data": os.path.basename(args.data) if args.source == "gsm8k" else None, "problems": args.problems,
             "samples_per_problem": args.samples, "max_tokens": args.max_tokens, "k": args.k,
             "trajectories": c["trajectories"], "incorrect": c["incorrect"], "run_seconds": round(run_seconds, 1),
             "contrast_models": _read_json(os.path.join(models, "contrast.json")),
@@ -141,7 +148,10 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=8, help="samples per problem")
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--k", type=int, default=4, help="OmegaPRM rollouts per prefix")
-    ap.add_argument("--data", default=DEFAULT_DATA, help="GSM8K test JSONL")
+    ap.add_argument("--source", choices=("procedural", "gsm8k"), default="procedural",
+                    help="problems: the built-in arithmetic word problems (a 135M model solves a few percent: the "
+                         "contrast models need both verdicts, the search a first wrong step) or GSM8K (--data)")
+    ap.add_argument("--data", default=DEFAULT_DATA, help="GSM8K test JSONL (--source gsm8k)")
     ap.add_argument("--contrast-models", default=None, help="reuse (or write) the contrast models here")
     ap.add_argument("--contrast-steps", type=int, default=20, help="contrast-models --max-steps")
     ap.add_argument("--critical-args", nargs=argparse.REMAINDER, default=[],

@@ -267,15 +267,10 @@ def cmd_critical_tokens(args, extra) -> int:
 
 
 def cmd_contrast_models(args, extra) -> int:
-    from counterpoint.critical.train import make_contrast_models, recipe_from_args
+    from counterpoint.critical.train import command
 
     _configure_storage(extra)
-    meta = make_contrast_models(args.dir, args.base, args.output, recipe_from_args(args))
-    data, training = meta["data"], meta["training"]
-    print(f"contrast models of {meta['base']} written to {args.output}: " + ", ".join(
-        f"{s} {data[s]['rows']} rows, {training[s]['steps']} steps, loss {training[s]['train_loss']:.4f}"
-        for s in ("positive", "negative")))
-    return 0
+    return command(args)
 
 
 def _command_of(argv: Sequence[str]) -> str:

@@ -259,6 +259,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
 
 
+def command(args) -> int:
+    """``counterpoint contrast-models``: trains, writes DIR, prints one line per side."""
+    meta = make_contrast_models(args.dir, args.base, args.output, recipe_from_args(args))
+    data, training = meta["data"], meta["training"]
+    print(f"contrast models of {meta['base']} written to {args.output}: " + ", ".join(
+        f"{s} {data[s]['rows']} rows, {training[s]['steps']} steps, loss {training[s]['train_loss']:.4f}"
+        for s in ("positive", "negative")))
+    return 0
+
+
 def recipe_from_args(args) -> ContrastRecipe:
     lr = args.learning_rate if args.learning_rate is not None else (2e-4 if args.lora else ContrastRecipe.learning_rate)
     return ContrastRecipe(method="lora" if args.lora else "full", epochs=args.epochs, max_steps=args.max_steps,

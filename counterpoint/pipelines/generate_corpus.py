@@ -110,6 +110,10 @@ def check_config(cfg: RunConfig, local: bool = True) -> RunConfig:
             raise ValueError(f"--export: unknown format(s) {unknown}; choose from {sorted(FORMATS)}")
         for fmt in cfg.exports:
             missing = [c for c in FORMAT_SOURCES[fmt][0] if c not in cfg.configs()]
+            if "critical_tokens" in missing:
+                raise ValueError(f"--export {fmt} needs the critical_tokens config: add --labeler omegaprm and "
+                                 "--critical-tokens DIR (contrast models from `counterpoint contrast-models`), or "
+                                 "export later with `counterpoint critical-tokens OUT` then `counterpoint export`")
             if missing:
                 raise ValueError(f"--export {fmt} needs the {missing} config(s), which only a labelling run writes: "
                                  "add --labeler omegaprm (or mc)")

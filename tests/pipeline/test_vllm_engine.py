@@ -55,13 +55,24 @@ PROBLEMS = [
 
 @pytest.fixture(scope="session")
 def contrast_models(tmp_path_factory):
-    """Issue 21: a contrast-models directory for the run's critical_tokens stage. For now two slightly
-    perturbed copies of the embedded model (no training); the contrast-models trainer replaces it."""
-    from _critical import make_contrast_dir
+    """Issue 21: contrast models for the run's critical_tokens stage, trained for real by
+    ``counterpoint contrast-models`` from the embedded model on a small planted corpus (per problem two
+    verified-correct and two verified-incorrect trajectories, published through the publish procedure):
+    a few optimizer steps per side, before the session's one engine starts."""
+    from _tiny_model import write_validated_output
 
-    from counterpoint.generators.embedded import embedded_model_dir
+    from counterpoint.cli import main as cli_main
 
-    return make_contrast_dir(tmp_path_factory.mktemp("contrast") / "cm", source=embedded_model_dir())
+    tmp = tmp_path_factory.mktemp("contrast")
+    corpus = tmp / "corpus"
+    corpus.mkdir()
+    write_validated_output(corpus, n_problems=2)
+    models = tmp / "cm"
+    assert cli_main(["contrast-models", str(corpus), "--base", "embedded", "--output", str(models),
+                     "--max-steps", "2", "--batch-size", "2", "--max-length", "128"]) == 0
+    meta = json.loads((models / "contrast.json").read_text())
+    assert meta["data"]["positive"]["rows"] == meta["data"]["negative"]["rows"] == 4
+    return models
 
 
 @pytest.fixture(scope="session")

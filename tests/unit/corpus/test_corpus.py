@@ -56,9 +56,10 @@ def test_new_state_is_empty_for_every_config():
     assert state == ProblemState(problem=PROBLEM)
     assert state.to_json() == {
         "trajectories": [], "preferences": [], "unpaired": [], "step_labels": [], "step_values": [], "corrections": [],
+        "critical_tokens": [],
         "rejects": [], "problem": PROBLEM, "failed": False, "resumed": False, "stats": {},
     }
-    assert [state.rows(c) for c in corpus.ROW_CONFIGS] == [[]] * 7
+    assert [state.rows(c) for c in corpus.ROW_CONFIGS] == [[]] * 8
     assert state.problem_id == "unit-7"
     # Lists are per state, never shared.
     other = corpus.new_state(PROBLEM)
@@ -86,6 +87,7 @@ def test_fail_clears_rows_records_a_problem_reject_and_leaves_the_input_alone():
     }
     assert out.to_json() == {
         "trajectories": [], "preferences": [], "unpaired": [], "step_labels": [], "step_values": [], "corrections": [],
+        "critical_tokens": [],
         "rejects": [earlier, expected_reject], "problem": PROBLEM, "failed": True, "resumed": False,
         "stats": {"generated_tokens": 10},
     }

@@ -74,9 +74,13 @@ def test_the_run_config_of_the_benchmark_is_valid(tmp_path):
     data = tmp_path / "test.jsonl"
     data.write_text('{"question": "1+1?", "answer": "1+1=2\\n#### 2"}\n')
     args = bench.argparse.Namespace(data=str(data), problems=1, model="embedded", max_tokens=64, samples=2, k=2,
-                                    work=str(tmp_path))
+                                    work=str(tmp_path), source="gsm8k")
     cfg = from_dict(bench.run_config(args, str(tmp_path / "out")))
     assert cfg.labeler == "omegaprm" and cfg.samples_per_problem == 2 and cfg.source.preset == "gsm8k"
+    assert cfg.source.paths == [str(data)]
+    cfg = from_dict(bench.run_config(bench.argparse.Namespace(**{**vars(args), "source": "procedural"}),
+                                     str(tmp_path / "out")))
+    assert cfg.source.kind == "procedural" and cfg.source.num_problems == 1 and cfg.labeler == "omegaprm"
 
 
 def test_commands_run_through_the_cli_entry_point_and_fail_loudly(tmp_path):
