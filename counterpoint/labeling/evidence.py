@@ -65,12 +65,37 @@ class RolloutAsk:
     place correct rollouts in the trie. A ``speculative`` ask is a prefetch hint: the
     scheduler may generate it ahead of time into its buffer but never stores it, and
     answers it with ``None``.
+
+    ``zero_after`` (set: an **adaptive** ask, see :func:`adaptive_next_total`) makes ``n`` a cap: the
+    prefix is rolled out in doubling batches and stops as soon as its value is decided — one
+    verified-correct rollout proves a positive, ``zero_after`` known verdicts with none correct
+    declare a zero.
     """
 
     prefix: str
     n: int
     steps: Optional[Tuple[str, ...]] = None
     speculative: bool = False
+    zero_after: Optional[int] = None
+
+    @property
+    def adaptive(self) -> bool:
+        return self.zero_after is not None
+
+
+def adaptive_next_total(held: int, cap: int) -> int:
+    """Rollouts an adaptive ask holds after its next batch: 1, 2, 4, ... (doubling), at most ``cap``.
+
+    The rule (curtailed sampling; the zero side is Wald's sequential probability ratio test, 1945,
+    for H0: p = 0 against H1: p >= p1): roll out until the first verified-correct rollout (a
+    positive, proven: MC > 0) or until ``zero_after`` known verdicts are all not correct (a zero).
+    Under H0 no rollout can be correct, so a positive is never false; a prefix whose true value is
+    p is declared zero with probability ``(1 - p) ** zero_after`` — with ``zero_after = k`` (the
+    default) exactly the false-zero probability of a fixed-k estimate, so the decision is as
+    reliable as fixed k, and a positive costs about ``1 / p`` rollouts instead of ``k``.
+    Doubling keeps the sequential round trips per decision at ``log2(k) + 1``.
+    """
+    return min(cap, max(1, 2 * held))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,7 +351,22 @@ class EvidenceStore:
     def satisfied(self, ask: RolloutAsk) -> bool:
         if self.needs_verdict(ask.prefix):
             return False
-        return self.terminal(ask.prefix) or self.held(ask.prefix) >= ask.n
+        if self.terminal(ask.prefix) or self.held(ask.prefix) >= ask.n:
+            return True
+        return ask.adaptive and self.decided(ask.prefix, ask.zero_after)
+
+    def decided(self, prefix: str, zero_after: int) -> bool:
+        """The adaptive rule (:func:`adaptive_next_total`): a correct rollout held, or ``zero_after``
+        known verdicts, none correct."""
+        est = self.estimate(prefix)
+        return est is not None and (est.n_correct > 0 or est.n_known >= zero_after)
+
+    def missing(self, ask: RolloutAsk) -> int:
+        """Rollouts the next request for ``ask`` generates (0: nothing to generate)."""
+        held = self.held(ask.prefix)
+        if ask.adaptive:
+            return max(0, adaptive_next_total(held, ask.n) - held)
+        return max(0, ask.n - held)
 
     # -- the correct-completion trie ---------------------------------------
     def _insert(self, steps: Sequence[str], source: Source) -> None:

@@ -79,7 +79,7 @@ AUTO_SPECULATION = 8
 # Not copied as-is into labeler_params: throughput knobs (they change how full the engine is, never the
 # rows) and the fields recorded by their effective value.
 _NOT_COPIED = ("token_len", "max_trees", "parallel_searches", "max_inflight_samples", "rollout_params",
-          "min_known_verdicts")
+          "min_known_verdicts", "adaptive", "zero_after")
 
 
 def _auto_or_int(name: str, value, *, allow_none: bool = False):
@@ -112,6 +112,13 @@ class OmegaPRMConfig:
     ``parallel_searches`` is 1 + the speculative probes per probe (1: none; "auto":
     up to ``AUTO_SPECULATION``, budget-limited); ``max_inflight_samples`` is the
     budget (None: ``generator.capacity``, else 256).
+
+    ``adaptive`` (issue 18): each binary-search probe is rolled out in doubling batches and stops as
+    soon as its value is decided — one verified-correct rollout proves MC > 0; ``zero_after`` known
+    verdicts with none correct declare MC = 0 (None: ``k``, so a prefix of true value p is a false
+    zero with probability ``(1 - p) ** k``, as with fixed k; the rule and its bound:
+    ``evidence.adaptive_next_total``). ``k`` stays the cap. Off: every probe gets exactly ``k``.
+    Value estimates (``step_values``) always keep a fixed ``k``.
     """
 
     k: int = 8
@@ -126,6 +133,8 @@ class OmegaPRMConfig:
     parallel_searches: Union[int, str] = AUTO
     min_known_verdicts: Optional[int] = None
     max_inflight_samples: Optional[int] = None
+    adaptive: bool = False
+    zero_after: Optional[int] = None
 
     def __post_init__(self):
         if self.k < 1:
@@ -139,6 +148,9 @@ class OmegaPRMConfig:
         if self.min_known_verdicts is not None and not (1 <= self.min_known_verdicts <= self.k):
             raise ValueError(f"omegaprm.min_known_verdicts must be in [1, k={self.k}] or null (= ceil(k/2)), "
                              f"got {self.min_known_verdicts}")
+        if self.zero_after is not None and not (self.min_known <= self.zero_after <= self.k):
+            raise ValueError(f"omegaprm.zero_after must be in [min_known_verdicts={self.min_known}, k={self.k}] "
+                             f"or null (= k), got {self.zero_after}")
         if self.max_inflight_samples is not None and self.max_inflight_samples < 1:
             raise ValueError("omegaprm.max_inflight_samples must be >= 1 or null (= the engine's capacity)")
 
@@ -146,6 +158,13 @@ class OmegaPRMConfig:
     def min_known(self) -> int:
         """Known verdicts an estimate needs before MC = 0 is believed (issue 9, defect 5)."""
         return self.min_known_verdicts if self.min_known_verdicts is not None else math.ceil(self.k / 2)
+
+    @property
+    def probe_zero_after(self) -> Optional[int]:
+        """``RolloutAsk.zero_after`` of a binary-search probe (None: fixed k)."""
+        if not self.adaptive:
+            return None
+        return self.zero_after if self.zero_after is not None else self.k
 
     @property
     def speculation(self) -> int:
@@ -169,6 +188,8 @@ class OmegaPRMConfig:
         d["rollout_params"] = self.effective_rollout_params(sampling).to_dict()
         d["min_known_verdicts"] = self.min_known
         d["token_len"] = None if self.token_len is None else getattr(self.token_len, "__name__", "callable")
+        if self.adaptive:  # off stays out: rows of fixed-k runs are unchanged
+            d["adaptive"] = {"zero_after": self.probe_zero_after, "rule": "doubling_until_decided/v1"}
         return d
 
     def params_json(self, sampling: Optional[SamplingParams] = None) -> str:
@@ -334,7 +355,8 @@ class OmegaPRMTree:
             mid = self.split_point(ends, d, good, bad)
             prefix = "".join(steps[: mid + 1])
             spec = self._speculation(steps, ends, d, good, bad, mid)
-            answers = yield [RolloutAsk(prefix, self.config.k, tuple(steps[: mid + 1]))] + spec
+            answers = yield [RolloutAsk(prefix, self.config.k, tuple(steps[: mid + 1]),
+                                        zero_after=self.config.probe_zero_after)] + spec
             est = answers[0]
             sol.n_rollouts += est.n_new
             sol.probes.append((mid, est.value if est.resolved else None, est.n))
@@ -385,8 +407,9 @@ class OmegaPRMTree:
             if prefix in seen or len(out) >= width:
                 return
             seen.add(prefix)
-            if self.ctx.store.rollable(prefix) and self.ctx.held(prefix) < k:
-                out.append(RolloutAsk(prefix, k, tuple(s[: j + 1]), speculative=True))
+            ask = RolloutAsk(prefix, k, tuple(s[: j + 1]), speculative=True, zero_after=self.config.probe_zero_after)
+            if self.ctx.store.rollable(prefix) and not self.ctx.store.satisfied(ask):
+                out.append(ask)
 
         frontier = [(mid, good, bad)]
         nexts = iter(self._next_candidates(width))

@@ -1,7 +1,9 @@
 """The corpus pipeline: problems in, a Hub-layout positive/negative dataset out.
 
-    ReadProblems -> JoinCheckpoints/DedupeAndResume -> Sample (vLLM) -> Verify
-        -> [Label: OmegaPRM | MC] -> [Judge: consensus] -> OutcomePairs -> Checkpoint
+    ReadProblems -> JoinCheckpoints/DedupeAndResume -> Sample (vLLM) -> Verify -> Clean
+        -> OutcomePairs -> Checkpoint                                   (no labeller), or
+    ReadProblems -> JoinCheckpoints/DedupeAndResume -> SampleAndLabel (one engine stream per
+        bundle: sample, verify, clean, OmegaPRM | MC) -> [Judge: consensus] -> OutcomePairs -> Checkpoint
         -> WriteConfigs (one Parquet sink per config) + RunStats (one small record)
 
 Sources are read by the workers and the job graph does not depend on the input's
@@ -34,7 +36,7 @@ from counterpoint.progress import LiveProgress
 from counterpoint.schemas import content_id
 from counterpoint.transforms.corrections import Corrections, CorrectionsDoFn
 from counterpoint.transforms.judge import JudgeDoFn
-from counterpoint.transforms.label import Label, LabelDoFn
+from counterpoint.transforms.label import SampleAndLabel, SampleAndLabelDoFn
 from counterpoint.transforms.read import ReadProblems
 from counterpoint.transforms.clean import DecontaminateProblems, GuardStepPrompts
 from counterpoint.transforms.stages import (DedupeAndResumeProblems, EngineSpec, OutcomePairsDoFn, PairAndCheckpoint,
@@ -131,17 +133,21 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, layout: storage.OutputLayou
         problems = clean["problems"]
         early.append(clean["rejects"])
     split = problems | "DedupeAndResume" >> DedupeAndResumeProblems(checkpoints)
-    states = split["todo"] | "SampleAndVerify" >> SampleAndVerify(
-        engine, cfg.verifier, verifier_handle, cfg.retry, batch_size=cfg.batch_size, sampling=cfg.sampling,
-        samples_per_problem=cfg.samples_per_problem, system_prompt=cfg.system_prompt,
-        segmentation=cfg.segmentation, run_seed=cfg.generator.seed, dedup=cfg.dedup)
     if cfg.labeler:
-        states = states | "Label" >> Label(
-            LabelDoFn(engine, cfg.verifier, verifier_handle, cfg.retry, labeling=cfg.labeling_config,
-                      sampling=cfg.sampling, system_prompt=cfg.system_prompt, segmentation=cfg.segmentation),
+        # One engine stream per bundle: sampling, verifying and labelling share one scheduler (issue 18).
+        states = split["todo"] | "SampleAndLabel" >> SampleAndLabel(
+            SampleAndLabelDoFn(engine, cfg.verifier, verifier_handle, cfg.retry, labeling=cfg.labeling_config,
+                               sampling=cfg.sampling, samples_per_problem=cfg.samples_per_problem,
+                               system_prompt=cfg.system_prompt, segmentation=cfg.segmentation,
+                               run_seed=cfg.generator.seed, dedup=cfg.dedup),
             cfg.labeling_batch_size or DEFAULT_LABELING_BATCH, judge=_judge(cfg, engine, layout))
         if cfg.corrections.enabled:
             states = states | "Corrections" >> Corrections(_corrector(cfg, engine, layout, verifier_handle))
+    else:
+        states = split["todo"] | "SampleAndVerify" >> SampleAndVerify(
+            engine, cfg.verifier, verifier_handle, cfg.retry, batch_size=cfg.batch_size, sampling=cfg.sampling,
+            samples_per_problem=cfg.samples_per_problem, system_prompt=cfg.system_prompt,
+            segmentation=cfg.segmentation, run_seed=cfg.generator.seed, dedup=cfg.dedup)
     outcome = OutcomePairsDoFn(cfg.pairing, cfg.verifier, verifier_handle, cfg.segmentation)
     finished = states | "PairAndCheckpoint" >> PairAndCheckpoint(cfg.pairing, checkpoints, outcome)
     all_states = (finished, split["finished"]) | "AllProblems" >> beam.Flatten()
