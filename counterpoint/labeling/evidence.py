@@ -365,7 +365,10 @@ class EvidenceStore:
         """Rollouts the next request for ``ask`` generates (0: nothing to generate)."""
         held = self.held(ask.prefix)
         if ask.adaptive:
-            return max(0, adaptive_next_total(held, ask.n) - held)
+            est = self.estimate(ask.prefix)
+            known = est.n_known if est is not None else 0
+            # never past what the zero decision still needs (unknown verdicts need more, up to the cap)
+            return max(0, min(adaptive_next_total(held, ask.n), held + ask.zero_after - known) - held)
         return max(0, ask.n - held)
 
     # -- the correct-completion trie ---------------------------------------
