@@ -121,8 +121,8 @@ FLAGS: Tuple[Flag, ...] = (
          "speculative binary searches per tree (auto = sized from the engine; never changes labels)",
          type=lambda s: s if s == "auto" else int(s)),
     Flag(("--adaptive-rollouts", "--adaptive_rollouts"), ("labeling.omegaprm.adaptive",), "labelling",
-         "on: an OmegaPRM probe stops at its first correct rollout or after k known wrong ones (same false-zero "
-         "bound as fixed k, fewer rollouts); off: exactly k per probe", type=_on_off, metavar="on|off"),
+         "on: an OmegaPRM probe stops at its first correct rollout (a proven positive) or after "
+         "labeling.omegaprm.zero_after known wrong ones (default ceil(k/2)); off: exactly k per probe", type=_on_off, metavar="on|off"),
     Flag(("--labeling-batch-size", "--labeling_batch_size"), ("labeling_batch_size",), "labelling",
          "problems whose trees share the engine (none = from the engine's capacity)", type=_none_or(int)),
     Flag(("--consensus",), ("consensus.mode",), "labelling",

@@ -89,11 +89,13 @@ def adaptive_next_total(held: int, cap: int) -> int:
     The rule (curtailed sampling; the zero side is Wald's sequential probability ratio test, 1945,
     for H0: p = 0 against H1: p >= p1): roll out until the first verified-correct rollout (a
     positive, proven: MC > 0) or until ``zero_after`` known verdicts are all not correct (a zero).
-    Under H0 no rollout can be correct, so a positive is never false; a prefix whose true value is
-    p is declared zero with probability ``(1 - p) ** zero_after`` — with ``zero_after = k`` (the
-    default) exactly the false-zero probability of a fixed-k estimate, so the decision is as
-    reliable as fixed k, and a positive costs about ``1 / p`` rollouts instead of ``k``.
-    Doubling keeps the sequential round trips per decision at ``log2(k) + 1``.
+    Under H0 no rollout can be correct, so a positive is never false (given a sound verifier); a
+    prefix whose true value is p is declared zero with probability ``(1 - p) ** zero_after`` (the
+    SPRT's type-II error for H1: p = p1) — with ``zero_after = k`` exactly the false-zero
+    probability of a fixed-k estimate; OmegaPRM's default ``zero_after`` is ``min_known_verdicts``
+    (``OmegaPRMConfig``). A positive costs about ``1 / p`` rollouts instead of ``k``. Doubling keeps
+    the sequential round trips per decision at ``log2(k) + 1``; a batch never goes past what the
+    zero decision still needs (:meth:`EvidenceStore.missing`).
     """
     return min(cap, max(1, 2 * held))
 

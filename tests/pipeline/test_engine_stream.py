@@ -91,5 +91,5 @@ def test_adaptive_budgets_decide_like_fixed_k_where_decisions_cannot_differ(tmp_
     a_rows = {r["id"]: r for r in adaptive["tables"]["step_labels"]}
     assert sum(map(sum, (r["n_rollouts_per_step"] for r in a_rows.values()))) < \
         sum(map(sum, (r["n_rollouts_per_step"] for r in f_rows.values())))
-    assert all(json.loads(r["labeler_params"])["adaptive"]["zero_after"] == 4 for r in a_rows.values())
+    assert all(json.loads(r["labeler_params"])["adaptive"]["zero_after"] == 2 for r in a_rows.values())
     assert all("adaptive" not in json.loads(r["labeler_params"]) for r in f_rows.values())
