@@ -103,7 +103,7 @@ class _Meter:
         self.gen, self.n, self.every = gen, n_problems, every_s
         self.real_poll = gen.poll
         self.t0 = self.last_print = time.perf_counter()
-        self.in_engine = self.weighted_inflight = 0.0
+        self.in_engine = self.weighted_inflight = self.weighted_running = 0.0
         self.rounds, self.done, self.sampled = [], 0, 0
         self.last_sample_t = None
         self.poll_s = 0.0
@@ -119,7 +119,10 @@ class _Meter:
     def on_round(self, rec):
         # In flight while the engine stepped: what is still out + what this poll finished.
         finished = rec["samples"] + rec.get("sample_samples", 0)
-        self.weighted_inflight += (rec["inflight_samples"] + finished) * self.poll_s
+        at_poll = rec["inflight_samples"] + finished
+        self.weighted_inflight += at_poll * self.poll_s
+        # running = what the engine can decode at once of it (more is queued, not faster)
+        self.weighted_running += min(at_poll, self.gen.capacity or at_poll) * self.poll_s
         self.rounds.append(dict(rec, inflight_at_poll=rec["inflight_samples"] + finished,
                                 t=round(time.perf_counter() - self.t0, 3)))
         if rec.get("sample_samples"):
@@ -209,6 +212,7 @@ def _report(args, cfg, gen, load_s, results, job_s, meter, plain):
     plain_tps = plain[0] / plain[1] if plain[1] else 0.0
     capacity = gen.capacity
     mean_inflight = meter.weighted_inflight / meter.in_engine if meter.in_engine else 0.0
+    mean_running = meter.weighted_running / meter.in_engine if meter.in_engine else 0.0
     o = cfg.labeling_config.omegaprm
     return {
         "generator": args.generator, "model": gen.model_id, "defaults": args.defaults,
@@ -219,7 +223,8 @@ def _report(args, cfg, gen, load_s, results, job_s, meter, plain):
         "job": {"seconds": round(job_s, 2), "generated_tokens": job_tokens, "tokens_per_s": round(job_tps, 2),
                 "polls": len(rounds), "engine_share_of_time": round(meter.in_engine / job_s, 3) if job_s else None,
                 "mean_inflight_sequences": round(mean_inflight, 1),
-                "inflight_share_of_capacity": round(mean_inflight / capacity, 3) if capacity else None},
+                "mean_running_sequences": round(mean_running, 1),
+                "inflight_share_of_capacity": round(mean_running / capacity, 3) if capacity else None},
         "phases": {"sampling_tokens": sample_tokens, "rollout_tokens": rollout_tokens,
                    "last_sample_back_s": round(meter.last_sample_t or 0.0, 2),
                    "rollout_tokens_per_kept_tree": round(rollout_tokens / kept, 1) if kept else None,
@@ -260,8 +265,8 @@ def main(argv=None):
     print(f"{'':<24}{'tokens':>10}{'seconds':>10}{'tok/s':>10}")
     print(f"{'whole job (stream)':<24}{j['generated_tokens']:>10}{j['seconds']:>10.1f}{j['tokens_per_s']:>10.1f}")
     print(f"{'plain batch sampling':<24}{plain[0]:>10}{plain[1]:>10.1f}{result['plain']['tokens_per_s']:>10.1f}")
-    print(f"saturation {result['saturation']} (target 0.95); mean in flight {j['mean_inflight_sequences']} of "
-          f"{result['engine_capacity']} ({j['inflight_share_of_capacity']}); polls {j['polls']}; "
+    print(f"saturation {result['saturation']} (target 0.95); mean in flight {j['mean_inflight_sequences']} "
+          f"(running {j['mean_running_sequences']} of {result['engine_capacity']}: {j['inflight_share_of_capacity']}); polls {j['polls']}; "
           f"phases: sampling {ph['sampling_tokens']} tok (last back at {ph['last_sample_back_s']}s), rollouts "
           f"{ph['rollout_tokens']} tok, {ph['rollout_tokens_per_kept_tree']} per kept tree; screening "
           f"{result['screening']}; speculation {sp}; prefix-cache hit share {result['prefix_cache_hit_share']}")

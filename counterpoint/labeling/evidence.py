@@ -78,9 +78,7 @@ class RolloutAsk:
     speculative: bool = False
     zero_after: Optional[int] = None
 
-    @property
-    def adaptive(self) -> bool:
-        return self.zero_after is not None
+    adaptive = property(lambda self: self.zero_after is not None)
 
 
 def adaptive_next_total(held: int, cap: int) -> int:
@@ -92,10 +90,9 @@ def adaptive_next_total(held: int, cap: int) -> int:
     Under H0 no rollout can be correct, so a positive is never false (given a sound verifier); a
     prefix whose true value is p is declared zero with probability ``(1 - p) ** zero_after`` (the
     SPRT's type-II error for H1: p = p1) — with ``zero_after = k`` exactly the false-zero
-    probability of a fixed-k estimate; OmegaPRM's default ``zero_after`` is ``min_known_verdicts``
-    (``OmegaPRMConfig``). A positive costs about ``1 / p`` rollouts instead of ``k``. Doubling keeps
-    the sequential round trips per decision at ``log2(k) + 1``; a batch never goes past what the
-    zero decision still needs (:meth:`EvidenceStore.missing`).
+    probability of a fixed-k estimate (OmegaPRM's default: ``min_known_verdicts``). A positive
+    costs about ``1 / p`` rollouts instead of ``k``; doubling keeps the round trips per decision at
+    ``log2(k) + 1``, never past what the zero still needs (:meth:`EvidenceStore.missing`).
     """
     return min(cap, max(1, 2 * held))
 
