@@ -169,6 +169,19 @@ class OmegaPRMConfig:
         return self.zero_after if self.zero_after is not None else self.min_known
 
     @property
+    def split_fraction(self) -> float:
+        """Where a probe splits the bracket: the paper's token midpoint (0.5) with fixed k; with adaptive
+        budgets a zero costs ``zero_after`` rollouts and a positive about one, so the split that
+        minimises rollouts per bit of information, ``((1 - f) * 1 + f * zero_after) / H(f)`` (H: the
+        binary entropy; the cost-per-bit argument of search with unequal test costs, Karp 1961), probes
+        earlier: f = 0.28 for zero_after = 4."""
+        if not self.adaptive:
+            return 0.5
+        c0 = float(self.probe_zero_after)
+        grid = [i / 100 for i in range(5, 51)]
+        return min(grid, key=lambda f: ((1 - f) + f * c0) / -(f * math.log(f) + (1 - f) * math.log(1 - f)))
+
+    @property
     def speculation(self) -> int:
         """Speculative asks allowed per probe."""
         return AUTO_SPECULATION if self.parallel_searches == AUTO else int(self.parallel_searches) - 1
@@ -328,8 +341,9 @@ class OmegaPRMTree:
         return [total * len(s) / chars for s in own]
 
     @staticmethod
-    def split_point(ends: Sequence[float], start: int, good: int, bad: int) -> int:
-        """Step index in ``(good, bad)`` whose end is nearest the token midpoint of the span.
+    def split_point(ends: Sequence[float], start: int, good: int, bad: int, frac: float = 0.5) -> int:
+        """Step index in ``(good, bad)`` whose end is nearest the token midpoint of the span (``frac``
+        of the way from ``good``: 0.5 is the paper's midpoint; see ``OmegaPRMConfig.split_fraction``).
 
         ``ends[j - start]`` is the cumulative token count through step ``j`` (0 before ``start``).
         """
@@ -337,7 +351,7 @@ class OmegaPRMTree:
         def end(j: int) -> float:
             return 0.0 if j < start else ends[j - start]
 
-        target = (end(good) + end(bad)) / 2.0
+        target = end(good) + (end(bad) - end(good)) * frac
         return min(range(good + 1, bad), key=lambda j: (abs(end(j) - target), j))
 
     def search(self, cand: Candidate, sample_index: int, sampled: bool):
@@ -354,7 +368,7 @@ class OmegaPRMTree:
         parent = state.id
         zero: Optional[Tuple[int, Estimate]] = None  # the shallowest zero-valued probe so far
         while bad - good > 1:
-            mid = self.split_point(ends, d, good, bad)
+            mid = self.split_point(ends, d, good, bad, self.config.split_fraction)
             prefix = "".join(steps[: mid + 1])
             spec = self._speculation(steps, ends, d, good, bad, mid)
             answers = yield [RolloutAsk(prefix, self.config.k, tuple(steps[: mid + 1]),
@@ -422,7 +436,7 @@ class OmegaPRMTree:
             for probe, g, b in frontier:
                 for g2, b2 in ((probe, b), (g, probe)):  # if MC(probe) > 0 / if MC(probe) = 0
                     if b2 - g2 > 1:
-                        children.append((self.split_point(ends, d, g2, b2), g2, b2))
+                        children.append((self.split_point(ends, d, g2, b2, self.config.split_fraction), g2, b2))
             if not self.config.adaptive:  # adaptive: one of the two children is always wasted, skip them
                 for j, _, _ in children:
                     offer(steps, j)
@@ -430,7 +444,7 @@ class OmegaPRMTree:
             if nxt is not None:
                 n_steps, n_ends, n_d = nxt
                 if len(n_steps) - n_d > 1:
-                    offer(n_steps, self.split_point(n_ends, n_d, n_d - 1, len(n_steps) - 1))
+                    offer(n_steps, self.split_point(n_ends, n_d, n_d - 1, len(n_steps) - 1, self.config.split_fraction))
             if not children and nxt is None:
                 break
             frontier = children

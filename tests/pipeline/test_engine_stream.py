@@ -19,9 +19,10 @@ from counterpoint.testing.stream import SAMPLING_SLIPS
 IN_PROCESS = ["--runner=FnApiRunner"]
 CONFIGS = ("trajectories", "problem_stats", "preferences", "unpaired", "rejects", "step_labels", "step_values")
 # What an adaptive budget records differently when it decides the same: how many rollouts were held
-# (per step, in all, and in a step pair's metadata) and the labeller parameters naming the rule; every
-# other column and metadata field must be equal.
-BUDGET_COLUMNS = ("n_rollouts_per_step", "n_rollouts", "labeler_params")
+# (per step, in all, and in a step pair's metadata), the labeller parameters naming the rule, and which
+# steps were measured (its cost-aware split probes other prefixes; where both measured a step, the
+# values must agree); every other column and metadata field must be equal.
+BUDGET_COLUMNS = ("n_rollouts_per_step", "n_rollouts", "labeler_params", "mc_values", "mc_measured")
 BUDGET_METADATA = ("n_rollouts", "prefix_rollouts")
 
 
@@ -92,4 +93,8 @@ def test_adaptive_budgets_decide_like_fixed_k_where_decisions_cannot_differ(tmp_
     assert sum(map(sum, (r["n_rollouts_per_step"] for r in a_rows.values()))) < \
         sum(map(sum, (r["n_rollouts_per_step"] for r in f_rows.values())))
     assert all(json.loads(r["labeler_params"])["adaptive"]["zero_after"] == 2 for r in a_rows.values())
+    both = [(fv, av) for k in f_rows
+            for fv, av, fm, am in zip(f_rows[k]["mc_values"], a_rows[k]["mc_values"], f_rows[k]["mc_measured"],
+                                      a_rows[k]["mc_measured"]) if fm and am]
+    assert both and all(fv == av for fv, av in both)
     assert all("adaptive" not in json.loads(r["labeler_params"]) for r in f_rows.values())
