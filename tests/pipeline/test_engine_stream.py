@@ -98,3 +98,36 @@ def test_adaptive_budgets_decide_like_fixed_k_where_decisions_cannot_differ(tmp_
                                       a_rows[k]["mc_measured"]) if fm and am]
     assert both and all(fv == av for fv, av in both)
     assert all("adaptive" not in json.loads(r["labeler_params"]) for r in f_rows.values())
+
+
+def test_a_poison_problem_in_a_streamed_bundle_is_a_sample_reject_and_the_others_keep_their_rows(
+        tmp_path, problems_file):
+    path, questions = problems_file
+    clean = _job(path, tmp_path / "clean", capacity=8)
+    (tmp_path / "in").mkdir()
+    poisoned = tmp_path / "in" / path.name  # the same file name: the same ``source`` on every row
+    lines = path.read_text().splitlines()
+    bad = json.loads(lines[0])
+    lines.insert(2, json.dumps({"id": "poison-1", "question": "POISON " + bad["question"], "answer": bad["answer"]}))
+    poisoned.write_text("\n".join(lines) + "\n")
+    cfg = from_dict({
+        "source": {"kind": "file", "paths": [str(poisoned)],
+                   "mapping": {"question": "question", "answer": "answer", "id": "id"}},
+        "generator": {"kind": "scripted", "seed": 2,
+                      "scripted": {"policy": "chain", "step_error_rate": 0.15, "capacity": 8,
+                                   "fail_on_substring": "POISON"}},
+        "samples_per_problem": 6, "labeler": "omegaprm", "labeling_batch_size": 4,
+        "retry": {"max_attempts": 2, "backoff_s": 0.01},
+        "labeling": {"omegaprm": {"k": 4, "search_limit": 6}, "check_arithmetic": False},
+        "validate": False, "report": False, "output": str(tmp_path / "out"),
+    })
+    summary = run(IN_PROCESS, config=cfg)
+    c = summary["counts"]
+    assert (c["problems_in"], c["problems_with_output"], c["problems_rejected"]) == (len(questions) + 1, len(questions), 1)
+    layout = storage.DatasetLayout(str(tmp_path / "out"))
+    rejects = layout.read_table("rejects").to_pylist()
+    assert [(r["problem_id"], r["stage"], r["reason"], r["scope"]) for r in rejects] == \
+        [("poison-1", "sample", "poison_request", "problem")]
+    for config in ("trajectories", "step_labels", "step_values", "preferences"):
+        got = sorted(layout.read_table(config).to_pylist(), key=lambda r: json.dumps(r, sort_keys=True, default=str))
+        assert got == clean["tables"][config], config
