@@ -169,7 +169,7 @@ def _job(cfg, gen, suite, problems, meter):
                                    on_problem_done=on_done)
     finally:
         gen.poll = meter.real_poll
-    return [r for _, r in results], time.perf_counter() - t
+    return [r for _, r, _ in results], time.perf_counter() - t
 
 
 def _plain(args, cfg, gen, n_problems: int, target_tokens: int):

@@ -143,9 +143,11 @@ def as_verdict(v: Any) -> Tuple[str, Optional[str]]:
 @dataclasses.dataclass(frozen=True, eq=False)
 class SampleAsk:
     """Run ``request`` (a problem's sampling request, seeded by the caller) as it is; answered with a
-    :class:`Sampled`. Never shared with other asks, never speculative."""
+    :class:`Sampled`. Never shared with other asks, never speculative. ``verify=False`` (a judge's
+    critique, not an answer to the problem): no verdicts."""
 
     request: GenerationRequest
+    verify: bool = True
     speculative = False
 
 
@@ -512,6 +514,8 @@ class _Run:
         items = []
         for req, comps in done:
             ctx = self.ctx(req.owner)
+            if req.sample is not None and not req.sample.verify:
+                continue
             for c in comps:
                 items.append((req.prefix + c.text, ctx.gold_answer, c.truncated, ctx.answer_type))
         for i, prefix in terminal:
@@ -527,8 +531,9 @@ class _Run:
         for req, comps in done:
             owner = self.ctx(req.owner)
             if req.sample is not None:  # a problem's own samples: verdicts as the verifier gave them
-                self.sampled[id(req.sample)] = Sampled(list(comps), raw[pos:pos + len(comps)])
-                pos += len(comps)
+                n_verified = len(comps) if req.sample.verify else 0
+                self.sampled[id(req.sample)] = Sampled(list(comps), raw[pos:pos + n_verified])
+                pos += n_verified
                 stats["sample_samples"] += len(comps)
                 stats["sample_tokens"] += sum(c.num_tokens for c in comps)
                 stats["sample_prompt_tokens"] += comps[0].num_prompt_tokens if comps else 0

@@ -10,7 +10,8 @@ Each problem is one coroutine: it yields ``[SampleAsk(request)]``; as soon as it
 back and verified (in the scheduler's one verifier call per poll) the caller turns them into
 trajectory rows (``on_sampled``: verdict fields, dedup, process-error flags), and the same
 coroutine goes on with the problem's labelling (:func:`labeler.problem_task`: screen, search,
-values, rows) while other problems are still sampling. The scheduler's sliding window admits a
+values, rows; then, with consensus judging on the run's own model, its judge requests) while other
+problems are still sampling. The scheduler's sliding window admits a
 new problem as soon as the in-flight samples fall under the engine's capacity, so the engine
 stays full from the first request to the last: no stage barrier, no per-batch drain inside the
 bundle. Rows are the ones :func:`~counterpoint.labeling.labeler.label_problems` makes from the
@@ -36,13 +37,22 @@ from counterpoint.labeling.scheduler import RoundScheduler, SampleAsk, Sampled, 
 OnSampled = Callable[[int, Sampled], ProblemForLabeling]
 
 
+#: ``judge_requests_of(index, result) -> requests``: the judge requests of a labelled problem (none: [] ).
+JudgeRequests = Callable[[int, LabelingResult], List[GenerationRequest]]
+
+
 def _stream_task(index: int, request: GenerationRequest, ctx, on_sampled: OnSampled, config: LabelerConfig,
-                 sampling: Optional[SamplingParams]):
-    """Coroutine: sample (one request), hand the samples to ``on_sampled``, then label the problem."""
+                 sampling: Optional[SamplingParams], judge_requests_of: Optional[JudgeRequests]):
+    """Coroutine: sample (one request), hand the samples to ``on_sampled``, label the problem, then
+    send its judge requests (unverified); returns ``(item, result, judge answers)``."""
     (sampled,) = yield [SampleAsk(request)]
     item = on_sampled(index, sampled)
     result = yield from problem_task(item, ctx, config, sampling)
-    return item, result
+    judged: List[Sampled] = []
+    requests = judge_requests_of(index, result) if judge_requests_of is not None else []
+    if requests:
+        judged = yield [SampleAsk(r, verify=False) for r in requests]
+    return item, result, judged
 
 
 def sample_and_label(
@@ -59,8 +69,10 @@ def sample_and_label(
     max_inflight_samples: Optional[int] = None,
     on_round: Optional[Callable[[Dict[str, Any]], None]] = None,
     on_problem_done: Optional[Callable[[LabelingResult], None]] = None,
-) -> List[Tuple[ProblemForLabeling, LabelingResult]]:
-    """Samples and labels every problem through one scheduler; returns ``(item, result)`` per problem.
+    judge_requests_of: Optional[JudgeRequests] = None,
+) -> List[Tuple[ProblemForLabeling, LabelingResult, List[Sampled]]]:
+    """Samples and labels every problem through one scheduler; returns ``(item, result, judge answers)``
+    per problem (judge answers: one :class:`Sampled` per request of ``judge_requests_of``, else none).
 
     ``requests[i]`` samples ``problems[i]``; ``verify`` is the scheduler's verifier callback (it
     also judges the samples). ``max_inflight_samples`` overrides the stream's capacity (default:
@@ -84,7 +96,7 @@ def sample_and_label(
     scheduler = RoundScheduler(generator, verify, params, seed=config.seed, max_active=o.tree_cap,
                                max_inflight_samples=max_inflight_samples or o.max_inflight_samples,
                                on_round=on_round, on_done=done)
-    tasks = [(ctx, _stream_task(i, req, ctx, on_sampled, config, sampling))
+    tasks = [(ctx, _stream_task(i, req, ctx, on_sampled, config, sampling, judge_requests_of))
              for i, (req, ctx) in enumerate(zip(requests, contexts))]
     results = scheduler.run(tasks)
     for i, res in enumerate(results):

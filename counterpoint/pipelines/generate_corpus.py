@@ -134,13 +134,16 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, layout: storage.OutputLayou
         early.append(clean["rejects"])
     split = problems | "DedupeAndResume" >> DedupeAndResumeProblems(checkpoints)
     if cfg.labeler:
-        # One engine stream per bundle: sampling, verifying and labelling share one scheduler (issue 18).
+        # One engine stream per bundle: sampling, verifying, labelling (and judging, when the judge is the
+        # run's own model) share one scheduler (issue 18).
+        in_stream = cfg.consensus.mode != "off" and (cfg.judge or cfg.generator) == cfg.generator
         states = split["todo"] | "SampleAndLabel" >> SampleAndLabel(
             SampleAndLabelDoFn(engine, cfg.verifier, verifier_handle, cfg.retry, labeling=cfg.labeling_config,
                                sampling=cfg.sampling, samples_per_problem=cfg.samples_per_problem,
                                system_prompt=cfg.system_prompt, segmentation=cfg.segmentation,
-                               run_seed=cfg.generator.seed, dedup=cfg.dedup),
-            cfg.labeling_batch_size or DEFAULT_LABELING_BATCH, judge=_judge(cfg, engine, layout))
+                               run_seed=cfg.generator.seed, dedup=cfg.dedup,
+                               consensus=cfg.consensus if in_stream else None),
+            cfg.labeling_batch_size or DEFAULT_LABELING_BATCH, judge=None if in_stream else _judge(cfg, engine, layout))
         if cfg.corrections.enabled:
             states = states | "Corrections" >> Corrections(_corrector(cfg, engine, layout, verifier_handle))
     else:

@@ -97,8 +97,9 @@ class SampleAndLabelDoFn(ProblemBatchDoFn):
 
     def __init__(self, engine: EngineSpec, verifier, verifier_handle: shared.Shared, retry, *, labeling,
                  sampling: SamplingParams, samples_per_problem: int, system_prompt: Optional[str],
-                 segmentation: str, run_seed: int, dedup=None):
+                 segmentation: str, run_seed: int, dedup=None, consensus=None):
         super().__init__(retry, engine)
+        self.consensus = consensus  # a ConsensusConfig: judge in the stream (the judge is the run's model)
         self.verifier = verifier
         self._verifier_handle = verifier_handle
         self.labeling = labeling
@@ -150,19 +151,42 @@ class SampleAndLabelDoFn(ProblemBatchDoFn):
             tokens["cached"] += stats.get("cached_prompt_tokens", 0)
             progress.report("label", rollouts=stats.get("samples", 0), tokens=stats.get("generated_tokens", 0))
 
+        targets: Dict[int, list] = {}
+
+        def judge_requests_of(i, result):
+            from counterpoint.labeling.consensus import judge_requests, solution_targets
+
+            targets[i] = solution_targets(result.step_labels, result.step_values)
+            return judge_requests(targets[i], {problems[i]["problem_id"]: problems[i]}, None, config=self.consensus)
+
         results = sample_and_label(problems, requests, self.generator, self.suite.judge, self.labeling,
                                    sampling=self.sampling, on_sampled=on_sampled, system_prompt=self.system_prompt,
                                    segmentation_mode=self.segmentation, on_round=on_round,
-                                   on_problem_done=lambda r: self.report_problem(r.problem_id))
+                                   on_problem_done=lambda r: self.report_problem(r.problem_id),
+                                   judge_requests_of=judge_requests_of if self.consensus is not None else None)
         if hasattr(self.generator, "flush"):
             self.generator.flush()
         out = []
-        for i, (s, (_, result)) in enumerate(zip(states, results)):
+        for i, (s, (_, result, judged)) in enumerate(zip(states, results)):
             rows, clean_stats, generated, prompt = trajectories[i]
             sampled = s.evolve(trajectories=rows).add_stats(generated_tokens=generated, prompt_tokens=prompt,
                                                              **clean_stats)
-            out.append(labelled_state(sampled, result, tokens, len(states)))
+            state = labelled_state(sampled, result, tokens, len(states))
+            if self.consensus is not None:
+                state = self._judged(state, targets.get(i, []), judged)
+            out.append(state)
         return out
+
+    def _judged(self, state, targets, judged):
+        """Consensus on one problem from its judge answers (as the Judge stage would)."""
+        from counterpoint.labeling.consensus import judgements_from
+        from counterpoint.transforms.judge import judged_state
+
+        replies = [a.completions[0].text if a.completions else None for a in judged]
+        tokens = {str(t["id"]): sum(c.num_tokens for c in a.completions) for t, a in zip(targets, judged)}
+        state = judged_state(state, targets, judgements_from(targets, replies), tokens, self.consensus)
+        progress.report("judge", problems=1, rows=state.stats.get("judge_judged", 0))
+        return state
 
 
 def _verdict_counts(rows) -> Dict[str, float]:

@@ -131,3 +131,31 @@ def test_a_poison_problem_in_a_streamed_bundle_is_a_sample_reject_and_the_others
     for config in ("trajectories", "step_labels", "step_values", "preferences"):
         got = sorted(layout.read_table(config).to_pylist(), key=lambda r: json.dumps(r, sort_keys=True, default=str))
         assert got == clean["tables"][config], config
+
+
+def test_consensus_on_the_runs_own_model_judges_inside_the_stream(tmp_path, problems_file):
+    """The judge is the run's model: its requests join the stream; every labelled solution is judged and the
+    rows are the unjudged run's plus the judge's columns (the chain policy is no judge: all unparsable)."""
+    path, _ = problems_file
+    plain = _job(path, tmp_path / "plain", capacity=8)
+    cfg = from_dict({
+        "source": {"kind": "file", "paths": [str(path)],
+                   "mapping": {"question": "question", "answer": "answer", "id": "id"}},
+        "generator": {"kind": "scripted", "seed": 2,
+                      "scripted": {"policy": "chain", "step_error_rate": 0.15, "capacity": 8}},
+        "samples_per_problem": 6, "labeler": "omegaprm", "labeling_batch_size": 4,
+        "labeling": {"omegaprm": {"k": 4, "search_limit": 6}, "check_arithmetic": False},
+        "consensus": {"mode": "annotate"},
+        "validate": False, "report": False, "output": str(tmp_path / "judged"),
+    })
+    summary = run(IN_PROCESS, config=cfg)
+    labels = storage.DatasetLayout(str(tmp_path / "judged")).read_table("step_labels").to_pylist()
+    c = summary["consensus"]
+    assert c["judged"] >= len(labels) > 0 and c["not_judged"] == 0
+    assert c["agreed"] + c["disagreed"] + c["unparsable"] == c["judged"]
+    by_id = {r["id"]: r for r in plain["tables"]["step_labels"]}
+    for row in labels:
+        base = by_id[row["id"]]
+        assert {k: v for k, v in row.items() if not k.startswith("judge_")} == \
+            {k: v for k, v in base.items() if not k.startswith("judge_")}
+        assert row["judge_agrees"] in (True, False, None)
