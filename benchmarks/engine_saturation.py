@@ -8,8 +8,8 @@ sampling with a full queue? On one engine in one process (engine start excluded)
 1. **the job**: every problem through ``sample_and_label`` (one bundle, as the pipeline's auto
    labelling batch), timed from the first request to the last row; a progress line every few
    seconds (problems done, tokens, sequences in flight);
-2. **plain**: batch sampling (``generate`` of full batches) of at least the job's generated-token
-   volume, same sampling parameters, fresh prompts.
+2. **plain** (run first): batch sampling (``generate`` of batches of 1.5x the engine's capacity in
+   sequences) of at least ``--plain-tokens`` tokens, same sampling parameters, fresh prompts.
 
 Reports: saturation = job tokens/s ÷ plain tokens/s (target ≥ 0.95), per phase tokens (sampling
 vs rollouts; when the last problem finished sampling), the poll-time-weighted mean of sequences in
@@ -56,6 +56,8 @@ def _args(argv):
     parser.add_argument("--compile", default="off", choices=("off", "on"))
     parser.add_argument("--generator", default="vllm", choices=("vllm", "scripted"))
     parser.add_argument("--progress-s", type=float, default=10.0, help="seconds between progress lines")
+    parser.add_argument("--plain-tokens", type=int, default=30000,
+                        help="tokens of plain batch sampling to measure (at least one batch)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine_saturation.json"))
     return parser.parse_args(argv)
 
@@ -173,6 +175,8 @@ def _job(cfg, gen, suite, problems, meter):
 
 
 def _plain(args, cfg, gen, n_problems: int, target_tokens: int):
+    """Plain batch sampling: batches of 1.5x the engine's capacity in sequences (a full queue until the
+    batch's tail), until ``target_tokens`` are generated."""
     from counterpoint.generators.base import GenerationRequest
 
     if args.generator == "scripted":
@@ -189,6 +193,7 @@ def _plain(args, cfg, gen, n_problems: int, target_tokens: int):
                                         n=cfg.samples_per_problem, params=cfg.sampling, seed=i + j)
                  for j in range(n_problems)]
         i += n_problems
+        print(f"plain batch of {len(batch) * cfg.samples_per_problem} sequences ...", flush=True)
         t = time.perf_counter()
         out = gen.generate(batch)
         seconds += time.perf_counter() - t
@@ -254,11 +259,14 @@ def main(argv=None):
     problems = _problems(args, n, min_ops, max_ops)
     print(f"engine up in {load_s:.1f}s (capacity {gen.capacity}); job: {n} problems x {cfg.samples_per_problem} "
           f"samples, k={cfg.labeling_config.omegaprm.k}", flush=True)
+    # The baseline first (its size does not depend on the job): a timed-out job still leaves it printed.
+    per_batch = max(1, -(-(gen.capacity or 256) * 3 // (2 * cfg.samples_per_problem)))
+    plain = _plain(args, cfg, gen, per_batch, args.plain_tokens)
+    print(f"plain: {plain[0]} tokens in {plain[1]:.1f}s = {plain[0] / plain[1]:.1f} tok/s", flush=True)
     meter = _Meter(gen, n, args.progress_s)
     results, job_s = _job(cfg, gen, suite, problems, meter)
     job_tokens = sum(r["generated_tokens"] + r.get("sample_tokens", 0) for r in meter.rounds)
-    print(f"job done in {job_s:.1f}s ({job_tokens} tokens); plain batch sampling of as many tokens ...", flush=True)
-    plain = _plain(args, cfg, gen, n, job_tokens)
+    print(f"job done in {job_s:.1f}s ({job_tokens} tokens)", flush=True)
     result = _report(args, cfg, gen, load_s, results, job_s, meter, plain)
     suite.close()
     j, ph, sp = result["job"], result["phases"], result["speculation"]
