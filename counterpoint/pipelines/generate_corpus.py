@@ -48,9 +48,11 @@ log = logging.getLogger(__name__)
 # Beam 2.77's DirectRunner first tries to download the Prism binary (no internet here);
 # the FnApiRunner is what it falls back to, so local runs pin it unless told otherwise.
 DEFAULT_LOCAL_RUNNER = "FnApiRunner"
-# Problems per labelling call when the engine's capacity does not say more (the scheduler keeps
-# the engine busy across all trees of a call; few problems survive screening on a small model).
-DEFAULT_LABELING_BATCH = 64
+# Problems per engine stream (one scheduler run: sampling, verifying and labelling of a bundle) when the
+# engine's capacity does not say more. The engine drains only at a bundle's end, so a bundle holds many
+# times what the engine keeps in flight (few problems survive screening on a small model); a kill loses at
+# most one bundle's unfinished work (its engine calls stay in the request cache).
+DEFAULT_LABELING_BATCH = 256
 
 
 class CounterpointOptions(PipelineOptions):
