@@ -195,10 +195,26 @@ def _plain(args, cfg, gen, n_problems: int, target_tokens: int):
         i += n_problems
         print(f"plain batch of {len(batch) * cfg.samples_per_problem} sequences ...", flush=True)
         t = time.perf_counter()
-        out = gen.generate(batch)
+        out = _generate_with_progress(gen, batch, args.progress_s) if gen.streaming else gen.generate(batch)
         seconds += time.perf_counter() - t
         tokens += sum(c.num_tokens for x in out for c in x)
     return tokens, seconds
+
+
+def _generate_with_progress(gen, batch, every_s: float):
+    """``generate`` through submit/poll (the same full queue), printing a progress line every ``every_s``."""
+    pending = {h: i for i, h in enumerate(gen.submit(batch))}
+    out, t0, last, tokens = [None] * len(batch), time.perf_counter(), time.perf_counter(), 0
+    while pending:
+        for handle, comps in gen.poll():
+            if handle in pending:
+                out[pending.pop(handle)] = comps
+                tokens += sum(c.num_tokens for c in comps)
+        if time.perf_counter() - last >= every_s:
+            last = time.perf_counter()
+            print(f"[plain {last - t0:7.1f}s] {len(batch) - len(pending)}/{len(batch)} requests, {tokens} tokens",
+                  flush=True)
+    return out
 
 
 def _report(args, cfg, gen, load_s, results, job_s, meter, plain):
