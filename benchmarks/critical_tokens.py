@@ -95,7 +95,8 @@ def _cli(argv: List[str]) -> float:
 def run_config(args, out: str) -> Dict[str, Any]:
     """The labelled GSM8K run (OmegaPRM locates each negative's first wrong step)."""
     if args.source == "procedural":
-        source = {"kind": "procedural", "num_problems": args.problems, "seed": 0}
+        source = {"kind": "procedural", "num_problems": args.problems, "seed": 0,
+                  "min_ops": getattr(args, "min_ops", 1), "max_ops": getattr(args, "max_ops", 2)}
     else:
         source = {"kind": "file", "paths": [os.path.abspath(args.data)], "preset": "gsm8k",
                   "num_problems": args.problems}
@@ -151,6 +152,9 @@ def main(argv=None) -> int:
     ap.add_argument("--source", choices=("procedural", "gsm8k"), default="procedural",
                     help="problems: the built-in arithmetic word problems (a 135M model solves a few percent: the "
                          "contrast models need both verdicts, the search a first wrong step) or GSM8K (--data)")
+    ap.add_argument("--min-ops", type=int, default=1, help="procedural problems: fewest operations")
+    ap.add_argument("--max-ops", type=int, default=2, help="procedural problems: most operations (easy by default: "
+                                                           "the 135M model must solve some)")
     ap.add_argument("--data", default=DEFAULT_DATA, help="GSM8K test JSONL (--source gsm8k)")
     ap.add_argument("--contrast-models", default=None, help="reuse (or write) the contrast models here")
     ap.add_argument("--contrast-steps", type=int, default=20, help="contrast-models --max-steps")

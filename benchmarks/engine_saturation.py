@@ -1,32 +1,37 @@
-"""Engine saturation of the labelling stage on the embedded vLLM model.
+"""Engine saturation of the whole labelled job: one engine stream (issue 18) vs plain batch sampling.
 
-How close does OmegaPRM labelling (many trees interleaved, one engine call per
-round) come to the throughput the engine gives plain batch sampling? On one
-engine in one process:
+How close does a labelled run — sampling, verifying, screening, OmegaPRM rollouts and value
+estimates of every problem, all through ONE scheduler run (``counterpoint.labeling.stream``, what
+``SampleAndLabel`` does per bundle) — come to the throughput the same engine gives plain batch
+sampling with a full queue? On one engine in one process (engine start excluded):
 
-1. sample K_f solutions per problem (the screening samples);
-2. label the problems with OmegaPRM through the round scheduler, timing the whole
-   stage (engine calls, verification and tree bookkeeping);
-3. plain batch sampling of a comparable generated-token volume (same engine,
-   same sampling parameters, fresh prompts).
+1. **the job**: every problem through ``sample_and_label`` (one bundle, as the pipeline's auto
+   labelling batch), timed from the first request to the last row; a progress line every few
+   seconds (problems done, tokens, sequences in flight);
+2. **plain** (run first): batch sampling (``generate`` of batches of 1.5x the engine's capacity in
+   sequences) of at least ``--plain-tokens`` tokens, same sampling parameters, fresh prompts.
 
-Reports saturation = labelling tokens/s ÷ plain tokens/s (target ≥ 0.85) and the
-prefix-cache hit share of rollout prompt tokens from vLLM's reported cached
-tokens (target ≥ 60%). Writes ``benchmarks/results/engine_saturation.json``.
+Reports: saturation = job tokens/s ÷ plain tokens/s (target ≥ 0.95), per phase tokens (sampling
+vs rollouts; when the last problem finished sampling), the poll-time-weighted mean of sequences in
+flight vs the engine's capacity, wasted speculative rollouts / tokens and aborted speculative
+samples, rollout tokens per kept tree, and the prefix-cache hit share. Writes
+``benchmarks/results/engine_saturation.json`` (``--out``).
 
-``--defaults`` takes every knob from the CLI defaults (``counterpoint run --labeler omegaprm``):
-the default job's problems and sampling, k, search limit, and the throughput knobs
-(labelling batch, trees in flight, speculative searches, overlapped values) left on
-``auto`` — what a user gets without tuning anything.
+``--defaults`` takes every knob from the CLI defaults (``counterpoint run --labeler omegaprm``);
+``--problems`` still sets the workload size. ``--generator scripted`` runs the same job on the
+scripted chain engine (a cheap smoke test of the benchmark itself; its figures mean nothing).
 
-    python benchmarks/engine_saturation.py --defaults
+    python benchmarks/engine_saturation.py --defaults [--problems 64]
     python benchmarks/engine_saturation.py [--problems 48] [--samples 8] [--k 4] [--search-limit 16]
-                                           [--parallel-searches auto] [--compile off|on]
+                                           [--parallel-searches auto] [--adaptive] [--compile off|on]
+
+Long: one benchmark script: argument table, the job, the baseline and the report, read top to bottom.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -35,152 +40,263 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def main(argv=None):
+def _args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--defaults", action="store_true",
                         help="every knob at its CLI default (the workload size --problems may still be given)")
-    parser.add_argument("--problems", type=int, default=None, help="problems (default: 48; 24 with --defaults)")
+    parser.add_argument("--problems", type=int, default=None, help="problems (default: 48; the CLI's with --defaults)")
     parser.add_argument("--samples", type=int, default=8, help="K_f screening samples per problem")
     parser.add_argument("--k", type=int, default=4, help="rollouts per prefix")
     parser.add_argument("--search-limit", type=int, default=16)
-    parser.add_argument("--sequential-values", action="store_true",
-                        help="estimate step values after the search instead of alongside it")
-    parser.add_argument("--parallel-searches", default="auto",
-                        help="speculative binary searches per tree (auto, or 1 = none)")
+    parser.add_argument("--parallel-searches", default="auto", help="speculative searches per tree (auto, or 1)")
+    parser.add_argument("--adaptive", action="store_true", help="adaptive rollout budgets (--adaptive-rollouts on)")
     parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--min-ops", type=int, default=1)
     parser.add_argument("--max-ops", type=int, default=2)
     parser.add_argument("--compile", default="off", choices=("off", "on"))
+    parser.add_argument("--generator", default="vllm", choices=("vllm", "scripted"))
+    parser.add_argument("--progress-s", type=float, default=10.0, help="seconds between progress lines")
+    parser.add_argument("--plain-tokens", type=int, default=30000,
+                        help="tokens of plain batch sampling to measure (at least one batch)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine_saturation.json"))
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    import dataclasses
 
-    from counterpoint import corpus
+def _config(args):
     from counterpoint.config import RunConfig
-    from counterpoint.generators import build_generator
-    from counterpoint.generators.base import GenerationRequest
-    from counterpoint.generators.vllm_local import _on_cpu
-    from counterpoint.labeling import OmegaPRMConfig, ProblemForLabeling, label_problems
-    from counterpoint.sources.procedural import procedural_problem
-    from counterpoint.verifiers.suite import VerifierSuite
+    from counterpoint.generators.config import GeneratorConfig
+    from counterpoint.labeling import OmegaPRMConfig
 
     cfg = RunConfig(labeler="omegaprm")
     if args.defaults:
-        n_problems, min_ops, max_ops = args.problems or cfg.source.num_problems, cfg.source.min_ops, cfg.source.max_ops
+        n, min_ops, max_ops = args.problems or cfg.source.num_problems, cfg.source.min_ops, cfg.source.max_ops
     else:
-        n_problems, min_ops, max_ops = args.problems or 48, args.min_ops, args.max_ops
+        n, min_ops, max_ops = args.problems or 48, args.min_ops, args.max_ops
         parallel = args.parallel_searches if args.parallel_searches == "auto" else int(args.parallel_searches)
         cfg = dataclasses.replace(
             cfg, samples_per_problem=args.samples,
             sampling=dataclasses.replace(cfg.sampling, max_tokens=args.max_tokens),
-            labeling=dataclasses.replace(cfg.labeling, overlap_values=not args.sequential_values,
-                                         omegaprm=dataclasses.replace(OmegaPRMConfig(), k=args.k,
-                                                                      search_limit=args.search_limit,
-                                                                      parallel_searches=parallel)))
-    cfg = dataclasses.replace(cfg, generator=dataclasses.replace(cfg.generator, compile=args.compile))
-    params = cfg.sampling
-    labeling = cfg.labeling_config
+            labeling=dataclasses.replace(cfg.labeling, omegaprm=dataclasses.replace(
+                OmegaPRMConfig(), k=args.k, search_limit=args.search_limit, parallel_searches=parallel)))
+    if args.adaptive:
+        cfg = dataclasses.replace(cfg, labeling=dataclasses.replace(
+            cfg.labeling, omegaprm=dataclasses.replace(cfg.labeling.omegaprm, adaptive=True)))
+    if args.generator == "scripted":
+        gen_cfg = GeneratorConfig(kind="scripted", scripted={"policy": "chain", "step_error_rate": 0.1})
+    else:
+        gen_cfg = dataclasses.replace(cfg.generator, compile=args.compile)
+    return dataclasses.replace(cfg, generator=gen_cfg), n, min_ops, max_ops
+
+
+def _problems(args, n, min_ops, max_ops):
+    if args.generator == "scripted":
+        from counterpoint.generators.scripted import chain_problem
+
+        return [chain_problem(11, i, num_steps=8) for i in range(n)]
+    from counterpoint.sources.procedural import procedural_problem
+
+    return [procedural_problem(11, i, min_ops, max_ops) for i in range(n)]
+
+
+class _Meter:
+    """Engine-side figures of the job: poll time, sequences in flight at each poll, progress lines."""
+
+    def __init__(self, gen, n_problems: int, every_s: float):
+        self.gen, self.n, self.every = gen, n_problems, every_s
+        self.real_poll = gen.poll
+        self.t0 = self.last_print = time.perf_counter()
+        self.in_engine = self.weighted_inflight = self.weighted_running = 0.0
+        self.rounds, self.done, self.sampled = [], 0, 0
+        self.last_sample_t = None
+        self.poll_s = 0.0
+
+    def poll(self):
+        t = time.perf_counter()
+        try:
+            return self.real_poll()
+        finally:
+            self.poll_s = time.perf_counter() - t
+            self.in_engine += self.poll_s
+
+    def on_round(self, rec):
+        # In flight while the engine stepped: what is still out + what this poll finished.
+        finished = rec["samples"] + rec.get("sample_samples", 0)
+        at_poll = rec["inflight_samples"] + finished
+        self.weighted_inflight += at_poll * self.poll_s
+        # running = what the engine can decode at once of it (more is queued, not faster)
+        self.weighted_running += min(at_poll, self.gen.capacity or at_poll) * self.poll_s
+        self.rounds.append(dict(rec, inflight_at_poll=rec["inflight_samples"] + finished,
+                                t=round(time.perf_counter() - self.t0, 3)))
+        if rec.get("sample_samples"):
+            self.last_sample_t = time.perf_counter() - self.t0
+        now = time.perf_counter()
+        if now - self.last_print >= self.every:
+            self.last_print = now
+            tokens = sum(r["generated_tokens"] + r.get("sample_tokens", 0) for r in self.rounds)
+            print(f"[{now - self.t0:7.1f}s] problems done {self.done}/{self.n}, sampled {self.sampled}, "
+                  f"tokens {tokens}, {tokens / (now - self.t0):.0f} tok/s, in flight {rec['inflight_samples']}"
+                  f"/{rec.get('capacity')}", flush=True)
+
+
+def _job(cfg, gen, suite, problems, meter):
+    """Long: the whole job's bookkeeping (requests, per-problem callbacks, stats) in one place."""
+    from counterpoint import corpus
+    from counterpoint.labeling import ProblemForLabeling
+    from counterpoint.labeling.stream import sample_and_label
+
+    requests = [corpus.sample_request(p, system_prompt=cfg.system_prompt, n=cfg.samples_per_problem,
+                                      params=cfg.sampling, run_seed=0) for p in problems]
+
+    def on_sampled(i, sampled):
+        p = problems[i]
+        verifier = suite.verifier(p["answer_type"])
+        rows = corpus.trajectory_rows(p, sampled.completions, request=requests[i], model_id=gen.model_id,
+                                      segmentation=cfg.segmentation)
+        rows = corpus.apply_verdicts(rows, sampled.verdicts, verifier_name=verifier.name,
+                                     verifier_version=verifier.version)
+        rows, _ = corpus.clean_trajectories(rows, cfg.dedup)
+        meter.sampled += 1
+        return ProblemForLabeling(problem=p, trajectories=rows, system_prompt=cfg.system_prompt,
+                                  segmentation_mode=cfg.segmentation)
+
+    def on_done(_result):
+        meter.done += 1
+
+    gen.poll = meter.poll
+    t = time.perf_counter()
+    try:
+        results = sample_and_label(problems, requests, gen, suite.judge, cfg.labeling_config, sampling=cfg.sampling,
+                                   on_sampled=on_sampled, system_prompt=cfg.system_prompt,
+                                   segmentation_mode=cfg.segmentation, on_round=meter.on_round,
+                                   on_problem_done=on_done)
+    finally:
+        gen.poll = meter.real_poll
+    return [r for _, r, _ in results], time.perf_counter() - t
+
+
+def _plain(args, cfg, gen, n_problems: int, target_tokens: int):
+    """Plain batch sampling: batches of 1.5x the engine's capacity in sequences (a full queue until the
+    batch's tail), until ``target_tokens`` are generated."""
+    from counterpoint.generators.base import GenerationRequest
+
+    if args.generator == "scripted":
+        from counterpoint.generators.scripted import chain_problem as make
+
+        question = lambda i: make(99, i, num_steps=8)["question"]  # noqa: E731
+    else:
+        from counterpoint.sources.procedural import procedural_problem as make
+
+        question = lambda i: make(99, i)["question"]  # noqa: E731
+    tokens, seconds, i = 0, 0.0, 0
+    while tokens < target_tokens:
+        batch = [GenerationRequest.chat(cfg.system_prompt, question(i + j),
+                                        n=cfg.samples_per_problem, params=cfg.sampling, seed=i + j)
+                 for j in range(n_problems)]
+        i += n_problems
+        print(f"plain batch of {len(batch) * cfg.samples_per_problem} sequences ...", flush=True)
+        t = time.perf_counter()
+        out = _generate_with_progress(gen, batch, args.progress_s) if gen.streaming else gen.generate(batch)
+        seconds += time.perf_counter() - t
+        tokens += sum(c.num_tokens for x in out for c in x)
+    return tokens, seconds
+
+
+def _generate_with_progress(gen, batch, every_s: float):
+    """``generate`` through submit/poll (the same full queue), printing a progress line every ``every_s``."""
+    pending = {h: i for i, h in enumerate(gen.submit(batch))}
+    out, t0, last, tokens = [None] * len(batch), time.perf_counter(), time.perf_counter(), 0
+    while pending:
+        for handle, comps in gen.poll():
+            if handle in pending:
+                out[pending.pop(handle)] = comps
+                tokens += sum(c.num_tokens for c in comps)
+        if time.perf_counter() - last >= every_s:
+            last = time.perf_counter()
+            print(f"[plain {last - t0:7.1f}s] {len(batch) - len(pending)}/{len(batch)} requests, {tokens} tokens",
+                  flush=True)
+    return out
+
+
+def _report(args, cfg, gen, load_s, results, job_s, meter, plain):
+    rounds = meter.rounds
+    sample_tokens = sum(r.get("sample_tokens", 0) for r in rounds)
+    rollout_tokens = sum(r["generated_tokens"] for r in rounds)
+    prompt = sum(r["prompt_tokens"] for r in rounds)
+    cached = sum(r["cached_prompt_tokens"] for r in rounds)
+    stat = lambda k: sum(int(r.stats.get(k, 0)) for r in results)  # noqa: E731
+    screened = {}
+    for r in results:
+        screened[r.stats.get("screening")] = screened.get(r.stats.get("screening"), 0) + 1
+    kept = screened.get("kept", 0)
+    job_tokens = sample_tokens + rollout_tokens
+    job_tps = job_tokens / job_s if job_s else 0.0
+    plain_tps = plain[0] / plain[1] if plain[1] else 0.0
+    capacity = gen.capacity
+    mean_inflight = meter.weighted_inflight / meter.in_engine if meter.in_engine else 0.0
+    mean_running = meter.weighted_running / meter.in_engine if meter.in_engine else 0.0
+    o = cfg.labeling_config.omegaprm
+    return {
+        "generator": args.generator, "model": gen.model_id, "defaults": args.defaults,
+        "compile": getattr(cfg.generator, "compile", None), "engine_load_s": round(load_s, 2),
+        "engine_capacity": capacity, "problems": len(results), "samples": cfg.samples_per_problem, "k": o.k,
+        "search_limit": o.search_limit, "parallel_searches": o.parallel_searches, "adaptive": o.adaptive,
+        "max_tokens": cfg.sampling.max_tokens, "screening": screened,
+        "job": {"seconds": round(job_s, 2), "generated_tokens": job_tokens, "tokens_per_s": round(job_tps, 2),
+                "polls": len(rounds), "engine_share_of_time": round(meter.in_engine / job_s, 3) if job_s else None,
+                "mean_inflight_sequences": round(mean_inflight, 1),
+                "mean_running_sequences": round(mean_running, 1),
+                "inflight_share_of_capacity": round(mean_running / capacity, 3) if capacity else None},
+        "phases": {"sampling_tokens": sample_tokens, "rollout_tokens": rollout_tokens,
+                   "last_sample_back_s": round(meter.last_sample_t or 0.0, 2),
+                   "rollout_tokens_per_kept_tree": round(rollout_tokens / kept, 1) if kept else None,
+                   "rollouts": stat("rollouts"), "label_rollouts": stat("label_rollouts"),
+                   "value_rollouts": stat("value_rollouts"), "step_label_rows": stat("step_label_rows")},
+        "speculation": {k: stat(k) for k in ("prefetched", "prefetch_used", "prefetch_wasted",
+                                              "prefetch_wasted_tokens", "speculative_aborted")},
+        "plain": {"generated_tokens": plain[0], "seconds": round(plain[1], 2), "tokens_per_s": round(plain_tps, 2)},
+        "saturation": round(job_tps / plain_tps, 3) if plain_tps else None,
+        "prefix_cache_hit_share": round(cached / prompt, 3) if prompt else None,
+        "targets": {"saturation": 0.95, "inflight_share_of_capacity": 0.90},
+        "rounds_sampled": rounds[:: max(1, len(rounds) // 200)],
+    }
+
+
+def main(argv=None):
+    args = _args(argv)
+    from counterpoint.generators import build_generator
+    from counterpoint.verifiers.suite import VerifierSuite
+
+    cfg, n, min_ops, max_ops = _config(args)
     t0 = time.perf_counter()
     gen = build_generator(cfg.generator)
     gen.load()
     load_s = time.perf_counter() - t0
     suite = VerifierSuite("auto")
-
-    problems = [procedural_problem(11, i, min_ops, max_ops) for i in range(n_problems)]
-    # 1. screening samples
-    reqs = [corpus.sample_request(p, system_prompt=cfg.system_prompt, n=cfg.samples_per_problem, params=params,
-                                  run_seed=0) for p in problems]
-    t = time.perf_counter()
-    outs = gen.generate(reqs)
-    screen_s = time.perf_counter() - t
-    screen_tokens = sum(c.num_tokens for o in outs for c in o)
-    items = []
-    for p, req, comps in zip(problems, reqs, outs):
-        rows = corpus.trajectory_rows(p, comps, request=req, model_id=gen.model_id, segmentation="paragraph")
-        judged = suite.verify([(r["completion"], p["gold_answer"], r["finish_reason"] == "length", p["answer_type"])
-                               for r in rows])
-        rows = corpus.apply_verdicts(rows, [v for v, _ in judged], verifier_name=judged[0][1].name,
-                                     verifier_version=judged[0][1].version)
-        items.append(ProblemForLabeling(problem=p, trajectories=rows, system_prompt=cfg.system_prompt))
-
-    # 2. labelling stage: every problem in one call, as the pipeline's auto labelling batch does
-    rounds = []
-    in_engine = {"s": 0.0, "polls": 0}
-    real_poll = gen.poll
-
-    def timed_poll():  # time the engine spends stepping vs the scheduler's own work between polls
-        t0 = time.perf_counter()
-        try:
-            return real_poll()
-        finally:
-            in_engine["s"] += time.perf_counter() - t0
-            in_engine["polls"] += 1
-
-    gen.poll = timed_poll
-    t = time.perf_counter()
-    results = label_problems(items, gen, suite.judge, labeling, sampling=params, on_round=rounds.append)
-    label_s = time.perf_counter() - t
-    gen.poll = real_poll
-    label_tokens = sum(r["generated_tokens"] for r in rounds)
-    prompt_tokens = sum(r["prompt_tokens"] for r in rounds)
-    cached_tokens = sum(r["cached_prompt_tokens"] for r in rounds)
-    screened = {}
-    for r in results:
-        screened[r.stats.get("screening")] = screened.get(r.stats.get("screening"), 0) + 1
-    speculation = {k: sum(int(r.stats.get(k, 0)) for r in results)
-                   for k in ("prefetched", "prefetch_used", "prefetch_wasted")}
-
-    # 3. plain batch sampling of a comparable token volume
-    plain_tokens, plain_s, i = 0, 0.0, 0
-    target = max(label_tokens, screen_tokens)
-    while plain_tokens < target:
-        batch = [GenerationRequest.chat(cfg.system_prompt, procedural_problem(99, i + j)["question"],
-                                        n=cfg.samples_per_problem, params=params, seed=i + j)
-                 for j in range(n_problems)]
-        i += n_problems
-        t = time.perf_counter()
-        o = gen.generate(batch)
-        plain_s += time.perf_counter() - t
-        plain_tokens += sum(c.num_tokens for x in o for c in x)
-
-    label_tps = label_tokens / label_s if label_s else 0.0
-    plain_tps = plain_tokens / plain_s if plain_s else 0.0
-    o = labeling.omegaprm
-    result = {
-        "device": "cpu" if _on_cpu() else "gpu",
-        "model": gen.model_id,
-        "defaults": args.defaults,
-        "compile": cfg.generator.compile,
-        "engine_load_s": round(load_s, 2),
-        "engine_capacity": gen.capacity,
-        "problems": n_problems, "samples": cfg.samples_per_problem, "k": o.k, "search_limit": o.search_limit,
-        "parallel_searches": o.parallel_searches, "max_trees": o.max_trees,
-        "overlap_values": labeling.overlap_values, "max_tokens": params.max_tokens,
-        "speculation": speculation,
-        "engine_share_of_labelling_time": round(in_engine["s"] / label_s, 3) if label_s else None,
-        "screening": {"tokens": screen_tokens, "seconds": round(screen_s, 2),
-                      "tokens_per_s": round(screen_tokens / screen_s, 2), "status": screened},
-        "labeling": {"polls": len(rounds), "generated_tokens": label_tokens, "seconds": round(label_s, 2),
-                     "tokens_per_s": round(label_tps, 2), "prompt_tokens": prompt_tokens,
-                     "cached_prompt_tokens": cached_tokens,
-                     "mean_inflight_samples": round(sum(r.get("inflight_samples", 0) for r in rounds)
-                                                    / max(len(rounds), 1), 2)},
-        "plain": {"generated_tokens": plain_tokens, "seconds": round(plain_s, 2), "tokens_per_s": round(plain_tps, 2)},
-        "saturation": round(label_tps / plain_tps, 3) if plain_tps else None,
-        "prefix_cache_hit_share": round(cached_tokens / prompt_tokens, 3) if prompt_tokens else None,
-        "targets": {"saturation": 0.85, "prefix_cache_hit_share": 0.60},
-    }
+    problems = _problems(args, n, min_ops, max_ops)
+    print(f"engine up in {load_s:.1f}s (capacity {gen.capacity}); job: {n} problems x {cfg.samples_per_problem} "
+          f"samples, k={cfg.labeling_config.omegaprm.k}", flush=True)
+    # The baseline first (its size does not depend on the job): a timed-out job still leaves it printed.
+    per_batch = max(1, -(-(gen.capacity or 256) * 3 // (2 * cfg.samples_per_problem)))
+    plain = _plain(args, cfg, gen, per_batch, args.plain_tokens)
+    print(f"plain: {plain[0]} tokens in {plain[1]:.1f}s = {plain[0] / plain[1]:.1f} tok/s", flush=True)
+    meter = _Meter(gen, n, args.progress_s)
+    results, job_s = _job(cfg, gen, suite, problems, meter)
+    job_tokens = sum(r["generated_tokens"] + r.get("sample_tokens", 0) for r in meter.rounds)
+    print(f"job done in {job_s:.1f}s ({job_tokens} tokens)", flush=True)
+    result = _report(args, cfg, gen, load_s, results, job_s, meter, plain)
     suite.close()
-    print(f"{'stage':<22}{'tokens':>10}{'seconds':>10}{'tok/s':>10}")
-    print(f"{'screening sampling':<22}{screen_tokens:>10}{screen_s:>10.1f}{screen_tokens / screen_s:>10.1f}")
-    print(f"{'OmegaPRM labelling':<22}{label_tokens:>10}{label_s:>10.1f}{label_tps:>10.1f}")
-    print(f"{'plain batch sampling':<22}{plain_tokens:>10}{plain_s:>10.1f}{plain_tps:>10.1f}")
-    print(f"saturation {result['saturation']}  (target 0.85); prefix-cache hit share of rollout prompt tokens "
-          f"{result['prefix_cache_hit_share']} (target 0.60); polls {len(rounds)}; screening {screened}; "
-          f"speculation {speculation}; engine busy {result['engine_share_of_labelling_time']} of the labelling time")
+    j, ph, sp = result["job"], result["phases"], result["speculation"]
+    print(f"{'':<24}{'tokens':>10}{'seconds':>10}{'tok/s':>10}")
+    print(f"{'whole job (stream)':<24}{j['generated_tokens']:>10}{j['seconds']:>10.1f}{j['tokens_per_s']:>10.1f}")
+    print(f"{'plain batch sampling':<24}{plain[0]:>10}{plain[1]:>10.1f}{result['plain']['tokens_per_s']:>10.1f}")
+    print(f"saturation {result['saturation']} (target 0.95); mean in flight {j['mean_inflight_sequences']} "
+          f"(running {j['mean_running_sequences']} of {result['engine_capacity']}: {j['inflight_share_of_capacity']}); polls {j['polls']}; "
+          f"phases: sampling {ph['sampling_tokens']} tok (last back at {ph['last_sample_back_s']}s), rollouts "
+          f"{ph['rollout_tokens']} tok, {ph['rollout_tokens_per_kept_tree']} per kept tree; screening "
+          f"{result['screening']}; speculation {sp}; prefix-cache hit share {result['prefix_cache_hit_share']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
     return result
 
 

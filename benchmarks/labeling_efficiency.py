@@ -1,4 +1,5 @@
-"""OmegaPRM vs per-step Monte Carlo (Math-Shepherd): first-error accuracy and rollouts spent.
+"""OmegaPRM (fixed k and adaptive budgets) vs per-step Monte Carlo (Math-Shepherd): first-error accuracy and
+rollouts spent.
 
 Scripted chain problems (``chain_problem``: 16 arithmetic steps + an answer
 line) are solved by the scripted ``ChainPolicy``, which slips at each step with
@@ -8,10 +9,18 @@ first error of every labelled solution is ``chain_first_error``. Both labellers
 see the same sampled trajectories (K_f per problem, same screening) and the same
 rollout budget per probe (k).
 
+Labellers: ``mc`` (k rollouts on every step prefix), ``omegaprm`` (fixed k per
+binary-search probe) and ``omegaprm_adaptive`` (issue 18: a probe stops at its
+first correct rollout or after ``zero_after`` known wrong ones, default
+ceil(k/2); ``--strict-zero`` adds ``omegaprm_adaptive_k`` with zero_after = k,
+fixed k's false-zero bound).
+
 Metric: exact first-error accuracy over all labelled solutions (and over the
 sampled ones only), rollouts generated for labelling (no value pass) per
-labelled solution. Target: OmegaPRM >= 4x fewer rollouts per labelled solution
-than per-step MC at >= 95% exact first-error accuracy.
+labelled solution — every rollout generated, wasted speculative ones included.
+Targets (issue 18): adaptive OmegaPRM >= 10x fewer rollouts per labelled
+solution than per-step MC, first-error accuracy >= 0.95 of MC's, wasted
+speculative rollouts <= 10% of its rollouts.
 
 The arithmetic-claim check is off here (``check_arithmetic=False``): the chain
 policy's slips are false equations the check would find without a single
@@ -67,8 +76,9 @@ def evaluate(items, results, labeler: str, wall: float, calls: int) -> Dict[str,
             n_sampled += 1
             exact_sampled += got == truth
             sampled_cost += r["n_rollouts"]  # rollouts held for the row's prefixes (whoever paid)
-    # every rollout generated, less speculative ones that were never used
-    rollouts = sum(res.stats["rollouts"] - res.stats["prefetch_wasted"] for res in results)
+    generated = sum(res.stats["rollouts"] for res in results)  # every rollout, wasted speculation included
+    wasted = sum(res.stats["prefetch_wasted"] for res in results)
+    rollouts = generated - wasted  # less speculative ones that were never used
     screened = {s: sum(res.stats.get(f"screened_{s}", 0) for res in results) for s in ("kept", "all_correct", "all_incorrect", "no_verdict")}
     return {
         "labeler": labeler,
@@ -83,6 +93,9 @@ def evaluate(items, results, labeler: str, wall: float, calls: int) -> Dict[str,
         "predicted_late": late,
         "rollouts": rollouts,
         "rollouts_per_solution": rollouts / len(rows) if rows else float("nan"),
+        "rollouts_generated": generated,
+        "rollouts_generated_per_solution": generated / len(rows) if rows else float("nan"),
+        "wasted_share_of_rollouts": wasted / generated if generated else 0.0,
         # Rollouts held for each sampled solution's prefixes (its own probes, and any other search's on them).
         "rollouts_per_sampled_solution": sampled_cost / n_sampled if n_sampled else float("nan"),
         "prefetched": sum(res.stats["prefetched"] for res in results),
@@ -100,38 +113,47 @@ def run(args) -> dict:
     for rate in rates:
         items = sample_items(ChainPolicy(step_error_rate=rate), args.problems, args.steps, args.samples, args.seed)
         entry = {"step_error_rate": rate}
-        for labeler in ("omegaprm", "mc"):
+        variants = [("mc", "mc", {}), ("omegaprm", "omegaprm", {}), ("omegaprm_adaptive", "omegaprm", {"adaptive": True})]
+        if args.strict_zero:
+            variants.append(("omegaprm_adaptive_k", "omegaprm", {"adaptive": True, "zero_after": args.k}))
+        for name, labeler, extra in variants:
             gen = ScriptedGenerator(ChainPolicy(step_error_rate=rate))
             cfg = LabelerConfig(
                 labeler=labeler,
-                omegaprm=OmegaPRMConfig(k=args.k, search_limit=args.search_limit),
+                omegaprm=OmegaPRMConfig(k=args.k, search_limit=args.search_limit, **extra),
                 compute_values=False,
                 check_arithmetic=False,
                 seed=args.seed,
             )
             t0 = time.perf_counter()
             results = label_problems(items, gen, chain_verify, cfg, sampling=SamplingParams())
-            entry[labeler] = evaluate(items, results, labeler, time.perf_counter() - t0, gen.calls)
-        o, m = entry["omegaprm"], entry["mc"]
+            entry[name] = evaluate(items, results, name, time.perf_counter() - t0, gen.calls)
+        o, m, a = entry["omegaprm"], entry["mc"], entry["omegaprm_adaptive"]
         entry["rollout_ratio_mc_over_omegaprm"] = m["rollouts_per_solution"] / o["rollouts_per_solution"]
-        entry["target_met"] = bool(entry["rollout_ratio_mc_over_omegaprm"] >= 4.0 and o["accuracy"] >= 0.95)
+        entry["rollout_ratio_mc_over_adaptive"] = m["rollouts_generated_per_solution"] / a["rollouts_generated_per_solution"]
+        entry["accuracy_adaptive_over_mc"] = a["accuracy"] / m["accuracy"]
+        entry["target_met"] = bool(entry["rollout_ratio_mc_over_adaptive"] >= 10.0
+                                   and entry["accuracy_adaptive_over_mc"] >= 0.95
+                                   and a["wasted_share_of_rollouts"] <= 0.10)
         out["runs"].append(entry)
     return out
 
 
 def print_table(out: dict) -> None:
-    head = f"{'p':>5} {'labeler':8} {'kept':>4} {'rows':>5} {'disc':>5} {'acc':>6} {'acc_smp':>7} {'early':>5} {'late':>5} {'rollouts':>8} {'r/sol':>6} {'r/smp':>6} {'calls':>5} {'s':>5}"
+    head = f"{'p':>5} {'labeler':19} {'kept':>4} {'rows':>5} {'disc':>5} {'acc':>6} {'acc_smp':>7} {'early':>5} {'late':>5} {'rollouts':>8} {'r/sol':>6} {'r/smp':>6} {'waste':>5} {'calls':>5} {'s':>5}"
     print(head)
     print("-" * len(head))
     for e in out["runs"]:
-        for lab in ("omegaprm", "mc"):
+        for lab in [k for k in ("mc", "omegaprm", "omegaprm_adaptive", "omegaprm_adaptive_k") if k in e]:
             r = e[lab]
             print(
-                f"{e['step_error_rate']:5.2f} {lab:8} {r['problems_kept']:4d} {r['labelled_solutions']:5d} "
+                f"{e['step_error_rate']:5.2f} {lab:19} {r['problems_kept']:4d} {r['labelled_solutions']:5d} "
                 f"{r['labelled_discovered']:5d} {r['accuracy']:6.3f} {r['accuracy_sampled']:7.3f} {r['predicted_early']:5d} "
-                f"{r['predicted_late']:5d} {r['rollouts']:8d} {r['rollouts_per_solution']:6.1f} {r['rollouts_per_sampled_solution']:6.1f} {r['engine_calls']:5d} {r['wall_s']:5.1f}"
+                f"{r['predicted_late']:5d} {r['rollouts']:8d} {r['rollouts_per_solution']:6.1f} {r['rollouts_per_sampled_solution']:6.1f} {r['wasted_share_of_rollouts']:5.2f} {r['engine_calls']:5d} {r['wall_s']:5.1f}"
             )
-        print(f"{'':6} MC/OmegaPRM rollouts per solution: {e['rollout_ratio_mc_over_omegaprm']:.2f}x  target met: {e['target_met']}")
+        print(f"{'':6} MC/OmegaPRM rollouts per solution: {e['rollout_ratio_mc_over_omegaprm']:.2f}x; MC/adaptive "
+              f"(all generated): {e['rollout_ratio_mc_over_adaptive']:.2f}x, accuracy adaptive/MC "
+              f"{e['accuracy_adaptive_over_mc']:.3f}; target met: {e['target_met']}")
 
 
 def main(argv=None) -> int:
@@ -143,6 +165,7 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=8, help="rollouts per MC estimate")
     ap.add_argument("--search-limit", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--strict-zero", action="store_true", help="also run adaptive budgets with zero_after = k")
     ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()

@@ -227,6 +227,17 @@ class CachedGenerator(Generator):
     def flush(self) -> int:
         return self.cache.flush()
 
+    def abort(self, handles) -> None:
+        """Cancels requests: cache hits are dropped, misses are aborted in the inner engine."""
+        drop = set(handles)
+        self._ready = [(h, c) for h, c in self.__dict__.get("_ready", []) if h not in drop]
+        routed = self.__dict__.get("_routed", {})
+        inner = [ih for ih, (h, _) in routed.items() if h in drop]
+        for ih in inner:
+            routed.pop(ih)
+        if inner and hasattr(self.inner, "abort"):
+            self.inner.abort(inner)
+
     def describe(self):
         return self.inner.describe()
 

@@ -23,6 +23,14 @@ def _min_rows(text: str) -> Tuple[str, int]:
     return config.strip(), int(n)
 
 
+def _on_off(text: str) -> bool:
+    import argparse
+
+    if text.lower() not in ("on", "off", "true", "false"):
+        raise argparse.ArgumentTypeError(f"takes on or off, got {text!r}")
+    return text.lower() in ("on", "true")
+
+
 def _pass_band(text: str):
     import argparse
 
@@ -112,6 +120,9 @@ FLAGS: Tuple[Flag, ...] = (
     Flag(("--parallel-searches", "--parallel_searches"), ("labeling.omegaprm.parallel_searches",), "labelling",
          "speculative binary searches per tree (auto = sized from the engine; never changes labels)",
          type=lambda s: s if s == "auto" else int(s)),
+    Flag(("--adaptive-rollouts", "--adaptive_rollouts"), ("labeling.omegaprm.adaptive",), "labelling",
+         "on: an OmegaPRM probe stops at its first correct rollout (a proven positive) or after "
+         "labeling.omegaprm.zero_after known wrong ones (default ceil(k/2)); off: exactly k per probe", type=_on_off, metavar="on|off"),
     Flag(("--labeling-batch-size", "--labeling_batch_size"), ("labeling_batch_size",), "labelling",
          "problems whose trees share the engine (none = from the engine's capacity)", type=_none_or(int)),
     Flag(("--consensus",), ("consensus.mode",), "labelling",

@@ -242,6 +242,12 @@ class Generator(abc.ABC):
         outputs = self.generate([req for _, req in queued])
         return [(handle, comps) for (handle, _), comps in zip(queued, outputs)]
 
+    def abort(self, handles: Sequence[Any]) -> None:
+        """Cancels submitted requests that are not finished; their results never come back from
+        :meth:`poll`. Default: the queued ones are dropped (a round engine has not started them)."""
+        drop = set(handles)
+        self._queued = [(h, req) for h, req in self.__dict__.get("_queued", []) if h not in drop]
+
     @property
     def capacity(self) -> Optional[int]:
         """How many sequences the engine decodes at once (vLLM's ``max_num_seqs``); None if unknown.

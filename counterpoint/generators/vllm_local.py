@@ -477,6 +477,15 @@ class VLLMGenerator(Generator):
                     self.close()
                     raise EngineDeadError(f"vLLM engine failed: {type(e).__name__}: {e}") from e
 
+    def abort(self, handles) -> None:
+        """Cancels unfinished requests (vLLM ``abort_request``); finished ones are dropped unread."""
+        with self._engine_lock:
+            mine = [h for h in handles if self._owner.pop(h, None) is not None]
+            for h in mine:
+                self._finished.pop(h, None)
+            if mine and self._llm is not None:
+                self._llm.llm_engine.abort_request(mine)
+
     def close(self) -> None:
         self._token_meter.maybe_report(None, force=True)
         self._llm = None

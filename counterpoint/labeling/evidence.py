@@ -65,12 +65,36 @@ class RolloutAsk:
     place correct rollouts in the trie. A ``speculative`` ask is a prefetch hint: the
     scheduler may generate it ahead of time into its buffer but never stores it, and
     answers it with ``None``.
+
+    ``zero_after`` (set: an **adaptive** ask, see :func:`adaptive_next_total`) makes ``n`` a cap: the
+    prefix is rolled out in doubling batches and stops as soon as its value is decided — one
+    verified-correct rollout proves a positive, ``zero_after`` known verdicts with none correct
+    declare a zero.
     """
 
     prefix: str
     n: int
     steps: Optional[Tuple[str, ...]] = None
     speculative: bool = False
+    zero_after: Optional[int] = None
+
+    adaptive = property(lambda self: self.zero_after is not None)
+
+
+def adaptive_next_total(held: int, cap: int) -> int:
+    """Rollouts an adaptive ask holds after its next batch: 1, 2, 4, ... (doubling), at most ``cap``.
+
+    The rule (curtailed sampling; the zero side is Wald's sequential probability ratio test, 1945,
+    for H0: p = 0 against H1: p >= p1): roll out until the first verified-correct rollout (a
+    positive, proven: MC > 0) or until ``zero_after`` known verdicts are all not correct (a zero).
+    Under H0 no rollout can be correct, so a positive is never false (given a sound verifier); a
+    prefix whose true value is p is declared zero with probability ``(1 - p) ** zero_after`` (the
+    SPRT's type-II error for H1: p = p1) — with ``zero_after = k`` exactly the false-zero
+    probability of a fixed-k estimate (OmegaPRM's default: ``min_known_verdicts``). A positive
+    costs about ``1 / p`` rollouts instead of ``k``; doubling keeps the round trips per decision at
+    ``log2(k) + 1``, never past what the zero still needs (:meth:`EvidenceStore.missing`).
+    """
+    return min(cap, max(1, 2 * held))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,7 +350,25 @@ class EvidenceStore:
     def satisfied(self, ask: RolloutAsk) -> bool:
         if self.needs_verdict(ask.prefix):
             return False
-        return self.terminal(ask.prefix) or self.held(ask.prefix) >= ask.n
+        if self.terminal(ask.prefix) or self.held(ask.prefix) >= ask.n:
+            return True
+        return ask.adaptive and self.decided(ask.prefix, ask.zero_after)
+
+    def decided(self, prefix: str, zero_after: int) -> bool:
+        """The adaptive rule (:func:`adaptive_next_total`): a correct rollout held, or ``zero_after``
+        known verdicts, none correct."""
+        est = self.estimate(prefix)
+        return est is not None and (est.n_correct > 0 or est.n_known >= zero_after)
+
+    def missing(self, ask: RolloutAsk) -> int:
+        """Rollouts the next request for ``ask`` generates (0: nothing to generate)."""
+        held = self.held(ask.prefix)
+        if ask.adaptive:
+            est = self.estimate(ask.prefix)
+            known = est.n_known if est is not None else 0
+            # never past what the zero decision still needs (unknown verdicts need more, up to the cap)
+            return max(0, min(adaptive_next_total(held, ask.n), held + ask.zero_after - known) - held)
+        return max(0, ask.n - held)
 
     # -- the correct-completion trie ---------------------------------------
     def _insert(self, steps: Sequence[str], source: Source) -> None:

@@ -122,7 +122,7 @@ class LabelingResult:
     rejects: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-def _context(item: ProblemForLabeling, min_known: int, format_failures: str = FORMAT_FAILURES_ZERO
+def make_context(item: ProblemForLabeling, min_known: int, format_failures: str = FORMAT_FAILURES_ZERO
              ) -> ProblemContext:
     p = item.problem
     for t in item.trajectories:
@@ -153,7 +153,7 @@ def verify_terminals(ctx: ProblemContext, solutions: Sequence[Sequence[str]], k:
         yield asks
 
 
-def _problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: LabelerConfig,
+def problem_task(item: ProblemForLabeling, ctx: ProblemContext, config: LabelerConfig,
                   sampling: Optional[SamplingParams]):
     """Coroutine for one problem; returns its :class:`LabelingResult`.
 
@@ -313,7 +313,8 @@ def _stats(ctx: ProblemContext, extra: Mapping[str, Any]) -> Dict[str, Any]:
 
 #: Counters the scheduler keeps per problem (what the engine did for it), final once the batch is done.
 ENGINE_STATS_KEYS = ("rollouts", "rollout_tokens", "prompt_tokens", "cached_prompt_tokens", "requests", "unknown",
-                     "truncated", "terminal_verifications", "prefetched", "prefetch_used", "prefetch_wasted")
+                     "truncated", "terminal_verifications", "prefetched", "prefetch_used", "prefetch_wasted",
+                     "prefetch_wasted_tokens", "speculative_aborted")
 
 #: Numeric stats every result carries (0 when nothing happened); see the README's labelling section.
 STATS_KEYS = (
@@ -324,7 +325,7 @@ STATS_KEYS = (
     "first_pit_pairs", "first_pit_is_last_step", "prefetched", "prefetch_used", "prefetch_wasted",
     "first_error_from_search", "first_error_from_evidence", "first_error_from_terminal", "first_error_from_claim",
     "first_error_from_verdict", "claims_overruled_by_evidence", "row_rollouts", "row_format_failure_rollouts",
-    "row_truncated_rollouts",
+    "row_truncated_rollouts", "prefetch_wasted_tokens", "speculative_aborted",
 )
 
 
@@ -349,7 +350,7 @@ def label_problems(
     """
     o = config.omegaprm
     params = o.effective_rollout_params(sampling)
-    contexts = [_context(it, o.min_known, config.rollout_format_failures) for it in items]
+    contexts = [make_context(it, o.min_known, config.rollout_format_failures) for it in items]
 
     def sync(i: int, result: LabelingResult) -> None:
         # Engine-side counters keep moving after a problem's rows are final: its unused prefetched
@@ -372,7 +373,7 @@ def label_problems(
         on_round=on_round,
         on_done=done,
     )
-    tasks = [(ctx, _problem_task(it, ctx, config, sampling)) for it, ctx in zip(items, contexts)]
+    tasks = [(ctx, problem_task(it, ctx, config, sampling)) for it, ctx in zip(items, contexts)]
     results = scheduler.run(tasks)
     for i, res in enumerate(results):
         sync(i, res)

@@ -79,7 +79,7 @@ AUTO_SPECULATION = 8
 # Not copied as-is into labeler_params: throughput knobs (they change how full the engine is, never the
 # rows) and the fields recorded by their effective value.
 _NOT_COPIED = ("token_len", "max_trees", "parallel_searches", "max_inflight_samples", "rollout_params",
-          "min_known_verdicts")
+          "min_known_verdicts", "adaptive", "zero_after")
 
 
 def _auto_or_int(name: str, value, *, allow_none: bool = False):
@@ -112,6 +112,15 @@ class OmegaPRMConfig:
     ``parallel_searches`` is 1 + the speculative probes per probe (1: none; "auto":
     up to ``AUTO_SPECULATION``, budget-limited); ``max_inflight_samples`` is the
     budget (None: ``generator.capacity``, else 256).
+
+    ``adaptive`` (issue 18): each binary-search probe is rolled out in doubling batches and stops as
+    soon as its value is decided — one verified-correct rollout proves MC > 0; ``zero_after`` known
+    verdicts with none correct declare MC = 0 (None: ``min_known_verdicts``, the known verdicts an
+    estimate already needs before MC = 0 is believed, ceil(k/2) by default). A prefix of true value
+    p is then a false zero with probability ``(1 - p) ** zero_after`` (k = 8: 6% at p = 0.5, 32% at
+    p = 0.25; fixed k = 8: 0.4% and 10%); ``zero_after = k`` gives exactly fixed k's bound. The rule
+    and its bound: ``evidence.adaptive_next_total``. ``k`` stays the cap. Off: every probe gets
+    exactly ``k``. Value estimates (``step_values``) always keep a fixed ``k``.
     """
 
     k: int = 8
@@ -126,6 +135,8 @@ class OmegaPRMConfig:
     parallel_searches: Union[int, str] = AUTO
     min_known_verdicts: Optional[int] = None
     max_inflight_samples: Optional[int] = None
+    adaptive: bool = False
+    zero_after: Optional[int] = None
 
     def __post_init__(self):
         if self.k < 1:
@@ -139,6 +150,9 @@ class OmegaPRMConfig:
         if self.min_known_verdicts is not None and not (1 <= self.min_known_verdicts <= self.k):
             raise ValueError(f"omegaprm.min_known_verdicts must be in [1, k={self.k}] or null (= ceil(k/2)), "
                              f"got {self.min_known_verdicts}")
+        if self.zero_after is not None and not (self.min_known <= self.zero_after <= self.k):
+            raise ValueError(f"omegaprm.zero_after must be in [min_known_verdicts={self.min_known}, k={self.k}] "
+                             f"or null (= k), got {self.zero_after}")
         if self.max_inflight_samples is not None and self.max_inflight_samples < 1:
             raise ValueError("omegaprm.max_inflight_samples must be >= 1 or null (= the engine's capacity)")
 
@@ -146,6 +160,26 @@ class OmegaPRMConfig:
     def min_known(self) -> int:
         """Known verdicts an estimate needs before MC = 0 is believed (issue 9, defect 5)."""
         return self.min_known_verdicts if self.min_known_verdicts is not None else math.ceil(self.k / 2)
+
+    @property
+    def probe_zero_after(self) -> Optional[int]:
+        """``RolloutAsk.zero_after`` of a binary-search probe (None: fixed k)."""
+        if not self.adaptive:
+            return None
+        return self.zero_after if self.zero_after is not None else self.min_known
+
+    @property
+    def split_fraction(self) -> float:
+        """Where a probe splits the bracket: the paper's token midpoint (0.5) with fixed k; with adaptive
+        budgets a zero costs ``zero_after`` rollouts and a positive about one, so the split that
+        minimises rollouts per bit of information, ``((1 - f) * 1 + f * zero_after) / H(f)`` (H: the
+        binary entropy; the cost-per-bit argument of search with unequal test costs, Karp 1961), probes
+        earlier: f = 0.28 for zero_after = 4."""
+        if not self.adaptive:
+            return 0.5
+        c0 = float(self.probe_zero_after)
+        grid = [i / 100 for i in range(5, 51)]
+        return min(grid, key=lambda f: ((1 - f) + f * c0) / -(f * math.log(f) + (1 - f) * math.log(1 - f)))
 
     @property
     def speculation(self) -> int:
@@ -169,6 +203,8 @@ class OmegaPRMConfig:
         d["rollout_params"] = self.effective_rollout_params(sampling).to_dict()
         d["min_known_verdicts"] = self.min_known
         d["token_len"] = None if self.token_len is None else getattr(self.token_len, "__name__", "callable")
+        if self.adaptive:  # off stays out: rows of fixed-k runs are unchanged
+            d["adaptive"] = {"zero_after": self.probe_zero_after, "rule": "doubling_until_decided/v1"}
         return d
 
     def params_json(self, sampling: Optional[SamplingParams] = None) -> str:
@@ -305,8 +341,9 @@ class OmegaPRMTree:
         return [total * len(s) / chars for s in own]
 
     @staticmethod
-    def split_point(ends: Sequence[float], start: int, good: int, bad: int) -> int:
-        """Step index in ``(good, bad)`` whose end is nearest the token midpoint of the span.
+    def split_point(ends: Sequence[float], start: int, good: int, bad: int, frac: float = 0.5) -> int:
+        """Step index in ``(good, bad)`` whose end is nearest the token midpoint of the span (``frac``
+        of the way from ``good``: 0.5 is the paper's midpoint; see ``OmegaPRMConfig.split_fraction``).
 
         ``ends[j - start]`` is the cumulative token count through step ``j`` (0 before ``start``).
         """
@@ -314,7 +351,7 @@ class OmegaPRMTree:
         def end(j: int) -> float:
             return 0.0 if j < start else ends[j - start]
 
-        target = (end(good) + end(bad)) / 2.0
+        target = end(good) + (end(bad) - end(good)) * frac
         return min(range(good + 1, bad), key=lambda j: (abs(end(j) - target), j))
 
     def search(self, cand: Candidate, sample_index: int, sampled: bool):
@@ -331,10 +368,11 @@ class OmegaPRMTree:
         parent = state.id
         zero: Optional[Tuple[int, Estimate]] = None  # the shallowest zero-valued probe so far
         while bad - good > 1:
-            mid = self.split_point(ends, d, good, bad)
+            mid = self.split_point(ends, d, good, bad, self.config.split_fraction)
             prefix = "".join(steps[: mid + 1])
             spec = self._speculation(steps, ends, d, good, bad, mid)
-            answers = yield [RolloutAsk(prefix, self.config.k, tuple(steps[: mid + 1]))] + spec
+            answers = yield [RolloutAsk(prefix, self.config.k, tuple(steps[: mid + 1]),
+                                        zero_after=self.config.probe_zero_after)] + spec
             est = answers[0]
             sol.n_rollouts += est.n_new
             sol.probes.append((mid, est.value if est.resolved else None, est.n))
@@ -370,7 +408,9 @@ class OmegaPRMTree:
 
         Priority: the two probes the binary search needs next (one of them for sure), the first
         probe of the candidate the selection would most likely pick next, then the four probes of
-        the level after, the next candidate, and so on. Pure prediction: nothing here changes the
+        the level after, the next candidate, and so on. With adaptive budgets only the next
+        candidates' first probes are offered (issue 18: wasted speculation <= 10% of rollouts; of
+        two children one is always wasted, while an adaptive probe's first batch is one rollout). Pure prediction: nothing here changes the
         tree, and prefixes that are terminal or already held are not asked.
         """
         width = self.config.speculation
@@ -385,8 +425,9 @@ class OmegaPRMTree:
             if prefix in seen or len(out) >= width:
                 return
             seen.add(prefix)
-            if self.ctx.store.rollable(prefix) and self.ctx.held(prefix) < k:
-                out.append(RolloutAsk(prefix, k, tuple(s[: j + 1]), speculative=True))
+            ask = RolloutAsk(prefix, k, tuple(s[: j + 1]), speculative=True, zero_after=self.config.probe_zero_after)
+            if self.ctx.store.rollable(prefix) and not self.ctx.store.satisfied(ask):
+                out.append(ask)
 
         frontier = [(mid, good, bad)]
         nexts = iter(self._next_candidates(width))
@@ -395,14 +436,15 @@ class OmegaPRMTree:
             for probe, g, b in frontier:
                 for g2, b2 in ((probe, b), (g, probe)):  # if MC(probe) > 0 / if MC(probe) = 0
                     if b2 - g2 > 1:
-                        children.append((self.split_point(ends, d, g2, b2), g2, b2))
-            for j, _, _ in children:
-                offer(steps, j)
+                        children.append((self.split_point(ends, d, g2, b2, self.config.split_fraction), g2, b2))
+            if not self.config.adaptive:  # adaptive: one of the two children is always wasted, skip them
+                for j, _, _ in children:
+                    offer(steps, j)
             nxt = next(nexts, None)
             if nxt is not None:
                 n_steps, n_ends, n_d = nxt
                 if len(n_steps) - n_d > 1:
-                    offer(n_steps, self.split_point(n_ends, n_d, n_d - 1, len(n_steps) - 1))
+                    offer(n_steps, self.split_point(n_ends, n_d, n_d - 1, len(n_steps) - 1, self.config.split_fraction))
             if not children and nxt is None:
                 break
             frontier = children

@@ -28,6 +28,23 @@ served from the buffer, or joins the request still in flight); unused ones are
 discarded and counted (``prefetched`` / ``prefetch_used`` / ``prefetch_wasted``).
 So speculation changes how full the engine is, never what is stored.
 
+Speculation runs **only into idle capacity** (issue 18): it fills what the real asks leave of
+the budget, right before a poll; when real asks arrive later (a streaming engine) and the
+in-flight samples exceed the budget, the youngest speculative requests are cancelled with the
+engine's ``abort`` to make room, and a speculative request the search has moved past (no longer
+among its owner's current speculative asks, or its owner is done) is cancelled at once. Aborted
+samples are counted (``speculative_aborted``), and so are the tokens of discarded prefetched
+rollouts (``prefetch_wasted_tokens``).
+
+**Sampling asks.** A search may also yield ``[SampleAsk(request)]``: the problem's own sampling
+request (its seed set by the caller), answered with a :class:`Sampled` — the completions and
+the verifier's verdicts as it gave them (truncation is the caller's business here). So one
+scheduler runs a whole labelled job per worker — sampling, verifying, searching — and a
+problem's tree starts as soon as its own samples are verified (``counterpoint.labeling.stream``).
+
+**Adaptive asks** (``RolloutAsk.zero_after`` set): generated in doubling batches until decided
+(``evidence.adaptive_next_total``: the rule and its false-zero bound).
+
 **Admission.** About ``max_inflight_samples`` samples are kept in flight (default:
 ``generator.capacity``, else 256): new problems are admitted from the batch (a
 sliding window) while the real in-flight samples are under the budget, then
@@ -49,7 +66,7 @@ import dataclasses
 import hashlib
 from typing import Any, Callable, Dict, Generator as PyGenerator, List, Optional, Sequence, Tuple
 
-from counterpoint.generators.base import GenerationRequest, Generator, SamplingParams
+from counterpoint.generators.base import Completion, GenerationError, GenerationRequest, Generator, SamplingParams
 from counterpoint.labeling.evidence import Estimate, EvidenceStore, Rollout, RolloutAsk
 from counterpoint.schemas.records import VERDICT_INCORRECT, VERDICT_UNKNOWN, VERDICTS
 from counterpoint.verifiers.base import REASON_TRUNCATED
@@ -69,6 +86,8 @@ __all__ = [
     "Rollout",
     "RolloutAsk",
     "RoundScheduler",
+    "SampleAsk",
+    "Sampled",
     "Search",
     "VerifyFn",
     "rollout_seed",
@@ -121,6 +140,25 @@ def as_verdict(v: Any) -> Tuple[str, Optional[str]]:
     return verdict, getattr(v, "reason", None)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class SampleAsk:
+    """Run ``request`` (a problem's sampling request, seeded by the caller) as it is; answered with a
+    :class:`Sampled`. Never shared with other asks, never speculative. ``verify=False`` (a judge's
+    critique, not an answer to the problem): no verdicts."""
+
+    request: GenerationRequest
+    verify: bool = True
+    speculative = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampled:
+    """The answer to a :class:`SampleAsk`: completions and the verifier's verdicts, aligned."""
+
+    completions: List[Completion]
+    verdicts: List[Any]
+
+
 #: A search: yields lists of asks, receives aligned lists of estimates (None for speculative asks).
 Search = PyGenerator[List[RolloutAsk], List[Optional[Estimate]], Any]
 
@@ -134,6 +172,8 @@ class _Request:
     waiting: List[int]  # tasks whose real asks it answers (empty while purely speculative)
     speculative: bool
     promoted: bool = False
+    sample: Optional[SampleAsk] = None
+    seq: int = 0  # submission order (the youngest speculative requests are aborted first)
 
 
 class RoundScheduler:
@@ -206,8 +246,10 @@ class _Run:
         self.buffer: Dict[tuple, Tuple[int, List[Rollout]]] = {}  # (ask key, n) -> (owner task, rollouts)
         self.to_verify: Dict[Tuple[int, str], None] = {}  # (task, terminal prefix), insertion-ordered
         self.generated: Dict[Tuple[int, str], int] = {}  # (task, prefix) -> samples made for its asks
+        self.sampled: Dict[int, Sampled] = {}  # id(SampleAsk) -> its answer, until handed over
         self.inflight = 0
         self.inflight_real = 0
+        self.seq = 0
 
     # -- coroutine driving -------------------------------------------------
     def ctx(self, i: int) -> ProblemContext:
@@ -227,6 +269,8 @@ class _Run:
                 return
             asks = list(asks)
             for a in asks:
+                if isinstance(a, SampleAsk):
+                    continue
                 if a.n < 1:
                     raise ValueError(f"rollout ask needs n >= 1, got {a}")
                 if not a.speculative:
@@ -246,6 +290,7 @@ class _Run:
         for bkey in [k for k, (owner, _) in self.buffer.items() if owner == i]:
             _, rollouts = self.buffer.pop(bkey)
             ctx.stats["prefetch_wasted"] += len(rollouts)
+            ctx.stats["prefetch_wasted_tokens"] += sum(r.num_tokens for r in rollouts)
         if self.s.on_done is not None:
             self.s.on_done(i, result)
 
@@ -254,7 +299,8 @@ class _Run:
 
     def satisfied(self, i: int) -> bool:
         store = self.ctx(i).store
-        return all(store.satisfied(a) for a in self.real_asks(i))
+        return all(id(a) in self.sampled if isinstance(a, SampleAsk) else store.satisfied(a)
+                   for a in self.real_asks(i))
 
     def answer(self, i: int) -> List[Optional[Estimate]]:
         ctx = self.ctx(i)
@@ -262,6 +308,9 @@ class _Run:
         for a in self.active[i]:
             if a.speculative:
                 out.append(None)
+                continue
+            if isinstance(a, SampleAsk):
+                out.append(self.sampled.pop(id(a)))
                 continue
             # New samples are attributed once, to the first ask that caused them (statistics only).
             out.append(ctx.estimate(a.prefix, self.generated.pop((i, a.prefix), 0)))
@@ -271,9 +320,9 @@ class _Run:
     def serve_from_buffer(self, i: int) -> None:
         ctx = self.ctx(i)
         for a in self.real_asks(i):
-            if not ctx.store.rollable(a.prefix):
+            if isinstance(a, SampleAsk) or not ctx.store.rollable(a.prefix) or ctx.store.satisfied(a):
                 continue
-            missing = a.n - ctx.held(a.prefix)
+            missing = ctx.store.missing(a)
             if missing <= 0:
                 continue
             bkey = (RoundScheduler._ask_key(ctx, a.prefix), missing)
@@ -298,12 +347,15 @@ class _Run:
         ctx = self.ctx(i)
         new: List[Tuple[tuple, str, int]] = []
         for a in self.real_asks(i):
+            if isinstance(a, SampleAsk):
+                self.send_sample(i, a)
+                continue
             if ctx.store.satisfied(a):
                 continue
             if ctx.store.needs_verdict(a.prefix):
                 self.to_verify.setdefault((i, a.prefix), None)
                 continue  # verified first; rolled out afterwards only if its verdict is no evidence
-            missing = a.n - ctx.held(a.prefix)
+            missing = ctx.store.missing(a)
             key = RoundScheduler._ask_key(ctx, a.prefix)
             handle = self.by_key.get((key, missing))
             if handle is not None:
@@ -323,11 +375,24 @@ class _Run:
         if new:
             self.send(i, new, speculative=False)
 
+    def send_sample(self, i: int, ask: SampleAsk) -> None:
+        key = ("sample", id(ask))
+        if id(ask) in self.sampled or key in self.by_key:
+            return
+        (handle,) = self.s.generator.submit([ask.request])
+        self.seq += 1
+        self.requests[handle] = _Request(key, "", ask.request.n, i, [i], False, sample=ask, seq=self.seq)
+        self.by_key[key] = handle
+        self.inflight += ask.request.n
+        self.inflight_real += ask.request.n
+        self.real_keys[key] += 1
+
     def send(self, i: int, asks: Sequence[Tuple[tuple, str, int]], *, speculative: bool) -> None:
         ctx = self.ctx(i)
         reqs = [self.s.request_for(ctx, prefix, n) for _, prefix, n in asks]
         for (key, prefix, n), handle in zip(asks, self.s.generator.submit(reqs)):
-            self.requests[handle] = _Request(key, prefix, n, i, [] if speculative else [i], speculative)
+            self.seq += 1
+            self.requests[handle] = _Request(key, prefix, n, i, [] if speculative else [i], speculative, seq=self.seq)
             self.by_key[(key, n)] = handle
             self.inflight += n
             if not speculative:
@@ -352,9 +417,9 @@ class _Run:
                     continue
                 a = lists[i][rank]
                 ctx = self.ctx(i)
-                if not ctx.store.rollable(a.prefix):
+                if not ctx.store.rollable(a.prefix) or ctx.store.satisfied(a):
                     continue
-                missing = a.n - ctx.held(a.prefix)
+                missing = ctx.store.missing(a)
                 if missing <= 0:
                     continue
                 key = RoundScheduler._ask_key(ctx, a.prefix)
@@ -389,7 +454,41 @@ class _Run:
                 else:
                     self.submit_real(i)
             self.admit()
+            self.cancel_speculation()
         return self.results
+
+    # -- speculation only into idle capacity ------------------------------------------
+    def cancel_speculation(self) -> None:
+        """Aborts speculative requests the search has moved past, then the youngest ones while the
+        in-flight samples exceed the budget (real work first)."""
+        wanted: Dict[int, set] = {}
+        for i, asks in self.active.items():
+            ctx = self.ctx(i)
+            wanted[i] = {(RoundScheduler._ask_key(ctx, a.prefix), ctx.store.missing(a))
+                         for a in asks if a.speculative}
+        spec = sorted((r.seq, h) for h, r in self.requests.items() if r.speculative)
+        stale = [h for _, h in spec if (self.requests[h].key, self.requests[h].n)
+                 not in wanted.get(self.requests[h].owner, ())]
+        over = self.inflight - sum(self.requests[h].n for h in stale) - self.s.budget
+        for _, h in reversed(spec):
+            if over <= 0:
+                break
+            if h not in stale:
+                stale.append(h)
+                over -= self.requests[h].n
+        if stale:
+            self.abort(stale)
+
+    def abort(self, handles: List[Any]) -> None:
+        abort = getattr(self.s.generator, "abort", None)
+        if abort is None:
+            return  # an engine that cannot cancel: the requests run out, their rollouts are discarded
+        abort(list(handles))
+        for h in handles:
+            req = self.requests.pop(h)
+            self.by_key.pop((req.key, req.n), None)
+            self.inflight -= req.n
+            self.ctx(req.owner).stats["speculative_aborted"] += req.n
 
     def absorb(self, finished, *, poll: bool) -> None:
         """Verifies finished requests and pending terminal prefixes (one verifier call), stores them.
@@ -402,7 +501,9 @@ class _Run:
             req = self.requests.pop(handle, None)
             if req is None:
                 continue  # left over from an earlier, failed attempt on the same engine
-            self.by_key.pop((req.key, req.n), None)
+            if req.sample is not None and len(comps) != req.n:
+                raise GenerationError(f"engine returned {len(comps)} samples, asked for {req.n}")
+            self.by_key.pop(req.key if req.sample is not None else (req.key, req.n), None)
             self.inflight -= req.n
             if not req.speculative:
                 self.inflight_real -= req.n
@@ -413,12 +514,15 @@ class _Run:
         items = []
         for req, comps in done:
             ctx = self.ctx(req.owner)
+            if req.sample is not None and not req.sample.verify:
+                continue
             for c in comps:
                 items.append((req.prefix + c.text, ctx.gold_answer, c.truncated, ctx.answer_type))
         for i, prefix in terminal:
             ctx = self.ctx(i)
             items.append((prefix, ctx.gold_answer, False, ctx.answer_type))
-        verdicts = [as_verdict(v) for v in self.s.verify(items)] if items else []  # ONE verifier call
+        raw = list(self.s.verify(items)) if items else []  # ONE verifier call
+        verdicts = [as_verdict(v) for v in raw]
         if len(verdicts) != len(items):
             raise ValueError(f"verify returned {len(verdicts)} verdicts for {len(items)} items")
 
@@ -426,6 +530,14 @@ class _Run:
         pos = 0
         for req, comps in done:
             owner = self.ctx(req.owner)
+            if req.sample is not None:  # a problem's own samples: verdicts as the verifier gave them
+                n_verified = len(comps) if req.sample.verify else 0
+                self.sampled[id(req.sample)] = Sampled(list(comps), raw[pos:pos + n_verified])
+                pos += n_verified
+                stats["sample_samples"] += len(comps)
+                stats["sample_tokens"] += sum(c.num_tokens for c in comps)
+                stats["sample_prompt_tokens"] += comps[0].num_prompt_tokens if comps else 0
+                continue
             new: List[Rollout] = []
             for c in comps:
                 v, reason = verdicts[pos]
@@ -449,6 +561,7 @@ class _Run:
                     self.buffer[(req.key, req.n)] = (req.owner, new)
                 else:
                     owner.stats["prefetch_wasted"] += len(new)
+                    owner.stats["prefetch_wasted_tokens"] += sum(r.num_tokens for r in new)
                 continue
             if req.promoted:
                 owner.stats["prefetched"] += len(new)
@@ -471,6 +584,11 @@ class _Run:
             "prompt_tokens": stats["prompt_tokens"],
             "cached_prompt_tokens": stats["cached_prompt_tokens"],
             "generated_tokens": stats["rollout_tokens"],
+            "sample_samples": stats["sample_samples"],
+            "sample_tokens": stats["sample_tokens"],
+            "sample_prompt_tokens": stats["sample_prompt_tokens"],
+            "inflight_real_samples": self.inflight_real,
+            "capacity": self.s.budget,
             "verify_items": len(items),
             "terminal_verifications": len(terminal),
             "truncated": stats["truncated"],

@@ -1,7 +1,9 @@
 """The corpus pipeline: problems in, a Hub-layout positive/negative dataset out.
 
-    ReadProblems -> JoinCheckpoints/DedupeAndResume -> Sample (vLLM) -> Verify
-        -> [Label: OmegaPRM | MC] -> [Judge: consensus] -> OutcomePairs -> Checkpoint
+    ReadProblems -> JoinCheckpoints/DedupeAndResume -> Sample (vLLM) -> Verify -> Clean
+        -> OutcomePairs -> Checkpoint                                   (no labeller), or
+    ReadProblems -> JoinCheckpoints/DedupeAndResume -> SampleAndLabel (one engine stream per
+        bundle: sample, verify, clean, OmegaPRM | MC) -> [Judge: consensus] -> OutcomePairs -> Checkpoint
         -> WriteConfigs (one Parquet sink per config) + RunStats (one small record)
 
 Sources are read by the workers and the job graph does not depend on the input's
@@ -35,7 +37,7 @@ from counterpoint.schemas import content_id
 from counterpoint.transforms.corrections import Corrections, CorrectionsDoFn
 from counterpoint.transforms.critical import check as critical_check, critical_stage
 from counterpoint.transforms.judge import JudgeDoFn
-from counterpoint.transforms.label import Label, LabelDoFn
+from counterpoint.transforms.label import SampleAndLabel, SampleAndLabelDoFn
 from counterpoint.transforms.read import ReadProblems
 from counterpoint.transforms.clean import DecontaminateProblems, GuardStepPrompts
 from counterpoint.transforms.stages import (DedupeAndResumeProblems, EngineSpec, OutcomePairsDoFn, PairAndCheckpoint,
@@ -47,9 +49,11 @@ log = logging.getLogger(__name__)
 # Beam 2.77's DirectRunner first tries to download the Prism binary (no internet here);
 # the FnApiRunner is what it falls back to, so local runs pin it unless told otherwise.
 DEFAULT_LOCAL_RUNNER = "FnApiRunner"
-# Problems per labelling call when the engine's capacity does not say more (the scheduler keeps
-# the engine busy across all trees of a call; few problems survive screening on a small model).
-DEFAULT_LABELING_BATCH = 64
+# Problems per engine stream (one scheduler run: sampling, verifying and labelling of a bundle) when the
+# engine's capacity does not say more. The engine drains only at a bundle's end, so a bundle holds many
+# times what the engine keeps in flight (few problems survive screening on a small model); a kill loses at
+# most one bundle's unfinished work (its engine calls stay in the request cache).
+DEFAULT_LABELING_BATCH = 256
 
 
 class CounterpointOptions(PipelineOptions):
@@ -137,19 +141,26 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, layout: storage.OutputLayou
         problems = clean["problems"]
         early.append(clean["rejects"])
     split = problems | "DedupeAndResume" >> DedupeAndResumeProblems(checkpoints)
-    states = split["todo"] | "SampleAndVerify" >> SampleAndVerify(
-        engine, cfg.verifier, verifier_handle, cfg.retry, batch_size=cfg.batch_size, sampling=cfg.sampling,
-        samples_per_problem=cfg.samples_per_problem, system_prompt=cfg.system_prompt,
-        segmentation=cfg.segmentation, run_seed=cfg.generator.seed, dedup=cfg.dedup)
     if cfg.labeler:
-        states = states | "Label" >> Label(
-            LabelDoFn(engine, cfg.verifier, verifier_handle, cfg.retry, labeling=cfg.labeling_config,
-                      sampling=cfg.sampling, system_prompt=cfg.system_prompt, segmentation=cfg.segmentation),
-            cfg.labeling_batch_size or DEFAULT_LABELING_BATCH, judge=_judge(cfg, engine, layout))
+        # One engine stream per bundle: sampling, verifying, labelling (and judging, when the judge is the
+        # run's own model) share one scheduler (issue 18).
+        in_stream = cfg.consensus.mode != "off" and (cfg.judge or cfg.generator) == cfg.generator
+        states = split["todo"] | "SampleAndLabel" >> SampleAndLabel(
+            SampleAndLabelDoFn(engine, cfg.verifier, verifier_handle, cfg.retry, labeling=cfg.labeling_config,
+                               sampling=cfg.sampling, samples_per_problem=cfg.samples_per_problem,
+                               system_prompt=cfg.system_prompt, segmentation=cfg.segmentation,
+                               run_seed=cfg.generator.seed, dedup=cfg.dedup,
+                               consensus=cfg.consensus if in_stream else None),
+            cfg.labeling_batch_size or DEFAULT_LABELING_BATCH, judge=None if in_stream else _judge(cfg, engine, layout))
         if cfg.corrections.enabled:
             states = states | "Corrections" >> Corrections(_corrector(cfg, engine, layout, verifier_handle))
         if cfg.critical_tokens.enabled:
             states = states | "CriticalTokens" >> critical_stage(cfg, engine, verifier_handle)
+    else:
+        states = split["todo"] | "SampleAndVerify" >> SampleAndVerify(
+            engine, cfg.verifier, verifier_handle, cfg.retry, batch_size=cfg.batch_size, sampling=cfg.sampling,
+            samples_per_problem=cfg.samples_per_problem, system_prompt=cfg.system_prompt,
+            segmentation=cfg.segmentation, run_seed=cfg.generator.seed, dedup=cfg.dedup)
     outcome = OutcomePairsDoFn(cfg.pairing, cfg.verifier, verifier_handle, cfg.segmentation)
     finished = states | "PairAndCheckpoint" >> PairAndCheckpoint(cfg.pairing, checkpoints, outcome)
     all_states = (finished, split["finished"]) | "AllProblems" >> beam.Flatten()

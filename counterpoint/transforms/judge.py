@@ -8,7 +8,8 @@ step-label or step-value rows: ``solution_targets``), one engine call;
 only where the judge parsed and agreed (row-scope rejects ``consensus_disagreement``,
 ``consensus_unparsable``, ``consensus_not_judged``), ``annotate`` keeps and flags
 them. Input: labelled states. Output: states with ``judge_first_error_index`` /
-``judge_agrees`` on their step label rows.
+``judge_agrees`` on their step label rows. When the judge is the run's own model, a labelled run judges
+inside its engine stream instead (``SampleAndLabelDoFn``, same :func:`judged_state`).
 """
 
 from __future__ import annotations
@@ -39,15 +40,17 @@ class JudgeDoFn(ProblemBatchDoFn):
         replies = [comps[0].text if comps else None for comps in results]
         tokens = {r.request_id: sum(c.num_tokens for c in comps) for r, comps in zip(requests, results)}
         judgements = judgements_from(rows, replies)
-        out = []
-        for s in states:
-            kept, rejects, stats = apply_consensus(s.step_labels, s.step_values, s.preferences, judgements,
-                                                   self.consensus.mode, tolerance=self.consensus.tolerance)
-            counts = {f"judge_{k}": v for k, v in stats.items() if isinstance(v, int)}
-            counts["judge_tokens"] = sum(tokens.get(str(t["id"]), 0) for t in targets[s.problem_id])
-            out.append(s.evolve(step_labels=kept["step_labels"], step_values=kept["step_values"],
-                                preferences=kept["preferences"], rejects=list(s.rejects) + rejects).add_stats(**counts))
-        return out
+        return [judged_state(s, targets[s.problem_id], judgements, tokens, self.consensus) for s in states]
 
     def progress_values(self, states):
         return {"rows": sum(s.stats.get("judge_judged", 0) for s in states)}
+
+
+def judged_state(s, targets, judgements, tokens, consensus: ConsensusConfig):
+    """``s`` with the judge's verdicts applied (``apply_consensus``); ``tokens``: judge tokens by request id."""
+    kept, rejects, stats = apply_consensus(s.step_labels, s.step_values, s.preferences, judgements,
+                                           consensus.mode, tolerance=consensus.tolerance)
+    counts = {f"judge_{k}": v for k, v in stats.items() if isinstance(v, int)}
+    counts["judge_tokens"] = sum(tokens.get(str(t["id"]), 0) for t in targets)
+    return s.evolve(step_labels=kept["step_labels"], step_values=kept["step_values"],
+                    preferences=kept["preferences"], rejects=list(s.rejects) + rejects).add_stats(**counts)

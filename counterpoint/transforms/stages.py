@@ -128,6 +128,10 @@ class ProblemBatchDoFn(beam.DoFn):
         """Returns the new states, aligned with ``states``. Raise ``GenerationError`` to retry / reject."""
         raise NotImplementedError
 
+    def failure_stage(self, state: ProblemState) -> str:
+        """The stage a final failure of ``state`` is charged to (a stage that does several: the one it was in)."""
+        return self.stage
+
     def progress_values(self, states: Sequence[ProblemState]) -> Dict[str, float]:
         """Extra progress figures of a finished batch (problems are counted by the base)."""
         return {}
@@ -177,7 +181,7 @@ class ProblemBatchDoFn(beam.DoFn):
             Metrics.counter(NAMESPACE, f"{self.stage}_batch_splits").inc()
             return [s for one in states for s in self._process_isolating([one])]
         Metrics.counter(NAMESPACE, f"reject_{error.reason}").inc()
-        return [states[0].fail(stage=self.stage, reason=error.reason, detail=str(error))]
+        return [states[0].fail(stage=self.failure_stage(states[0]), reason=error.reason, detail=str(error))]
 
     def process(self, batch):
         batch = list(batch)

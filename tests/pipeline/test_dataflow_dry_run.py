@@ -148,8 +148,9 @@ def test_procedural_source_on_a_server_pool_with_omegaprm_builds_a_flat_dataflow
 
     assert str(small["state"]) == "DONE"  # the dry run's result: built, not submitted
     names = transform_names(large["proto"])
-    for step in ("ReadProblems", "DedupeAndResume/JoinCheckpoints", "SampleAndVerify/Sample", "SampleAndVerify/Verify",
-                 "Label", "PairAndCheckpoint/OutcomePairs", "PairAndCheckpoint/Checkpoint", "WriteConfigs",
+    # A labelled run samples, verifies and labels in one engine stream per bundle (issue 18).
+    for step in ("ReadProblems", "DedupeAndResume/JoinCheckpoints", "SampleAndLabel/BatchForStream",
+                 "SampleAndLabel/SampleAndLabel", "PairAndCheckpoint/OutcomePairs", "PairAndCheckpoint/Checkpoint", "WriteConfigs",
                  "RunStats", "WriteConfigs/Write[step_labels]"):
         assert step in names, f"{step} missing from the Dataflow job"
     job = json.loads(large["job_json"])

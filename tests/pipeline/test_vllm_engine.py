@@ -339,3 +339,21 @@ def test_a_seeded_request_samples_the_same_tokens_alone_and_in_a_batch_of_32(eng
         assert [(c.text, c.num_tokens) for c in alone] == [(c.text, c.num_tokens) for c in together[i]]
     # and the seeds matter: the 8 requests of the first prompt do not all sample the same text
     assert len({together[i][0].text for i in range(0, 32, len(PROBLEMS))}) > 1
+
+
+def test_abort_cancels_streamed_requests_and_the_rest_still_finish(engine):
+    # Issue 18: speculative probes the search moved past are cancelled with vLLM's abort_request.
+    from counterpoint.generators.base import GenerationRequest, SamplingParams
+
+    params = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=48)
+    reqs = [GenerationRequest.chat(None, PROBLEMS[i][1], n=2, params=params, seed=7 + i) for i in range(3)]
+    handles = engine.submit(reqs)
+    engine.abort([handles[1]])
+    done = {}
+    while len(done) < 2:
+        finished = engine.poll()
+        assert finished, "the engine stopped with requests pending"
+        done.update(finished)
+    assert sorted(done) == sorted([handles[0], handles[2]])
+    assert all(len(comps) == 2 and comps[0].num_tokens > 0 for comps in done.values())
+    assert engine.poll() == []  # nothing left: the aborted request never comes back
