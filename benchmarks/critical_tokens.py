@@ -72,7 +72,8 @@ def table(f: Mapping[str, Any]) -> str:
                        ("contrast = rollout, same step", "agree_step"),
                        ("rollout-found in OmegaPRM's first wrong step", "rollout_in_first_wrong_step"),
                        ("contrast-found in OmegaPRM's first wrong step", "contrast_in_first_wrong_step"),
-                       ("rollouts per critical token", "rollouts_per_critical_token"),
+                       ("search rollouts per critical token", "search_rollouts_per_critical_token"),
+                       ("rollouts per critical token (search + ban tests)", "rollouts_per_critical_token"),
                        ("seconds per critical token", "seconds_per_critical_token")):
         lines.append(f"| {label} | {cell(f[key])} |")
     return "\n".join(lines)

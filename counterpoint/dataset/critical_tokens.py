@@ -74,6 +74,9 @@ def critical_figures(rows: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
                                         + (r.get("random_ban_success_rate") is not None)) for r in rows)
     figures["ban_tests"], figures["rollouts"] = ban_tests, rollouts
     figures["rollouts_per_critical_token"] = rollouts / len(found) if found else None
+    search = sum(r.get("search_rollouts") or 0 for r in rows)
+    figures["search_rollouts"] = search
+    figures["search_rollouts_per_critical_token"] = search / len(found) if found else None
     return figures
 
 
@@ -87,6 +90,7 @@ FIGURE_LABELS = (
     ("agree_step", "contrast = rollout (same step)"),
     ("rollout_in_first_wrong_step", "rollout-found token in OmegaPRM's first wrong step"),
     ("contrast_in_first_wrong_step", "top contrastive token in OmegaPRM's first wrong step"),
+    ("search_rollouts_per_critical_token", "search rollouts per critical token"),
     ("rollouts_per_critical_token", "rollouts per critical token (search + ban tests)"),
 )
 

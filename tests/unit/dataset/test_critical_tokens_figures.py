@@ -49,6 +49,7 @@ def test_figures_of_planted_rows():
         "rollout_in_first_wrong_step": 0.5, "n_rollout_in_first_wrong_step": 2,
         "contrast_in_first_wrong_step": 1.0, "n_contrast_in_first_wrong_step": 2,
         "ban_tests": 7, "rollouts": 12 + 8 + 7 * 4, "rollouts_per_critical_token": (12 + 8 + 28) / 2,
+        "search_rollouts": 12 + 8, "search_rollouts_per_critical_token": (12 + 8) / 2,
     }
     table = figure_rows(f)
     assert table[0] == ["scored incorrect trajectories", "3", ""]
