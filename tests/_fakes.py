@@ -21,3 +21,19 @@ def fake_verdict(text, gold, truncated=False):
 
 def fake_verify(items):
     return [fake_verdict(text, gold, truncated) for text, gold, truncated, _ in items]
+
+
+def shard_rule_checker(config):
+    """``failed_rules(row)``: the names of the shard-level rules one ``config`` row breaks (its suite built once)."""
+    from counterpoint.schemas import records
+    from counterpoint.validation import suites
+
+    _, batch_definition, built = suites.make_context([config], levels=(suites.SHARD,))
+    suite = built[(config, suites.SHARD)]
+
+    def failed_rules(row):
+        df = suites.shard_frame(records.rows_to_table(config, [row]), records.table(config))
+        result = batch_definition.get_batch(batch_parameters={"dataframe": df}).validate(suite)
+        return sorted(r.expectation_config.meta["counterpoint"]["rule"] for r in result.results if not r.success)
+
+    return failed_rules

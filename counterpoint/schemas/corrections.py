@@ -56,10 +56,7 @@ CORRECTIONS = TableSpec(
 
 def register(tables: Dict[str, TableSpec] = records.OUTPUT_TABLES) -> None:
     """Adds the ``corrections`` spec to ``tables`` (idempotent)."""
-    existing = tables.get(CORRECTIONS.name)
-    if existing is not None and existing is not CORRECTIONS:
-        raise ValueError(f"config name {CORRECTIONS.name!r} is already taken by another TableSpec")
-    tables[CORRECTIONS.name] = CORRECTIONS
+    records.register_tables((CORRECTIONS,), tables)
 
 
 register()

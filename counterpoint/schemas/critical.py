@@ -78,10 +78,7 @@ CRITICAL_TOKENS = TableSpec(
 
 def register(tables: Dict[str, TableSpec] = records.OUTPUT_TABLES) -> None:
     """Adds the ``critical_tokens`` spec to ``tables`` (idempotent)."""
-    existing = tables.get(CRITICAL_TOKENS.name)
-    if existing is not None and existing is not CRITICAL_TOKENS:
-        raise ValueError(f"config name {CRITICAL_TOKENS.name!r} is already taken by another TableSpec")
-    tables[CRITICAL_TOKENS.name] = CRITICAL_TOKENS
+    records.register_tables((CRITICAL_TOKENS,), tables)
 
 
 register()

@@ -384,11 +384,7 @@ EXPORT_CONFIGS: Tuple[str, ...] = tuple(t.name for t in EXPORT_TABLES)
 
 def register(tables: Dict[str, TableSpec] = records.OUTPUT_TABLES) -> None:
     """Adds the export specs to ``tables`` (idempotent; never replaces a pipeline config)."""
-    for spec in EXPORT_TABLES:
-        existing = tables.get(spec.name)
-        if existing is not None and existing is not spec:
-            raise ValueError(f"config name {spec.name!r} is already taken by another TableSpec")
-        tables[spec.name] = spec
+    records.register_tables(EXPORT_TABLES, tables)
 
 
 register()

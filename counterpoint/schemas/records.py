@@ -384,6 +384,17 @@ CORRECTION_CONFIGS = ("corrections",)
 CRITICAL_CONFIGS = ("critical_tokens",)
 
 
+def register_tables(specs, tables: Optional[Dict[str, TableSpec]] = None) -> None:
+    """Adds config specs defined in their own modules (exports, corrections, critical tokens) to ``tables``
+    (default ``OUTPUT_TABLES``); idempotent, and never replaces another spec of the same name."""
+    tables = OUTPUT_TABLES if tables is None else tables
+    for spec in specs:
+        existing = tables.get(spec.name)
+        if existing is not None and existing is not spec:
+            raise ValueError(f"config name {spec.name!r} is already taken by another TableSpec")
+        tables[spec.name] = spec
+
+
 def table(name: str) -> TableSpec:
     try:
         return OUTPUT_TABLES[name] if name != "problems" else PROBLEMS

@@ -1,7 +1,6 @@
 """The GX shard suite of ``critical_tokens``: the row rules beside the schema's."""
 
-from counterpoint.schemas import records
-from counterpoint.validation import suites
+from _fakes import shard_rule_checker
 
 GOOD = {"id": "p/s1/critical", "problem_id": "p", "sample_index": 1, "prompt": [{"role": "user", "content": "q"}],
         "completion": "a b", "token_ids": [1, 2], "tokens": ["a", " b"], "logp_positive": [-1.0, -0.5],
@@ -14,14 +13,7 @@ GOOD = {"id": "p/s1/critical", "problem_id": "p", "sample_index": 1, "prompt": [
 
 
 def test_critical_tokens_suite_fails_broken_rows():
-    _, batch_definition, built = suites.make_context(["critical_tokens"], levels=(suites.SHARD,))
-    suite = built[("critical_tokens", suites.SHARD)]
-
-    def failed_rules(row):
-        table = records.rows_to_table("critical_tokens", [row])
-        df = suites.shard_frame(table, records.table("critical_tokens"))
-        result = batch_definition.get_batch(batch_parameters={"dataframe": df}).validate(suite)
-        return sorted(r.expectation_config.meta["counterpoint"]["rule"] for r in result.results if not r.success)
+    failed_rules = shard_rule_checker("critical_tokens")
 
     assert failed_rules(GOOD) == []
     assert failed_rules(GOOD | {"rollout_critical_step": 1}) == ["equal"]

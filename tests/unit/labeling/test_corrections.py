@@ -13,6 +13,7 @@ import re
 
 import pytest
 
+from _fakes import shard_rule_checker
 from counterpoint.generators.base import GenerationRequest, SamplingParams
 from counterpoint.generators.scripted import ScriptedGenerator, _rng, chain_problem
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, label_problems
@@ -286,8 +287,6 @@ def test_corrections_command_adds_the_config_through_publish(tmp_path):
 
 def test_corrections_suite_fails_broken_rows():
     """The GX shard suite: a kept row must be verified correct with a flip class; an unkept row has no class."""
-    from counterpoint.validation import suites
-
     good = {"id": "a", "problem_id": "p", "negative_sample_index": 1, "prompt": [{"role": "user", "content": "q"}],
             "prefix": "Step 1: 2 + 2 = 5.", "wrong_step_index": 0, "wrong_step_source": "claim",
             "wrong_step": "Step 1: 2 + 2 = 5.", "cue": "Wait, that step is wrong.", "correction": " 2 + 2 = 4.",
@@ -295,14 +294,7 @@ def test_corrections_suite_fails_broken_rows():
             "sample_index": 0, "seed": 1, "finish_reason": "stop", "num_generated_tokens": 5, "model_id": "m",
             "corrector": "engine", "problem_attempted": 2, "problem_recovered": 1, "problem_recovery_rate": 0.5,
             "problem_recovery_lo": 0.09, "problem_recovery_hi": 0.91}
-    context, batch_definition, built = suites.make_context(["corrections"], levels=(suites.SHARD,))
-    suite = built[("corrections", suites.SHARD)]
-
-    def failed_rules(row):
-        table = records.rows_to_table("corrections", [row])
-        df = suites.shard_frame(table, records.table("corrections"))
-        result = batch_definition.get_batch(batch_parameters={"dataframe": df}).validate(suite)
-        return sorted(r.expectation_config.meta["counterpoint"]["rule"] for r in result.results if not r.success)
+    failed_rules = shard_rule_checker("corrections")
 
     assert failed_rules(good) == []
     assert failed_rules(good | {"verdict": "incorrect", "verdict_reason": "answer_mismatch"}) == [
