@@ -46,6 +46,8 @@ setup(
         "gpu": ["vllm==0.32.0"] + MODEL_CONVERSION,
         "gcp": ["apache-beam[gcp]==2.77.0", "smart-open[gcs]>=9,<10"],
         "aws": ["apache-beam[aws]==2.77.0", "smart-open[s3]>=9,<10"],
+        # trl: `counterpoint contrast-models` (SFTTrainer); peft for its --lora.
+        "train": ["trl==1.16.0", "peft>=0.13"],
         # trl: the training tests (DPOTrainer, KTOTrainer); TRL 1.13 for PRMTrainer is installed by `make test`.
         # moto: a real S3 API on loopback; beam[gcp,aws]: S3 I/O and the Dataflow dry-run job test.
         "test": ["pytest>=8", "pytest-timeout>=2", "trl==1.16.0", "moto[server]>=5,<6",

@@ -156,6 +156,14 @@ def _peft_config(recipe: ContrastRecipe):
                       task_type="CAUSAL_LM", target_modules="all-linear")
 
 
+def _require_trl() -> None:
+    try:
+        import trl  # noqa: F401
+    except ImportError as e:
+        raise ContrastModelsError("contrast-models trains with TRL, which is not installed: "
+                                  "`pip install 'counterpoint[train]'` (or `pip install trl==1.16.0`)") from e
+
+
 def train_side(base: str, rows: List[Dict[str, Any]], recipe: ContrastRecipe, dest: str, work: str) -> Dict[str, Any]:
     """Fine-tunes ``base`` on ``rows`` (SFT, completion-only loss) and saves model + tokenizer into ``dest``."""
     import datasets
@@ -207,6 +215,7 @@ def make_contrast_models(out: str, base: str, output_dir: str,
     data = read_training_data(out)
     base_name = _base_path(base)[0]
     load_base(base)  # a base that does not load fails before any training
+    _require_trl()  # a missing trainer fails before any training
     if recipe.method == "lora":
         _peft_config(recipe)  # so does --lora without peft
     parent = os.path.dirname(output_dir)

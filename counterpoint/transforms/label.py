@@ -96,9 +96,7 @@ class SampleAndLabelDoFn(ProblemBatchDoFn):
                                sum(c.num_prompt_tokens for c in comps[:1]))
             self._sampled.add(p["problem_id"])
             if len(trajectories) == len(problems) and hasattr(self.generator, "flush"):
-                # Every sample of the bundle is in: write it to the request cache now, so a job killed
-                # while the trees are searched resumes without sampling again (as SampleAndVerify did).
-                self.generator.flush()
+                self.generator.flush()  # all sampled: cached now, so a kill mid-search resumes without resampling
             progress.report("sample", problems=1, samples=len(comps), tokens=trajectories[i][2])
             progress.report("verify", problems=1, **_verdict_counts(rows))
             return ProblemForLabeling(problem=p, trajectories=rows, system_prompt=self.system_prompt,
