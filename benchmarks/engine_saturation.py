@@ -8,8 +8,10 @@ sampling with a full queue? On one engine in one process (engine start excluded)
 1. **the job**: every problem through ``sample_and_label`` (one bundle, as the pipeline's auto
    labelling batch), timed from the first request to the last row; a progress line every few
    seconds (problems done, tokens, sequences in flight);
-2. **plain** (run first): batch sampling (``generate`` of batches of 1.5x the engine's capacity in
-   sequences) of at least ``--plain-tokens`` tokens, same sampling parameters, fresh prompts.
+2. **plain** (run first): sampling with a full queue, same sampling parameters, fresh prompts: on vLLM
+   a sliding window keeps 1.5x the engine's capacity in sequences submitted and the engine's own token
+   count is read over ``--plain-seconds`` (steady state: no batch tail); on the scripted engine,
+   batches of 1.5x the capacity of at least ``--plain-tokens`` tokens.
 
 Reports: saturation = job tokens/s ÷ plain tokens/s (target ≥ 0.95), per phase tokens (sampling
 vs rollouts; when the last problem finished sampling), the poll-time-weighted mean of sequences in
@@ -58,6 +60,9 @@ def _args(argv):
     parser.add_argument("--progress-s", type=float, default=10.0, help="seconds between progress lines")
     parser.add_argument("--plain-tokens", type=int, default=30000,
                         help="tokens of plain batch sampling to measure (at least one batch)")
+    parser.add_argument("--plain-seconds", type=float, default=90.0,
+                        help="vLLM: seconds of steady-state plain sampling measured (after --plain-warmup-s)")
+    parser.add_argument("--plain-warmup-s", type=float, default=20.0)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine_saturation.json"))
     return parser.parse_args(argv)
 
@@ -99,7 +104,8 @@ def _problems(args, n, min_ops, max_ops):
 
 
 class _Meter:
-    """Engine-side figures of the job: poll time, sequences in flight at each poll, progress lines."""
+    """Engine-side figures of the job: poll time, sequences in flight at each poll, the engine's own
+    token count over time (vLLM: every decoded token, aborted requests' included), progress lines."""
 
     def __init__(self, gen, n_problems: int, every_s: float):
         self.gen, self.n, self.every = gen, n_problems, every_s
@@ -109,6 +115,15 @@ class _Meter:
         self.rounds, self.done, self.sampled = [], 0, 0
         self.last_sample_t = None
         self.poll_s = 0.0
+        self.budget = None  # the stream's in-flight budget (from the round records)
+        self.timeline = []  # (seconds, engine tokens so far, sequences in flight during the poll, poll seconds)
+        self.base_tokens = self.engine_tokens()
+
+    def engine_tokens(self):
+        meter, llm = getattr(self.gen, "_token_meter", None), getattr(self.gen, "_llm", None)
+        if meter is None or llm is None:
+            return None
+        return max(meter.finished_tokens, meter._seen_total(llm.llm_engine))
 
     def poll(self):
         t = time.perf_counter()
@@ -122,20 +137,41 @@ class _Meter:
         # In flight while the engine stepped: what is still out + what this poll finished.
         finished = rec["samples"] + rec.get("sample_samples", 0)
         at_poll = rec["inflight_samples"] + finished
+        self.budget = rec.get("capacity")
         self.weighted_inflight += at_poll * self.poll_s
         # running = what the engine can decode at once of it (more is queued, not faster)
         self.weighted_running += min(at_poll, self.gen.capacity or at_poll) * self.poll_s
-        self.rounds.append(dict(rec, inflight_at_poll=rec["inflight_samples"] + finished,
-                                t=round(time.perf_counter() - self.t0, 3)))
-        if rec.get("sample_samples"):
-            self.last_sample_t = time.perf_counter() - self.t0
         now = time.perf_counter()
+        tokens = self.engine_tokens()
+        self.timeline.append((now - self.t0, None if tokens is None else tokens - self.base_tokens,
+                              min(at_poll, self.gen.capacity or at_poll), self.poll_s))
+        self.rounds.append(dict(rec, inflight_at_poll=at_poll, t=round(now - self.t0, 3)))
+        if rec.get("sample_samples"):
+            self.last_sample_t = now - self.t0
         if now - self.last_print >= self.every:
             self.last_print = now
-            tokens = sum(r["generated_tokens"] + r.get("sample_tokens", 0) for r in self.rounds)
+            done = sum(r["generated_tokens"] + r.get("sample_tokens", 0) for r in self.rounds)
+            live = "" if tokens is None else f", engine {tokens - self.base_tokens}"
             print(f"[{now - self.t0:7.1f}s] problems done {self.done}/{self.n}, sampled {self.sampled}, "
-                  f"tokens {tokens}, {tokens / (now - self.t0):.0f} tok/s, in flight {rec['inflight_samples']}"
-                  f"/{rec.get('capacity')}", flush=True)
+                  f"tokens {done}{live}, {(tokens - self.base_tokens if tokens is not None else done) / (now - self.t0):.0f}"
+                  f" tok/s, in flight {rec['inflight_samples']}/{rec.get('capacity')}", flush=True)
+
+    def window(self, start: float, end: float, plain_tps: float):
+        """Engine tokens/s, its share of plain, and the poll-weighted sequences in flight in [start, end]."""
+        pts = [p for p in self.timeline if p[1] is not None]
+        if not pts or end <= start:
+            return None
+        before = [p for p in pts if p[0] <= start]
+        t_a, tok_a = (before[-1][0], before[-1][1]) if before else (0.0, 0)
+        inside = [p for p in pts if start < p[0] <= end]
+        if not inside:
+            return None
+        t_b, tok_b = inside[-1][0], inside[-1][1]
+        w = sum(p[3] for p in inside)
+        tps = (tok_b - tok_a) / (t_b - t_a) if t_b > t_a else 0.0
+        return {"start_s": round(t_a, 1), "end_s": round(t_b, 1), "engine_tokens": tok_b - tok_a,
+                "tokens_per_s": round(tps, 1), "saturation": round(tps / plain_tps, 3) if plain_tps else None,
+                "mean_running_sequences": round(sum(p[2] * p[3] for p in inside) / w, 1) if w else None}
 
 
 def _job(cfg, gen, suite, problems, meter):
@@ -175,8 +211,12 @@ def _job(cfg, gen, suite, problems, meter):
 
 
 def _plain(args, cfg, gen, n_problems: int, target_tokens: int):
-    """Plain batch sampling: batches of 1.5x the engine's capacity in sequences (a full queue until the
-    batch's tail), until ``target_tokens`` are generated."""
+    """Plain batch sampling with a full queue: ``(tokens, seconds)``.
+
+    vLLM: a sliding window keeps 1.5x the engine's capacity in sequences queued (the engine always full,
+    no batch tail) and the engine's own token count is read over ``--plain-seconds`` after a warm-up —
+    the engine's steady-state throughput, the highest bar. Scripted: batches of 1.5x the capacity
+    until ``target_tokens`` are generated."""
     from counterpoint.generators.base import GenerationRequest
 
     if args.generator == "scripted":
@@ -187,11 +227,18 @@ def _plain(args, cfg, gen, n_problems: int, target_tokens: int):
         from counterpoint.sources.procedural import procedural_problem as make
 
         question = lambda i: make(99, i)["question"]  # noqa: E731
+
+    def request(i):
+        return GenerationRequest.chat(cfg.system_prompt, question(i), n=cfg.samples_per_problem,
+                                      params=cfg.sampling, seed=i)
+
+    probe = _Meter(gen, 0, args.progress_s)
+    if probe.engine_tokens() is not None:
+        return _plain_window(gen, request, n_problems * cfg.samples_per_problem, probe, args.plain_warmup_s,
+                             args.plain_seconds, args.progress_s)
     tokens, seconds, i = 0, 0.0, 0
     while tokens < target_tokens:
-        batch = [GenerationRequest.chat(cfg.system_prompt, question(i + j),
-                                        n=cfg.samples_per_problem, params=cfg.sampling, seed=i + j)
-                 for j in range(n_problems)]
+        batch = [request(i + j) for j in range(n_problems)]
         i += n_problems
         print(f"plain batch of {len(batch) * cfg.samples_per_problem} sequences ...", flush=True)
         t = time.perf_counter()
@@ -199,6 +246,28 @@ def _plain(args, cfg, gen, n_problems: int, target_tokens: int):
         seconds += time.perf_counter() - t
         tokens += sum(c.num_tokens for x in out for c in x)
     return tokens, seconds
+
+
+def _plain_window(gen, request, queued: int, meter, warmup_s: float, seconds: float, every_s: float):
+    """Steady-state throughput: ``queued`` sequences always submitted; engine tokens over ``seconds``."""
+    inflight, i, t0, mark, last = {}, 0, time.perf_counter(), None, time.perf_counter()
+    per = request(0).n
+    while True:
+        while sum(inflight.values()) + per <= queued:
+            (h,) = gen.submit([request(i)])
+            inflight[h], i = per, i + 1
+        for h, _ in gen.poll():
+            inflight.pop(h, None)
+        now = time.perf_counter()
+        if mark is None and now - t0 >= warmup_s:
+            mark = (now, meter.engine_tokens())
+        if now - last >= every_s:
+            last = now
+            print(f"[plain {now - t0:7.1f}s] {meter.engine_tokens() - meter.base_tokens} engine tokens", flush=True)
+        if mark is not None and now - mark[0] >= seconds:
+            tokens = meter.engine_tokens() - mark[1]
+            gen.abort(list(inflight))
+            return tokens, now - mark[0]
 
 
 def _generate_with_progress(gen, batch, every_s: float):
@@ -235,6 +304,10 @@ def _report(args, cfg, gen, load_s, results, job_s, meter, plain):
     mean_inflight = meter.weighted_inflight / meter.in_engine if meter.in_engine else 0.0
     mean_running = meter.weighted_running / meter.in_engine if meter.in_engine else 0.0
     o = cfg.labeling_config.omegaprm
+    wasted_tokens = stat("prefetch_wasted_tokens")
+    engine_tokens = meter.timeline[-1][1] if meter.timeline and meter.timeline[-1][1] is not None else None
+    budget = meter.budget or capacity
+    last_sample = meter.last_sample_t or 0.0
     return {
         "generator": args.generator, "model": gen.model_id, "defaults": args.defaults,
         "compile": getattr(cfg.generator, "compile", None), "engine_load_s": round(load_s, 2),
@@ -245,18 +318,31 @@ def _report(args, cfg, gen, load_s, results, job_s, meter, plain):
                 "polls": len(rounds), "engine_share_of_time": round(meter.in_engine / job_s, 3) if job_s else None,
                 "mean_inflight_sequences": round(mean_inflight, 1),
                 "mean_running_sequences": round(mean_running, 1),
-                "inflight_share_of_capacity": round(mean_running / capacity, 3) if capacity else None},
+                "inflight_share_of_capacity": round(mean_running / capacity, 3) if capacity else None,
+                "stream_budget": budget,
+                "inflight_share_of_budget": round(min(mean_inflight, budget) / budget, 3) if budget else None,
+                "engine_tokens": engine_tokens,
+                "engine_tokens_per_s": round(engine_tokens / job_s, 2) if engine_tokens and job_s else None,
+                "useful_tokens": job_tokens - wasted_tokens,
+                "useful_saturation": round((job_tokens - wasted_tokens) / job_s / plain_tps, 3)
+                if plain_tps and job_s else None},
         "phases": {"sampling_tokens": sample_tokens, "rollout_tokens": rollout_tokens,
                    "last_sample_back_s": round(meter.last_sample_t or 0.0, 2),
                    "rollout_tokens_per_kept_tree": round(rollout_tokens / kept, 1) if kept else None,
                    "rollouts": stat("rollouts"), "label_rollouts": stat("label_rollouts"),
-                   "value_rollouts": stat("value_rollouts"), "step_label_rows": stat("step_label_rows")},
+                   "value_rollouts": stat("value_rollouts"), "step_label_rows": stat("step_label_rows"),
+                   # While problems are still sampling / once only tree searches are left (the labelling phase
+                   # alone): engine tokens per second over each window, against plain.
+                   "sampling_window": meter.window(0.0, last_sample, plain_tps),
+                   "labelling_only_window": meter.window(last_sample, job_s + 1.0, plain_tps)},
         "speculation": {k: stat(k) for k in ("prefetched", "prefetch_used", "prefetch_wasted",
                                               "prefetch_wasted_tokens", "speculative_aborted")},
         "plain": {"generated_tokens": plain[0], "seconds": round(plain[1], 2), "tokens_per_s": round(plain_tps, 2)},
         "saturation": round(job_tps / plain_tps, 3) if plain_tps else None,
         "prefix_cache_hit_share": round(cached / prompt, 3) if prompt else None,
         "targets": {"saturation": 0.95, "inflight_share_of_capacity": 0.90},
+        "timeline": [{"t": round(t, 1), "engine_tokens": tok, "running": run}
+                     for t, tok, run, _ in meter.timeline[:: max(1, len(meter.timeline) // 300)]],
         "rounds_sampled": rounds[:: max(1, len(rounds) // 200)],
     }
 
@@ -294,6 +380,11 @@ def main(argv=None):
           f"phases: sampling {ph['sampling_tokens']} tok (last back at {ph['last_sample_back_s']}s), rollouts "
           f"{ph['rollout_tokens']} tok, {ph['rollout_tokens_per_kept_tree']} per kept tree; screening "
           f"{result['screening']}; speculation {sp}; prefix-cache hit share {result['prefix_cache_hit_share']}")
+    print(f"engine tokens (aborted included) {j['engine_tokens']} = {j['engine_tokens_per_s']} tok/s; useful tokens "
+          f"(wasted speculation out) {j['useful_tokens']}: useful saturation {j['useful_saturation']}; in flight vs the "
+          f"stream's budget {j['stream_budget']}: {j['inflight_share_of_budget']}")
+    for name in ("sampling_window", "labelling_only_window"):
+        print(f"{name}: {ph[name]}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

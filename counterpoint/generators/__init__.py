@@ -32,7 +32,7 @@ OPENAI_CLIENT_KWARGS = ("timeout_s", "max_retries", "backoff_s", "max_backoff_s"
 def build_generator(cfg: GeneratorConfig) -> Generator:
     """Builds a (not yet loaded) generator from a :class:`GeneratorConfig` (cheap: nothing is loaded)."""
     if cfg.kind == "vllm":
-        from counterpoint.generators.vllm_local import VLLMGenerator, _on_cpu
+        from counterpoint.generators.vllm_local import CPU_MAX_NUM_SEQS, VLLMGenerator, _on_cpu
 
         engine_kwargs: Dict[str, Any] = dict(cfg.engine_kwargs)
         # "auto" is resolved by the pipeline from the job's size; elsewhere it means eager on CPU.
@@ -40,6 +40,8 @@ def build_generator(cfg: GeneratorConfig) -> Generator:
         engine_kwargs.setdefault("enforce_eager", eager)
         if cfg.max_num_seqs is not None:
             engine_kwargs.setdefault("max_num_seqs", cfg.max_num_seqs)
+        elif _on_cpu():
+            engine_kwargs.setdefault("max_num_seqs", CPU_MAX_NUM_SEQS)
         return VLLMGenerator(
             cfg.model,
             seed=cfg.seed,

@@ -256,6 +256,15 @@ class Generator(abc.ABC):
         """
         return None
 
+    @property
+    def speculation_capacity(self) -> Optional[int]:
+        """Sequences in flight up to which speculative work may fill an engine that real work leaves
+        idle (None: :attr:`capacity`). Speculation is free only while a decode step costs about the
+        same whatever the batch (a GPU up to its capacity); where every sequence slows every step (a
+        CPU), it would slow the real work it runs beside.
+        """
+        return None
+
     def close(self) -> None:
         """Releases the engine (optional)."""
 

@@ -17,7 +17,8 @@ class GeneratorConfig:
     ``seed_mode``: ``request`` gives every request its own seed (a sample does not depend on its batch
     neighbours), ``engine`` one engine-wide seed, ``auto`` = request. ``compile``: vLLM's torch.compile
     (``on``), eager mode (``off``) or ``auto`` (chosen from the job's size; see ``vllm_local.choose_compile``).
-    ``max_num_seqs``: sequences the engine decodes at once (vLLM's default when None).
+    ``max_num_seqs``: sequences the engine decodes at once (None: vLLM's default on a GPU; on a CPU
+    ``vllm_local.CPU_MAX_NUM_SEQS``, the measured throughput peak).
     """
 
     kind: str = "vllm"

@@ -74,6 +74,19 @@ def _on_cpu() -> bool:
 CPU_EAGER_TOKENS_PER_S = 240.0
 CPU_COMPILED_TOKENS_PER_S_AMX = 614.0
 CPU_COMPILE_SECONDS = 80.0
+# Sequences vLLM's CPU backend decodes at once when the config does not say (vLLM's own default is 256).
+# Decoding on a CPU is compute-bound: past the throughput peak, more sequences add latency to every step
+# and lose throughput. Steady-state throughput with a full window, embedded model, 2-core machine
+# (benchmarks/engine_concurrency.py, issue 18; results/engine_concurrency.json): 32 -> 169, 64 -> 187,
+# 128 -> 201, 256 -> 124 tok/s (an earlier sweep: 32 -> 221, 128 -> 266, 256 -> 251). At 128 a tree
+# search's round (the longest of its k rollouts) takes a third of the time it takes at 256, and the
+# engine is no slower. Set generator.max_num_seqs on a larger CPU.
+CPU_MAX_NUM_SEQS = 128
+# Sequences in flight up to which speculative rollouts may fill a CPU engine (issue 18). The decode step
+# grows with the batch on a CPU (same benchmark: 189 ms at 32 sequences, 342 at 64, 637 at 128):
+# speculation that fills the engine to its capacity makes every round of the search it serves up to
+# 4x slower (measured: the last tree of a 64-problem job went from ~15 s to ~85-120 s a round).
+CPU_SPECULATION_SEQS = 32
 # Share of max_tokens a sample uses on average (a stop string or EOS usually comes first).
 _FILL = 0.5
 
@@ -260,6 +273,11 @@ class VLLMGenerator(Generator):
         if self._llm is not None:
             return int(self._llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
         return int(self.engine_kwargs.get("max_num_seqs") or 256)
+
+    @property
+    def speculation_capacity(self) -> Optional[int]:
+        """On a CPU, :data:`CPU_SPECULATION_SEQS` (a step's cost grows with the batch); on a GPU the capacity."""
+        return min(CPU_SPECULATION_SEQS, self.capacity) if _on_cpu() else None
 
     def _load(self) -> None:
         vllm = _import_vllm()

@@ -6,7 +6,8 @@ made of whole steps; it holds ``N(s)`` (visit count) and ``MC(s)`` (fraction of
 correct rollouts among those with a known verdict). The root's rollouts are the
 problem's ``K_f`` sampled trajectories (no new sampling), which also screen it.
 
-Loop (until ``search_limit`` selections or an empty pool):
+Loop (until ``search_limit`` selections or an empty pool; ``selections_per_round`` > 1 selects that
+many candidates per round and searches them side by side, see :class:`OmegaPRMConfig`):
 
 1. **Select** the candidate ``(s, r)`` — a wrong rollout ``r`` from a state with
    ``0 < MC(s) < 1`` — maximising ``Q(s, r) + U(s)`` with
@@ -63,23 +64,29 @@ paper's description.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from counterpoint.generators.base import SamplingParams
 from counterpoint.labeling.common import LabeledSolution, full_steps
 from counterpoint.labeling.evidence import step_key
-from counterpoint.labeling.scheduler import Estimate, ProblemContext, Rollout, RolloutAsk
+from counterpoint.labeling.scheduler import Estimate, ProblemContext, Rollout, RolloutAsk, side_by_side
 from counterpoint.schemas import records
 
 
 AUTO = "auto"
 #: Speculative asks per probe under ``parallel_searches="auto"`` (the in-flight budget may allow fewer).
-AUTO_SPECULATION = 8
+AUTO_SPECULATION = 24
+#: Next candidates' first probes offered per binary-search level of speculation.
+CANDIDATES_PER_LEVEL = 2
 # Not copied as-is into labeler_params: throughput knobs (they change how full the engine is, never the
 # rows) and the fields recorded by their effective value.
 _NOT_COPIED = ("token_len", "max_trees", "parallel_searches", "max_inflight_samples", "rollout_params",
-          "min_known_verdicts", "adaptive", "zero_after")
+          "min_known_verdicts", "adaptive", "zero_after", "selections_per_round")
+#: Candidates selected (and binary-searched side by side) per round of the tree search; 1 is the paper's
+#: sequential loop. See ``OmegaPRMConfig``.
+DEFAULT_SELECTIONS_PER_ROUND = 4
 
 
 def _auto_or_int(name: str, value, *, allow_none: bool = False):
@@ -106,6 +113,16 @@ class OmegaPRMConfig:
     ``token_len`` (optional) counts the tokens of a step for the binary-search
     split; without it each step gets the character share of the rollout's
     reported ``num_tokens``.
+
+    ``selections_per_round`` (issue 18): candidates selected per round of the tree, one after the
+    other (each pick raises its state's N first: the virtual visit of parallel MCTS), then
+    binary-searched side by side in lockstep. 1 is the paper's sequential loop. A tree is a chain
+    of selections; on an engine whose every round takes the longest of k rollouts, the last trees
+    of a bundle ran alone for minutes (a 64-problem job's last tree: ~30 serial selections).
+    B = 4 cuts that chain ~4x. It is a labelling parameter (recorded in ``labeler_params`` when
+    not 1): the searched solutions and their labels are the same, the order in which the pool is
+    drained (and so, when ``search_limit`` stops a tree early, which candidates are searched) can
+    differ; the rows never depend on the engine's speed or capacity.
 
     Throughput knobs (rows never depend on them): ``max_trees`` caps the problems
     in flight ("auto"/None: as many as the in-flight budget admits);
@@ -137,6 +154,7 @@ class OmegaPRMConfig:
     max_inflight_samples: Optional[int] = None
     adaptive: bool = False
     zero_after: Optional[int] = None
+    selections_per_round: int = DEFAULT_SELECTIONS_PER_ROUND
 
     def __post_init__(self):
         if self.k < 1:
@@ -153,6 +171,10 @@ class OmegaPRMConfig:
         if self.zero_after is not None and not (self.min_known <= self.zero_after <= self.k):
             raise ValueError(f"omegaprm.zero_after must be in [min_known_verdicts={self.min_known}, k={self.k}] "
                              f"or null (= k), got {self.zero_after}")
+        if isinstance(self.selections_per_round, bool) or not isinstance(self.selections_per_round, int) \
+                or self.selections_per_round < 1:
+            raise ValueError(f"omegaprm.selections_per_round must be an integer >= 1 (1: the paper's sequential "
+                             f"loop), got {self.selections_per_round!r}")
         if self.max_inflight_samples is not None and self.max_inflight_samples < 1:
             raise ValueError("omegaprm.max_inflight_samples must be >= 1 or null (= the engine's capacity)")
 
@@ -203,6 +225,8 @@ class OmegaPRMConfig:
         d["rollout_params"] = self.effective_rollout_params(sampling).to_dict()
         d["min_known_verdicts"] = self.min_known
         d["token_len"] = None if self.token_len is None else getattr(self.token_len, "__name__", "callable")
+        if self.selections_per_round != 1:  # the paper's sequential loop stays out of the params
+            d["selections_per_round"] = self.selections_per_round
         if self.adaptive:  # off stays out: rows of fixed-k runs are unchanged
             d["adaptive"] = {"zero_after": self.probe_zero_after, "rule": "doubling_until_decided/v1"}
         return d
@@ -406,12 +430,15 @@ class OmegaPRMTree:
     def _speculation(self, steps, ends, d: int, good: int, bad: int, mid: int) -> List[RolloutAsk]:
         """Speculative asks to travel with the probe at ``mid``, most useful first (at most B - 1).
 
-        Priority: the two probes the binary search needs next (one of them for sure), the first
-        probe of the candidate the selection would most likely pick next, then the four probes of
-        the level after, the next candidate, and so on. With adaptive budgets only the next
-        candidates' first probes are offered (issue 18: wasted speculation <= 10% of rollouts; of
-        two children one is always wasted, while an adaptive probe's first batch is one rollout). Pure prediction: nothing here changes the
-        tree, and prefixes that are terminal or already held are not asked.
+        Priority, level by level: the probes the binary search may need next (both halves; one of the
+        two is always needed), then the first probes of the next :data:`CANDIDATES_PER_LEVEL`
+        candidates the selection would most likely pick (in the order it would pick them). A tree is a
+        long sequence of selections; prefetching the next candidates' first probes is what lets the last
+        trees of a bundle use an engine the other trees have left (issue 18: the tail). With adaptive
+        budgets only the candidates' first probes are offered (issue 18: wasted speculation <= 10% of
+        rollouts; of two children one is always wasted, while an adaptive probe's first batch is one
+        rollout). Pure prediction: nothing here changes the tree, and prefixes that are terminal or
+        already held are not asked. The scheduler sends them only into idle capacity.
         """
         width = self.config.speculation
         if width <= 0:
@@ -440,21 +467,24 @@ class OmegaPRMTree:
             if not self.config.adaptive:  # adaptive: one of the two children is always wasted, skip them
                 for j, _, _ in children:
                     offer(steps, j)
-            nxt = next(nexts, None)
-            if nxt is not None:
+            more = False
+            for nxt in itertools.islice(nexts, CANDIDATES_PER_LEVEL):
+                more = True
                 n_steps, n_ends, n_d = nxt
                 if len(n_steps) - n_d > 1:
                     offer(n_steps, self.split_point(n_ends, n_d, n_d - 1, len(n_steps) - 1, self.config.split_fraction))
-            if not children and nxt is None:
+            if not children and not more:
                 break
             frontier = children
         return out
 
     def _next_candidates(self, limit: int) -> List[Tuple[List[str], List[float], int]]:
-        """Steps, token ends and start depth of the pool's current best candidates (a prediction)."""
+        """Steps, token ends and start depth of the pool's current best candidates (a prediction: the
+        ranking by today's Q + U; at most ``limit // 2``)."""
         if not self.pool or self.selections >= self.config.search_limit:
             return []
-        ranked = sorted(self.pool, key=lambda c: (-self.score(c), c.order))[: max(1, limit // 3)]
+        left = self.config.search_limit - self.selections
+        ranked = sorted(self.pool, key=lambda c: (-self.score(c), c.order))[: min(left, max(1, limit // 2))]
         out = []
         for cand in ranked:
             st = self.states[cand.state]
@@ -474,11 +504,20 @@ class OmegaPRMTree:
 
     def run(self):
         """Coroutine: the paper's loop — select, binary search, repeat — until ``search_limit``
-        selections or an empty pool; returns the labelled solutions in selection order."""
+        selections or an empty pool; returns the labelled solutions in selection order.
+
+        With ``selections_per_round = B > 1`` each round selects up to B candidates one after the
+        other (each selection raises its state's N, so the next pick already sees it: the virtual
+        visit of parallel MCTS) and runs their binary searches side by side, in lockstep, so the
+        tree is the same whatever the engine's speed or capacity."""
         out: List[LabeledSolution] = []
         while self.pool and self.selections < self.config.search_limit:
-            sol = yield from self._start_search()
-            out.append(sol)
+            n = min(self.config.selections_per_round, len(self.pool), self.config.search_limit - self.selections)
+            searches = [self._start_search() for _ in range(n)]
+            if n == 1:
+                out.append((yield from searches[0]))
+            else:
+                out.extend((yield from side_by_side(*searches)))
         self.ctx.stats["selections"] += self.selections
         self.ctx.stats["tree_states"] += len(self.states)
         self.ctx.stats["pool_left"] += len(self.pool)

@@ -204,6 +204,8 @@ class RoundScheduler:
         self.max_active = max_active
         capacity = getattr(generator, "capacity", None)
         self.budget = int(max_inflight_samples or capacity or DEFAULT_INFLIGHT_SAMPLES)
+        spec = getattr(generator, "speculation_capacity", None)
+        self.speculation_budget = min(self.budget, int(spec)) if spec else self.budget
         self.on_round = on_round
         self.on_done = on_done
         self.rounds: List[Dict[str, Any]] = []
@@ -406,8 +408,9 @@ class _Run:
             self.advance(self.waiting.popleft(), None)
 
     def speculate(self) -> None:
-        """Fills the budget left with speculative asks, by priority rank, round-robin over problems."""
-        if self.inflight >= self.s.budget:
+        """Fills the speculation budget left (``generator.speculation_capacity``, at most the budget) with
+        speculative asks, by priority rank, round-robin over problems."""
+        if self.inflight >= self.s.speculation_budget:
             return
         lists = {i: [a for a in asks if a.speculative] for i, asks in self.active.items()}
         depth = max((len(v) for v in lists.values()), default=0)
@@ -425,7 +428,7 @@ class _Run:
                 key = RoundScheduler._ask_key(ctx, a.prefix)
                 if (key, missing) in self.by_key or (key, missing) in self.buffer:
                     continue
-                if self.inflight + missing > self.s.budget:
+                if self.inflight + missing > self.s.speculation_budget:
                     return
                 self.send(i, [(key, a.prefix, missing)], speculative=True)
 
@@ -460,7 +463,8 @@ class _Run:
     # -- speculation only into idle capacity ------------------------------------------
     def cancel_speculation(self) -> None:
         """Aborts speculative requests the search has moved past, then the youngest ones while the
-        in-flight samples exceed the budget (real work first)."""
+        in-flight samples exceed the speculation budget (real work first: speculative samples never
+        take room real ones need)."""
         wanted: Dict[int, set] = {}
         for i, asks in self.active.items():
             ctx = self.ctx(i)
@@ -469,7 +473,8 @@ class _Run:
         spec = sorted((r.seq, h) for h, r in self.requests.items() if r.speculative)
         stale = [h for _, h in spec if (self.requests[h].key, self.requests[h].n)
                  not in wanted.get(self.requests[h].owner, ())]
-        over = self.inflight - sum(self.requests[h].n for h in stale) - self.s.budget
+        limit = max(self.s.speculation_budget, self.inflight_real)
+        over = self.inflight - sum(self.requests[h].n for h in stale) - limit
         for _, h in reversed(spec):
             if over <= 0:
                 break

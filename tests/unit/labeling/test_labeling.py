@@ -125,8 +125,9 @@ def world_item(system_prompt=None):
 
 
 def small_config(**kw):
-    # Hand-built tables answer only the prefixes the sequential loop asks: no speculation here.
-    om = kw.pop("omegaprm", OmegaPRMConfig(k=4, parallel_searches=1))
+    # Hand-built tables answer only the prefixes the paper's sequential loop asks: no speculation, one
+    # selection per round.
+    om = kw.pop("omegaprm", OmegaPRMConfig(k=4, parallel_searches=1, selections_per_round=1))
     return LabelerConfig(omegaprm=om, **kw)
 
 
@@ -148,6 +149,7 @@ def drive(coro, gen, verify=fake_verify, ctx=None, params=None):
 
 def tree_for(item, k=4, **kw):
     kw.setdefault("parallel_searches", 1)
+    kw.setdefault("selections_per_round", 1)  # the paper's sequential loop
     cfg = OmegaPRMConfig(k=k, **kw)
     ctx = ProblemContext("p", item.problem["question"], item.problem["gold_answer"], "exact", min_known=cfg.min_known)
     seed_root(ctx, item.trajectories)
@@ -239,6 +241,30 @@ def test_binary_search_hand_tree_probes_and_edges():
     # Every non-root state was measured by rollouts: no MC assigned without them.
     for s in tree.states[1:]:
         assert s.n_rollouts == 4 and s.mc == (s.n_correct / (4 - (s.prefix == "a\n\n")))
+
+
+def test_selections_per_round_searches_side_by_side_with_the_same_labels_in_fewer_rounds():
+    # Sequential (the paper's loop): s1, then the "Y" rollout discovered inside s1's search, then s3.
+    ctx1, seq_tree = tree_for(world_item())
+    seq_gen = TableGenerator(TABLE)
+    seq, _ = drive(seq_tree.run(), seq_gen, ctx=ctx1)
+    # Two per round: s1 and s3 are picked together (s3 sees N(root) = 1 from s1's pick) and searched in
+    # lockstep — one engine round carries a probe of each — then "Y" in a round of its own.
+    ctx2, tree = tree_for(world_item(), selections_per_round=2)
+    gen = TableGenerator(TABLE)
+    batched, sched = drive(tree.run(), gen, ctx=ctx2)
+    assert [(s.sample_index, s.first_error_index) for s in batched] == [(1, 2), (3, 1), (4, 2)]
+    assert gen.calls == len(sched.rounds) == 3 and seq_gen.calls == 5
+    assert gen.batches[:2] == [[("a\n\nb\n\n", 4), ("a\n\nZ\n\n", 4)], [("a\n\nb\n\nX\n\n", 4), ("a\n\n", 4)]]
+    # The same labelled solutions (whole records) and the same tree, in a different selection order.
+    key = lambda sol: sol.sample_index  # noqa: E731
+    assert sorted(batched, key=key) == sorted(seq, key=key)
+    shape = lambda t: {(s.prefix, s.mc, s.n_rollouts, t.states[s.parent].prefix if s.parent is not None else None)  # noqa: E731
+                       for s in t.states}
+    assert shape(tree) == shape(seq_tree) and tree.selections == seq_tree.selections == 3
+    assert [st.N for st in tree.states if st.prefix == ""] == [2]
+    with pytest.raises(ValueError, match="selections_per_round"):
+        OmegaPRMConfig(selections_per_round=0)
 
 
 def test_zero_probe_superseded_by_shallower_zero_is_not_an_edge():

@@ -102,7 +102,8 @@ def _chain_items(rate=0.1, n=6):
 
 
 def _label(engine, parallel, rounds=None, adaptive=False):
-    cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=4, search_limit=8, parallel_searches=parallel, adaptive=adaptive),
+    cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=4, search_limit=8, parallel_searches=parallel, adaptive=adaptive,
+                                                selections_per_round=1),
                         compute_values=False, check_arithmetic=False, seed=1)
     return label_problems(_chain_items(), engine, chain_verify, cfg, sampling=SamplingParams(),
                           on_round=None if rounds is None else rounds.append)
