@@ -20,33 +20,9 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def _window(gen, request, window: int, warmup_s: float, seconds: float, start_index: int):
-    """``(tokens per second, requests submitted)`` with ``window`` sequences always submitted."""
-    meter, engine = gen._token_meter, gen._llm.llm_engine
-
-    def tokens():
-        return max(meter.finished_tokens, meter._seen_total(engine))
-
-    inflight, i, t0, mark = {}, start_index, time.perf_counter(), None
-    while True:
-        while sum(inflight.values()) + 8 <= window:
-            (handle,) = gen.submit([request(i)])
-            inflight[handle], i = 8, i + 1
-        for handle, _ in gen.poll():
-            inflight.pop(handle, None)
-        now = time.perf_counter()
-        if mark is None and now - t0 >= warmup_s:
-            mark = (now, tokens())
-        if mark is not None and now - mark[0] >= seconds:
-            tps = (tokens() - mark[1]) / (now - mark[0])
-            gen.abort(list(inflight))
-            return tps, i
 
 
 def main(argv=None):
@@ -71,9 +47,18 @@ def main(argv=None):
         return GenerationRequest.chat(cfg.system_prompt, procedural_problem(77, i)["question"], n=8,
                                       params=cfg.sampling, seed=i)
 
+    from benchmarks.engine_saturation import _Meter, _plain_window
+
     rows, index = [], 0
     for w in windows:
-        tps, index = _window(gen, request, w, args.warmup_s, args.seconds, index)
+        offset = index  # fresh prompts per window: no prefix-cache hits carried over
+
+        def windowed(i, offset=offset):
+            return request(offset + i)
+
+        tokens, seconds, sent = _plain_window(gen, windowed, w, _Meter(gen, 0, 30.0), args.warmup_s,
+                                              args.seconds, 30.0)
+        tps, index = tokens / seconds, index + sent
         rows.append({"window": w, "tokens_per_s": round(tps, 1), "step_ms": round(1000.0 * w / tps, 1)})
         print(f"window {w:4d}: {tps:7.1f} tok/s, one decode step of every sequence {1000.0 * w / tps:6.1f} ms",
               flush=True)

@@ -235,7 +235,7 @@ def _plain(args, cfg, gen, n_problems: int, target_tokens: int):
     probe = _Meter(gen, 0, args.progress_s)
     if probe.engine_tokens() is not None:
         return _plain_window(gen, request, n_problems * cfg.samples_per_problem, probe, args.plain_warmup_s,
-                             args.plain_seconds, args.progress_s)
+                             args.plain_seconds, args.progress_s)[:2]
     tokens, seconds, i = 0, 0.0, 0
     while tokens < target_tokens:
         batch = [request(i + j) for j in range(n_problems)]
@@ -249,7 +249,8 @@ def _plain(args, cfg, gen, n_problems: int, target_tokens: int):
 
 
 def _plain_window(gen, request, queued: int, meter, warmup_s: float, seconds: float, every_s: float):
-    """Steady-state throughput: ``queued`` sequences always submitted; engine tokens over ``seconds``."""
+    """Steady-state throughput: ``queued`` sequences always submitted (a request joins as soon as one
+    leaves); ``(engine tokens, seconds, requests submitted)`` over ``seconds`` after ``warmup_s``."""
     inflight, i, t0, mark, last = {}, 0, time.perf_counter(), None, time.perf_counter()
     per = request(0).n
     while True:
@@ -267,7 +268,7 @@ def _plain_window(gen, request, queued: int, meter, warmup_s: float, seconds: fl
         if mark is not None and now - mark[0] >= seconds:
             tokens = meter.engine_tokens() - mark[1]
             gen.abort(list(inflight))
-            return tokens, now - mark[0]
+            return tokens, now - mark[0], i
 
 
 def _generate_with_progress(gen, batch, every_s: float):

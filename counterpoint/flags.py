@@ -122,7 +122,7 @@ FLAGS: Tuple[Flag, ...] = (
          type=lambda s: s if s == "auto" else int(s)),
     Flag(("--selections-per-round", "--selections_per_round"), ("labeling.omegaprm.selections_per_round",),
          "labelling", "OmegaPRM candidates selected and binary-searched side by side per round of a tree "
-         "(1: the paper's sequential loop; default 4)", type=int),
+         "(1: the paper's sequential loop; default 16)", type=int),
     Flag(("--adaptive-rollouts", "--adaptive_rollouts"), ("labeling.omegaprm.adaptive",), "labelling",
          "on: an OmegaPRM probe stops at its first correct rollout (a proven positive) or after "
          "labeling.omegaprm.zero_after known wrong ones (default ceil(k/2)); off: exactly k per probe", type=_on_off, metavar="on|off"),

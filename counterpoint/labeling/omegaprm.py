@@ -6,8 +6,8 @@ made of whole steps; it holds ``N(s)`` (visit count) and ``MC(s)`` (fraction of
 correct rollouts among those with a known verdict). The root's rollouts are the
 problem's ``K_f`` sampled trajectories (no new sampling), which also screen it.
 
-Loop (until ``search_limit`` selections or an empty pool; ``selections_per_round`` > 1 selects that
-many candidates per round and searches them side by side, see :class:`OmegaPRMConfig`):
+Loop (until ``search_limit`` selections or an empty pool; ``selections_per_round`` > 1 keeps that
+many searches running side by side, see :class:`OmegaPRMConfig`):
 
 1. **Select** the candidate ``(s, r)`` — a wrong rollout ``r`` from a state with
    ``0 < MC(s) < 1`` — maximising ``Q(s, r) + U(s)`` with
@@ -71,7 +71,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from counterpoint.generators.base import SamplingParams
 from counterpoint.labeling.common import LabeledSolution, full_steps
 from counterpoint.labeling.evidence import step_key
-from counterpoint.labeling.scheduler import Estimate, ProblemContext, Rollout, RolloutAsk, side_by_side
+from counterpoint.labeling.scheduler import Estimate, ProblemContext, Rollout, RolloutAsk
 from counterpoint.schemas import records
 
 
@@ -84,9 +84,9 @@ CANDIDATES_PER_LEVEL = 2
 # rows) and the fields recorded by their effective value.
 _NOT_COPIED = ("token_len", "max_trees", "parallel_searches", "max_inflight_samples", "rollout_params",
           "min_known_verdicts", "adaptive", "zero_after", "selections_per_round")
-#: Candidates selected (and binary-searched side by side) per round of the tree search; 1 is the paper's
-#: sequential loop. See ``OmegaPRMConfig``.
-DEFAULT_SELECTIONS_PER_ROUND = 4
+#: Binary searches a tree runs side by side (a finished one's slot goes to the next selection); 1 is the
+#: paper's sequential loop. See ``OmegaPRMConfig``.
+DEFAULT_SELECTIONS_PER_ROUND = 16
 
 
 def _auto_or_int(name: str, value, *, allow_none: bool = False):
@@ -114,15 +114,16 @@ class OmegaPRMConfig:
     split; without it each step gets the character share of the rollout's
     reported ``num_tokens``.
 
-    ``selections_per_round`` (issue 18): candidates selected per round of the tree, one after the
-    other (each pick raises its state's N first: the virtual visit of parallel MCTS), then
-    binary-searched side by side in lockstep. 1 is the paper's sequential loop. A tree is a chain
-    of selections; on an engine whose every round takes the longest of k rollouts, the last trees
-    of a bundle ran alone for minutes (a 64-problem job's last tree: ~30 serial selections).
-    B = 4 cuts that chain ~4x. It is a labelling parameter (recorded in ``labeler_params`` when
-    not 1): the searched solutions and their labels are the same, the order in which the pool is
-    drained (and so, when ``search_limit`` stops a tree early, which candidates are searched) can
-    differ; the rows never depend on the engine's speed or capacity.
+    ``selections_per_round`` (issue 18): binary searches running side by side in a tree. A search
+    that ends frees its slot for the next selection, made between rounds (each pick raises its
+    state's N first: the virtual visit of parallel MCTS), so every round carries a probe of up to
+    B searches. 1 is the paper's sequential loop. A tree is a chain of selections; on an engine
+    whose every round waits for the longest of its rollouts, the last tree of a 64-problem job ran
+    ~30 serial selections alone for minutes. B = 16 with k = 8 gives a single tree 128 rollouts a
+    round, a CPU engine's whole capacity. It is a labelling parameter (recorded in
+    ``labeler_params`` when not 1): the searched solutions and their labels are the same, the
+    order in which the pool is drained (and so, when ``search_limit`` stops a tree early, which
+    candidates are searched) can differ; the rows never depend on the engine's speed or capacity.
 
     Throughput knobs (rows never depend on them): ``max_trees`` caps the problems
     in flight ("auto"/None: as many as the in-flight budget admits);
@@ -506,18 +507,33 @@ class OmegaPRMTree:
         """Coroutine: the paper's loop — select, binary search, repeat — until ``search_limit``
         selections or an empty pool; returns the labelled solutions in selection order.
 
-        With ``selections_per_round = B > 1`` each round selects up to B candidates one after the
-        other (each selection raises its state's N, so the next pick already sees it: the virtual
-        visit of parallel MCTS) and runs their binary searches side by side, in lockstep, so the
-        tree is the same whatever the engine's speed or capacity."""
-        out: List[LabeledSolution] = []
-        while self.pool and self.selections < self.config.search_limit:
-            n = min(self.config.selections_per_round, len(self.pool), self.config.search_limit - self.selections)
-            searches = [self._start_search() for _ in range(n)]
-            if n == 1:
-                out.append((yield from searches[0]))
-            else:
-                out.extend((yield from side_by_side(*searches)))
+        With ``selections_per_round = B > 1`` up to B binary searches run side by side: each round
+        carries a probe of every running search, and a search that ends frees its slot for the next
+        selection at once (each selection raises its state's N first, so the next pick sees it: the
+        virtual visit of parallel MCTS). Selections happen only between rounds, after every search
+        has taken that round's answers, so the tree never depends on the engine's speed or capacity."""
+        done: List[Tuple[int, LabeledSolution]] = []
+        running: List[Tuple[int, object, list]] = []  # (selection number, search, its pending asks)
+        while True:
+            while len(running) < self.config.selections_per_round and self.pool \
+                    and self.selections < self.config.search_limit:
+                number, search = self.selections, self._start_search()
+                try:
+                    running.append((number, search, list(search.send(None))))
+                except StopIteration as stop:
+                    done.append((number, stop.value))
+            if not running:
+                break
+            answers = yield [a for _, _, asks in running for a in asks]
+            pos, still = 0, []
+            for number, search, asks in running:
+                mine, pos = answers[pos:pos + len(asks)], pos + len(asks)
+                try:
+                    still.append((number, search, list(search.send(mine))))
+                except StopIteration as stop:
+                    done.append((number, stop.value))
+            running = still
+        out = [sol for _, sol in sorted(done, key=lambda d: d[0])]
         self.ctx.stats["selections"] += self.selections
         self.ctx.stats["tree_states"] += len(self.states)
         self.ctx.stats["pool_left"] += len(self.pool)

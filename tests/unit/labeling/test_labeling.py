@@ -310,7 +310,9 @@ def test_parallel_searches_keep_rows_identical_and_fill_rounds():
     for width in (1, 4):
         gen = RecordingScripted(ChainPolicy(step_error_rate=0.06))
         rounds = []
-        cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=8, search_limit=8, parallel_searches=width),
+        # One search at a time (the paper's loop): what speculation alone does to its rounds.
+        cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=8, search_limit=8, parallel_searches=width,
+                                                    selections_per_round=1),
                             compute_values=False, check_arithmetic=False)
         results = run_labels(items, gen, chain_verify, cfg, on_round=rounds.append)
         rows = [r for res in results for r in res.step_labels]
