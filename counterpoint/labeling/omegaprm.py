@@ -71,7 +71,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from counterpoint.generators.base import SamplingParams
 from counterpoint.labeling.common import LabeledSolution, full_steps
 from counterpoint.labeling.evidence import step_key
-from counterpoint.labeling.scheduler import Estimate, ProblemContext, Rollout, RolloutAsk
+from counterpoint.labeling.scheduler import Estimate, ProblemContext, Rollout, RolloutAsk, SearchGroup
 from counterpoint.schemas import records
 
 
@@ -512,28 +512,15 @@ class OmegaPRMTree:
         selection at once (each selection raises its state's N first, so the next pick sees it: the
         virtual visit of parallel MCTS). Selections happen only between rounds, after every search
         has taken that round's answers, so the tree never depends on the engine's speed or capacity."""
-        done: List[Tuple[int, LabeledSolution]] = []
-        running: List[Tuple[int, object, list]] = []  # (selection number, search, its pending asks)
+        group = SearchGroup()  # keyed by selection number
         while True:
-            while len(running) < self.config.selections_per_round and self.pool \
+            while len(group.running) < self.config.selections_per_round and self.pool \
                     and self.selections < self.config.search_limit:
-                number, search = self.selections, self._start_search()
-                try:
-                    running.append((number, search, list(search.send(None))))
-                except StopIteration as stop:
-                    done.append((number, stop.value))
-            if not running:
+                group.start(self.selections, self._start_search())
+            if not group.running:
                 break
-            answers = yield [a for _, _, asks in running for a in asks]
-            pos, still = 0, []
-            for number, search, asks in running:
-                mine, pos = answers[pos:pos + len(asks)], pos + len(asks)
-                try:
-                    still.append((number, search, list(search.send(mine))))
-                except StopIteration as stop:
-                    done.append((number, stop.value))
-            running = still
-        out = [sol for _, sol in sorted(done, key=lambda d: d[0])]
+            group.answer((yield group.asks()))
+        out: List[LabeledSolution] = [group.finished[n] for n in sorted(group.finished)]
         self.ctx.stats["selections"] += self.selections
         self.ctx.stats["tree_states"] += len(self.states)
         self.ctx.stats["pool_left"] += len(self.pool)

@@ -89,6 +89,7 @@ __all__ = [
     "SampleAsk",
     "Sampled",
     "Search",
+    "SearchGroup",
     "VerifyFn",
     "rollout_seed",
     "side_by_side",
@@ -604,28 +605,43 @@ class _Run:
             self.s.on_round(record)
 
 
-def side_by_side(*searches):
-    """Runs searches of the scheduler protocol together; returns their results as a tuple.
+class SearchGroup:
+    """Searches of the scheduler protocol stepped together, one round at a time.
 
-    Each round yields the concatenation of every running search's asks and hands each
-    search back its own slice of the estimates.
+    :meth:`asks` is the concatenation of every running search's asks; :meth:`answer` hands each
+    search back its own slice of the estimates. A search that returns leaves ``running`` and its
+    result lands in ``finished`` under the key it was started with.
     """
-    results: List[Any] = [None] * len(searches)
-    running = []
-    for i, search in enumerate(searches):
-        try:
-            running.append((i, search, list(search.send(None))))
-        except StopIteration as stop:
-            results[i] = stop.value
-    while running:
-        estimates = yield [a for _, _, asks in running for a in asks]
+
+    def __init__(self):
+        self.running: List[Tuple[Any, Any, list]] = []  # (key, search, its pending asks)
+        self.finished: Dict[Any, Any] = {}
+
+    def start(self, key, search) -> None:
+        self._step(key, search, None, self.running)
+
+    def asks(self) -> list:
+        return [a for _, _, asks in self.running for a in asks]
+
+    def answer(self, estimates: Sequence[Any]) -> None:
         pos, still = 0, []
-        for i, search, asks in running:
-            mine = estimates[pos:pos + len(asks)]
+        for key, search, asks in self.running:
+            self._step(key, search, estimates[pos:pos + len(asks)], still)
             pos += len(asks)
-            try:
-                still.append((i, search, list(search.send(mine))))
-            except StopIteration as stop:
-                results[i] = stop.value
-        running = still
-    return tuple(results)
+        self.running = still
+
+    def _step(self, key, search, value, running: list) -> None:
+        try:
+            running.append((key, search, list(search.send(value))))
+        except StopIteration as stop:
+            self.finished[key] = stop.value
+
+
+def side_by_side(*searches):
+    """Runs searches of the scheduler protocol together; returns their results as a tuple."""
+    group = SearchGroup()
+    for i, search in enumerate(searches):
+        group.start(i, search)
+    while group.running:
+        group.answer((yield group.asks()))
+    return tuple(group.finished[i] for i in range(len(searches)))
