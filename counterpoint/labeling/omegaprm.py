@@ -71,7 +71,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from counterpoint.generators.base import SamplingParams
 from counterpoint.labeling.common import LabeledSolution, full_steps
 from counterpoint.labeling.evidence import step_key
-from counterpoint.labeling.scheduler import Estimate, ProblemContext, Rollout, RolloutAsk, SearchGroup
+from counterpoint.labeling.scheduler import AskGroups, Estimate, ProblemContext, Rollout, RolloutAsk
 from counterpoint.schemas import records
 
 
@@ -117,7 +117,8 @@ class OmegaPRMConfig:
     ``selections_per_round`` (issue 18): binary searches running side by side in a tree. A search
     that ends frees its slot for the next selection, made between rounds (each pick raises its
     state's N first: the virtual visit of parallel MCTS), so every round carries a probe of up to
-    B searches. 1 is the paper's sequential loop. A tree is a chain of selections; on an engine
+    B searches; the rounds are a logical clock, on the engine each search runs at its own pace
+    (:meth:`OmegaPRMTree.run`). 1 is the paper's sequential loop. A tree is a chain of selections; on an engine
     whose every round waits for the longest of its rollouts, the last tree of a 64-problem job ran
     ~30 serial selections alone for minutes. B = 16 with k = 8 gives a single tree 128 rollouts a
     round, a CPU engine's whole capacity. It is a labelling parameter (recorded in
@@ -284,16 +285,19 @@ class OmegaPRMTree:
         self.next_index = first_discovered_index
         self._order = 0
         self._seen_solutions: set = set()
+        self._emitted: Optional[list] = None  # changes made by the search being stepped (see run)
         root = root if root is not None else ctx.estimate("")
         if root is None:
             raise ValueError(f"{ctx.problem_id}: the root needs the sampled trajectories as rollouts")
         self.root = self._add_state("", (), None, root)
 
     # -- tree bookkeeping -------------------------------------------------
-    def _add_state(self, prefix: str, steps: Tuple[str, ...], parent: Optional[int], est: Estimate) -> TreeState:
+    def _add_state(self, prefix: str, steps: Tuple[str, ...], parent: Optional[str], est: Estimate) -> TreeState:
+        """The state of ``prefix`` (created under the state of prefix ``parent`` unless it exists)."""
         if prefix in self.by_prefix:
             return self.states[self.by_prefix[prefix]]
-        st = TreeState(len(self.states), prefix, tuple(steps), parent, est.value, est.n, est.n_correct,
+        parent_id = None if parent is None else self.by_prefix[parent]
+        st = TreeState(len(self.states), prefix, tuple(steps), parent_id, est.value, est.n, est.n_correct,
                        terminal=est.is_terminal)
         self.states.append(st)
         self.by_prefix[prefix] = st.id
@@ -302,10 +306,10 @@ class OmegaPRMTree:
                 self.add_candidate(st, r)
         return st
 
-    def _add_terminal(self, prefix: str, steps: Tuple[str, ...], parent: int) -> TreeState:
+    def _add_terminal(self, prefix: str, steps: Tuple[str, ...], parent: str) -> TreeState:
         if prefix in self.by_prefix:
             return self.states[self.by_prefix[prefix]]
-        st = TreeState(len(self.states), prefix, tuple(steps), parent, 0.0, 0, 0, terminal=True)
+        st = TreeState(len(self.states), prefix, tuple(steps), self.by_prefix[parent], 0.0, 0, 0, terminal=True)
         self.states.append(st)
         self.by_prefix[prefix] = st.id
         return st
@@ -390,7 +394,7 @@ class OmegaPRMTree:
             return sol
         ends = self._ends(steps, d, cand.rollout)
         good, bad = d - 1, m - 1
-        parent = state.id
+        parent = state.prefix  # states are named by prefix: the tree commits them later (see run)
         zero: Optional[Tuple[int, Estimate]] = None  # the shallowest zero-valued probe so far
         while bad - good > 1:
             mid = self.split_point(ends, d, good, bad, self.config.split_fraction)
@@ -407,15 +411,15 @@ class OmegaPRMTree:
                 self.ctx.stats["unresolved_probes"] += 1
                 return sol
             if est.positive:
-                parent = self._add_state(prefix, tuple(steps[: mid + 1]), parent, est).id
-                good = mid
+                self._mutate(self._add_state, prefix, tuple(steps[: mid + 1]), parent, est)
+                parent, good = prefix, mid
             else:
                 zero = (mid, est)  # supersedes any deeper zero: only this one can become an edge
                 bad = mid
         if zero is not None and zero[0] == bad:
-            self._add_state("".join(steps[: bad + 1]), tuple(steps[: bad + 1]), parent, zero[1])
+            self._mutate(self._add_state, "".join(steps[: bad + 1]), tuple(steps[: bad + 1]), parent, zero[1])
         else:
-            self._add_terminal("".join(steps), tuple(steps), parent)
+            self._mutate(self._add_terminal, "".join(steps), tuple(steps), parent)
         sol.first_error_index = bad
         sol.search = (bad, bad)
         return sol
@@ -493,7 +497,15 @@ class OmegaPRMTree:
             out.append((steps, self._ends(steps, st.depth, cand.rollout), st.depth))
         return out
 
-    def _start_search(self):
+    def _mutate(self, fn, *args) -> None:
+        """A search's change to the tree: applied at once outside :meth:`run`; inside it, logged and
+        committed when the tree's logical clock passes the round it happened in."""
+        if self._emitted is None:
+            fn(*args)
+        else:
+            self._emitted.append((fn, args))
+
+    def _start_search(self, number: int, phase: int) -> "_SearchRun":
         cand = self.select()
         r = cand.rollout
         if cand.state == self.root.id and r.sample_index is not None:
@@ -501,27 +513,80 @@ class OmegaPRMTree:
         else:
             idx, sampled = self.next_index, False
             self.next_index += 1
-        return self.search(cand, idx, sampled)
+        run = _SearchRun(number, self.search(cand, idx, sampled), phase)
+        for fn, args in self._step(run, None):  # a search that ends at once (nothing to probe) commits now
+            fn(*args)
+        return run
+
+    def _step(self, run: "_SearchRun", answers) -> list:
+        """Resumes ``run`` with the answers of its round; returns the mutations it made meanwhile."""
+        self._emitted = []
+        try:
+            run.asks = run.coro.send(answers)
+            run.round += answers is not None
+        except StopIteration as stop:
+            run.result, run.finished_round = stop.value, run.round - (answers is None)
+        finally:
+            emitted, self._emitted = self._emitted, None
+        return emitted
 
     def run(self):
         """Coroutine: the paper's loop — select, binary search, repeat — until ``search_limit``
         selections or an empty pool; returns the labelled solutions in selection order.
 
-        With ``selections_per_round = B > 1`` up to B binary searches run side by side: each round
-        carries a probe of every running search, and a search that ends frees its slot for the next
-        selection at once (each selection raises its state's N first, so the next pick sees it: the
-        virtual visit of parallel MCTS). Selections happen only between rounds, after every search
-        has taken that round's answers, so the tree never depends on the engine's speed or capacity."""
-        group = SearchGroup()  # keyed by selection number
+        With ``selections_per_round = B > 1`` up to B binary searches run side by side on a logical
+        clock of rounds: round t carries a probe of every running search; selections happen between
+        rounds (a search that ends in round t frees its slot for a selection after round t, and each
+        selection raises its state's N first, so the next pick sees it: the virtual visit of parallel
+        MCTS) and see every change the searches made up to round t, none after. On the engine each
+        search runs at its own pace (the tree yields :class:`AskGroups`, one group per search): a
+        search whose probe is back asks its next at once, its changes to the tree wait in a log until
+        the clock passes their round, and a selection after round t waits only until every search
+        has been answered through round t. So the tree, its rows and their order are those of
+        searches stepped in lockstep, whatever order the engine answers in."""
+        runs: List[_SearchRun] = []  # every search, in selection order
+        log: List[Tuple[int, int, int, Callable, tuple]] = []  # (round, selection, order, fn, args)
+        phase = 0  # selections after round phase - 1, before round phase
         while True:
-            while len(group.running) < self.config.selections_per_round and self.pool \
-                    and self.selections < self.config.search_limit:
-                group.start(self.selections, self._start_search())
-            if not group.running:
-                break
-            group.answer((yield group.asks()))
-        out: List[LabeledSolution] = [group.finished[n] for n in sorted(group.finished)]
+            while all(r.finished_round is not None or r.round >= phase for r in runs):
+                log = self._commit(log, phase - 1)
+                occupied = sum(r.finished_round is None or r.finished_round >= phase for r in runs)
+                while occupied < self.config.selections_per_round and self.pool \
+                        and self.selections < self.config.search_limit:
+                    runs.append(self._start_search(len(runs), phase))
+                    occupied += runs[-1].finished_round is None
+                if not occupied:
+                    return self._finish(runs)
+                phase += 1
+            answers = yield AskGroups.of((r.number, r.asks) for r in runs if r.finished_round is None)
+            for number in sorted(answers):
+                run = runs[number]
+                done_round = run.round
+                for j, (fn, args) in enumerate(self._step(run, answers[number])):
+                    log.append((done_round, number, j, fn, args))
+
+    def _commit(self, log: list, through: int) -> list:
+        """Applies the logged changes of rounds <= ``through`` in (round, selection, order) order;
+        returns the rest."""
+        due = sorted((e for e in log if e[0] <= through), key=lambda e: e[:3])
+        for _, _, _, fn, args in due:
+            fn(*args)
+        return [e for e in log if e[0] > through]
+
+    def _finish(self, runs: List["_SearchRun"]) -> List[LabeledSolution]:
         self.ctx.stats["selections"] += self.selections
         self.ctx.stats["tree_states"] += len(self.states)
         self.ctx.stats["pool_left"] += len(self.pool)
-        return out
+        return [r.result for r in runs]
+
+
+@dataclasses.dataclass(eq=False)
+class _SearchRun:
+    """One selection's binary search on the tree's logical clock."""
+
+    number: int  # position among the tree's searches (selection order)
+    coro: object
+    round: int  # the round its pending asks belong to
+    asks: Sequence = ()
+    finished_round: Optional[int] = None  # the round it ended in (None: running)
+    result: Optional[LabeledSolution] = None

@@ -36,6 +36,14 @@ among its owner's current speculative asks, or its owner is done) is cancelled a
 samples are counted (``speculative_aborted``), and so are the tokens of discarded prefetched
 rollouts (``prefetch_wasted_tokens``).
 
+**Ask groups.** A coroutine that runs several independent searches (an OmegaPRM tree's binary
+searches side by side) may yield an :class:`AskGroups` instead of a list: the scheduler answers it
+as soon as *any* group's asks are answered, with ``{group key: estimates}`` of every group answered
+by then; the coroutine then yields the groups still pending plus any new ones. A search so moves on
+when its own probe is back, never waiting for the slowest probe of the others (issue 18: a round
+waits for its longest rollout). Groups add no ordering of their own: the coroutine decides what its
+searches may see (``omegaprm.OmegaPRMTree.run`` keeps the tree independent of the arrival order).
+
 **Sampling asks.** A search may also yield ``[SampleAsk(request)]``: the problem's own sampling
 request (its seed set by the caller), answered with a :class:`Sampled` — the completions and
 the verifier's verdicts as it gave them (truncation is the caller's business here). So one
@@ -82,6 +90,7 @@ DEFAULT_INFLIGHT_SAMPLES = 256
 __all__ = [
     "DEFAULT_INFLIGHT_SAMPLES",
     "Estimate",
+    "AskGroups",
     "ProblemContext",
     "Rollout",
     "RolloutAsk",
@@ -160,7 +169,27 @@ class Sampled:
     verdicts: List[Any]
 
 
-#: A search: yields lists of asks, receives aligned lists of estimates (None for speculative asks).
+@dataclasses.dataclass(frozen=True)
+class AskGroups:
+    """Independent lists of asks, keyed: answered with ``{key: estimates}`` for every group whose own
+    asks are all answered (at least one), as soon as one is (see the module docstring)."""
+
+    groups: Tuple[Tuple[Any, Tuple[Any, ...]], ...]
+
+    @classmethod
+    def of(cls, groups) -> "AskGroups":
+        """From ``(key, asks)`` pairs (keys unique, order kept)."""
+        out = tuple((key, tuple(asks)) for key, asks in groups)
+        if len({key for key, _ in out}) != len(out):
+            raise ValueError("AskGroups keys must be unique")
+        return cls(out)
+
+    def flat(self) -> List[Any]:
+        return [a for _, asks in self.groups for a in asks]
+
+
+#: A search: yields lists of asks (or :class:`AskGroups`), receives aligned lists of estimates (None
+#: for speculative asks; for groups, a dict of them by key).
 Search = PyGenerator[List[RolloutAsk], List[Optional[Estimate]], Any]
 
 
@@ -241,7 +270,8 @@ class _Run:
         self.tasks = list(tasks)
         self.results: List[Any] = [None] * len(self.tasks)
         self.waiting = collections.deque(range(len(self.tasks)))
-        self.active: Dict[int, List[RolloutAsk]] = {}  # task -> its last yielded asks
+        self.active: Dict[int, List[RolloutAsk]] = {}  # task -> its last yielded asks (groups flattened)
+        self.groups: Dict[int, AskGroups] = {}  # task -> its last yielded AskGroups (tasks that yield groups)
         self.started: set = set()
         self.requests: Dict[Any, _Request] = {}  # engine handle -> request
         self.by_key: Dict[tuple, Any] = {}  # (ask key, n) -> handle of the request in flight
@@ -270,7 +300,14 @@ class _Run:
             except StopIteration as stop:
                 self.finish(i, stop.value)
                 return
-            asks = list(asks)
+            if isinstance(asks, AskGroups):
+                if not asks.groups:
+                    raise ValueError(f"task {i} yielded empty AskGroups")
+                self.groups[i] = asks
+                asks = asks.flat()
+            else:
+                self.groups.pop(i, None)
+                asks = list(asks)
             for a in asks:
                 if isinstance(a, SampleAsk):
                     continue
@@ -289,6 +326,7 @@ class _Run:
     def finish(self, i: int, result: Any) -> None:
         self.results[i] = result
         self.active.pop(i, None)
+        self.groups.pop(i, None)
         ctx = self.ctx(i)
         for bkey in [k for k, (owner, _) in self.buffer.items() if owner == i]:
             _, rollouts = self.buffer.pop(bkey)
@@ -300,15 +338,28 @@ class _Run:
     def real_asks(self, i: int) -> List[RolloutAsk]:
         return [a for a in self.active.get(i, ()) if not a.speculative]
 
-    def satisfied(self, i: int) -> bool:
+    def _answered(self, i: int, asks) -> bool:
         store = self.ctx(i).store
         return all(id(a) in self.sampled if isinstance(a, SampleAsk) else store.satisfied(a)
-                   for a in self.real_asks(i))
+                   for a in asks if not a.speculative)
 
-    def answer(self, i: int) -> List[Optional[Estimate]]:
+    def satisfied(self, i: int) -> bool:
+        """Task ``i`` can be resumed: all its asks answered (for groups: one group's)."""
+        groups = self.groups.get(i)
+        if groups is not None:
+            return any(self._answered(i, asks) for _, asks in groups.groups)
+        return self._answered(i, self.real_asks(i))
+
+    def answer(self, i: int):
+        groups = self.groups.get(i)
+        if groups is not None:
+            return {key: self._estimates(i, asks) for key, asks in groups.groups if self._answered(i, asks)}
+        return self._estimates(i, self.active[i])
+
+    def _estimates(self, i: int, asks) -> List[Optional[Estimate]]:
         ctx = self.ctx(i)
         out: List[Optional[Estimate]] = []
-        for a in self.active[i]:
+        for a in asks:
             if a.speculative:
                 out.append(None)
                 continue
@@ -606,39 +657,54 @@ class _Run:
 
 
 class SearchGroup:
-    """Searches of the scheduler protocol stepped together, one round at a time.
+    """Searches of the scheduler protocol run side by side, each at its own pace.
 
-    :meth:`asks` is the concatenation of every running search's asks; :meth:`answer` hands each
-    search back its own slice of the estimates. A search that returns leaves ``running`` and its
-    result lands in ``finished`` under the key it was started with.
+    :meth:`asks` offers every running search's pending asks as one :class:`AskGroups` (a search that
+    yields a list is one group; one that yields groups keeps them, under ``(its key, group key)``);
+    :meth:`answer` resumes each search whose asks are answered and leaves the others waiting. A
+    search that returns leaves ``running`` and its result lands in ``finished`` under its key.
     """
 
     def __init__(self):
-        self.running: List[Tuple[Any, Any, list]] = []  # (key, search, its pending asks)
+        self.running: Dict[Any, Any] = {}  # key -> (search, its pending asks: a list or AskGroups), start order
         self.finished: Dict[Any, Any] = {}
 
     def start(self, key, search) -> None:
-        self._step(key, search, None, self.running)
+        if key in self.running or key in self.finished:
+            raise ValueError(f"search key {key!r} is taken")
+        self._step(key, search, None)
 
-    def asks(self) -> list:
-        return [a for _, _, asks in self.running for a in asks]
+    def asks(self) -> AskGroups:
+        groups = []
+        for key, (_, pending) in self.running.items():
+            if isinstance(pending, AskGroups):
+                groups.extend(((key, sub), asks) for sub, asks in pending.groups)
+            else:
+                groups.append(((key, None), pending))
+        return AskGroups.of(groups)
 
-    def answer(self, estimates: Sequence[Any]) -> None:
-        pos, still = 0, []
-        for key, search, asks in self.running:
-            self._step(key, search, estimates[pos:pos + len(asks)], still)
-            pos += len(asks)
-        self.running = still
+    def answer(self, answers: Dict[Any, Any]) -> None:
+        for key, (search, pending) in list(self.running.items()):
+            if isinstance(pending, AskGroups):
+                mine = {sub: answers[(key, sub)] for sub, _ in pending.groups if (key, sub) in answers}
+                if mine:
+                    self._step(key, search, mine)
+            elif (key, None) in answers:
+                self._step(key, search, answers[(key, None)])
 
-    def _step(self, key, search, value, running: list) -> None:
+    def _step(self, key, search, value) -> None:
         try:
-            running.append((key, search, list(search.send(value))))
+            pending = search.send(value)
         except StopIteration as stop:
+            self.running.pop(key, None)
             self.finished[key] = stop.value
+            return
+        self.running[key] = (search, pending if isinstance(pending, AskGroups) else list(pending))
 
 
 def side_by_side(*searches):
-    """Runs searches of the scheduler protocol together; returns their results as a tuple."""
+    """Runs searches of the scheduler protocol together, each resumed as soon as its own asks are
+    answered; returns their results as a tuple."""
     group = SearchGroup()
     for i, search in enumerate(searches):
         group.start(i, search)

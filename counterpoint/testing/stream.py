@@ -8,11 +8,15 @@
 * :class:`OneAtATimeGenerator`: a scripted engine that streams — each poll returns only the
   oldest submitted request — so requests stay in flight across polls and a scheduler's
   ``abort`` and idle-only speculation can be observed.
+* :class:`ShuffledStreamGenerator`: a streaming scripted engine that finishes one pending request
+  per poll, picked by a seeded random draw — requests come back in an order unrelated to the order
+  they were sent (an OmegaPRM tree's searches then run at different paces).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import List
 
 from counterpoint.generators.scripted import ChainPolicy, ScriptedGenerator
@@ -53,4 +57,21 @@ class OneAtATimeGenerator(ScriptedGenerator):
         if not queued:
             return []
         (handle, req), self._queued = queued[0], queued[1:]
+        return [(handle, self.generate([req])[0])]
+
+
+class ShuffledStreamGenerator(OneAtATimeGenerator):
+    """Streaming scripted engine: a poll finishes one pending request drawn at random (``order_seed``)."""
+
+    def __init__(self, *args, order_seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._order = random.Random(order_seed)
+
+    def poll(self):
+        queued = self.__dict__.get("_queued", [])
+        if not queued:
+            return []
+        pick = self._order.randrange(len(queued))
+        (handle, req) = queued[pick]
+        self._queued = queued[:pick] + queued[pick + 1:]
         return [(handle, self.generate([req])[0])]

@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List
+
+import pytest
 
 from counterpoint.generators.base import Completion, GenerationRequest, Generator, SamplingParams
 from counterpoint.generators.scripted import ChainPolicy, ScriptedGenerator, chain_problem
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, label_problems
-from counterpoint.labeling.evidence import EvidenceStore, Rollout, RolloutAsk, adaptive_next_total
-from counterpoint.labeling.scheduler import ProblemContext, RoundScheduler, SampleAsk, Sampled
+from counterpoint.labeling.common import seed_root
+from counterpoint.labeling.evidence import Estimate, EvidenceStore, Rollout, RolloutAsk, adaptive_next_total
+from counterpoint.labeling.omegaprm import OmegaPRMTree
+from counterpoint.labeling.scheduler import AskGroups, ProblemContext, RoundScheduler, SampleAsk, Sampled, side_by_side
 from counterpoint.testing.chain import chain_verify
-from counterpoint.testing.stream import OneAtATimeGenerator
+from counterpoint.testing.stream import OneAtATimeGenerator, ShuffledStreamGenerator
 from counterpoint.testing.worlds import sampled_chain_items
 from counterpoint.verifiers.base import Verdict
 
@@ -149,3 +154,103 @@ def test_adaptive_omegaprm_labels_the_chain_world_exactly_with_fewer_rollouts():
         assert row["first_error_index"] == chain_first_error(items[row["problem_id"]], row["completions"])
     per_row = lambda results: sum(r.stats["rollouts"] for r in results) / sum(len(r.step_labels) for r in results)
     assert per_row(adaptive) < per_row(fixed)
+
+
+def _tree_world(rate=0.15):
+    """One chain problem whose samples are mixed (a tree to search), and its trajectories."""
+    for i in range(40):
+        problem = chain_problem(5, i, num_steps=12)
+        (item,) = sampled_chain_items(ChainPolicy(step_error_rate=rate), [problem], 8, seed_of=lambda j: 300 + i)
+        verdicts = [t["verdict"] for t in item.trajectories]
+        if 1 <= verdicts.count("correct") <= 3:
+            return item
+    raise AssertionError("no mixed chain problem")
+
+
+def _lockstep(run):
+    """Resumes a tree only when every pending search is answered: its searches move in lockstep."""
+    asks = next(run)
+    while True:
+        got: dict = {}
+        while len(got) < len(asks.groups):
+            got.update((yield AskGroups.of((key, a) for key, a in asks.groups if key not in got)))
+        try:
+            asks = run.send(got)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _searched_tree(engine, item, adaptive=False, lockstep=False):
+    """Runs one OmegaPRM tree (6 searches side by side) on ``engine``; returns the tree, its solutions
+    and, per resumption, (groups pending, groups answered)."""
+    cfg = OmegaPRMConfig(k=4, search_limit=30, parallel_searches=1, adaptive=adaptive, selections_per_round=6)
+    p = item.problem
+    ctx = ProblemContext(p["problem_id"], p["question"], p["gold_answer"], p["answer_type"], min_known=cfg.min_known)
+    seed_root(ctx, item.trajectories)
+    tree = OmegaPRMTree(ctx, cfg, first_discovered_index=len(item.trajectories))
+    resumed: list = []
+
+    def recorded(run):
+        asks = next(run)
+        while True:
+            answers = yield asks
+            resumed.append((len(asks.groups), len(answers)))
+            try:
+                asks = run.send(answers)
+            except StopIteration as stop:
+                return stop.value
+
+    run = _lockstep(tree.run()) if lockstep else tree.run()
+    (sols,) = RoundScheduler(engine, chain_verify, SamplingParams(), seed=1).run([(ctx, recorded(run))])
+    return tree, sols, resumed
+
+
+def _tree_shape(tree):
+    return [(s.prefix, s.mc, s.n_rollouts, s.n_correct, s.N, s.terminal,
+             tree.states[s.parent].prefix if s.parent is not None else None) for s in tree.states]
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_tree_searches_run_at_their_own_pace_and_build_the_lockstep_tree(adaptive):
+    item = _tree_world()
+    policy = ChainPolicy(step_error_rate=0.15)
+    # The reference: every search of a round answered before any moves on (the tree in lockstep).
+    lock_tree, lock_sols, _ = _searched_tree(ScriptedGenerator(policy), item, adaptive, lockstep=True)
+    assert len(lock_sols) > 6 and lock_tree.selections == len(lock_sols)  # at least one slot refilled
+    engines = [ScriptedGenerator(policy)] + [ShuffledStreamGenerator(policy, order_seed=s) for s in (0, 1, 2)]
+    for engine in engines:
+        tree, sols, resumed = _searched_tree(engine, item, adaptive)
+        assert max(pending for pending, _ in resumed) == 6
+        if isinstance(engine, ShuffledStreamGenerator):
+            # One request per poll, in random order: searches are resumed while others still wait ...
+            assert sum(answered < pending for pending, answered in resumed) > len(resumed) // 2
+        # ... and the tree, its N counts, every labelled solution and their order are the lockstep ones
+        # (n_rollouts is statistics: which search's ask caused a shared rollout depends on arrival).
+        assert _tree_shape(tree) == _tree_shape(lock_tree)
+        strip = lambda s: dataclasses.replace(s, n_rollouts=0)  # noqa: E731
+        assert [strip(s) for s in sols] == [strip(s) for s in lock_sols]
+        assert sum(s.n_rollouts for s in sols) == sum(s.n_rollouts for s in lock_sols)
+        assert [s.first_error_index for s in sols] == [s.first_error_index for s in lock_sols]
+
+
+def test_side_by_side_resumes_each_search_when_its_own_asks_are_answered():
+    def search(prefixes, log, name):
+        for p in prefixes:
+            (est,) = yield [RolloutAsk(p, 2)]
+            log.append((name, p, est.n))
+        return name
+
+    log: list = []
+    both = side_by_side(search(["good", "bad"], log, "a"), search(["bad"], log, "b"))
+    asks = next(both)
+    assert [key for key, _ in asks.groups] == [(0, None), (1, None)]
+    est = Estimate("x", tuple(_rollouts("incorrect", "incorrect")), 2, min_known=1)
+    asks = both.send({(1, None): [est]})  # only b's ask is back: b finishes, a still waits on "good"
+    assert log == [("b", "bad", 2)] and [key for key, _ in asks.groups] == [(0, None)]
+    assert asks.groups[0][1][0].prefix == "good"
+    asks = both.send({(0, None): [est]})
+    assert asks.groups[0][1][0].prefix == "bad"
+    with pytest.raises(StopIteration) as stop:
+        both.send({(0, None): [est]})
+    assert stop.value.value == ("a", "b")
+    assert log == [("b", "bad", 2), ("a", "good", 2), ("a", "bad", 2)]
