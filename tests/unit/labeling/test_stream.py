@@ -211,10 +211,10 @@ def _tree_shape(tree):
 
 
 @pytest.mark.parametrize("adaptive", [False, True])
-def test_tree_searches_run_at_their_own_pace_and_build_the_lockstep_tree(adaptive):
+def test_tree_searches_run_at_their_own_pace_and_build_one_tree_whatever_the_answer_order(adaptive):
     item = _tree_world()
     policy = ChainPolicy(step_error_rate=0.15)
-    # The reference: every search of a round answered before any moves on (the tree in lockstep).
+    # The reference: every pending search answered before any moves on (the tree in lockstep).
     lock_tree, lock_sols, _ = _searched_tree(ScriptedGenerator(policy), item, adaptive, lockstep=True)
     assert len(lock_sols) > 6 and lock_tree.selections == len(lock_sols)  # at least one slot refilled
     engines = [ScriptedGenerator(policy)] + [ShuffledStreamGenerator(policy, order_seed=s) for s in (0, 1, 2)]
@@ -224,7 +224,7 @@ def test_tree_searches_run_at_their_own_pace_and_build_the_lockstep_tree(adaptiv
         if isinstance(engine, ShuffledStreamGenerator):
             # One request per poll, in random order: searches are resumed while others still wait ...
             assert sum(answered < pending for pending, answered in resumed) > len(resumed) // 2
-        # ... and the tree, its N counts, every labelled solution and their order are the lockstep ones
+        # ... and the tree, its N counts, every labelled solution and their order are the reference's
         # (n_rollouts is statistics: which search's ask caused a shared rollout depends on arrival).
         assert _tree_shape(tree) == _tree_shape(lock_tree)
         strip = lambda s: dataclasses.replace(s, n_rollouts=0)  # noqa: E731
