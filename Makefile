@@ -62,6 +62,7 @@ test: install-test
 
 bench: install-test
 	$(PY) benchmarks/labeling_efficiency.py
+	$(PY) benchmarks/tree_pacing.py
 	$(PY) benchmarks/label_quality.py
 	$(PY) benchmarks/verifier_quality.py
 	$(PY) benchmarks/engine_saturation.py --defaults

@@ -87,6 +87,13 @@ _NOT_COPIED = ("token_len", "max_trees", "parallel_searches", "max_inflight_samp
 #: Binary searches a tree runs side by side (a finished one's slot goes to the next selection); 1 is the
 #: paper's sequential loop. See ``OmegaPRMConfig``.
 DEFAULT_SELECTIONS_PER_ROUND = 16
+#: How a tree with B > 1 picks its searches (recorded in ``labeler_params``): each slot's next search
+#: is selected ahead, at the first boundary its current search runs past (``OmegaPRMTree.run``).
+SELECTION_RULE = "slot_ahead/v1"
+#: Tokens per round of the logical clock: a probe lasts 1 + (tokens left in the searched rollout after its
+#: prefix) // ROUND_TOKENS rounds, so the clock follows the engine, where a probe takes as long as its longest
+#: rollout (``OmegaPRMTree.run``).
+ROUND_TOKENS = 16
 
 
 def _auto_or_int(name: str, value, *, allow_none: bool = False):
@@ -114,15 +121,17 @@ class OmegaPRMConfig:
     split; without it each step gets the character share of the rollout's
     reported ``num_tokens``.
 
-    ``selections_per_round`` (issue 18): binary searches running side by side in a tree. A search
-    that ends frees its slot for the next selection, made between rounds (each pick raises its
-    state's N first: the virtual visit of parallel MCTS), so every round carries a probe of up to
-    B searches; the rounds are a logical clock, on the engine each search runs at its own pace
-    (:meth:`OmegaPRMTree.run`). 1 is the paper's sequential loop. A tree is a chain of selections; on an engine
-    whose every round waits for the longest of its rollouts, the last tree of a 64-problem job ran
-    ~30 serial selections alone for minutes. B = 16 with k = 8 gives a single tree 128 rollouts a
-    round, a CPU engine's whole capacity. It is a labelling parameter (recorded in
-    ``labeler_params`` when not 1): the searched solutions and their labels are the same, the
+    ``selections_per_round`` (issue 18): binary searches running side by side in a tree, one per
+    slot. Selections are made between rounds (each pick raises its state's N first: the virtual
+    visit of parallel MCTS), so every round carries a probe of up to B searches; each slot's next
+    search is selected ahead, while its current one runs, and starts the moment that one ends. The
+    rounds are a logical clock counted in tokens; on the engine each search runs at its own pace
+    (:meth:`OmegaPRMTree.run`). 1 is the paper's sequential loop (nothing selected ahead). A tree
+    is a chain of selections; on an engine whose every round waits for the longest of its
+    rollouts, the last tree of a 64-problem job ran ~30 serial selections alone for minutes.
+    B = 16 with k = 8 gives a single tree 128 rollouts at a time, a CPU engine's whole capacity.
+    It is a labelling parameter (recorded in ``labeler_params`` with the selection rule when not
+    1): the searched solutions and their labels are the same, the
     order in which the pool is drained (and so, when ``search_limit`` stops a tree early, which
     candidates are searched) can differ; the rows never depend on the engine's speed or capacity.
 
@@ -229,6 +238,7 @@ class OmegaPRMConfig:
         d["token_len"] = None if self.token_len is None else getattr(self.token_len, "__name__", "callable")
         if self.selections_per_round != 1:  # the paper's sequential loop stays out of the params
             d["selections_per_round"] = self.selections_per_round
+            d["selection"] = SELECTION_RULE
         if self.adaptive:  # off stays out: rows of fixed-k runs are unchanged
             d["adaptive"] = {"zero_after": self.probe_zero_after, "rule": "doubling_until_decided/v1"}
         return d
@@ -286,6 +296,7 @@ class OmegaPRMTree:
         self._order = 0
         self._seen_solutions: set = set()
         self._emitted: Optional[list] = None  # changes made by the search being stepped (see run)
+        self._probe_rounds = 1  # rounds the probe it asks for lasts (see run)
         root = root if root is not None else ctx.estimate("")
         if root is None:
             raise ValueError(f"{ctx.problem_id}: the root needs the sampled trajectories as rollouts")
@@ -400,6 +411,7 @@ class OmegaPRMTree:
             mid = self.split_point(ends, d, good, bad, self.config.split_fraction)
             prefix = "".join(steps[: mid + 1])
             spec = self._speculation(steps, ends, d, good, bad, mid)
+            self._probe_rounds = 1 + int((ends[-1] - ends[mid - d]) // ROUND_TOKENS)
             answers = yield [RolloutAsk(prefix, self.config.k, tuple(steps[: mid + 1]),
                                         zero_after=self.config.probe_zero_after)] + spec
             est = answers[0]
@@ -505,7 +517,9 @@ class OmegaPRMTree:
         else:
             self._emitted.append((fn, args))
 
-    def _start_search(self, number: int, phase: int) -> "_SearchRun":
+    def _select(self, number: int, slot: int) -> "_SearchRun":
+        """Selects the next candidate and primes its binary search (its first asks). A search with nothing to
+        probe ends here, and its changes apply at once (the selection point is on the logical clock)."""
         cand = self.select()
         r = cand.rollout
         if cand.state == self.root.id and r.sample_index is not None:
@@ -513,57 +527,107 @@ class OmegaPRMTree:
         else:
             idx, sampled = self.next_index, False
             self.next_index += 1
-        run = _SearchRun(number, self.search(cand, idx, sampled), phase)
-        for fn, args in self._step(run, None):  # a search that ends at once (nothing to probe) commits now
+        run = _SearchRun(number, slot, self.search(cand, idx, sampled))
+        for fn, args in self._step(run, None):
             fn(*args)
         return run
 
     def _step(self, run: "_SearchRun", answers) -> list:
         """Resumes ``run`` with the answers of its round; returns the mutations it made meanwhile."""
-        self._emitted = []
+        self._emitted, self._probe_rounds = [], 1
         try:
             run.asks = run.coro.send(answers)
-            run.round += answers is not None
+            if answers is None:
+                run.first_rounds = self._probe_rounds
+            else:
+                run.round += self._probe_rounds
         except StopIteration as stop:
-            run.result, run.finished_round = stop.value, run.round - (answers is None)
+            run.result, run.ended = stop.value, True
+            run.finished_round = run.round if answers is not None else None
         finally:
             emitted, self._emitted = self._emitted, None
         return emitted
+
+    def _slot_needs(self, chain: List["_SearchRun"], boundary: int) -> Optional[int]:
+        """What a slot needs at the selection boundary before round ``boundary``, from its logical state
+        then (never from how far its searches have got on the engine): 0 a search to start now (it is
+        idle in that round), 1 a next search to queue (its search runs in that round and none is queued;
+        only with B > 1), None nothing (its search's successor is already chosen)."""
+        if not chain:
+            return 0
+        last = chain[-1]
+        if last.start is None or last.start > boundary:
+            return None  # queued behind a search that runs in this round
+        if last.ended and last.finished_round < boundary:
+            return 0
+        return 1 if self.config.selections_per_round > 1 else None
 
     def run(self):
         """Coroutine: the paper's loop — select, binary search, repeat — until ``search_limit``
         selections or an empty pool; returns the labelled solutions in selection order.
 
-        With ``selections_per_round = B > 1`` up to B binary searches run side by side on a logical
-        clock of rounds: round t carries a probe of every running search; selections happen between
-        rounds (a search that ends in round t frees its slot for a selection after round t, and each
-        selection raises its state's N first, so the next pick sees it: the virtual visit of parallel
-        MCTS) and see every change the searches made up to round t, none after. On the engine each
-        search runs at its own pace (the tree yields :class:`AskGroups`, one group per search): a
-        search whose probe is back asks its next at once, its changes to the tree wait in a log until
-        the clock passes their round, and a selection after round t waits only until every search
-        has been answered through round t. So the tree, its rows and their order are those of
-        searches stepped in lockstep, whatever order the engine answers in."""
+        With ``selections_per_round = B > 1`` the tree has B slots, each running one binary search
+        at a time, on a logical clock of rounds: a probe lasts 1 + (tokens left in the searched
+        rollout after its prefix) // :data:`ROUND_TOKENS` rounds (on the engine a probe takes as long
+        as its longest rollout), a search's next probe starts in the round after its last one ends,
+        and so does the next search of its slot. Selections happen at the
+        boundaries between rounds and see every change the searches made in earlier rounds, none
+        after; each raises its state's N first, so the next pick sees it (the virtual visit of
+        parallel MCTS). At the boundary before round t, first every slot idle in round t gets a search
+        to start, then every slot whose search runs in round t without a chosen successor gets one
+        queued (selected ahead): when that search ends, its successor starts at once instead of
+        waiting for the slowest search to reach the boundary. Slots without a candidate try again
+        at the next boundary. B = 1 is the paper's sequential loop (nothing is selected ahead).
+
+        On the engine each search runs at its own pace (the tree yields :class:`AskGroups`, one
+        group per running search): its changes to the tree wait in a log until the clock passes
+        the round its probe ended in, and the boundary before round t is crossed once no running
+        search has an unanswered probe ending before round t. Every selection is therefore made on the same view, in the
+        same order, and the tree, its rows and their order are those of searches stepped in lockstep,
+        whatever order the engine answers in.
+
+        Long: the slot bookkeeping, the clock and the commit log are one invariant; split apart they
+        would have to share all three.
+        """
         runs: List[_SearchRun] = []  # every search, in selection order
+        slots: List[List[_SearchRun]] = [[] for _ in range(self.config.selections_per_round)]
         log: List[Tuple[int, int, int, Callable, tuple]] = []  # (round, selection, order, fn, args)
-        phase = 0  # selections after round phase - 1, before round phase
+        boundary = 0  # the next boundary to cross: selections before round ``boundary``
+
+        def live() -> List[_SearchRun]:
+            return [r for r in runs if r.start is not None and not r.ended]
+
         while True:
-            while all(r.finished_round is not None or r.round >= phase for r in runs):
-                log = self._commit(log, phase - 1)
-                occupied = sum(r.finished_round is None or r.finished_round >= phase for r in runs)
-                while occupied < self.config.selections_per_round and self.pool \
-                        and self.selections < self.config.search_limit:
-                    runs.append(self._start_search(len(runs), phase))
-                    occupied += runs[-1].finished_round is None
-                if not occupied:
+            while all(r.round >= boundary for r in live()):
+                log = self._commit(log, boundary - 1)
+                needs = [(self._slot_needs(chain, boundary), slot) for slot, chain in enumerate(slots)]
+                for kind, slot in sorted((k, s) for k, s in needs if k is not None):
+                    while self.pool and self.selections < self.config.search_limit:
+                        run = self._select(len(runs), slot)
+                        runs.append(run)
+                        if run.ended:
+                            continue  # nothing to probe: the slot is still free
+                        slots[slot].append(run)
+                        self.ctx.stats["searches_selected_ahead"] += kind
+                        if kind == 0:
+                            run.begin(boundary)
+                        elif slots[slot][-2].ended:  # the search it follows already ended on the engine
+                            run.begin(slots[slot][-2].finished_round + 1)
+                        break
+                if not live() and not log:  # (ended searches may still be ahead of the clock)
                     return self._finish(runs)
-                phase += 1
-            answers = yield AskGroups.of((r.number, r.asks) for r in runs if r.finished_round is None)
+                boundary += 1
+            answers = yield AskGroups.of((r.number, r.asks) for r in live())
             for number in sorted(answers):
                 run = runs[number]
                 done_round = run.round
                 for j, (fn, args) in enumerate(self._step(run, answers[number])):
                     log.append((done_round, number, j, fn, args))
+                if run.ended:
+                    chain = slots[run.slot]
+                    nxt = chain.index(run) + 1
+                    if nxt < len(chain):  # its successor was selected ahead: it starts in the next round
+                        chain[nxt].begin(run.finished_round + 1)
 
     def _commit(self, log: list, through: int) -> list:
         """Applies the logged changes of rounds <= ``through`` in (round, selection, order) order;
@@ -585,8 +649,15 @@ class _SearchRun:
     """One selection's binary search on the tree's logical clock."""
 
     number: int  # position among the tree's searches (selection order)
+    slot: int
     coro: object
-    round: int  # the round its pending asks belong to
+    start: Optional[int] = None  # the round of its first probe (None: queued behind its slot's search)
+    round: Optional[int] = None  # the round its pending probe ends in (its changes are logged with it)
     asks: Sequence = ()
-    finished_round: Optional[int] = None  # the round it ended in (None: running)
+    ended: bool = False
+    finished_round: Optional[int] = None  # the round of its last probe (None: it had nothing to probe)
     result: Optional[LabeledSolution] = None
+    first_rounds: int = 1  # rounds its first probe lasts
+
+    def begin(self, start: int) -> None:
+        self.start, self.round = start, start + self.first_rounds - 1

@@ -9,14 +9,15 @@ from typing import List
 import pytest
 
 from counterpoint.generators.base import Completion, GenerationRequest, Generator, SamplingParams
-from counterpoint.generators.scripted import ChainPolicy, ScriptedGenerator, chain_problem
+from counterpoint.generators.scripted import ChainPolicy, Policy, ScriptedGenerator, ScriptedSample, chain_problem
 from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, label_problems
 from counterpoint.labeling.common import seed_root
 from counterpoint.labeling.evidence import Estimate, EvidenceStore, Rollout, RolloutAsk, adaptive_next_total
 from counterpoint.labeling.omegaprm import OmegaPRMTree
-from counterpoint.labeling.scheduler import AskGroups, ProblemContext, RoundScheduler, SampleAsk, Sampled, side_by_side
+from counterpoint.labeling.scheduler import ProblemContext, RoundScheduler, SampleAsk, Sampled, side_by_side
 from counterpoint.testing.chain import chain_verify
-from counterpoint.testing.stream import OneAtATimeGenerator, ShuffledStreamGenerator
+from counterpoint.testing.stream import OneAtATimeGenerator, ShuffledStreamGenerator, SteppedStreamGenerator
+from counterpoint.testing.stream import lockstep as lockstep_driver
 from counterpoint.testing.worlds import sampled_chain_items
 from counterpoint.verifiers.base import Verdict
 
@@ -167,19 +168,6 @@ def _tree_world(rate=0.15):
     raise AssertionError("no mixed chain problem")
 
 
-def _lockstep(run):
-    """Resumes a tree only when every pending search is answered: its searches move in lockstep."""
-    asks = next(run)
-    while True:
-        got: dict = {}
-        while len(got) < len(asks.groups):
-            got.update((yield AskGroups.of((key, a) for key, a in asks.groups if key not in got)))
-        try:
-            asks = run.send(got)
-        except StopIteration as stop:
-            return stop.value
-
-
 def _searched_tree(engine, item, adaptive=False, lockstep=False):
     """Runs one OmegaPRM tree (6 searches side by side) on ``engine``; returns the tree, its solutions
     and, per resumption, (groups pending, groups answered)."""
@@ -200,7 +188,7 @@ def _searched_tree(engine, item, adaptive=False, lockstep=False):
             except StopIteration as stop:
                 return stop.value
 
-    run = _lockstep(tree.run()) if lockstep else tree.run()
+    run = lockstep_driver(tree.run()) if lockstep else tree.run()
     (sols,) = RoundScheduler(engine, chain_verify, SamplingParams(), seed=1).run([(ctx, recorded(run))])
     return tree, sols, resumed
 
@@ -217,6 +205,9 @@ def test_tree_searches_run_at_their_own_pace_and_build_one_tree_whatever_the_ans
     # The reference: every pending search answered before any moves on (the tree in lockstep).
     lock_tree, lock_sols, _ = _searched_tree(ScriptedGenerator(policy), item, adaptive, lockstep=True)
     assert len(lock_sols) > 6 and lock_tree.selections == len(lock_sols)  # at least one slot refilled
+    # Slots are refilled by searches selected ahead (chosen while the slot's search ran, started when it ended).
+    ahead = lock_tree.ctx.stats["searches_selected_ahead"]
+    assert 0 < ahead < lock_tree.selections
     engines = [ScriptedGenerator(policy)] + [ShuffledStreamGenerator(policy, order_seed=s) for s in (0, 1, 2)]
     for engine in engines:
         tree, sols, resumed = _searched_tree(engine, item, adaptive)
@@ -227,6 +218,7 @@ def test_tree_searches_run_at_their_own_pace_and_build_one_tree_whatever_the_ans
         # ... and the tree, its N counts, every labelled solution and their order are the reference's
         # (n_rollouts is statistics: which search's ask caused a shared rollout depends on arrival).
         assert _tree_shape(tree) == _tree_shape(lock_tree)
+        assert tree.ctx.stats["searches_selected_ahead"] == ahead
         strip = lambda s: dataclasses.replace(s, n_rollouts=0)  # noqa: E731
         assert [strip(s) for s in sols] == [strip(s) for s in lock_sols]
         assert sum(s.n_rollouts for s in sols) == sum(s.n_rollouts for s in lock_sols)
@@ -254,3 +246,35 @@ def test_side_by_side_resumes_each_search_when_its_own_asks_are_answered():
         both.send({(0, None): [est]})
     assert stop.value.value == ("a", "b")
     assert log == [("b", "bad", 2), ("a", "good", 2), ("a", "bad", 2)]
+
+
+class _Words(Policy):
+    """Sample i of a request whose question is "N" is N + i words (N + i scripted tokens)."""
+
+    def sample(self, request, sample_index, rng):
+        return ScriptedSample(" ".join(["x"] * (int(request.messages[-1][1]) + sample_index)))
+
+
+def test_stepped_engine_decodes_up_to_capacity_a_step_and_returns_a_request_when_its_longest_sequence_ends():
+    eng = SteppedStreamGenerator(_Words(), capacity=2, step_ms_fixed=10.0, step_ms_per_sequence=1.0)
+    a, b = eng.submit([GenerationRequest.chat(None, "3", n=2), GenerationRequest.chat(None, "2", n=1)])
+    # a's sequences (3 and 4 tokens) fill both slots; b (2 tokens) joins when a's shorter one ends after step 3.
+    ((handle, comps),) = eng.poll()
+    assert handle == a and [c.num_tokens for c in comps] == [3, 4] and [c.text for c in comps] == ["x x x", "x x x x"]
+    assert eng.seconds == pytest.approx(4 * 0.012) and eng.tokens == 8
+    ((handle, comps),) = eng.poll()  # b decoded one token beside a's last step, one alone
+    assert handle == b and [c.num_tokens for c in comps] == [2]
+    assert eng.seconds == pytest.approx(4 * 0.012 + 0.011) and eng.tokens == 9
+    assert eng.mean_running == pytest.approx((2 * 4 * 0.012 + 0.011) / (4 * 0.012 + 0.011))
+    assert eng.plain_tokens_per_s == pytest.approx(2 / 0.012) and eng.poll() == []
+    # Aborted requests never come back; lengths can be drawn around the script's (seeded factors).
+    c, d = eng.submit([GenerationRequest.chat(None, "5", n=1), GenerationRequest.chat(None, "1", n=1)])
+    eng.abort([d])
+    before = eng.seconds
+    assert [h for h, _ in eng.poll()] == [c] and eng.poll() == []
+    assert eng.seconds == pytest.approx(before + 5 * 0.011)
+    long = SteppedStreamGenerator(_Words(), capacity=2, length_factors=(3.0,), step_ms_fixed=10.0,
+                                  step_ms_per_sequence=1.0)
+    long.submit([GenerationRequest.chat(None, "2", n=1)])
+    long.poll()
+    assert long.tokens == 6 and long.seconds == pytest.approx(6 * 0.011)
