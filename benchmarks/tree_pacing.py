@@ -110,10 +110,10 @@ def run(args) -> dict:
         factors = [float(x) for x in factors_text.split(",")]
         for trees in args.trees:
             case: dict = {"length_factors": factors, "trees": trees, "drivers": {}}
+            policy = ChainPolicy(step_error_rate=args.rate)
+            problem_sets = [mixed_items(policy, trees, args.steps, s, args.samples) for s in range(args.seeds)]
             for driver in ("lockstep", "shipped", "no_wait"):
-                policy = ChainPolicy(step_error_rate=args.rate)
-                runs = [drive(driver, mixed_items(policy, trees, args.steps, s, args.samples), args, factors, s)
-                        for s in range(args.seeds)]
+                runs = [drive(driver, items, args, factors, s) for s, items in enumerate(problem_sets)]
                 seconds = sum(r["seconds"] for r in runs)
                 tokens = sum(r["tokens"] for r in runs)
                 running = sum(r["running_area"] for r in runs) / seconds
