@@ -54,7 +54,7 @@ def main(argv=None):
         offset = index  # fresh prompts per window: no prefix-cache hits carried over
 
         def windowed(i, offset=offset):
-            return request(offset + i)
+            return request(offset + i), None
 
         tokens, seconds, sent = _plain_window(gen, windowed, w, _Meter(gen, 0, 30.0), args.warmup_s,
                                               args.seconds, 30.0)

@@ -8,10 +8,16 @@ sampling with a full queue? On one engine in one process (engine start excluded)
 1. **the job**: every problem through ``sample_and_label`` (one bundle, as the pipeline's auto
    labelling batch), timed from the first request to the last row; a progress line every few
    seconds (problems done, tokens, sequences in flight);
-2. **plain** (run first): sampling with a full queue, same sampling parameters, fresh prompts: on vLLM
-   a sliding window keeps 1.5x the engine's capacity in sequences submitted and the engine's own token
-   count is read over ``--plain-seconds`` (steady state: no batch tail); on the scripted engine,
-   batches of 1.5x the capacity of at least ``--plain-tokens`` tokens.
+2. **plain**, before AND after the job: sampling with a full queue, same sampling parameters, fresh
+   prompts: on vLLM a sliding window keeps 1.5x the engine's capacity in sequences submitted and the
+   engine's own token count is read over ``--plain-seconds`` (steady state: no batch tail); on the
+   scripted engine, batches of 1.5x the capacity of at least ``--plain-tokens`` tokens. The reference
+   is both measurements pooled: this machine's rate drifts by up to 20% within a job (230.7 tok/s
+   before a 64-problem job, 187.6 after; a fresh engine between them 211.8), and one side alone would
+   charge the schedule (or credit it) with the drift; all three ratios are reported;
+3. **the workload replay** (vLLM): the job's own requests from its midpoint on, in submission order,
+   same seeds, with a full queue and no dependencies — what a perfect schedule of exactly this work
+   reaches on this engine (its ``ceiling`` against plain, and the job's second half against it).
 
 Reports: saturation = job tokens/s ÷ plain tokens/s (target ≥ 0.95), per phase tokens (sampling
 vs rollouts; when the last problem finished sampling), the poll-time-weighted mean of sequences in
@@ -56,6 +62,8 @@ def _args(argv):
     parser.add_argument("--min-ops", type=int, default=1)
     parser.add_argument("--max-ops", type=int, default=2)
     parser.add_argument("--compile", default="off", choices=("off", "on"))
+    parser.add_argument("--block-size", type=int, default=None,
+                        help="vLLM KV-cache block size (prefix caching hits whole blocks; default: the generator's)")
     parser.add_argument("--generator", default="vllm", choices=("vllm", "scripted"))
     parser.add_argument("--progress-s", type=float, default=10.0, help="seconds between progress lines")
     parser.add_argument("--plain-tokens", type=int, default=30000,
@@ -90,6 +98,9 @@ def _config(args):
         gen_cfg = GeneratorConfig(kind="scripted", scripted={"policy": "chain", "step_error_rate": 0.1})
     else:
         gen_cfg = dataclasses.replace(cfg.generator, compile=args.compile)
+        if args.block_size:
+            gen_cfg = dataclasses.replace(gen_cfg, engine_kwargs={**gen_cfg.engine_kwargs,
+                                                                  "block_size": args.block_size})
     return dataclasses.replace(cfg, generator=gen_cfg), n, min_ops, max_ops
 
 
@@ -109,7 +120,8 @@ class _Meter:
 
     def __init__(self, gen, n_problems: int, every_s: float):
         self.gen, self.n, self.every = gen, n_problems, every_s
-        self.real_poll = gen.poll
+        self.real_poll, self.real_submit = gen.poll, gen.submit
+        self.submitted = []  # (seconds, request, extra prompt ids): the job's requests, for the replay
         self.t0 = self.last_print = time.perf_counter()
         self.in_engine = self.weighted_inflight = self.weighted_running = 0.0
         self.rounds, self.done, self.sampled = [], 0, 0
@@ -124,6 +136,14 @@ class _Meter:
         if meter is None or llm is None:
             return None
         return max(meter.finished_tokens, meter._seen_total(llm.llm_engine))
+
+    def submit(self, requests, extra_ids=None):
+        now = time.perf_counter() - self.t0
+        for i, req in enumerate(requests):
+            self.submitted.append((now, req, None if extra_ids is None else extra_ids[i]))
+        if extra_ids is None:
+            return self.real_submit(requests)
+        return self.real_submit(requests, extra_ids=extra_ids)
 
     def poll(self):
         t = time.perf_counter()
@@ -198,7 +218,7 @@ def _job(cfg, gen, suite, problems, meter):
     def on_done(_result):
         meter.done += 1
 
-    gen.poll = meter.poll
+    gen.poll, gen.submit = meter.poll, meter.submit
     t = time.perf_counter()
     try:
         results = sample_and_label(problems, requests, gen, suite.judge, cfg.labeling_config, sampling=cfg.sampling,
@@ -206,11 +226,11 @@ def _job(cfg, gen, suite, problems, meter):
                                    segmentation_mode=cfg.segmentation, on_round=meter.on_round,
                                    on_problem_done=on_done)
     finally:
-        gen.poll = meter.real_poll
+        gen.poll, gen.submit = meter.real_poll, meter.real_submit
     return [r for _, r, _ in results], time.perf_counter() - t
 
 
-def _plain(args, cfg, gen, n_problems: int, target_tokens: int):
+def _plain(args, cfg, gen, n_problems: int, target_tokens: int, seed_base: int = 0):
     """Plain batch sampling with a full queue: ``(tokens, seconds)``.
 
     vLLM: a sliding window keeps 1.5x the engine's capacity in sequences queued (the engine always full,
@@ -229,13 +249,14 @@ def _plain(args, cfg, gen, n_problems: int, target_tokens: int):
         question = lambda i: make(99, i)["question"]  # noqa: E731
 
     def request(i):
-        return GenerationRequest.chat(cfg.system_prompt, question(i), n=cfg.samples_per_problem,
-                                      params=cfg.sampling, seed=i)
+        # Fresh prompts for each measurement (seed_base apart): no prefix-cache hits from an earlier one.
+        return GenerationRequest.chat(cfg.system_prompt, question(i + seed_base), n=cfg.samples_per_problem,
+                                      params=cfg.sampling, seed=i + seed_base)
 
     probe = _Meter(gen, 0, args.progress_s)
     if probe.engine_tokens() is not None:
-        return _plain_window(gen, request, n_problems * cfg.samples_per_problem, probe, args.plain_warmup_s,
-                             args.plain_seconds, args.progress_s)[:2]
+        return _plain_window(gen, lambda i: (request(i), None), n_problems * cfg.samples_per_problem, probe,
+                             args.plain_warmup_s, args.plain_seconds, args.progress_s)[:2]
     tokens, seconds, i = 0, 0.0, 0
     while tokens < target_tokens:
         batch = [request(i + j) for j in range(n_problems)]
@@ -248,15 +269,25 @@ def _plain(args, cfg, gen, n_problems: int, target_tokens: int):
     return tokens, seconds
 
 
-def _plain_window(gen, request, queued: int, meter, warmup_s: float, seconds: float, every_s: float):
+def _plain_window(gen, source, queued: int, meter, warmup_s: float, seconds: float, every_s: float,
+                  label: str = "plain"):
     """Steady-state throughput: ``queued`` sequences always submitted (a request joins as soon as one
-    leaves); ``(engine tokens, seconds, requests submitted)`` over ``seconds`` after ``warmup_s``."""
+    leaves); ``(engine tokens, seconds, requests submitted)`` over ``seconds`` after ``warmup_s``.
+    ``source(i)`` is the i-th request as ``(request, extra prompt ids or None)``; ``None`` when there
+    are no more: the window then ends at the last moment the queue was still full."""
     inflight, i, t0, mark, last = {}, 0, time.perf_counter(), None, time.perf_counter()
-    per = request(0).n
+    exhausted = False
     while True:
-        while sum(inflight.values()) + per <= queued:
-            (h,) = gen.submit([request(i)])
-            inflight[h], i = per, i + 1
+        while not exhausted:
+            item = source(i)
+            if item is None:
+                exhausted = True
+                break
+            req, extra = item
+            if inflight and sum(inflight.values()) + req.n > queued:
+                break
+            (h,) = gen.submit([req]) if extra is None else gen.submit([req], extra_ids=[extra])
+            inflight[h], i = req.n, i + 1
         for h, _ in gen.poll():
             inflight.pop(h, None)
         now = time.perf_counter()
@@ -264,11 +295,32 @@ def _plain_window(gen, request, queued: int, meter, warmup_s: float, seconds: fl
             mark = (now, meter.engine_tokens())
         if now - last >= every_s:
             last = now
-            print(f"[plain {now - t0:7.1f}s] {meter.engine_tokens() - meter.base_tokens} engine tokens", flush=True)
-        if mark is not None and now - mark[0] >= seconds:
-            tokens = meter.engine_tokens() - mark[1]
-            gen.abort(list(inflight))
-            return tokens, now - mark[0], i
+            print(f"[{label} {now - t0:7.1f}s] {meter.engine_tokens() - meter.base_tokens} engine tokens", flush=True)
+        done = mark is not None and now - mark[0] >= seconds
+        if done or (exhausted and sum(inflight.values()) < queued * 2 // 3):
+            gen.abort(list(inflight))  # nothing of this measurement may run into the next one
+            if mark is None:
+                return 0, 0.0, i
+            return meter.engine_tokens() - mark[1], now - mark[0], i
+
+
+def _replay(args, gen, meter, job_s: float):
+    """The job's own requests with a full queue: its workload at the engine's steady-state rate, no
+    dependencies between requests (what a perfect schedule of exactly this work could reach).
+
+    Replays, in submission order (so prefix-cache locality is the job's), the requests submitted from
+    the job's midpoint on, 1.5x the capacity queued, same seeds (same samples, same lengths); the
+    engine's count over ``--plain-seconds`` after the warm-up, or until the requests run out.
+    ``(tokens, seconds, requests replayed)``; ``None`` on an engine without a token count."""
+    if meter.engine_tokens() is None or not meter.submitted:
+        return None
+    start = next((i for i, (t, _, _) in enumerate(meter.submitted) if t >= job_s / 2), 0)
+    tail = meter.submitted[start:]
+    queued = (gen.capacity or 256) * 3 // 2
+    print(f"replay: the job's {len(tail)} requests from {job_s / 2:.0f}s on, {queued} sequences queued", flush=True)
+    source = lambda i: (tail[i][1], tail[i][2]) if i < len(tail) else None  # noqa: E731
+    return _plain_window(gen, source, queued, meter, args.plain_warmup_s, args.plain_seconds, args.progress_s,
+                         label="replay")
 
 
 def _generate_with_progress(gen, batch, every_s: float):
@@ -287,7 +339,11 @@ def _generate_with_progress(gen, batch, every_s: float):
     return out
 
 
-def _report(args, cfg, gen, load_s, results, job_s, meter, plain):
+def _rate(measured):
+    return measured[0] / measured[1] if measured and measured[1] else 0.0
+
+
+def _report(args, cfg, gen, load_s, results, job_s, meter, plain, plain_after=None, replay=None):
     rounds = meter.rounds
     sample_tokens = sum(r.get("sample_tokens", 0) for r in rounds)
     rollout_tokens = sum(r["generated_tokens"] for r in rounds)
@@ -300,7 +356,11 @@ def _report(args, cfg, gen, load_s, results, job_s, meter, plain):
     kept = screened.get("kept", 0)
     job_tokens = sample_tokens + rollout_tokens
     job_tps = job_tokens / job_s if job_s else 0.0
-    plain_tps = plain[0] / plain[1] if plain[1] else 0.0
+    # The reference is plain measured before AND after the job (pooled): the machine's rate drifts over
+    # a long job, and one side alone would charge (or credit) the schedule with that drift.
+    both = [m for m in (plain, plain_after) if m and m[1]]
+    plain_tps = sum(m[0] for m in both) / sum(m[1] for m in both) if both else 0.0
+    replay_tps = _rate(replay)
     capacity = gen.capacity
     mean_inflight = meter.weighted_inflight / meter.in_engine if meter.in_engine else 0.0
     mean_running = meter.weighted_running / meter.in_engine if meter.in_engine else 0.0
@@ -338,8 +398,20 @@ def _report(args, cfg, gen, load_s, results, job_s, meter, plain):
                    "labelling_only_window": meter.window(last_sample, job_s + 1.0, plain_tps)},
         "speculation": {k: stat(k) for k in ("prefetched", "prefetch_used", "prefetch_wasted",
                                               "prefetch_wasted_tokens", "speculative_aborted")},
-        "plain": {"generated_tokens": plain[0], "seconds": round(plain[1], 2), "tokens_per_s": round(plain_tps, 2)},
+        "plain": {"generated_tokens": sum(m[0] for m in both), "seconds": round(sum(m[1] for m in both), 2),
+                  "tokens_per_s": round(plain_tps, 2), "before_tokens_per_s": round(_rate(plain), 2),
+                  "after_tokens_per_s": round(_rate(plain_after), 2) if plain_after else None},
         "saturation": round(job_tps / plain_tps, 3) if plain_tps else None,
+        "saturation_vs_plain_before": round(job_tps / _rate(plain), 3) if _rate(plain) else None,
+        "saturation_vs_plain_after": round(job_tps / _rate(plain_after), 3) if _rate(plain_after) else None,
+        # The job's own requests (second half) replayed with a full queue: the workload's ceiling on this
+        # engine. ceiling = replay / plain; schedule_efficiency = the job's second half / replay.
+        "workload_replay": None if not replay else {
+            "engine_tokens": replay[0], "seconds": round(replay[1], 2), "requests": replay[2],
+            "tokens_per_s": round(replay_tps, 2),
+            "ceiling": round(replay_tps / plain_tps, 3) if plain_tps else None,
+            "job_second_half": meter.window(job_s / 2, job_s + 1.0, replay_tps),
+        },
         "prefix_cache_hit_share": round(cached / prompt, 3) if prompt else None,
         "targets": {"saturation": 0.95, "inflight_share_of_capacity": 0.90},
         "timeline": [{"t": round(t, 1), "engine_tokens": tok, "running": run}
@@ -370,12 +442,20 @@ def main(argv=None):
     results, job_s = _job(cfg, gen, suite, problems, meter)
     job_tokens = sum(r["generated_tokens"] + r.get("sample_tokens", 0) for r in meter.rounds)
     print(f"job done in {job_s:.1f}s ({job_tokens} tokens)", flush=True)
-    result = _report(args, cfg, gen, load_s, results, job_s, meter, plain)
+    replay = _replay(args, gen, meter, job_s)
+    if replay:
+        print(f"replay: {replay[0]} tokens in {replay[1]:.1f}s = {_rate(replay):.1f} tok/s", flush=True)
+    plain_after = _plain(args, cfg, gen, per_batch, args.plain_tokens, seed_base=1_000_000)
+    print(f"plain after: {plain_after[0]} tokens in {plain_after[1]:.1f}s = {_rate(plain_after):.1f} tok/s",
+          flush=True)
+    result = _report(args, cfg, gen, load_s, results, job_s, meter, plain, plain_after, replay)
     suite.close()
     j, ph, sp = result["job"], result["phases"], result["speculation"]
     print(f"{'':<24}{'tokens':>10}{'seconds':>10}{'tok/s':>10}")
     print(f"{'whole job (stream)':<24}{j['generated_tokens']:>10}{j['seconds']:>10.1f}{j['tokens_per_s']:>10.1f}")
-    print(f"{'plain batch sampling':<24}{plain[0]:>10}{plain[1]:>10.1f}{result['plain']['tokens_per_s']:>10.1f}")
+    pl = result["plain"]
+    print(f"{'plain (before + after)':<24}{pl['generated_tokens']:>10}{pl['seconds']:>10.1f}{pl['tokens_per_s']:>10.1f}"
+          f"   (before {pl['before_tokens_per_s']}, after {pl['after_tokens_per_s']})")
     print(f"saturation {result['saturation']} (target 0.95); mean in flight {j['mean_inflight_sequences']} "
           f"(running {j['mean_running_sequences']} of {result['engine_capacity']}: {j['inflight_share_of_capacity']}); polls {j['polls']}; "
           f"phases: sampling {ph['sampling_tokens']} tok (last back at {ph['last_sample_back_s']}s), rollouts "
@@ -386,6 +466,10 @@ def main(argv=None):
           f"stream's budget {j['stream_budget']}: {j['inflight_share_of_budget']}")
     for name in ("sampling_window", "labelling_only_window"):
         print(f"{name}: {ph[name]}")
+    if result["workload_replay"]:
+        w = result["workload_replay"]
+        print(f"workload replay: {w['tokens_per_s']} tok/s = {w['ceiling']} of plain (the ceiling of this work); "
+              f"the job's second half: {w['job_second_half']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
