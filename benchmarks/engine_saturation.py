@@ -137,13 +137,13 @@ class _Meter:
             return None
         return max(meter.finished_tokens, meter._seen_total(llm.llm_engine))
 
-    def submit(self, requests, extra_ids=None):
+    def submit(self, requests, extra_ids=None, **priority):
         now = time.perf_counter() - self.t0
         for i, req in enumerate(requests):
             self.submitted.append((now, req, None if extra_ids is None else extra_ids[i]))
         if extra_ids is None:
-            return self.real_submit(requests)
-        return self.real_submit(requests, extra_ids=extra_ids)
+            return self.real_submit(requests, **priority)
+        return self.real_submit(requests, extra_ids=extra_ids, **priority)
 
     def poll(self):
         t = time.perf_counter()

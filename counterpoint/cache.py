@@ -189,8 +189,17 @@ class CachedGenerator(Generator):
     def streaming(self) -> bool:
         return self.inner.streaming
 
-    def submit(self, requests):
-        """Cache hits are ready at the next poll; misses go to the inner engine."""
+    @property
+    def speculation_capacity(self) -> Optional[int]:
+        return self.inner.speculation_capacity
+
+    @property
+    def priorities(self) -> bool:
+        return bool(getattr(self.inner, "priorities", False))
+
+    def submit(self, requests, priority: int = 0):
+        """Cache hits are ready at the next poll; misses go to the inner engine (with ``priority`` where
+        it takes one)."""
         self.load()
         ready = self.__dict__.setdefault("_ready", [])
         routed = self.__dict__.setdefault("_routed", {})
@@ -204,7 +213,9 @@ class CachedGenerator(Generator):
             else:
                 misses.append((handle, req))
         if misses:
-            for (handle, req), inner_handle in zip(misses, self.inner.submit([r for _, r in misses])):
+            reqs = [r for _, r in misses]
+            inner_handles = self.inner.submit(reqs, priority=priority) if self.priorities else self.inner.submit(reqs)
+            for (handle, req), inner_handle in zip(misses, inner_handles):
                 routed[inner_handle] = (handle, req)
         return handles
 

@@ -220,6 +220,10 @@ class Generator(abc.ABC):
     # -- incremental interface (rollout schedulers) ---------------------------------
     #: True when ``submit``/``poll`` overlap requests inside the engine (no batch barrier).
     streaming: bool = False
+    #: True when :meth:`submit` takes ``priority=`` (an int, lower runs first; equal ones first come,
+    #: first served): a waiting request of a better priority gets the next free decode slot before
+    #: earlier ones (vLLM's priority scheduling). Only the order of work changes, never its result.
+    priorities: bool = False
 
     def submit(self, requests: Sequence[GenerationRequest]) -> List[Any]:
         """Queues ``requests``; returns one handle each. Default: held until the next :meth:`poll`."""

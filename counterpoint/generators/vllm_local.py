@@ -279,6 +279,16 @@ class VLLMGenerator(Generator):
         """On a CPU, :data:`CPU_SPECULATION_SEQS` (a step's cost grows with the batch); on a GPU the capacity."""
         return min(CPU_SPECULATION_SEQS, self.capacity) if _on_cpu() else None
 
+    @property
+    def priorities(self) -> bool:
+        """True with vLLM's priority scheduling (opt-in: ``engine_kwargs`` ``scheduling_policy="priority"``;
+        vLLM's default is first come, first served): :meth:`submit` then takes ``priority=`` and the
+        labelling scheduler queues problems' sampling ahead of tree rollouts. Not the default: on the
+        real CPU engine it has not yet shown a gain (docs/benchmarks.md, "Engine saturation")."""
+        if self._llm is not None:
+            return str(self._llm.llm_engine.vllm_config.scheduler_config.policy) == "priority"
+        return self.engine_kwargs.get("scheduling_policy", "fcfs") == "priority"
+
     def _load(self) -> None:
         vllm = _import_vllm()
         from counterpoint.generators.embedded import resolve_model
@@ -429,8 +439,9 @@ class VLLMGenerator(Generator):
     # -- streaming: requests join the running batch as soon as they are submitted ----------
     streaming = True
 
-    def submit(self, requests, extra_ids: Optional[List[List[int]]] = None):
-        """Queues ``requests`` (``extra_ids[i]``: tokens appended to request i's rendered prompt)."""
+    def submit(self, requests, extra_ids: Optional[List[List[int]]] = None, priority: int = 0):
+        """Queues ``requests`` (``extra_ids[i]``: tokens appended to request i's rendered prompt) at
+        ``priority`` (lower runs first; ignored under ``scheduling_policy="fcfs"``)."""
         from vllm.sampling_params import RequestOutputKind
 
         self.load()
@@ -446,7 +457,7 @@ class VLLMGenerator(Generator):
             for prompt, params in prepared:
                 self._next_handle += 1
                 handle = f"cp-stream-{self._next_handle}"
-                engine.add_request(handle, prompt, params)
+                engine.add_request(handle, prompt, params, priority=priority if self.priorities else 0)
                 self._owner[handle] = me
                 handles.append(handle)
         return handles

@@ -59,6 +59,19 @@ sliding window) while the real in-flight samples are under the budget, then
 speculative asks fill what is left, round-robin over the active problems by
 priority. Real asks of admitted problems are always sent (progress first).
 
+On an engine that takes **priorities** (``generator.priorities``: vLLM's priority scheduling, opt-in) the
+window counts only problems' own sampling, up to twice the budget (so some is always waiting) at
+:data:`PRIORITY_SAMPLING`, ahead of the searches' rollouts (:data:`PRIORITY_SEARCH`) and
+speculation (:data:`PRIORITY_SPECULATIVE`), which run in the slots sampling leaves. Every problem is
+so sampled as early as the engine allows and every tree starts early: a job's tail is the trees
+still running when the last problem is sampled, and the more of them there are, the longer they
+keep the engine full on their own (``benchmarks/stream_admission.py``, simulated CPU engine, 128
+chain problems: the last sample back at 0.33 of the job instead of 0.95, 0.996 of plain with 124.5
+of 128 sequences running against 0.979 and 106.9). On the real CPU engine (64 problems) sampling
+ended no sooner — each request's slowest sample holds its window place — so it stays opt-in.
+A request's seed, never its priority, decides its samples: rows are the same either way. A
+speculative request promoted to a real one keeps its engine priority (vLLM cannot change it).
+
 Verdicts: ``verify(items)`` returns one :class:`~counterpoint.verifiers.base.Verdict`
 per ``(text, gold, truncated, answer_type)`` item (text = prefix + continuation,
 or the terminal prefix itself). A truncated sample counts as **incorrect** whatever
@@ -87,8 +100,19 @@ VerifyFn = Callable[[List[Tuple[str, str, bool, str]]], List[Any]]
 #: In-flight sample budget when neither the config nor the generator gives one.
 DEFAULT_INFLIGHT_SAMPLES = 256
 
+#: Engine priorities (lower runs first) on a generator that takes them (``generator.priorities``):
+#: problems' own sampling first (it unlocks every tree: the sooner all problems are sampled, the more
+#: trees are left to fill the engine together at the end), then searches' rollouts and judge
+#: requests, then speculation (see "Admission" in the module docstring).
+PRIORITY_SAMPLING = 0
+PRIORITY_SEARCH = 1
+PRIORITY_SPECULATIVE = 2
+
 __all__ = [
     "DEFAULT_INFLIGHT_SAMPLES",
+    "PRIORITY_SAMPLING",
+    "PRIORITY_SEARCH",
+    "PRIORITY_SPECULATIVE",
     "Estimate",
     "AskGroups",
     "ProblemContext",
@@ -236,9 +260,16 @@ class RoundScheduler:
         self.budget = int(max_inflight_samples or capacity or DEFAULT_INFLIGHT_SAMPLES)
         spec = getattr(generator, "speculation_capacity", None)
         self.speculation_budget = min(self.budget, int(spec)) if spec else self.budget
+        self.priorities = bool(getattr(generator, "priorities", False))
+        self.sampling_priority = PRIORITY_SAMPLING
         self.on_round = on_round
         self.on_done = on_done
         self.rounds: List[Dict[str, Any]] = []
+
+    def submit(self, requests: List[GenerationRequest], priority: int) -> List[Any]:
+        if self.priorities:
+            return self.generator.submit(requests, priority=priority)
+        return self.generator.submit(requests)
 
     # -- requests ---------------------------------------------------------
     def request_for(self, ctx: ProblemContext, prefix: str, n: int) -> GenerationRequest:
@@ -282,6 +313,7 @@ class _Run:
         self.sampled: Dict[int, Sampled] = {}  # id(SampleAsk) -> its answer, until handed over
         self.inflight = 0
         self.inflight_real = 0
+        self.inflight_sampling = 0  # samples of problems' own sampling requests in flight
         self.seq = 0
 
     # -- coroutine driving -------------------------------------------------
@@ -433,18 +465,20 @@ class _Run:
         key = ("sample", id(ask))
         if id(ask) in self.sampled or key in self.by_key:
             return
-        (handle,) = self.s.generator.submit([ask.request])
+        (handle,) = self.s.submit([ask.request], self.s.sampling_priority if ask.verify else PRIORITY_SEARCH)
         self.seq += 1
         self.requests[handle] = _Request(key, "", ask.request.n, i, [i], False, sample=ask, seq=self.seq)
         self.by_key[key] = handle
         self.inflight += ask.request.n
         self.inflight_real += ask.request.n
+        self.inflight_sampling += ask.request.n if ask.verify else 0
         self.real_keys[key] += 1
 
     def send(self, i: int, asks: Sequence[Tuple[tuple, str, int]], *, speculative: bool) -> None:
         ctx = self.ctx(i)
         reqs = [self.s.request_for(ctx, prefix, n) for _, prefix, n in asks]
-        for (key, prefix, n), handle in zip(asks, self.s.generator.submit(reqs)):
+        priority = PRIORITY_SPECULATIVE if speculative else PRIORITY_SEARCH
+        for (key, prefix, n), handle in zip(asks, self.s.submit(reqs, priority)):
             self.seq += 1
             self.requests[handle] = _Request(key, prefix, n, i, [] if speculative else [i], speculative, seq=self.seq)
             self.by_key[(key, n)] = handle
@@ -454,10 +488,21 @@ class _Run:
                 self.real_keys[key] += 1
 
     def admit(self) -> None:
+        """Starts waiting problems while there is room (:meth:`has_room`)."""
         while self.waiting and (self.s.max_active is None or len(self.active) < self.s.max_active) and (
-            not self.active or self.inflight_real < self.s.budget
+            not self.active or self.has_room()
         ):
             self.advance(self.waiting.popleft(), None)
+
+    def has_room(self) -> bool:
+        """Real samples in flight under the budget; on an engine with priorities, problems' own sampling
+        under twice the budget (it runs before the searches' rollouts queued beside it, which fill the
+        slots it leaves). Twice: a sampling request holds its place in the window until its last sample
+        ends while the slots of its finished samples free one by one, so a budget's worth is kept
+        waiting to take each of them."""
+        if self.s.priorities:
+            return self.inflight_sampling < 2 * self.s.budget
+        return self.inflight_real < self.s.budget
 
     def speculate(self) -> None:
         """Fills the speculation budget left (``generator.speculation_capacity``, at most the budget) with
@@ -565,6 +610,8 @@ class _Run:
             if not req.speculative:
                 self.inflight_real -= req.n
                 self.real_keys[req.key] -= 1
+            if req.sample is not None and req.sample.verify:
+                self.inflight_sampling -= req.n
             done.append((req, comps))
         terminal = list(self.to_verify)
         self.to_verify.clear()

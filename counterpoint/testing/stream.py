@@ -22,8 +22,8 @@
 
 from __future__ import annotations
 
-import collections
 import dataclasses
+import heapq
 import random
 from typing import Dict, List, Optional, Sequence
 
@@ -112,13 +112,15 @@ class SteppedStreamGenerator(ScriptedGenerator):
     A request's completions are decided when it is submitted (the scripted policy); each of its
     sequences then needs ``num_tokens * factor`` decode steps, ``factor`` drawn from
     ``length_factors`` (seeded: a model's rollouts vary in length around the script's). Waiting
-    sequences join the running batch first come, first served, up to ``capacity``. :meth:`poll`
+    sequences join the running batch by priority (``submit(..., priority=)``, lower first, as vLLM's
+    priority scheduling), then first come, first served, up to ``capacity``. :meth:`poll`
     runs steps until a request has all its sequences done. ``seconds``, ``tokens`` (sequence-steps)
     and ``running_area`` (sequences x seconds) measure the run; ``plain_tokens_per_s`` is the rate
     of a batch kept full.
     """
 
     streaming = True
+    priorities = True
 
     def __init__(self, *args, length_factors: Sequence[float] = (1.0,), length_seed: int = 0,
                  step_ms_fixed: float = STEP_MS_FIXED, step_ms_per_sequence: float = STEP_MS_PER_SEQUENCE,
@@ -132,7 +134,8 @@ class SteppedStreamGenerator(ScriptedGenerator):
         self.seconds = 0.0
         self.tokens = 0
         self.running_area = 0.0
-        self._waiting: collections.deque = collections.deque()  # [handle, steps left]
+        self._waiting: List[tuple] = []  # heap of (priority, order, [handle, steps left])
+        self._order = 0
         self._running: List[list] = []
         self._requests: Dict[int, list] = {}  # handle -> [completions, sequences left]
         self._handles = 0
@@ -144,7 +147,7 @@ class SteppedStreamGenerator(ScriptedGenerator):
     def step_ms(self, running: int) -> float:
         return self.step_ms_fixed + self.step_ms_per_sequence * running
 
-    def submit(self, requests):
+    def submit(self, requests, priority: int = 0):
         handles = []
         for req in requests:
             comps = self.generate([req])[0]
@@ -152,20 +155,22 @@ class SteppedStreamGenerator(ScriptedGenerator):
             self._requests[self._handles] = [comps, len(comps)]
             for c in comps:
                 steps = int(round(max(1, c.num_tokens) * self._lengths.choice(self.length_factors)))
-                self._waiting.append([self._handles, max(1, steps)])
+                self._order += 1
+                heapq.heappush(self._waiting, (priority, self._order, [self._handles, max(1, steps)]))
             handles.append(self._handles)
         return handles
 
     def abort(self, handles) -> None:
         for h in handles:
             self._requests.pop(h, None)
-        self._waiting = collections.deque(s for s in self._waiting if s[0] in self._requests)
+        self._waiting = [w for w in self._waiting if w[2][0] in self._requests]
+        heapq.heapify(self._waiting)
         self._running = [s for s in self._running if s[0] in self._requests]
 
     def poll(self):
         while self._requests:
             while self._waiting and len(self._running) < self.capacity:
-                self._running.append(self._waiting.popleft())
+                self._running.append(heapq.heappop(self._waiting)[2])
             n = len(self._running)
             dt = self.step_ms(n) / 1000.0
             self.seconds += dt

@@ -313,7 +313,8 @@ def engine():
 
     gen = build_generator(GeneratorConfig(kind="vllm", model="embedded", seed=0, seed_mode="request", compile="off",
                                           max_num_seqs=PREFILL_BUDGET,
-                                          engine_kwargs={"max_num_batched_tokens": PREFILL_BUDGET}))
+                                          engine_kwargs={"max_num_batched_tokens": PREFILL_BUDGET,
+                                                         "scheduling_policy": "priority"}))
     gen.load()
     yield gen
     gen.close()
@@ -357,3 +358,33 @@ def test_abort_cancels_streamed_requests_and_the_rest_still_finish(engine):
     assert sorted(done) == sorted([handles[0], handles[2]])
     assert all(len(comps) == 2 and comps[0].num_tokens > 0 for comps in done.values())
     assert engine.poll() == []  # nothing left: the aborted request never comes back
+
+
+def test_a_better_priority_takes_the_next_slot_before_earlier_requests(engine):
+    # Issue 18: the labelling scheduler can queue problems' sampling ahead of tree rollouts through vLLM's
+    # priority scheduling (opt-in: engine_kwargs scheduling_policy="priority"). With a prefill budget of
+    # 64 tokens a step, the first step can start one or two prompts: the request sent last at priority 0 is one of them,
+    # the four sent before it at priority 1 are not all started (first come, first served would start
+    # the first one and never the fifth).
+    from counterpoint.generators.base import GenerationRequest, SamplingParams
+
+    assert engine.priorities
+    params = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=8)
+    low = engine.submit([GenerationRequest.chat(None, PROBLEMS[i % len(PROBLEMS)][1], n=1, params=params,
+                                                seed=40 + i) for i in range(4)], priority=1)
+    (urgent,) = engine.submit([GenerationRequest.chat(None, PROBLEMS[0][1], n=1, params=params, seed=50)],
+                              priority=0)
+    core = engine._llm.llm_engine.engine_core.engine_core
+    with engine._engine_lock:
+        for out in engine._llm.llm_engine.step():  # one step, its finished requests kept for poll
+            if out.finished:
+                engine._finished[out.request_id] = out
+    running = [r.request_id for r in core.scheduler.running]  # vLLM's ids: ours + "-<random suffix>"
+    started = {h for h in low + [urgent] if any(rid == h or rid.startswith(h + "-") for rid in running)}
+    assert urgent in started and not set(low) <= started, (urgent, low, running)
+    done = {}
+    while len(done) < 5:
+        finished = engine.poll()
+        assert finished, "the engine stopped with requests pending"
+        done.update(finished)
+    assert sorted(done) == sorted(low + [urgent]) and all(len(c) == 1 for c in done.values())

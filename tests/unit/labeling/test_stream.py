@@ -14,7 +14,8 @@ from counterpoint.labeling import LabelerConfig, OmegaPRMConfig, label_problems
 from counterpoint.labeling.common import seed_root
 from counterpoint.labeling.evidence import Estimate, EvidenceStore, Rollout, RolloutAsk, adaptive_next_total
 from counterpoint.labeling.omegaprm import OmegaPRMTree
-from counterpoint.labeling.scheduler import ProblemContext, RoundScheduler, SampleAsk, Sampled, side_by_side
+from counterpoint.labeling.scheduler import (PRIORITY_SAMPLING, PRIORITY_SEARCH, PRIORITY_SPECULATIVE, ProblemContext,
+                                             RoundScheduler, SampleAsk, Sampled, side_by_side)
 from counterpoint.testing.chain import chain_verify
 from counterpoint.testing.stream import OneAtATimeGenerator, ShuffledStreamGenerator, SteppedStreamGenerator
 from counterpoint.testing.stream import lockstep as lockstep_driver
@@ -278,3 +279,85 @@ def test_stepped_engine_decodes_up_to_capacity_a_step_and_returns_a_request_when
     long.submit([GenerationRequest.chat(None, "2", n=1)])
     long.poll()
     assert long.tokens == 6 and long.seconds == pytest.approx(6 * 0.011)
+
+
+def test_stepped_engine_starts_waiting_sequences_by_priority_then_first_come():
+    eng = SteppedStreamGenerator(_Words(), capacity=1, step_ms_fixed=10.0, step_ms_per_sequence=1.0)
+    late, early, urgent = eng.submit([GenerationRequest.chat(None, "1", n=1)], priority=1) + \
+        eng.submit([GenerationRequest.chat(None, "1", n=1)], priority=1) + \
+        eng.submit([GenerationRequest.chat(None, "1", n=1)], priority=0)
+    assert [eng.poll()[0][0] for _ in range(3)] == [urgent, late, early] and eng.poll() == []
+
+
+class _PriorityLog(SteppedStreamGenerator):
+    """A stepped engine that records the priority of every request it is sent."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sent: list = []  # (priority, a problem's own sampling?)
+
+    def submit(self, requests, priority: int = 0):
+        self.sent.extend((priority, not r.continue_final_message) for r in requests)
+        return super().submit(requests, priority=priority)
+
+
+def _stream_job(engine, n=12, rate=0.25):
+    from counterpoint.labeling.stream import sample_and_label
+
+    problems = [chain_problem(5, i, num_steps=8) for i in range(n)]
+    requests = [GenerationRequest.chat(None, p["question"], n=8, seed=500 + i) for i, p in enumerate(problems)]
+    cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=4, search_limit=8, selections_per_round=4),
+                        compute_values=True, check_arithmetic=False, seed=3)
+    back: list = []
+
+    def on_sampled(i, sampled):
+        back.append((i, engine.seconds))
+        (item,) = sampled_chain_items(ChainPolicy(step_error_rate=rate), [problems[i]], 8, seed_of=lambda _: 500 + i)
+        assert [t["completion"] for t in item.trajectories] == [c.text for c in sampled.completions]
+        return item
+
+    results = sample_and_label(problems, requests, engine, chain_verify, cfg, sampling=SamplingParams(),
+                               on_sampled=on_sampled)
+    tables = [(r.problem_id, r.step_labels, r.step_values, r.preferences, r.rejects) for _, r, _ in results]
+    return tables, back
+
+
+@pytest.mark.parametrize("capacity", [1, 8, 128])
+def test_sampling_runs_first_on_an_engine_with_priorities_and_rows_stay_the_same(capacity):
+    """Issue 18: problems' own sampling is queued at PRIORITY_SAMPLING ahead of the searches' rollouts (every
+    tree starts early); only the order of work changes: the tables equal those of the budget-only window."""
+    policy = ChainPolicy(step_error_rate=0.25)
+    fifo = SteppedStreamGenerator(policy, capacity=capacity, length_factors=(0.5, 1, 2), length_seed=1)
+    fifo.priorities = False
+    base, fifo_back = _stream_job(fifo)
+    engine = _PriorityLog(policy, capacity=capacity, length_factors=(0.5, 1, 2), length_seed=1)
+    tables, back = _stream_job(engine)
+    assert tables == base
+    assert any(labels for _, labels, _, _, _ in tables) and sorted(i for i, _ in back) == list(range(12))
+    assert {p for p, sampling in engine.sent if sampling} == {PRIORITY_SAMPLING}
+    assert PRIORITY_SEARCH in {p for p, sampling in engine.sent if not sampling} <= {PRIORITY_SEARCH,
+                                                                                  PRIORITY_SPECULATIVE}
+    if capacity < 12 * 8:  # not every problem's sampling fits at once: with priorities it is all back sooner
+        assert back[-1][1] < 0.5 * fifo_back[-1][1], (back[-1], fifo_back[-1])
+
+
+def test_the_request_cache_passes_priorities_and_the_speculation_capacity_to_its_engine(tmp_path):
+    from counterpoint.cache import CachedGenerator, RequestCache
+
+    class CpuLike(SteppedStreamGenerator):
+        speculation_capacity = 5
+
+    inner = CpuLike(_Words(), capacity=1, step_ms_fixed=10.0, step_ms_per_sequence=1.0)
+    gen = CachedGenerator(inner, RequestCache(str(tmp_path), inner.model_fingerprint))
+    assert gen.priorities and gen.capacity == 1 and gen.speculation_capacity == 5
+    first = GenerationRequest.chat(None, "2", n=1, seed=1)
+    late, urgent = gen.submit([first], priority=1) + gen.submit([GenerationRequest.chat(None, "1", n=1, seed=2)],
+                                                                priority=0)
+    assert [gen.poll()[0][0] for _ in range(2)] == [urgent, late] and gen.poll() == []
+    (again,) = gen.submit([first], priority=1)  # a cache hit: never sent to the engine
+    steps = inner.tokens
+    assert [(h, [c.text for c in comps]) for h, comps in gen.poll()] == [(again, ["x x"])] and inner.tokens == steps
+    fifo = CachedGenerator(OneAtATimeGenerator(_Words(), capacity=4), RequestCache(str(tmp_path / "b"), "m"))
+    assert not fifo.priorities  # an engine without priorities is sent plain submits
+    (h,) = fifo.submit([first], priority=1)
+    assert [hh for hh, _ in fifo.poll()] == [h]
