@@ -29,7 +29,7 @@ samples, rollout tokens per kept tree, and the prefix-cache hit share. Writes
 ``--problems`` still sets the workload size. ``--generator scripted`` runs the same job on the
 scripted chain engine (a cheap smoke test of the benchmark itself; its figures mean nothing).
 
-    python benchmarks/engine_saturation.py --defaults [--problems 64]
+    python benchmarks/engine_saturation.py --defaults [--problems 64] [--scheduling-policy priority]
     python benchmarks/engine_saturation.py [--problems 48] [--samples 8] [--k 4] [--search-limit 16]
                                            [--parallel-searches auto] [--adaptive] [--compile off|on]
 
@@ -64,6 +64,8 @@ def _args(argv):
     parser.add_argument("--compile", default="off", choices=("off", "on"))
     parser.add_argument("--block-size", type=int, default=None,
                         help="vLLM KV-cache block size (prefix caching hits whole blocks; default: the generator's)")
+    parser.add_argument("--scheduling-policy", default=None, choices=("fcfs", "priority"),
+                        help="vLLM scheduling policy (priority: problems' sampling queued ahead of tree rollouts)")
     parser.add_argument("--generator", default="vllm", choices=("vllm", "scripted"))
     parser.add_argument("--progress-s", type=float, default=10.0, help="seconds between progress lines")
     parser.add_argument("--plain-tokens", type=int, default=30000,
@@ -101,6 +103,9 @@ def _config(args):
         if args.block_size:
             gen_cfg = dataclasses.replace(gen_cfg, engine_kwargs={**gen_cfg.engine_kwargs,
                                                                   "block_size": args.block_size})
+        if args.scheduling_policy:
+            gen_cfg = dataclasses.replace(gen_cfg, engine_kwargs={**gen_cfg.engine_kwargs,
+                                                                  "scheduling_policy": args.scheduling_policy})
     return dataclasses.replace(cfg, generator=gen_cfg), n, min_ops, max_ops
 
 
