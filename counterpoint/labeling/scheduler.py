@@ -60,15 +60,15 @@ speculative asks fill what is left, round-robin over the active problems by
 priority. Real asks of admitted problems are always sent (progress first).
 
 On an engine that takes **priorities** (``generator.priorities``: vLLM's priority scheduling, opt-in) the
-window counts only problems' own sampling, up to twice the budget (so some is always waiting) at
+whole batch's sampling is queued at once at
 :data:`PRIORITY_SAMPLING`, ahead of the searches' rollouts (:data:`PRIORITY_SEARCH`) and
 speculation (:data:`PRIORITY_SPECULATIVE`), which run in the slots sampling leaves. Every problem is
 so sampled as early as the engine allows and every tree starts early: a job's tail is the trees
 still running when the last problem is sampled, and the more of them there are, the longer they
 keep the engine full on their own (``benchmarks/stream_admission.py``, simulated CPU engine, 128
-chain problems: the last sample back at 0.33 of the job instead of 0.95, 0.996 of plain with 124.5
-of 128 sequences running against 0.979 and 106.9). On the real CPU engine (64 problems) sampling
-ended no sooner — each request's slowest sample holds its window place — so it stays opt-in.
+chain problems: the last sample back at 0.32 of the job instead of 0.95, 0.996 of plain with 125.1
+of 128 sequences running against 0.979 and 106.9). Opt-in until the real CPU engine shows the gain
+(docs/benchmarks.md, "Priority scheduling").
 A request's seed, never its priority, decides its samples: rows are the same either way. A
 speculative request promoted to a real one keeps its engine priority (vLLM cannot change it).
 
@@ -495,13 +495,12 @@ class _Run:
             self.advance(self.waiting.popleft(), None)
 
     def has_room(self) -> bool:
-        """Real samples in flight under the budget; on an engine with priorities, problems' own sampling
-        under twice the budget (it runs before the searches' rollouts queued beside it, which fill the
-        slots it leaves). Twice: a sampling request holds its place in the window until its last sample
-        ends while the slots of its finished samples free one by one, so a budget's worth is kept
-        waiting to take each of them."""
+        """Real samples in flight under the budget; on an engine with priorities, always: the whole
+        batch's sampling is queued at once (it runs before the searches' rollouts queued beside it,
+        which fill the slots it leaves). A window would not do: a sampling request holds its place
+        until its slowest sample ends, and the slots its finished samples free would go to rollouts."""
         if self.s.priorities:
-            return self.inflight_sampling < 2 * self.s.budget
+            return True
         return self.inflight_real < self.s.budget
 
     def speculate(self) -> None:
