@@ -14,9 +14,11 @@ values, rows; then, with consensus judging on the run's own model, its judge req
 problems are still sampling. The scheduler's sliding window admits a
 new problem as soon as the in-flight samples fall under the engine's capacity, so the engine
 stays full from the first request to the last: no stage barrier, no per-batch drain inside the
-bundle. On an engine with priorities (vLLM with ``scheduling_policy="priority"``) the window counts sampling only and sampling runs
-ahead of the searches' rollouts: every problem is sampled as early as the engine allows, so every
-tree starts early and the trees left at the end are many enough to keep the engine full. Rows are the ones :func:`~counterpoint.labeling.labeler.label_problems` makes from the
+bundle. On an engine with priorities (vLLM with ``scheduling_policy="priority"``) the whole
+bundle's sampling is queued at once, ahead of the searches' rollouts: every problem is sampled as
+early as the engine allows, so every tree starts early and the trees left at the end are many
+enough to keep the engine full. Rows are the ones
+:func:`~counterpoint.labeling.labeler.label_problems` makes from the
 same trajectories (same seeds, same evidence), whatever the capacity or the bundle.
 """
 
