@@ -22,10 +22,8 @@ Run: ``python benchmarks/stream_admission.py`` (seconds; writes ``benchmarks/res
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,6 +36,7 @@ from counterpoint.labeling.stream import sample_and_label  # noqa: E402
 from counterpoint.segmentation import segment  # noqa: E402
 from counterpoint.testing.chain import chain_verify  # noqa: E402
 from counterpoint.testing.stream import SteppedStreamGenerator  # noqa: E402
+from benchmarks.tree_pacing import run_to_json  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "stream_admission.json")
 RULES = ("budget_window", "sampling_first")
@@ -106,15 +105,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--capacity", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=2, help="problem sets per case")
     parser.add_argument("--out", default=RESULTS)
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-    out = run(args)
-    out["wall_s"] = round(time.perf_counter() - started, 1)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
-    print(f"wrote {args.out} ({out['wall_s']} s)")
-    return out
+    return run_to_json(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -137,6 +137,18 @@ def run(args) -> dict:
     return out
 
 
+def run_to_json(run_fn, args) -> dict:
+    """``run_fn(args)``'s results with its wall time, written to ``args.out`` as JSON."""
+    started = time.perf_counter()
+    out = run_fn(args)
+    out["wall_s"] = round(time.perf_counter() - started, 1)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=2)
+    print(f"wrote {args.out} ({out['wall_s']} s)")
+    return out
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trees", type=int, nargs="+", default=[1, 3], help="trees searched at once")
@@ -151,15 +163,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--capacity", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=4, help="problem sets per case")
     parser.add_argument("--out", default=RESULTS)
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-    out = run(args)
-    out["wall_s"] = round(time.perf_counter() - started, 1)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
-    print(f"wrote {args.out} ({out['wall_s']} s)")
-    return out
+    return run_to_json(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
