@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Optional, Sequence, Tuple
 
-from counterpoint.generators.config import COMPILE_MODES, GENERATOR_KINDS, SEED_MODES
+from counterpoint.generators.config import COMPILE_MODES, DTYPES, GENERATOR_KINDS, SEED_MODES
 from counterpoint.sources import KINDS as SOURCE_KINDS
 from counterpoint.sources import PRESETS
 
@@ -101,6 +101,9 @@ FLAGS: Tuple[Flag, ...] = (
          "vLLM torch.compile: on, off (eager) or auto (by the job's size)", choices=COMPILE_MODES),
     Flag(("--max-num-seqs", "--max_num_seqs"), ("generator.max_num_seqs",), "generator",
          "sequences the engine decodes at once", type=int),
+    Flag(("--dtype",), ("generator.dtype",), "generator",
+         "the model's dtype: auto (bfloat16 on a GPU or a CPU with bf16 units, else float32), bfloat16, float16, "
+         "float32", choices=DTYPES),
     # sampling
     Flag(("--samples",), ("samples_per_problem",), "sampling", "solutions sampled per problem", type=int),
     Flag(("--temperature",), ("sampling.temperature",), "sampling", "sampling temperature (samples and rollouts)",

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 GENERATOR_KINDS = ("vllm", "openai", "scripted")
 SEED_MODES = ("auto", "engine", "request")
 COMPILE_MODES = ("auto", "on", "off")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 @dataclasses.dataclass
@@ -18,7 +19,9 @@ class GeneratorConfig:
     neighbours), ``engine`` one engine-wide seed, ``auto`` = request. ``compile``: vLLM's torch.compile
     (``on``), eager mode (``off``) or ``auto`` (chosen from the job's size; see ``vllm_local.choose_compile``).
     ``max_num_seqs``: sequences the engine decodes at once (None: vLLM's default on a GPU; on a CPU
-    ``vllm_local.CPU_MAX_NUM_SEQS``, the measured throughput peak).
+    ``vllm_local.CPU_MAX_NUM_SEQS``, the measured throughput peak). ``dtype``: the model's dtype; ``auto`` is
+    bfloat16 on a GPU and on CPUs with native bf16 (AVX512_BF16, AMX, Arm BF16), float32 on other CPUs, where
+    emulated bf16 decodes 2-4x slower (``vllm_local.resolve_dtype``).
     """
 
     kind: str = "vllm"
@@ -26,7 +29,7 @@ class GeneratorConfig:
     seed: int = 0
     seed_mode: str = "auto"
     max_model_len: int = 2048
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
     compile: str = "auto"
     max_num_seqs: Optional[int] = None
     engine_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -42,6 +45,8 @@ class GeneratorConfig:
             raise ValueError(f"generator.seed_mode: {self.seed_mode!r} is not one of {list(SEED_MODES)}")
         if self.compile not in COMPILE_MODES:
             raise ValueError(f"generator.compile: {self.compile!r} is not one of {list(COMPILE_MODES)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"generator.dtype: {self.dtype!r} is not one of {list(DTYPES)}")
         if self.max_model_len < 16:
             raise ValueError(f"generator.max_model_len must be >= 16, got {self.max_model_len}")
         if self.max_num_seqs is not None and self.max_num_seqs < 1:

@@ -87,19 +87,35 @@ CPU_MAX_NUM_SEQS = 128
 # speculation that fills the engine to its capacity makes every round of the search it serves up to
 # 4x slower (measured: the last tree of a 64-problem job went from ~15 s to ~85-120 s a round).
 CPU_SPECULATION_SEQS = 32
+# CPU flags of native bf16 arithmetic (x86 AVX512_BF16 or AMX, Arm BF16). Without them vLLM's CPU backend
+# still runs bfloat16, emulated, and decoding collapses as the batch grows: on an AVX2-only AMD EPYC
+# (benchmarks/cpu_dtype.py, results/cpu_dtype.json) bfloat16 decodes 128 sequences at 38.8 tok/s, float32
+# at 144.0 (3.7x; 2.2x at 8 sequences); so the "auto" dtype is float32 there.
+CPU_NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 # Share of max_tokens a sample uses on average (a stop string or EOS usually comes first).
 _FILL = 0.5
 
 
 def _cpu_flags() -> set:
+    """The first CPU's feature flags (x86 ``flags``, Arm ``Features``); empty where /proc/cpuinfo is absent."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("flags"):
+                if line.startswith(("flags", "Features")):
                     return set(line.split(":", 1)[1].split())
     except OSError:
         pass
     return set()
+
+
+def resolve_dtype(dtype: str) -> str:
+    """The dtype vLLM loads the model in: ``"auto"`` is bfloat16 on a GPU and on a CPU with native bf16
+    arithmetic (:data:`CPU_NATIVE_BF16_FLAGS`), float32 on any other CPU; any other value as given."""
+    if dtype != "auto":
+        return dtype
+    if not _on_cpu():
+        return "bfloat16"
+    return "bfloat16" if _cpu_flags() & CPU_NATIVE_BF16_FLAGS else "float32"
 
 
 def expected_tokens(cfg) -> Optional[float]:
@@ -192,6 +208,7 @@ class VLLMGenerator(Generator):
       seed_mode: ``"engine"``, ``"request"`` or ``"auto"`` (= request: per-request seeds, on CPU through
         ``counterpoint.generators.vllm_cpu_seed``).
       max_model_len: context length (prompt + generation).
+      dtype: the model's dtype in vLLM; ``"auto"`` by the hardware (:func:`resolve_dtype`).
       engine_kwargs: passed to ``vllm.LLM`` as is (e.g. ``gpu_memory_utilization``).
     """
 
@@ -204,7 +221,7 @@ class VLLMGenerator(Generator):
         seed: int = 0,
         seed_mode: str = "auto",
         max_model_len: int = 2048,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         enable_prefix_caching: bool = True,
         engine_kwargs: Optional[Dict[str, Any]] = None,
         cache_dir: Optional[str] = None,
@@ -218,6 +235,7 @@ class VLLMGenerator(Generator):
         self.seed_mode = seed_mode
         self.max_model_len = max_model_len
         self.dtype = dtype
+        self._resolved_dtype: Optional[str] = None
         self.enable_prefix_caching = enable_prefix_caching
         self.engine_kwargs = dict(engine_kwargs or {})
         self.cache_dir = cache_dir
@@ -245,6 +263,7 @@ class VLLMGenerator(Generator):
         state["_llm"] = None
         state["_tokenizer"] = None
         state["_loaded"] = False
+        state["_resolved_dtype"] = None  # "auto" resolves on the machine that loads the engine
         for k in ("_engine_lock", "_owner", "_finished", "_token_meter", "_keep_ids", "_kept_ids"):
             state.pop(k, None)
         return state
@@ -261,7 +280,14 @@ class VLLMGenerator(Generator):
 
     @property
     def model_fingerprint(self) -> str:
-        return f"{self.model_id}|{self.dtype}"
+        return f"{self.model_id}|{self.resolved_dtype}"
+
+    @property
+    def resolved_dtype(self) -> str:
+        """``dtype`` with ``"auto"`` resolved for this machine (:func:`resolve_dtype`)."""
+        if self._resolved_dtype is None:
+            self._resolved_dtype = resolve_dtype(self.dtype)
+        return self._resolved_dtype
 
     @property
     def effective_seed_mode(self) -> str:
@@ -297,7 +323,7 @@ class VLLMGenerator(Generator):
         path = resolve_model(self.model, self.cache_dir)
         kwargs = dict(
             model=path,
-            dtype=self.dtype,
+            dtype=self.resolved_dtype,
             seed=self.seed,
             max_model_len=self.max_model_len,
             enable_prefix_caching=self.enable_prefix_caching,
@@ -322,7 +348,8 @@ class VLLMGenerator(Generator):
         self._tokenizer = self._llm.get_tokenizer()
         self._resolved_seed_mode = self.effective_seed_mode
         self.load_seconds = time.perf_counter() - start
-        log.info("vLLM engine for %s ready in %.1fs (seed mode %s)", path, self.load_seconds, self._resolved_seed_mode)
+        log.info("vLLM engine for %s ready in %.1fs (dtype %s, seed mode %s)", path, self.load_seconds,
+                 self.resolved_dtype, self._resolved_seed_mode)
 
     def render(self, request: GenerationRequest) -> List[int]:
         """Prompt token ids for ``request`` through the model's chat template."""
@@ -534,7 +561,7 @@ class VLLMGenerator(Generator):
         return {
             "kind": self.kind,
             "model_id": self.model_id,
-            "dtype": self.dtype,
+            "dtype": self.resolved_dtype,
             "seed": self.seed,
             "seed_mode": self.effective_seed_mode,
             "max_model_len": self.max_model_len,

@@ -60,6 +60,7 @@ def test_run_help_lists_every_option_with_its_default_grouped(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--generator", "vllmm"], "invalid choice: 'vllmm'"),
     (["--seed-mode", "random"], "invalid choice: 'random'"),
+    (["--dtype", "bf16"], "invalid choice: 'bf16'"),
     (["--labeler", "prm800k"], "invalid choice: 'prm800k'"),
     (["--num-problem", "5"], "unknown option(s): --num-problem (did you mean --num-problems?)"),
     (["--min-rows", "preferences"], "--min-rows takes CONFIG=N"),
@@ -79,6 +80,7 @@ def test_bad_flags_fail_before_anything_runs(argv, message, capsys, tmp_path):
     ({"generator": {"kind": "vllmm"}}, "generator.kind: unknown generator 'vllmm'"),
     ({"generator": {"seed_mode": "random"}}, "generator.seed_mode: 'random' is not one of"),
     ({"generator": {"compile": "yes"}}, "generator.compile: 'yes' is not one of"),
+    ({"generator": {"dtype": "bf16"}}, "generator.dtype: 'bf16' is not one of"),
     ({"generator": {"kind": "openai"}}, "needs generator.base_urls: pass --server-url"),
     ({"segmentation": "sentence"}, "segmentation: unknown mode 'sentence'"),
     ({"verifier": {"name": "sympy"}}, "verifier.name: unknown verifier 'sympy'"),
@@ -384,3 +386,32 @@ def test_compile_auto_is_chosen_from_the_cpu_and_the_job_size(monkeypatch):
     monkeypatch.setattr(vllm_local, "_on_cpu", lambda: True)
     resolved = check_config(big)
     assert resolved.generator.compile in ("on", "off")
+
+
+def test_dtype_auto_is_bfloat16_only_where_the_hardware_has_it(monkeypatch):
+    import pickle
+
+    from counterpoint.generators import build_generator, vllm_local
+    from counterpoint.generators.config import GeneratorConfig
+
+    flags = {"avx512f", "avx2"}
+    monkeypatch.setattr(vllm_local, "_on_cpu", lambda: True)
+    monkeypatch.setattr(vllm_local, "_cpu_flags", lambda: flags)
+    # Emulated bf16 decodes 4x slower than float32 on an AVX2/AVX-512 CPU without bf16 units.
+    assert vllm_local.resolve_dtype("auto") == "float32"
+    for native in ("avx512_bf16", "amx_bf16", "bf16"):  # x86 AVX512_BF16, AMX; Arm BF16
+        flags = {"avx2", native}
+        assert vllm_local.resolve_dtype("auto") == "bfloat16"
+    flags = {"avx2"}
+    assert vllm_local.resolve_dtype("float16") == "float16"  # an explicit dtype is never changed
+    monkeypatch.setattr(vllm_local, "_on_cpu", lambda: False)
+    assert vllm_local.resolve_dtype("auto") == "bfloat16"  # GPU
+
+    monkeypatch.setattr(vllm_local, "_on_cpu", lambda: True)
+    gen = build_generator(GeneratorConfig())
+    assert (gen.dtype, gen.resolved_dtype) == ("auto", "float32")
+    assert gen.model_fingerprint.endswith("|float32")  # cached samples of one dtype never serve another
+    # A pickled generator resolves again on the machine that loads it (a driver's CPU is not a worker's).
+    worker = pickle.loads(pickle.dumps(gen))
+    monkeypatch.setattr(vllm_local, "_on_cpu", lambda: False)
+    assert worker.resolved_dtype == "bfloat16"

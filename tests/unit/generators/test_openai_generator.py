@@ -505,6 +505,7 @@ def vllm_server():
     import httpx
 
     from counterpoint.generators.embedded import embedded_model_dir
+    from counterpoint.generators.vllm_local import resolve_dtype
 
     model_dir = embedded_model_dir()
     port = free_port()
@@ -513,7 +514,7 @@ def vllm_server():
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir), "--served-model-name", SERVED_NAME,
         "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager", "--seed", "0",
+        "--dtype", resolve_dtype("auto"), "--max-model-len", "2048", "--enforce-eager", "--seed", "0",
         # Without it vLLM leaves usage.prompt_tokens_details out (cached tokens unknown).
         "--enable-prompt-tokens-details",
     ]
