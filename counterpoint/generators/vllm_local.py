@@ -235,7 +235,6 @@ class VLLMGenerator(Generator):
         self.seed_mode = seed_mode
         self.max_model_len = max_model_len
         self.dtype = dtype
-        self._resolved_dtype: Optional[str] = None
         self.enable_prefix_caching = enable_prefix_caching
         self.engine_kwargs = dict(engine_kwargs or {})
         self.cache_dir = cache_dir
@@ -263,7 +262,6 @@ class VLLMGenerator(Generator):
         state["_llm"] = None
         state["_tokenizer"] = None
         state["_loaded"] = False
-        state["_resolved_dtype"] = None  # "auto" resolves on the machine that loads the engine
         for k in ("_engine_lock", "_owner", "_finished", "_token_meter", "_keep_ids", "_kept_ids"):
             state.pop(k, None)
         return state
@@ -284,10 +282,9 @@ class VLLMGenerator(Generator):
 
     @property
     def resolved_dtype(self) -> str:
-        """``dtype`` with ``"auto"`` resolved for this machine (:func:`resolve_dtype`)."""
-        if self._resolved_dtype is None:
-            self._resolved_dtype = resolve_dtype(self.dtype)
-        return self._resolved_dtype
+        """``dtype`` with ``"auto"`` resolved on the machine that asks (:func:`resolve_dtype`): a pickled
+        generator resolves again on the worker that loads it."""
+        return resolve_dtype(self.dtype)
 
     @property
     def effective_seed_mode(self) -> str:
