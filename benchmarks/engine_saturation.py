@@ -348,6 +348,19 @@ def _rate(measured):
     return measured[0] / measured[1] if measured and measured[1] else 0.0
 
 
+def _cpu_summary():
+    """The CPU the figures were measured on: the model name and the vector units that decide them."""
+    try:
+        from counterpoint.generators.vllm_local import CPU_NATIVE_BF16_FLAGS, _cpu_flags
+
+        flags = _cpu_flags()
+        model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                      if ln.startswith("model name")), None)
+    except OSError:
+        return None
+    return {"model": model, "avx512f": "avx512f" in flags, "native_bf16": sorted(flags & CPU_NATIVE_BF16_FLAGS)}
+
+
 def _report(args, cfg, gen, load_s, results, job_s, meter, plain, plain_after=None, replay=None):
     rounds = meter.rounds
     sample_tokens = sum(r.get("sample_tokens", 0) for r in rounds)
@@ -377,6 +390,7 @@ def _report(args, cfg, gen, load_s, results, job_s, meter, plain, plain_after=No
     return {
         "generator": args.generator, "model": gen.model_id, "defaults": args.defaults,
         "compile": getattr(cfg.generator, "compile", None), "engine_load_s": round(load_s, 2),
+        "dtype": getattr(gen, "resolved_dtype", None), "cpu": _cpu_summary(),
         "engine_capacity": capacity, "problems": len(results), "samples": cfg.samples_per_problem, "k": o.k,
         "search_limit": o.search_limit, "parallel_searches": o.parallel_searches, "adaptive": o.adaptive,
         "max_tokens": cfg.sampling.max_tokens, "screening": screened,
