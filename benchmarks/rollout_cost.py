@@ -29,6 +29,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +47,55 @@ def _measure(gen, source, args, label):
     print(f"{label:>12}: {tokens} tokens in {seconds:.1f}s = {tps:.1f} tok/s ({submitted} requests)", flush=True)
     return {"engine_tokens": tokens, "seconds": round(seconds, 1), "tokens_per_s": round(tps, 2),
             "requests": submitted}
+
+
+def context_sweep(gen, filler_ids, lengths, batch: int, seconds: float, n: int = 8) -> list:
+    """Step-level cost of rollout-shaped work against context length, on the engine itself.
+
+    For each prompt length L: ``batch // n`` prompts of L tokens (cut from ``filler_ids`` at different
+    offsets, so only a prompt's own ``n`` sequences share blocks, as a rollout's k continuations do),
+    ``ignore_eos`` so every sequence keeps decoding.
+    ``prefill_s``: submission until every child has its first token (the prompt's blocks once, and each
+    child's recomputed last partial block: prefix caching hits whole blocks only); ``decode_ms``: the mean
+    engine step over ``seconds`` after that, every sequence decoding (one token each per step)."""
+    from vllm import SamplingParams as VSamplingParams
+    from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+
+    engine = gen._llm.llm_engine
+    rows = []
+    for j, length in enumerate(lengths):
+        groups = batch // n
+        t0 = time.perf_counter()
+        handles = []
+        for g in range(groups):
+            start = (g * 7919 + j * 104729) % (len(filler_ids) - length)
+            prompt = TokensPrompt(prompt_token_ids=filler_ids[start:start + length])
+            for c in range(n):  # what vLLM's n-fan-out does: n engine requests on one prompt
+                params = VSamplingParams(temperature=0.8, top_p=0.95, ignore_eos=True, seed=1000 * j + 8 * g + c,
+                                         max_tokens=min(512, gen.max_model_len - length - 1),
+                                         output_kind=RequestOutputKind.DELTA)
+                handles.append(f"ctx{length}-{g}-{c}")
+                engine.add_request(handles[-1], prompt, params)
+        started = set()
+        while len(started) < len(handles):  # every sequence has its first token
+            started.update(out.request_id for out in engine.step() if out.outputs and out.outputs[0].token_ids)
+        prefill_s = time.perf_counter() - t0
+        engine.step()
+        steps, t1 = 0, time.perf_counter()
+        while time.perf_counter() - t1 < seconds:
+            engine.step()
+            steps += 1
+        step_s = (time.perf_counter() - t1) / max(1, steps)
+        engine.abort_request(handles)
+        while engine.has_unfinished_requests():
+            engine.step()
+        rows.append({"prompt_tokens": length, "sequences": len(handles), "prefill_s": round(prefill_s, 2),
+                     "decode_ms": round(1000 * step_s, 1), "decode_tokens_per_s": round(groups * n / step_s, 1),
+                     "steps": steps})
+        print(f"context {length:4d}: prefill {prefill_s:6.2f}s, decode {1000 * step_s:6.1f} ms a step "
+              f"= {groups * n / step_s:6.1f} tok/s", flush=True)
+    return rows
 
 
 def sweep(block_size: int, args) -> dict:
@@ -85,6 +135,15 @@ def sweep(block_size: int, args) -> dict:
         "rollout": rollout,
     }
     out = {"block_size": block_size, "dtype": gen.resolved_dtype, "capacity": gen.capacity}
+    if args.contexts:
+        tokenizer = gen._llm.get_tokenizer()
+        filler = tokenizer.encode("\n\n".join(question(i) + "\n" + solutions[i] for i in range(len(solutions))),
+                                  add_special_tokens=False)
+        while len(filler) < 4096:
+            filler = filler + filler
+        lengths = [int(x) for x in args.contexts.split(",")]
+        out["contexts"] = context_sweep(gen, filler, lengths, gen.capacity, args.seconds)
+        return out
     for label, source in shapes.items():
         out[label] = _measure(gen, source, args, label)
     plain = out["plain"]["tokens_per_s"] or 1.0
@@ -100,6 +159,9 @@ def main(argv=None):
     ap.add_argument("--warmup-s", type=float, default=15.0)
     ap.add_argument("--short-tokens", type=int, default=60, help="plain_short's max_tokens (a rollout's mean length)")
     ap.add_argument("--solutions", type=int, default=64, help="sampled solutions the rollout prefixes are cut from")
+    ap.add_argument("--contexts", default="",
+                    help="step-level mode: prompt lengths (e.g. 100,164,228,356), the decode and prefill cost of "
+                         "rollout-shaped requests at each, instead of the sliding windows")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: one block size, JSON here
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rollout_cost.json"))
     args = ap.parse_args(argv)
@@ -114,12 +176,13 @@ def main(argv=None):
             out = Path(tmp) / f"{bs}.json"
             subprocess.run([sys.executable, __file__, "--block-sizes", bs, "--seconds", str(args.seconds),
                             "--warmup-s", str(args.warmup_s), "--short-tokens", str(args.short_tokens),
-                            "--solutions", str(args.solutions), "--child", str(out)], check=True)
+                            "--solutions", str(args.solutions), "--contexts", args.contexts, "--child", str(out)], check=True)
             runs.append(json.loads(out.read_text()))
-    result = {"cpu": _cpu_summary(), "seconds": args.seconds, "warmup_s": args.warmup_s,
+    result = {"cpu": _cpu_summary(), "contexts": args.contexts, "seconds": args.seconds, "warmup_s": args.warmup_s,
               "short_tokens": args.short_tokens, "runs": runs}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps([{k: (v["tokens_per_s"] if isinstance(v, dict) else v) for k, v in r.items()} for r in runs]))
+    print(json.dumps([{k: (v["tokens_per_s"] if isinstance(v, dict) else v) for k, v in r.items()}
+                      for r in runs if "contexts" not in r]))
     return 0
 
 

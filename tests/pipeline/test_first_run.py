@@ -415,3 +415,37 @@ def test_dtype_auto_is_bfloat16_only_where_the_hardware_has_it(monkeypatch):
     worker = pickle.loads(pickle.dumps(gen))
     monkeypatch.setattr(vllm_local, "_on_cpu", lambda: False)
     assert worker.resolved_dtype == "bfloat16"
+
+
+def test_cpu_engine_uses_32_token_kv_blocks_unless_the_config_says(monkeypatch):
+    """Prefix caching hits whole KV blocks: with vLLM's CPU default of 128 each of a request's n samples
+    recomputes up to 127 prompt tokens. The block size is decided where the engine loads."""
+    import types
+
+    from counterpoint.generators import build_generator, embedded, vllm_local
+    from counterpoint.generators.config import GeneratorConfig
+
+    engines = []
+
+    class RecordingLLM:
+        def __init__(self, **kwargs):
+            engines.append(kwargs)
+
+        def get_tokenizer(self):
+            return None
+
+    monkeypatch.setattr(vllm_local, "_import_vllm", lambda: types.SimpleNamespace(LLM=RecordingLLM))
+    monkeypatch.setattr(embedded, "resolve_model", lambda model, cache_dir=None: "/models/" + model)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")
+    monkeypatch.setattr(vllm_local, "_cpu_flags", lambda: {"avx2"})
+
+    def engine_kwargs(on_cpu, **cfg):
+        monkeypatch.setattr(vllm_local, "_on_cpu", lambda: on_cpu)
+        build_generator(GeneratorConfig(kind="vllm", model="m", seed_mode="engine", compile="off", **cfg)).load()
+        return engines.pop()
+
+    cpu = engine_kwargs(True)
+    assert (cpu["block_size"], cpu["max_num_seqs"], cpu["dtype"], cpu["model"]) == (32, 128, "float32", "/models/m")
+    assert "block_size" not in engine_kwargs(False)  # a GPU keeps vLLM's own default
+    assert engine_kwargs(True, engine_kwargs={"block_size": 128})["block_size"] == 128  # the config wins
