@@ -348,6 +348,14 @@ def _rate(measured):
     return measured[0] / measured[1] if measured and measured[1] else 0.0
 
 
+def _block_size(gen):
+    """The engine's KV-cache block size (vLLM), else None."""
+    try:
+        return int(gen._llm.llm_engine.vllm_config.cache_config.block_size)
+    except AttributeError:
+        return None
+
+
 def _cpu_summary():
     """The CPU the figures were measured on: the model name and the vector units that decide them."""
     try:
@@ -390,7 +398,7 @@ def _report(args, cfg, gen, load_s, results, job_s, meter, plain, plain_after=No
     return {
         "generator": args.generator, "model": gen.model_id, "defaults": args.defaults,
         "compile": getattr(cfg.generator, "compile", None), "engine_load_s": round(load_s, 2),
-        "dtype": getattr(gen, "resolved_dtype", None), "cpu": _cpu_summary(),
+        "dtype": getattr(gen, "resolved_dtype", None), "cpu": _cpu_summary(), "kv_block_size": _block_size(gen),
         "engine_capacity": capacity, "problems": len(results), "samples": cfg.samples_per_problem, "k": o.k,
         "search_limit": o.search_limit, "parallel_searches": o.parallel_searches, "adaptive": o.adaptive,
         "max_tokens": cfg.sampling.max_tokens, "screening": screened,

@@ -21,7 +21,9 @@ class GeneratorConfig:
     ``max_num_seqs``: sequences the engine decodes at once (None: vLLM's default on a GPU; on a CPU
     ``vllm_local.CPU_MAX_NUM_SEQS``, the measured throughput peak). ``dtype``: the model's dtype; ``auto`` is
     bfloat16 on a GPU and on CPUs with native bf16 (AVX512_BF16, AMX, Arm BF16), float32 on other CPUs, where
-    emulated bf16 decodes 2-4x slower (``vllm_local.resolve_dtype``).
+    emulated bf16 decodes 2-4x slower (``vllm_local.resolve_dtype``). ``engine_kwargs`` go to ``vllm.LLM`` as
+    they are; on a CPU ``block_size`` defaults to ``vllm_local.CPU_BLOCK_SIZE`` (32, not vLLM's 128: prefix
+    caching hits whole blocks, and each of a request's n samples recomputes the prompt's last partial one).
     """
 
     kind: str = "vllm"

@@ -87,9 +87,9 @@ CPU_MAX_NUM_SEQS = 128
 # samples recomputes its prompt's last partial block: with 128-token blocks that is up to 127 tokens a
 # sample, about as many prompt tokens as a rollout generates. benchmarks/rollout_cost.py --contexts
 # (results/rollout_cost_contexts.json, AVX2-only EPYC, float32): bringing 128 sequences (16 prompts x 8)
-# to their first token takes 2.4-5.9x less time with 32-token blocks (prompts of 100-484 tokens), and a
-# decode step costs the same (within 3%); the default job's sampling runs 1.36x faster (149.9 vs 110.1
-# tok/s with a full queue).
+# to their first token takes 2.4-5.9x less time with 32-token blocks (prompts of 100-484 tokens), a decode
+# step of 128 sequences costs the same or less (161-196 tok/s vs 162-179), and the default job's sampling
+# with a full queue runs 1.36x faster (149.9 vs 110.1 tok/s); the default job took 200.7 s instead of 233.2.
 CPU_BLOCK_SIZE = 32
 # Sequences in flight up to which speculative rollouts may fill a CPU engine (issue 18). The decode step
 # grows with the batch on a CPU (same benchmark: 189 ms at 32 sequences, 342 at 64, 637 at 128):
