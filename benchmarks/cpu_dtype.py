@@ -26,6 +26,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def mean_step_seconds(engine, seconds: float):
+    """``(mean seconds of one engine step, steps)`` over ``seconds`` of stepping (or until it runs dry)."""
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds and engine.has_unfinished_requests():
+        engine.step()
+        steps += 1
+    return (time.perf_counter() - start) / max(1, steps), steps
+
+
 def sweep(dtype: str, batches, seconds: float) -> dict:
     """Step times of one engine in ``dtype`` (runs in the child process)."""
     from counterpoint.config import RunConfig
@@ -47,11 +56,7 @@ def sweep(dtype: str, batches, seconds: float) -> dict:
         handles = gen.submit(requests)
         for _ in range(4):  # prefill and the first decode steps
             engine.step()
-        steps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds and engine.has_unfinished_requests():
-            engine.step()
-            steps += 1
-        step_s = (time.perf_counter() - start) / max(1, steps)
+        step_s, steps = mean_step_seconds(engine, seconds)
         gen.abort(handles)
         while engine.has_unfinished_requests():
             engine.step()

@@ -15,9 +15,18 @@ difference is, one request shape at a time, each with the engine always full (a 
 
 Each ``--block-sizes`` value runs in a fresh process (vLLM's KV-cache block size: prefix caching hits
 whole blocks, so each of the n samples of a request recomputes the prompt's last partial block).
-Writes ``benchmarks/results/rollout_cost.json``.
+Writes ``benchmarks/results/rollout_cost.json``. A window counts tokens as the engine reports them, and
+a poll returns when a request finishes, so a 60 s window moves by a request's tokens either way.
+
+``--contexts L1,L2,...`` measures step by step instead (no windows): for each prompt length, the seconds
+until 128 sequences (16 prompts x 8) have their first token, and the mean decode step after that
+(``context_sweep``). On an AVX2-only EPYC in float32 (results/rollout_cost_contexts.json) 32-token blocks
+bring the first tokens 2.4-5.9x sooner than vLLM's CPU default of 128 at the same decode step, which is
+why ``vllm_local.CPU_BLOCK_SIZE`` is 32.
 
     python benchmarks/rollout_cost.py [--block-sizes 128,64,32] [--seconds 45] [--warmup-s 15]
+    python benchmarks/rollout_cost.py --contexts 100,164,228,356,484 --seconds 12 --solutions 8 \
+        --out benchmarks/results/rollout_cost_contexts.json
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ def context_sweep(gen, filler_ids, lengths, batch: int, seconds: float, n: int =
     ``prefill_s``: submission until every child has its first token (the prompt's blocks once, and each
     child's recomputed last partial block: prefix caching hits whole blocks only); ``decode_ms``: the mean
     engine step over ``seconds`` after that, every sequence decoding (one token each per step)."""
+    from cpu_dtype import mean_step_seconds
     from vllm import SamplingParams as VSamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.sampling_params import RequestOutputKind
@@ -82,11 +92,7 @@ def context_sweep(gen, filler_ids, lengths, batch: int, seconds: float, n: int =
             started.update(out.request_id for out in engine.step() if out.outputs and out.outputs[0].token_ids)
         prefill_s = time.perf_counter() - t0
         engine.step()
-        steps, t1 = 0, time.perf_counter()
-        while time.perf_counter() - t1 < seconds:
-            engine.step()
-            steps += 1
-        step_s = (time.perf_counter() - t1) / max(1, steps)
+        step_s, steps = mean_step_seconds(engine, seconds)  # ignore_eos: nothing finishes meanwhile
         engine.abort_request(handles)
         while engine.has_unfinished_requests():
             engine.step()
