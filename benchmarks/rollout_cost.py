@@ -182,7 +182,8 @@ def main(argv=None):
             out = Path(tmp) / f"{bs}.json"
             subprocess.run([sys.executable, __file__, "--block-sizes", bs, "--seconds", str(args.seconds),
                             "--warmup-s", str(args.warmup_s), "--short-tokens", str(args.short_tokens),
-                            "--solutions", str(args.solutions), "--contexts", args.contexts, "--child", str(out)], check=True)
+                            "--solutions", str(args.solutions), "--contexts", args.contexts, "--child", str(out)],
+                           check=True)
             runs.append(json.loads(out.read_text()))
     result = {"cpu": _cpu_summary(), "contexts": args.contexts, "seconds": args.seconds, "warmup_s": args.warmup_s,
               "short_tokens": args.short_tokens, "runs": runs}
