@@ -96,11 +96,12 @@ def context_sweep(gen, filler_ids, lengths, batch: int, seconds: float, n: int =
         engine.abort_request(handles)
         while engine.has_unfinished_requests():
             engine.step()
+        tokens_per_s = len(handles) / step_s  # every sequence decodes one token a step
         rows.append({"prompt_tokens": length, "sequences": len(handles), "prefill_s": round(prefill_s, 2),
-                     "decode_ms": round(1000 * step_s, 1), "decode_tokens_per_s": round(groups * n / step_s, 1),
+                     "decode_ms": round(1000 * step_s, 1), "decode_tokens_per_s": round(tokens_per_s, 1),
                      "steps": steps})
         print(f"context {length:4d}: prefill {prefill_s:6.2f}s, decode {1000 * step_s:6.1f} ms a step "
-              f"= {groups * n / step_s:6.1f} tok/s", flush=True)
+              f"= {tokens_per_s:6.1f} tok/s", flush=True)
     return rows
 
 
