@@ -56,8 +56,8 @@ def main(argv=None):
         def windowed(i, offset=offset):
             return request(offset + i), None
 
-        tokens, seconds, sent = _plain_window(gen, windowed, w, _Meter(gen, 0, 30.0), args.warmup_s,
-                                              args.seconds, 30.0)
+        tokens, seconds, sent, _ = _plain_window(gen, windowed, w, _Meter(gen, 0, 30.0), args.warmup_s,
+                                                 args.seconds, 30.0)
         tps, index = tokens / seconds, index + sent
         rows.append({"window": w, "tokens_per_s": round(tps, 1), "step_ms": round(1000.0 * w / tps, 1)})
         print(f"window {w:4d}: {tps:7.1f} tok/s, one decode step of every sequence {1000.0 * w / tps:6.1f} ms",

@@ -15,9 +15,14 @@ sampling with a full queue? On one engine in one process (engine start excluded)
    is both measurements pooled: this machine's rate drifts by up to 20% within a job (230.7 tok/s
    before a 64-problem job, 187.6 after; a fresh engine between them 211.8), and one side alone would
    charge the schedule (or credit it) with the drift; all three ratios are reported;
-3. **the workload replay** (vLLM): the job's own requests from its midpoint on, in submission order,
-   same seeds, with a full queue and no dependencies — what a perfect schedule of exactly this work
-   reaches on this engine (its ``ceiling`` against plain, and the job's second half against it).
+3. **the workload replay** (vLLM): the job's own requests from its midpoint on, same seeds, with a
+   full queue and no dependencies — what a perfect schedule of exactly this work reaches on this
+   engine (its ``ceiling`` against plain, and the job's second half against it). The window walks
+   the whole second half (``--replay-segments`` segments, a few consecutive requests of each in turn).
+
+Sequences running are counted twice: per poll from whole requests in flight (``mean_running_sequences``:
+a request of 8 samples holds 8 places until its longest sample ends), and by the engine itself, step by
+step (``engine_running_sequences``: vLLM's unfinished sequences, at most its capacity, weighted by step time).
 
 Reports: saturation = job tokens/s ÷ plain tokens/s (target ≥ 0.95), per phase tokens (sampling
 vs rollouts; when the last problem finished sampling), the poll-time-weighted mean of sequences in
@@ -73,6 +78,8 @@ def _args(argv):
     parser.add_argument("--plain-seconds", type=float, default=90.0,
                         help="vLLM: seconds of steady-state plain sampling measured (after --plain-warmup-s)")
     parser.add_argument("--plain-warmup-s", type=float, default=20.0)
+    parser.add_argument("--replay-segments", type=int, default=8,
+                        help="segments of the job's second half the replay window takes requests from in turn")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine_saturation.json"))
     return parser.parse_args(argv)
 
@@ -133,14 +140,25 @@ class _Meter:
         self.last_sample_t = None
         self.poll_s = 0.0
         self.budget = None  # the stream's in-flight budget (from the round records)
-        self.timeline = []  # (seconds, engine tokens so far, sequences in flight during the poll, poll seconds)
+        # (seconds, engine tokens so far, sequences in flight during the poll, poll seconds, engine occupancy so far)
+        self.timeline = []
         self.base_tokens = self.engine_tokens()
+        self.base_occupancy = self.occupancy()
 
     def engine_tokens(self):
         meter, llm = getattr(self.gen, "_token_meter", None), getattr(self.gen, "_llm", None)
         if meter is None or llm is None:
             return None
         return max(meter.finished_tokens, meter._seen_total(llm.llm_engine))
+
+    def occupancy(self):
+        """``(seconds in engine steps, sequence-seconds decoding)`` so far, from vLLM's own scheduler state
+        step by step (``_LiveTokenMeter.stepped``); None on an engine without it. Counting whole requests
+        overstates a tail: a request of 8 samples holds 8 places until its longest sample ends."""
+        meter = getattr(self.gen, "_token_meter", None)
+        if meter is None or not hasattr(meter, "step_seconds") or getattr(self.gen, "_llm", None) is None:
+            return None
+        return meter.step_seconds, meter.running_seconds
 
     def submit(self, requests, extra_ids=None, **priority):
         now = time.perf_counter() - self.t0
@@ -169,7 +187,7 @@ class _Meter:
         now = time.perf_counter()
         tokens = self.engine_tokens()
         self.timeline.append((now - self.t0, None if tokens is None else tokens - self.base_tokens,
-                              min(at_poll, self.gen.capacity or at_poll), self.poll_s))
+                              min(at_poll, self.gen.capacity or at_poll), self.poll_s, self.occupancy()))
         self.rounds.append(dict(rec, inflight_at_poll=at_poll, t=round(now - self.t0, 3)))
         if rec.get("sample_samples"):
             self.last_sample_t = now - self.t0
@@ -179,24 +197,34 @@ class _Meter:
             live = "" if tokens is None else f", engine {tokens - self.base_tokens}"
             print(f"[{now - self.t0:7.1f}s] problems done {self.done}/{self.n}, sampled {self.sampled}, "
                   f"tokens {done}{live}, {(tokens - self.base_tokens if tokens is not None else done) / (now - self.t0):.0f}"
-                  f" tok/s, in flight {rec['inflight_samples']}/{rec.get('capacity')}", flush=True)
+                  f" tok/s, in flight {rec['inflight_samples']}/{rec.get('capacity')}, in the engine "
+                  f"{getattr(self.gen, 'unfinished_sequences', None)}", flush=True)
 
     def window(self, start: float, end: float, plain_tps: float):
-        """Engine tokens/s, its share of plain, and the poll-weighted sequences in flight in [start, end]."""
+        """Engine tokens/s, its share of plain, the poll-weighted sequences in flight (whole requests) and
+        the engine's own step-weighted sequences decoding in [start, end]."""
         pts = [p for p in self.timeline if p[1] is not None]
         if not pts or end <= start:
             return None
         before = [p for p in pts if p[0] <= start]
-        t_a, tok_a = (before[-1][0], before[-1][1]) if before else (0.0, 0)
+        t_a, tok_a, occ_a = (before[-1][0], before[-1][1], before[-1][4]) if before else (0.0, 0, self.base_occupancy)
         inside = [p for p in pts if start < p[0] <= end]
         if not inside:
             return None
-        t_b, tok_b = inside[-1][0], inside[-1][1]
+        t_b, tok_b, occ_b = inside[-1][0], inside[-1][1], inside[-1][4]
         w = sum(p[3] for p in inside)
         tps = (tok_b - tok_a) / (t_b - t_a) if t_b > t_a else 0.0
         return {"start_s": round(t_a, 1), "end_s": round(t_b, 1), "engine_tokens": tok_b - tok_a,
                 "tokens_per_s": round(tps, 1), "saturation": round(tps / plain_tps, 3) if plain_tps else None,
-                "mean_running_sequences": round(sum(p[2] * p[3] for p in inside) / w, 1) if w else None}
+                "mean_running_sequences": round(sum(p[2] * p[3] for p in inside) / w, 1) if w else None,
+                "engine_running_sequences": _mean_running(occ_a, occ_b)}
+
+
+def _mean_running(a, b):
+    """Step-weighted sequences the engine decoded between two occupancy readings (None if unknown)."""
+    if a is None or b is None or b[0] <= a[0]:
+        return None
+    return round((b[1] - a[1]) / (b[0] - a[0]), 1)
 
 
 def _job(cfg, gen, suite, problems, meter):
@@ -235,13 +263,15 @@ def _job(cfg, gen, suite, problems, meter):
     return [r for _, r, _ in results], time.perf_counter() - t
 
 
-def _plain(args, cfg, gen, n_problems: int, target_tokens: int, seed_base: int = 0):
-    """Plain batch sampling with a full queue: ``(tokens, seconds)``.
+def _plain(args, cfg, gen, n_problems: int, target_tokens: int, seed_base: int = 0, by_engine: bool = True):
+    """Plain batch sampling with a full queue: ``(tokens, seconds, engine's mean sequences decoding)``.
 
     vLLM: a sliding window keeps 1.5x the engine's capacity in sequences queued (the engine always full,
-    no batch tail) and the engine's own token count is read over ``--plain-seconds`` after a warm-up —
-    the engine's steady-state throughput, the highest bar. Scripted: batches of 1.5x the capacity
-    until ``target_tokens`` are generated."""
+    no batch tail) — counted by the engine itself (``by_engine``, the reference), or by the samples of
+    requests in flight (how this benchmark counted before 2026-12-05: the engine then decoded about 100
+    of 128 sequences) — and the engine's own token count is read over ``--plain-seconds`` after a
+    warm-up: the engine's steady-state throughput, the highest bar. Scripted: batches of 1.5x the
+    capacity until ``target_tokens`` are generated."""
     from counterpoint.generators.base import GenerationRequest
 
     if args.generator == "scripted":
@@ -260,8 +290,11 @@ def _plain(args, cfg, gen, n_problems: int, target_tokens: int, seed_base: int =
 
     probe = _Meter(gen, 0, args.progress_s)
     if probe.engine_tokens() is not None:
-        return _plain_window(gen, lambda i: (request(i), None), n_problems * cfg.samples_per_problem, probe,
-                             args.plain_warmup_s, args.plain_seconds, args.progress_s)[:2]
+        queued = n_problems * cfg.samples_per_problem
+        tokens, seconds, _, running = _plain_window(gen, lambda i: (request(i), None), queued, probe,
+                                                    args.plain_warmup_s, args.plain_seconds, args.progress_s,
+                                                    by_engine=by_engine)
+        return tokens, seconds, running
     tokens, seconds, i = 0, 0.0, 0
     while tokens < target_tokens:
         batch = [request(i + j) for j in range(n_problems)]
@@ -271,16 +304,20 @@ def _plain(args, cfg, gen, n_problems: int, target_tokens: int, seed_base: int =
         out = _generate_with_progress(gen, batch, args.progress_s) if gen.streaming else gen.generate(batch)
         seconds += time.perf_counter() - t
         tokens += sum(c.num_tokens for x in out for c in x)
-    return tokens, seconds
+    return tokens, seconds, None
 
 
 def _plain_window(gen, source, queued: int, meter, warmup_s: float, seconds: float, every_s: float,
-                  label: str = "plain"):
+                  label: str = "plain", by_engine: bool = False):
     """Steady-state throughput: ``queued`` sequences always submitted (a request joins as soon as one
-    leaves); ``(engine tokens, seconds, requests submitted)`` over ``seconds`` after ``warmup_s``.
+    leaves); ``(engine tokens, seconds, requests submitted, engine's mean sequences decoding)`` over
+    ``seconds`` after ``warmup_s``. ``by_engine``: ``queued`` counts the engine's own unfinished sequences
+    (``generator.unfinished_sequences``), not the samples of requests in flight — a request holds its
+    ``n`` places until its longest sample ends, so counted by requests the engine is not kept full.
     ``source(i)`` is the i-th request as ``(request, extra prompt ids or None)``; ``None`` when there
     are no more: the window then ends at the last moment the queue was still full."""
     inflight, i, t0, mark, last = {}, 0, time.perf_counter(), None, time.perf_counter()
+    occupancy_at_mark = None
     exhausted = False
     while True:
         while not exhausted:
@@ -289,7 +326,10 @@ def _plain_window(gen, source, queued: int, meter, warmup_s: float, seconds: flo
                 exhausted = True
                 break
             req, extra = item
-            if inflight and sum(inflight.values()) + req.n > queued:
+            held = gen.unfinished_sequences if by_engine else None
+            if held is None:
+                held = sum(inflight.values())
+            if inflight and held + req.n > queued:
                 break
             (h,) = gen.submit([req]) if extra is None else gen.submit([req], extra_ids=[extra])
             inflight[h], i = req.n, i + 1
@@ -297,7 +337,7 @@ def _plain_window(gen, source, queued: int, meter, warmup_s: float, seconds: flo
             inflight.pop(h, None)
         now = time.perf_counter()
         if mark is None and now - t0 >= warmup_s:
-            mark = (now, meter.engine_tokens())
+            mark, occupancy_at_mark = (now, meter.engine_tokens()), meter.occupancy()
         if now - last >= every_s:
             last = now
             print(f"[{label} {now - t0:7.1f}s] {meter.engine_tokens() - meter.base_tokens} engine tokens", flush=True)
@@ -305,27 +345,52 @@ def _plain_window(gen, source, queued: int, meter, warmup_s: float, seconds: flo
         if done or (exhausted and sum(inflight.values()) < queued * 2 // 3):
             gen.abort(list(inflight))  # nothing of this measurement may run into the next one
             if mark is None:
-                return 0, 0.0, i
-            return meter.engine_tokens() - mark[1], now - mark[0], i
+                return 0, 0.0, i, None
+            return meter.engine_tokens() - mark[1], now - mark[0], i, _mean_running(occupancy_at_mark,
+                                                                                     meter.occupancy())
 
 
 def _replay(args, gen, meter, job_s: float):
     """The job's own requests with a full queue: its workload at the engine's steady-state rate, no
     dependencies between requests (what a perfect schedule of exactly this work could reach).
 
-    Replays, in submission order (so prefix-cache locality is the job's), the requests submitted from
-    the job's midpoint on, 1.5x the capacity queued, same seeds (same samples, same lengths); the
-    engine's count over ``--plain-seconds`` after the warm-up, or until the requests run out.
-    ``(tokens, seconds, requests replayed)``; ``None`` on an engine without a token count."""
+    Replays the requests submitted from the job's midpoint on, same seeds (same samples, same
+    lengths), 1.5x the capacity queued, for ``--plain-seconds`` after the warm-up. A window holds far
+    fewer requests than a second half, and the work changes along it (the last trees probe deeper
+    prefixes), so the window walks the whole second half: cut into ``--replay-segments`` equal
+    segments, it takes :data:`REPLAY_RUN` consecutive requests of each in turn (submission order within
+    a segment keeps the job's prefix-cache locality). ``(tokens, seconds, requests replayed, engine's
+    mean sequences decoding)``; ``None`` on an engine without a token count."""
     if meter.engine_tokens() is None or not meter.submitted:
         return None
     start = next((i for i, (t, _, _) in enumerate(meter.submitted) if t >= job_s / 2), 0)
-    tail = meter.submitted[start:]
+    order = _interleaved_segments(len(meter.submitted) - start, args.replay_segments, REPLAY_RUN)
+    tail = [meter.submitted[start + j] for j in order]
     queued = (gen.capacity or 256) * 3 // 2
-    print(f"replay: the job's {len(tail)} requests from {job_s / 2:.0f}s on, {queued} sequences queued", flush=True)
+    print(f"replay: the job's {len(tail)} requests from {job_s / 2:.0f}s on, {args.replay_segments} segments taken "
+          f"{REPLAY_RUN} requests at a time, {queued} sequences queued", flush=True)
     source = lambda i: (tail[i][1], tail[i][2]) if i < len(tail) else None  # noqa: E731
     return _plain_window(gen, source, queued, meter, args.plain_warmup_s, args.plain_seconds, args.progress_s,
-                         label="replay")
+                         label="replay", by_engine=True)
+
+
+#: Consecutive requests the replay takes from one segment of the job's second half before the next.
+REPLAY_RUN = 4
+
+
+def _interleaved_segments(n: int, segments: int, run: int):
+    """Indices ``0 .. n-1`` cut into ``segments`` equal, contiguous segments and visited ``run`` at a
+    time, segment after segment, round after round: every prefix of the order spreads over the whole
+    range (each index exactly once)."""
+    segments = max(1, min(segments, n))
+    bounds = [n * s // segments for s in range(segments + 1)]
+    cursors, order = bounds[:-1], []
+    while len(order) < n:
+        for s in range(segments):
+            take = range(cursors[s], min(cursors[s] + run, bounds[s + 1]))
+            order.extend(take)
+            cursors[s] += len(take)
+    return order
 
 
 def _generate_with_progress(gen, batch, every_s: float):
@@ -395,6 +460,7 @@ def _report(args, cfg, gen, load_s, results, job_s, meter, plain, plain_after=No
     engine_tokens = meter.timeline[-1][1] if meter.timeline and meter.timeline[-1][1] is not None else None
     budget = meter.budget or capacity
     last_sample = meter.last_sample_t or 0.0
+    engine_running = _mean_running(meter.base_occupancy, meter.timeline[-1][4] if meter.timeline else None)
     return {
         "generator": args.generator, "model": gen.model_id, "defaults": args.defaults,
         "compile": getattr(cfg.generator, "compile", None), "engine_load_s": round(load_s, 2),
@@ -407,6 +473,10 @@ def _report(args, cfg, gen, load_s, results, job_s, meter, plain, plain_after=No
                 "mean_inflight_sequences": round(mean_inflight, 1),
                 "mean_running_sequences": round(mean_running, 1),
                 "inflight_share_of_capacity": round(mean_running / capacity, 3) if capacity else None,
+                # The engine's own count, step by step (a finished sample frees its slot at once).
+                "engine_running_sequences": engine_running,
+                "engine_running_share_of_capacity": round(engine_running / capacity, 3)
+                if engine_running is not None and capacity else None,
                 "stream_budget": budget,
                 "inflight_share_of_budget": round(min(mean_inflight, budget) / budget, 3) if budget else None,
                 "engine_tokens": engine_tokens,
@@ -427,7 +497,8 @@ def _report(args, cfg, gen, load_s, results, job_s, meter, plain, plain_after=No
                                               "prefetch_wasted_tokens", "speculative_aborted")},
         "plain": {"generated_tokens": sum(m[0] for m in both), "seconds": round(sum(m[1] for m in both), 2),
                   "tokens_per_s": round(plain_tps, 2), "before_tokens_per_s": round(_rate(plain), 2),
-                  "after_tokens_per_s": round(_rate(plain_after), 2) if plain_after else None},
+                  "after_tokens_per_s": round(_rate(plain_after), 2) if plain_after else None,
+                  "engine_running_sequences": [m[2] for m in both]},
         "saturation": round(job_tps / plain_tps, 3) if plain_tps else None,
         "saturation_vs_plain_before": round(job_tps / _rate(plain), 3) if _rate(plain) else None,
         "saturation_vs_plain_after": round(job_tps / _rate(plain_after), 3) if _rate(plain_after) else None,
@@ -435,16 +506,27 @@ def _report(args, cfg, gen, load_s, results, job_s, meter, plain, plain_after=No
         # engine. ceiling = replay / plain; schedule_efficiency = the job's second half / replay.
         "workload_replay": None if not replay else {
             "engine_tokens": replay[0], "seconds": round(replay[1], 2), "requests": replay[2],
-            "tokens_per_s": round(replay_tps, 2),
+            "tokens_per_s": round(replay_tps, 2), "segments": args.replay_segments,
+            "engine_running_sequences": replay[3],
             "ceiling": round(replay_tps / plain_tps, 3) if plain_tps else None,
             "job_second_half": meter.window(job_s / 2, job_s + 1.0, replay_tps),
         },
         "prefix_cache_hit_share": round(cached / prompt, 3) if prompt else None,
         "targets": {"saturation": 0.95, "inflight_share_of_capacity": 0.90},
-        "timeline": [{"t": round(t, 1), "engine_tokens": tok, "running": run}
-                     for t, tok, run, _ in meter.timeline[:: max(1, len(meter.timeline) // 300)]],
+        "timeline": _timeline(meter.timeline, 300),
         "rounds_sampled": rounds[:: max(1, len(rounds) // 200)],
     }
+
+
+def _timeline(points, most: int):
+    """At most ``most`` timeline points: seconds, engine tokens, sequences in flight (whole requests) and
+    the engine's own sequences decoding since the point before (step-weighted)."""
+    out, prev = [], None
+    for t, tok, run, _, occ in points[:: max(1, len(points) // most)]:
+        out.append({"t": round(t, 1), "engine_tokens": tok, "running": run,
+                    "engine_running": _mean_running(prev, occ)})
+        prev = occ
+    return out
 
 
 def main(argv=None):
@@ -464,7 +546,13 @@ def main(argv=None):
     # The baseline first (its size does not depend on the job): a timed-out job still leaves it printed.
     per_batch = max(1, -(-(gen.capacity or 256) * 3 // (2 * cfg.samples_per_problem)))
     plain = _plain(args, cfg, gen, per_batch, args.plain_tokens)
-    print(f"plain: {plain[0]} tokens in {plain[1]:.1f}s = {plain[0] / plain[1]:.1f} tok/s", flush=True)
+    print(f"plain: {plain[0]} tokens in {plain[1]:.1f}s = {plain[0] / plain[1]:.1f} tok/s "
+          f"({plain[2]} sequences decoding)", flush=True)
+    by_requests = None
+    if args.generator != "scripted":
+        by_requests = _plain(args, cfg, gen, per_batch, args.plain_tokens, seed_base=2_000_000, by_engine=False)
+        print(f"plain, queue counted by requests: {_rate(by_requests):.1f} tok/s ({by_requests[2]} sequences "
+              f"decoding)", flush=True)
     meter = _Meter(gen, n, args.progress_s)
     results, job_s = _job(cfg, gen, suite, problems, meter)
     job_tokens = sum(r["generated_tokens"] + r.get("sample_tokens", 0) for r in meter.rounds)
@@ -476,6 +564,10 @@ def main(argv=None):
     print(f"plain after: {plain_after[0]} tokens in {plain_after[1]:.1f}s = {_rate(plain_after):.1f} tok/s",
           flush=True)
     result = _report(args, cfg, gen, load_s, results, job_s, meter, plain, plain_after, replay)
+    if by_requests:
+        result["plain_counted_by_requests"] = {
+            "tokens_per_s": round(_rate(by_requests), 2), "engine_running_sequences": by_requests[2],
+            "saturation_against_it": round(result["job"]["tokens_per_s"] / _rate(by_requests), 3)}
     suite.close()
     j, ph, sp = result["job"], result["phases"], result["speculation"]
     print(f"{'':<24}{'tokens':>10}{'seconds':>10}{'tok/s':>10}")
@@ -484,7 +576,8 @@ def main(argv=None):
     print(f"{'plain (before + after)':<24}{pl['generated_tokens']:>10}{pl['seconds']:>10.1f}{pl['tokens_per_s']:>10.1f}"
           f"   (before {pl['before_tokens_per_s']}, after {pl['after_tokens_per_s']})")
     print(f"saturation {result['saturation']} (target 0.95); mean in flight {j['mean_inflight_sequences']} "
-          f"(running {j['mean_running_sequences']} of {result['engine_capacity']}: {j['inflight_share_of_capacity']}); polls {j['polls']}; "
+          f"(running {j['mean_running_sequences']} of {result['engine_capacity']}: {j['inflight_share_of_capacity']}; "
+          f"the engine's own count {j['engine_running_sequences']}); polls {j['polls']}; "
           f"phases: sampling {ph['sampling_tokens']} tok (last back at {ph['last_sample_back_s']}s), rollouts "
           f"{ph['rollout_tokens']} tok, {ph['rollout_tokens_per_kept_tree']} per kept tree; screening "
           f"{result['screening']}; speculation {sp}; prefix-cache hit share {result['prefix_cache_hit_share']}")

@@ -50,8 +50,8 @@ def _measure(gen, source, args, label):
     from engine_saturation import _Meter, _plain_window
 
     meter = _Meter(gen, 0, 15.0)
-    tokens, seconds, submitted = _plain_window(gen, source, int(1.5 * gen.capacity), meter, args.warmup_s,
-                                               args.seconds, 15.0, label=label)
+    tokens, seconds, submitted, _ = _plain_window(gen, source, int(1.5 * gen.capacity), meter, args.warmup_s,
+                                                  args.seconds, 15.0, label=label)
     tps = tokens / seconds if seconds else 0.0
     print(f"{label:>12}: {tokens} tokens in {seconds:.1f}s = {tps:.1f} tok/s ({submitted} requests)", flush=True)
     return {"engine_tokens": tokens, "seconds": round(seconds, 1), "tokens_per_s": round(tps, 2),

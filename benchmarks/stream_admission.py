@@ -7,8 +7,11 @@ defaults — on ``counterpoint.testing.stream.SteppedStreamGenerator`` (a decode
 CPU backend costs: 39.6 + 4.67 ms per sequence; rollout lengths drawn around the chain script's) with
 two admission rules:
 
-* ``budget_window``: new problems are admitted while the real samples in flight (sampling and
-  rollouts) are under the budget — the rule on engines without priorities;
+* ``requests_window``: new problems are admitted while the real samples of requests in flight
+  (sampling and rollouts) are under the budget — the rule on engines without priorities until
+  2026-12-05 (a request holds its ``n`` places until its longest sample ends);
+* ``budget_window``: the same, counted by the engine's own unfinished sequences
+  (``generator.unfinished_sequences``) — the rule now on engines without priorities;
 * ``sampling_first`` (what vLLM gets): the engine takes priorities; problems' own sampling is kept
   queued (up to twice the budget) ahead of the searches' rollouts.
 
@@ -39,15 +42,21 @@ from counterpoint.testing.stream import SteppedStreamGenerator  # noqa: E402
 from benchmarks.tree_pacing import run_to_json  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "stream_admission.json")
-RULES = ("budget_window", "sampling_first")
+RULES = ("requests_window", "budget_window", "sampling_first")
+
+
+class _CountsRequestsOnly(SteppedStreamGenerator):
+    """The simulated engine without its own sequence count: the window counts requests' samples."""
+
+    unfinished_sequences = None
 
 
 def job(rule: str, n: int, args, seed: int) -> dict:
     """One whole job on the simulated engine under ``rule``."""
     cfg = RunConfig(labeler="omegaprm")
-    engine = SteppedStreamGenerator(ChainPolicy(step_error_rate=args.rate), capacity=args.capacity,
-                                    length_factors=[float(x) for x in args.length_factors.split(",")],
-                                    length_seed=seed)
+    make = _CountsRequestsOnly if rule == "requests_window" else SteppedStreamGenerator
+    engine = make(ChainPolicy(step_error_rate=args.rate), capacity=args.capacity,
+                  length_factors=[float(x) for x in args.length_factors.split(",")], length_seed=seed)
     engine.priorities = rule == "sampling_first"
     problems = [chain_problem(11 + seed, i, num_steps=args.steps) for i in range(n)]
     requests = [GenerationRequest.chat(None, p["question"], n=cfg.samples_per_problem, seed=1000 * seed + i)
@@ -85,7 +94,7 @@ def run(args) -> dict:
                 "saturation": round(sum(r["tokens"] for r in rs) / seconds / rs[0]["plain_tokens_per_s"], 3),
                 "kept_trees": sum(r["kept"] for r in rs),
             }
-        case["same_rows"] = all(a["rows"] == b["rows"] for a, b in zip(*runs.values()))
+        case["same_rows"] = all(a["rows"] == b["rows"] == c["rows"] for a, b, c in zip(*runs.values()))
         out["cases"].append(case)
         print(f"{n} problems: " + "; ".join(
             f"{rule} {v['simulated_seconds']:.0f} s, last sample at {v['last_sample_back_share']:.2f} of it, "

@@ -197,6 +197,10 @@ class CachedGenerator(Generator):
     def priorities(self) -> bool:
         return bool(getattr(self.inner, "priorities", False))
 
+    @property
+    def unfinished_sequences(self) -> Optional[int]:
+        return getattr(self.inner, "unfinished_sequences", None)
+
     def submit(self, requests, priority: int = 0):
         """Cache hits are ready at the next poll; misses go to the inner engine (with ``priority`` where
         it takes one)."""

@@ -261,6 +261,13 @@ class Generator(abc.ABC):
         return None
 
     @property
+    def unfinished_sequences(self) -> Optional[int]:
+        """Sequences the engine holds right now, running or waiting (None: unknown). A streaming engine
+        that knows it lets a scheduler keep the engine full: a request of ``n`` samples frees the slots
+        of its finished samples long before it returns as a whole (its longest sample ends last)."""
+        return None
+
+    @property
     def speculation_capacity(self) -> Optional[int]:
         """Sequences in flight up to which speculative work may fill an engine that real work leaves
         idle (None: :attr:`capacity`). Speculation is free only while a decode step costs about the

@@ -148,6 +148,12 @@ class _LiveTokenMeter:
     processor states, not a public API; a sequence that leaves keeps its last-seen count, so the
     ``n`` children of a request count before the request as a whole returns). Once the engine is
     idle the first is exact. If vLLM's internals move, only finished outputs are counted.
+
+    It also keeps the engine's own occupancy, step by step (:meth:`stepped`): seconds spent in engine
+    steps and the sequences each step had to decode (the output processor's unfinished sequences,
+    at most ``max_num_seqs``), time-weighted. A caller that counts whole requests cannot see this: a
+    request of ``n`` samples is in flight until its longest sample ends, while the engine's slots of
+    its finished siblings are already free.
     """
 
     every_s = 1.0
@@ -159,6 +165,23 @@ class _LiveTokenMeter:
         self.reported = 0
         self.last = 0.0
         self.live = True
+        self.step_seconds = 0.0  # time inside engine.step()
+        self.running_seconds = 0.0  # sum over steps of (sequences decoding) x (step seconds)
+
+    @staticmethod
+    def unfinished_sequences(engine) -> Optional[int]:
+        """Sequences the engine holds (running or waiting); None if vLLM's internals moved."""
+        try:
+            return len(engine.output_processor.request_states)
+        except AttributeError:
+            return None
+
+    def stepped(self, sequences: Optional[int], capacity: int, seconds: float) -> None:
+        """One engine step of ``seconds`` that had ``sequences`` unfinished (``capacity`` decode at once)."""
+        if sequences is None:
+            return
+        self.step_seconds += seconds
+        self.running_seconds += min(sequences, capacity) * seconds
 
     def finished(self, output) -> None:
         self.finished_tokens += sum(len(c.token_ids) for c in output.outputs)
@@ -305,6 +328,15 @@ class VLLMGenerator(Generator):
         if self._llm is not None:
             return int(self._llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
         return int(self.engine_kwargs.get("max_num_seqs") or 256)
+
+    @property
+    def unfinished_sequences(self) -> Optional[int]:
+        """Sequences vLLM holds, running or waiting (one per sample; None before load or if vLLM's
+        internals moved)."""
+        if self._llm is None:
+            return None
+        with self._engine_lock:
+            return self._token_meter.unfinished_sequences(self._llm.llm_engine)
 
     @property
     def speculation_capacity(self) -> Optional[int]:
@@ -519,7 +551,11 @@ class VLLMGenerator(Generator):
                 engine = self._llm.llm_engine
                 try:
                     if engine.has_unfinished_requests():
-                        for o in engine.step():
+                        sequences = self._token_meter.unfinished_sequences(engine)
+                        started = time.perf_counter()
+                        outputs = engine.step()
+                        self._token_meter.stepped(sequences, self.capacity, time.perf_counter() - started)
+                        for o in outputs:
                             if o.finished:
                                 self._finished[o.request_id] = o
                                 self._token_meter.finished(o)

@@ -55,9 +55,11 @@ problem's tree starts as soon as its own samples are verified (``counterpoint.la
 
 **Admission.** About ``max_inflight_samples`` samples are kept in flight (default:
 ``generator.capacity``, else 256): new problems are admitted from the batch (a
-sliding window) while the real in-flight samples are under the budget, then
-speculative asks fill what is left, round-robin over the active problems by
-priority. Real asks of admitted problems are always sent (progress first).
+sliding window) while the real samples in the engine are under the budget — by the
+engine's own count where it has one (``generator.unfinished_sequences``: a request's
+finished samples free their slots before the request returns), else by the samples of
+real requests in flight — then speculative asks fill what is left, round-robin over
+the active problems by priority. Real asks of admitted problems are always sent (progress first).
 
 On an engine that takes **priorities** (``generator.priorities``: vLLM's priority scheduling, opt-in) the
 whole batch's sampling is queued at once at
@@ -99,6 +101,10 @@ VerifyFn = Callable[[List[Tuple[str, str, bool, str]]], List[Any]]
 
 #: In-flight sample budget when neither the config nor the generator gives one.
 DEFAULT_INFLIGHT_SAMPLES = 256
+
+#: Real samples in flight, in budgets, up to which problems are admitted on an engine that counts its own
+#: unfinished sequences (``_Run.has_room``): a request's finished samples free their slots before it returns.
+REQUEST_SLACK = 4
 
 #: Engine priorities (lower runs first) on a generator that takes them (``generator.priorities``):
 #: problems' own sampling first (it unlocks every tree: the sooner all problems are sampled, the more
@@ -495,13 +501,24 @@ class _Run:
             self.advance(self.waiting.popleft(), None)
 
     def has_room(self) -> bool:
-        """Real samples in flight under the budget; on an engine with priorities, always: the whole
+        """Real samples in the engine under the budget; on an engine with priorities, always: the whole
         batch's sampling is queued at once (it runs before the searches' rollouts queued beside it,
         which fill the slots it leaves). A window would not do: a sampling request holds its place
-        until its slowest sample ends, and the slots its finished samples free would go to rollouts."""
+        until its slowest sample ends, and the slots its finished samples free would go to rollouts.
+
+        The engine's own count (``generator.unfinished_sequences``, where it has one) decides, not the
+        samples of requests in flight: a request of 8 samples is in flight until its longest sample
+        ends, while the engine's slots of its 7 finished ones are free (on the real CPU engine plain
+        sampling counted by requests kept 91-105 of 128 sequences decoding). Speculative samples are
+        not room taken (they are cancelled for real work); :data:`REQUEST_SLACK` budgets of real
+        samples in flight bound what is admitted when the engine's count says little (cache hits)."""
         if self.s.priorities:
             return True
-        return self.inflight_real < self.s.budget
+        engine = getattr(self.s.generator, "unfinished_sequences", None)
+        if engine is None:
+            return self.inflight_real < self.s.budget
+        speculative = self.inflight - self.inflight_real
+        return max(0, engine - speculative) < self.s.budget and self.inflight_real < REQUEST_SLACK * self.s.budget
 
     def speculate(self) -> None:
         """Fills the speculation budget left (``generator.speculation_capacity``, at most the budget) with

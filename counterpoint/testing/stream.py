@@ -190,5 +190,9 @@ class SteppedStreamGenerator(ScriptedGenerator):
         return []
 
     @property
+    def unfinished_sequences(self) -> int:
+        return len(self._waiting) + len(self._running)
+
+    @property
     def mean_running(self) -> Optional[float]:
         return self.running_area / self.seconds if self.seconds else None

@@ -296,6 +296,22 @@ def test_the_vllm_token_meter_counts_in_flight_and_finished_tokens_once():
         assert live.counts["engine_tokens"] == 90 and not meter.live
 
 
+def test_the_vllm_token_meter_weighs_engine_occupancy_by_step_time():
+    from types import SimpleNamespace
+
+    from counterpoint.generators.vllm_local import _LiveTokenMeter
+
+    # two children of one request and a plain request: 3 sequences in the engine
+    engine = SimpleNamespace(output_processor=SimpleNamespace(request_states={"0_r": 1, "1_r": 1, "s": 1}))
+    meter = _LiveTokenMeter()
+    assert meter.unfinished_sequences(engine) == 3
+    assert meter.unfinished_sequences(SimpleNamespace()) is None  # vLLM's internals moved
+    meter.stepped(3, 128, 0.5)
+    meter.stepped(200, 128, 1.5)  # 72 waiting: only the engine's 128 slots decode
+    meter.stepped(None, 128, 9.0)  # unknown occupancy: the step is not counted at all
+    assert (meter.step_seconds, meter.running_seconds) == (2.0, 3 * 0.5 + 128 * 1.5)
+
+
 def test_progress_is_a_log_line_when_not_a_terminal_and_nothing_when_quiet(caplog):
     caplog.set_level(logging.INFO, logger="counterpoint.progress")
     with LiveProgress(total=2, stages=("sample",), stream=io.StringIO(), log_every_s=0):

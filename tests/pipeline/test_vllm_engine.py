@@ -349,6 +349,8 @@ def test_abort_cancels_streamed_requests_and_the_rest_still_finish(engine):
 
     params = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=48)
     reqs = [GenerationRequest.chat(None, PROBLEMS[i][1], n=2, params=params, seed=7 + i) for i in range(3)]
+    meter = engine._token_meter
+    step_s, running_s = meter.step_seconds, meter.running_seconds
     handles = engine.submit(reqs)
     engine.abort([handles[1]])
     done = {}
@@ -359,6 +361,9 @@ def test_abort_cancels_streamed_requests_and_the_rest_still_finish(engine):
     assert sorted(done) == sorted([handles[0], handles[2]])
     assert all(len(comps) == 2 and comps[0].num_tokens > 0 for comps in done.values())
     assert engine.poll() == []  # nothing left: the aborted request never comes back
+    # the engine's own occupancy, step by step: at most the 4 sequences left after the abort, at least 1
+    steps = meter.step_seconds - step_s
+    assert steps > 0 and 1.0 <= (meter.running_seconds - running_s) / steps <= 4.0
 
 
 def test_a_better_priority_takes_the_next_slot_before_earlier_requests(engine):

@@ -341,6 +341,33 @@ def test_sampling_runs_first_on_an_engine_with_priorities_and_rows_stay_the_same
         assert back[-1][1] < 0.5 * fifo_back[-1][1], (back[-1], fifo_back[-1])
 
 
+class _CountsRequestsOnly(SteppedStreamGenerator):
+    """A stepped engine that cannot tell how many sequences it holds (the window counts whole requests)."""
+
+    unfinished_sequences = None
+    priorities = False
+
+
+@pytest.mark.parametrize("capacity", [8, 32])
+def test_the_window_admits_problems_by_the_engines_own_sequence_count_and_rows_stay_the_same(capacity):
+    """A request of 8 samples is in flight until its longest sample ends, while the engine's slots of its
+    finished samples are free: counted by the engine, the window admits the next problems into them."""
+    policy = ChainPolicy(step_error_rate=0.25)
+    blind = _CountsRequestsOnly(policy, capacity=capacity, length_factors=(0.5, 1, 2, 4), length_seed=1)
+    base, blind_back = _stream_job(blind)
+    seeing = SteppedStreamGenerator(policy, capacity=capacity, length_factors=(0.5, 1, 2, 4), length_seed=1)
+    seeing.priorities = False
+    assert seeing.unfinished_sequences == 0
+    tables, back = _stream_job(seeing)
+    assert tables == base and any(labels for _, labels, _, _, _ in tables)
+    assert sorted(i for i, _ in back) == list(range(12))
+    # the engine fuller and faster, the last problem sampled sooner (the simulated lengths are drawn in
+    # submission order, so the work is not the same to the token: rates are compared)
+    assert seeing.mean_running > blind.mean_running, (seeing.mean_running, blind.mean_running)
+    assert seeing.tokens / seeing.seconds > blind.tokens / blind.seconds
+    assert back[-1][1] < blind_back[-1][1]
+
+
 def test_the_request_cache_passes_priorities_and_the_speculation_capacity_to_its_engine(tmp_path):
     from counterpoint.cache import CachedGenerator, RequestCache
 
@@ -350,9 +377,11 @@ def test_the_request_cache_passes_priorities_and_the_speculation_capacity_to_its
     inner = CpuLike(_Words(), capacity=1, step_ms_fixed=10.0, step_ms_per_sequence=1.0)
     gen = CachedGenerator(inner, RequestCache(str(tmp_path), inner.model_fingerprint))
     assert gen.priorities and gen.capacity == 1 and gen.speculation_capacity == 5
+    assert gen.unfinished_sequences == 0
     first = GenerationRequest.chat(None, "2", n=1, seed=1)
     late, urgent = gen.submit([first], priority=1) + gen.submit([GenerationRequest.chat(None, "1", n=1, seed=2)],
                                                                 priority=0)
+    assert gen.unfinished_sequences == 2  # the engine's own count, through the cache
     assert [gen.poll()[0][0] for _ in range(2)] == [urgent, late] and gen.poll() == []
     (again,) = gen.submit([first], priority=1)  # a cache hit: never sent to the engine
     steps = inner.tokens
