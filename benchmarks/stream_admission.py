@@ -38,23 +38,17 @@ from counterpoint.labeling import ProblemForLabeling  # noqa: E402
 from counterpoint.labeling.stream import sample_and_label  # noqa: E402
 from counterpoint.segmentation import segment  # noqa: E402
 from counterpoint.testing.chain import chain_verify  # noqa: E402
-from counterpoint.testing.stream import SteppedStreamGenerator  # noqa: E402
+from counterpoint.testing.stream import RequestCountedStreamGenerator, SteppedStreamGenerator  # noqa: E402
 from benchmarks.tree_pacing import run_to_json  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "stream_admission.json")
 RULES = ("requests_window", "budget_window", "sampling_first")
 
 
-class _CountsRequestsOnly(SteppedStreamGenerator):
-    """The simulated engine without its own sequence count: the window counts requests' samples."""
-
-    unfinished_sequences = None
-
-
 def job(rule: str, n: int, args, seed: int) -> dict:
     """One whole job on the simulated engine under ``rule``."""
     cfg = RunConfig(labeler="omegaprm")
-    make = _CountsRequestsOnly if rule == "requests_window" else SteppedStreamGenerator
+    make = RequestCountedStreamGenerator if rule == "requests_window" else SteppedStreamGenerator
     engine = make(ChainPolicy(step_error_rate=args.rate), capacity=args.capacity,
                   length_factors=[float(x) for x in args.length_factors.split(",")], length_seed=seed)
     engine.priorities = rule == "sampling_first"

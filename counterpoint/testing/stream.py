@@ -196,3 +196,10 @@ class SteppedStreamGenerator(ScriptedGenerator):
     @property
     def mean_running(self) -> Optional[float]:
         return self.running_area / self.seconds if self.seconds else None
+
+
+class RequestCountedStreamGenerator(SteppedStreamGenerator):
+    """The stepped engine without its own sequence count: a scheduler's window counts requests' samples
+    (how it counted before ``Generator.unfinished_sequences``)."""
+
+    unfinished_sequences = None

@@ -17,7 +17,12 @@ from counterpoint.labeling.omegaprm import OmegaPRMTree
 from counterpoint.labeling.scheduler import (PRIORITY_SAMPLING, PRIORITY_SEARCH, PRIORITY_SPECULATIVE, ProblemContext,
                                              RoundScheduler, SampleAsk, Sampled, side_by_side)
 from counterpoint.testing.chain import chain_verify
-from counterpoint.testing.stream import OneAtATimeGenerator, ShuffledStreamGenerator, SteppedStreamGenerator
+from counterpoint.testing.stream import (
+    OneAtATimeGenerator,
+    RequestCountedStreamGenerator,
+    ShuffledStreamGenerator,
+    SteppedStreamGenerator,
+)
 from counterpoint.testing.stream import lockstep as lockstep_driver
 from counterpoint.testing.worlds import sampled_chain_items
 from counterpoint.verifiers.base import Verdict
@@ -341,19 +346,13 @@ def test_sampling_runs_first_on_an_engine_with_priorities_and_rows_stay_the_same
         assert back[-1][1] < 0.5 * fifo_back[-1][1], (back[-1], fifo_back[-1])
 
 
-class _CountsRequestsOnly(SteppedStreamGenerator):
-    """A stepped engine that cannot tell how many sequences it holds (the window counts whole requests)."""
-
-    unfinished_sequences = None
-    priorities = False
-
-
 @pytest.mark.parametrize("capacity", [8, 32])
 def test_the_window_admits_problems_by_the_engines_own_sequence_count_and_rows_stay_the_same(capacity):
     """A request of 8 samples is in flight until its longest sample ends, while the engine's slots of its
     finished samples are free: counted by the engine, the window admits the next problems into them."""
     policy = ChainPolicy(step_error_rate=0.25)
-    blind = _CountsRequestsOnly(policy, capacity=capacity, length_factors=(0.5, 1, 2, 4), length_seed=1)
+    blind = RequestCountedStreamGenerator(policy, capacity=capacity, length_factors=(0.5, 1, 2, 4), length_seed=1)
+    blind.priorities = False
     base, blind_back = _stream_job(blind)
     seeing = SteppedStreamGenerator(policy, capacity=capacity, length_factors=(0.5, 1, 2, 4), length_seed=1)
     seeing.priorities = False
