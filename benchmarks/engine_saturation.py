@@ -49,6 +49,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -137,6 +138,8 @@ class _Meter:
         self.t0 = self.last_print = time.perf_counter()
         self.in_engine = self.weighted_inflight = self.weighted_running = 0.0
         self.rounds, self.done, self.sampled = [], 0, 0
+        self.sampled_at: Dict[str, float] = {}  # problem id -> seconds its samples were back (its tree starts)
+        self.trees: List[dict] = []  # one record per searched tree, in the order they ended
         self.last_sample_t = None
         self.poll_s = 0.0
         self.budget = None  # the stream's in-flight budget (from the round records)
@@ -195,8 +198,9 @@ class _Meter:
             self.last_print = now
             done = sum(r["generated_tokens"] + r.get("sample_tokens", 0) for r in self.rounds)
             live = "" if tokens is None else f", engine {tokens - self.base_tokens}"
+            rate = (tokens - self.base_tokens if tokens is not None else done) / (now - self.t0)
             print(f"[{now - self.t0:7.1f}s] problems done {self.done}/{self.n}, sampled {self.sampled}, "
-                  f"tokens {done}{live}, {(tokens - self.base_tokens if tokens is not None else done) / (now - self.t0):.0f}"
+                  f"tokens {done}{live}, {rate:.0f}"
                   f" tok/s, in flight {rec['inflight_samples']}/{rec.get('capacity')}, in the engine "
                   f"{getattr(self.gen, 'unfinished_sequences', None)}", flush=True)
 
@@ -245,11 +249,21 @@ def _job(cfg, gen, suite, problems, meter):
                                      verifier_version=verifier.version)
         rows, _ = corpus.clean_trajectories(rows, cfg.dedup)
         meter.sampled += 1
+        meter.sampled_at[p["problem_id"]] = time.perf_counter() - meter.t0
         return ProblemForLabeling(problem=p, trajectories=rows, system_prompt=cfg.system_prompt,
                                   segmentation_mode=cfg.segmentation)
 
-    def on_done(_result):
+    def on_done(result):
         meter.done += 1
+        st = result.stats
+        if st.get("selections"):
+            start = meter.sampled_at.get(result.problem_id, 0.0)
+            end = time.perf_counter() - meter.t0
+            meter.trees.append({"problem_id": result.problem_id, "start_s": round(start, 1),
+                                "end_s": round(end, 1), "seconds": round(end - start, 1),
+                                **{k: int(st.get(k, 0)) for k in ("trajectories", "selections", "rollouts",
+                                                                   "rollout_tokens", "requests",
+                                                                   "step_label_rows")}})
 
     gen.poll, gen.submit = meter.poll, meter.submit
     t = time.perf_counter()
@@ -513,6 +527,9 @@ def _report(args, cfg, gen, load_s, results, job_s, meter, plain, plain_after=No
         },
         "prefix_cache_hit_share": round(cached / prompt, 3) if prompt else None,
         "targets": {"saturation": 0.95, "inflight_share_of_capacity": 0.90},
+        # Each searched tree: when its samples were back (it starts) and when it ended, and its work: a job's
+        # tail is its last trees, and whether they are long because they started late or hold much work.
+        "trees": meter.trees,
         "timeline": _timeline(meter.timeline, 300),
         "rounds_sampled": rounds[:: max(1, len(rounds) // 200)],
     }
@@ -581,9 +598,9 @@ def main(argv=None):
           f"phases: sampling {ph['sampling_tokens']} tok (last back at {ph['last_sample_back_s']}s), rollouts "
           f"{ph['rollout_tokens']} tok, {ph['rollout_tokens_per_kept_tree']} per kept tree; screening "
           f"{result['screening']}; speculation {sp}; prefix-cache hit share {result['prefix_cache_hit_share']}")
-    print(f"engine tokens (aborted included) {j['engine_tokens']} = {j['engine_tokens_per_s']} tok/s; useful tokens "
-          f"(wasted speculation out) {j['useful_tokens']}: useful saturation {j['useful_saturation']}; in flight vs the "
-          f"stream's budget {j['stream_budget']}: {j['inflight_share_of_budget']}")
+    print(f"engine tokens (aborted included) {j['engine_tokens']} = {j['engine_tokens_per_s']} tok/s; "
+          f"useful tokens (wasted speculation out) {j['useful_tokens']}: useful saturation {j['useful_saturation']}; "
+          f"in flight vs the stream's budget {j['stream_budget']}: {j['inflight_share_of_budget']}")
     for name in ("sampling_window", "labelling_only_window"):
         print(f"{name}: {ph[name]}")
     if result["workload_replay"]:
