@@ -64,8 +64,6 @@ def _args(argv):
     parser.add_argument("--search-limit", type=int, default=16)
     parser.add_argument("--parallel-searches", default="auto", help="speculative searches per tree (auto, or 1)")
     parser.add_argument("--adaptive", action="store_true", help="adaptive rollout budgets (--adaptive-rollouts on)")
-    parser.add_argument("--early-positive", default="on", choices=("on", "off"),
-                        help="a binary search moves on at a probe's first correct rollout (--early-positive)")
     parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--min-ops", type=int, default=1)
     parser.add_argument("--max-ops", type=int, default=2)
@@ -106,9 +104,6 @@ def _config(args):
     if args.adaptive:
         cfg = dataclasses.replace(cfg, labeling=dataclasses.replace(
             cfg.labeling, omegaprm=dataclasses.replace(cfg.labeling.omegaprm, adaptive=True)))
-    if args.early_positive == "off":
-        cfg = dataclasses.replace(cfg, labeling=dataclasses.replace(
-            cfg.labeling, omegaprm=dataclasses.replace(cfg.labeling.omegaprm, early_positive=False)))
     if args.generator == "scripted":
         gen_cfg = GeneratorConfig(kind="scripted", scripted={"policy": "chain", "step_error_rate": 0.1})
     else:
@@ -486,7 +481,6 @@ def _report(args, cfg, gen, load_s, results, job_s, meter, plain, plain_after=No
         "dtype": getattr(gen, "resolved_dtype", None), "cpu": _cpu_summary(), "kv_block_size": _block_size(gen),
         "engine_capacity": capacity, "problems": len(results), "samples": cfg.samples_per_problem, "k": o.k,
         "search_limit": o.search_limit, "parallel_searches": o.parallel_searches, "adaptive": o.adaptive,
-        "early_positive": o.early_positive, "probes_answered_early": stat("probes_answered_early"),
         "max_tokens": cfg.sampling.max_tokens, "screening": screened,
         "job": {"seconds": round(job_s, 2), "generated_tokens": job_tokens, "tokens_per_s": round(job_tps, 2),
                 "polls": len(rounds), "engine_share_of_time": round(meter.in_engine / job_s, 3) if job_s else None,

@@ -11,9 +11,6 @@ compares three ways of driving the same trees:
   its longest probe: the design before the searches ran at their own pace);
 * ``shipped``: ``OmegaPRMTree.run`` as it is (each search at its own pace, each slot's next search
   selected ahead, the logical clock in tokens; rows independent of the answer order);
-* ``early``: ``shipped`` with ``early_positive`` on: a probe goes out as one-sample requests (the
-  same samples: the engine seeds sample ``i`` as ``seed + i``, vLLM's rule) and its search moves on at
-  the first correct rollout, while the rest finish (the rows stay those of ``shipped``);
 * ``no_wait``: a bound, not a rule — every change applies to the tree the moment its answer is back
   and a free slot is refilled at once (its rows depend on the order the engine answers in, so it
   cannot ship): how fast the trees could go if determinism cost nothing.
@@ -90,10 +87,9 @@ def mixed_items(policy: ChainPolicy, trees: int, steps: int, seed: int, samples:
 
 def drive(driver: str, items, args, factors, seed: int) -> Dict[str, float]:
     policy = ChainPolicy(step_error_rate=args.rate)
-    engine = SteppedStreamGenerator(policy, capacity=args.capacity, length_factors=factors, length_seed=seed,
-                                    sample_seeds="offset")  # one-sample requests give a request's samples
+    engine = SteppedStreamGenerator(policy, capacity=args.capacity, length_factors=factors, length_seed=seed)
     cfg = OmegaPRMConfig(k=args.k, search_limit=args.search_limit, parallel_searches=1,
-                         selections_per_round=args.selections, early_positive=driver == "early")
+                         selections_per_round=args.selections)
     jobs = []
     for item in items:
         p = item.problem
@@ -116,7 +112,7 @@ def run(args) -> dict:
             case: dict = {"length_factors": factors, "trees": trees, "drivers": {}}
             policy = ChainPolicy(step_error_rate=args.rate)
             problem_sets = [mixed_items(policy, trees, args.steps, s, args.samples) for s in range(args.seeds)]
-            for driver in ("lockstep", "shipped", "early", "no_wait"):
+            for driver in ("lockstep", "shipped", "no_wait"):
                 runs = [drive(driver, items, args, factors, s) for s, items in enumerate(problem_sets)]
                 seconds = sum(r["seconds"] for r in runs)
                 tokens = sum(r["tokens"] for r in runs)
@@ -133,7 +129,6 @@ def run(args) -> dict:
             shipped_s = d["shipped"]["simulated_seconds"]
             case["shipped_seconds_vs_lockstep"] = round(shipped_s / d["lockstep"]["simulated_seconds"], 3)
             case["shipped_seconds_vs_no_wait"] = round(shipped_s / d["no_wait"]["simulated_seconds"], 3)
-            case["early_seconds_vs_shipped"] = round(d["early"]["simulated_seconds"] / shipped_s, 3)
             out["cases"].append(case)
             print(f"lengths x{factors_text:<14} trees {trees}: " + "; ".join(
                 f"{name} {v['simulated_seconds']:.0f} s, {v['mean_running']:.1f} running, "

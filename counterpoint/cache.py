@@ -197,10 +197,6 @@ class CachedGenerator(Generator):
     def priorities(self) -> bool:
         return bool(getattr(self.inner, "priorities", False))
 
-    def split_samples(self, request):
-        split = getattr(self.inner, "split_samples", None)
-        return None if split is None else split(request)
-
     @property
     def unfinished_sequences(self) -> Optional[int]:
         return getattr(self.inner, "unfinished_sequences", None)

@@ -129,9 +129,6 @@ FLAGS: Tuple[Flag, ...] = (
     Flag(("--adaptive-rollouts", "--adaptive_rollouts"), ("labeling.omegaprm.adaptive",), "labelling",
          "on: an OmegaPRM probe stops at its first correct rollout (a proven positive) or after "
          "labeling.omegaprm.zero_after known wrong ones (default ceil(k/2)); off: exactly k per probe", type=_on_off, metavar="on|off"),
-    Flag(("--early-positive", "--early_positive"), ("labeling.omegaprm.early_positive",), "labelling",
-         "on (default): a binary search moves on at a probe's first correct rollout where the engine returns "
-         "samples one by one; never changes labels", type=_on_off, metavar="on|off"),
     Flag(("--labeling-batch-size", "--labeling_batch_size"), ("labeling_batch_size",), "labelling",
          "problems whose trees share the engine (none = from the engine's capacity)", type=_none_or(int)),
     Flag(("--consensus",), ("consensus.mode",), "labelling",

@@ -267,13 +267,6 @@ class Generator(abc.ABC):
         of its finished samples long before it returns as a whole (its longest sample ends last)."""
         return None
 
-    def split_samples(self, request: GenerationRequest) -> Optional[List[GenerationRequest]]:
-        """``request`` as ``request.n`` one-sample requests whose samples are its own samples, in order;
-        None where this engine cannot promise that. A streaming scheduler sends a request split so that
-        each sample comes back the moment it ends (``RolloutAsk.early``): a binary search moves on at a
-        probe's first verified-correct rollout instead of waiting for its longest one."""
-        return None
-
     @property
     def speculation_capacity(self) -> Optional[int]:
         """Sequences in flight up to which speculative work may fill an engine that real work leaves

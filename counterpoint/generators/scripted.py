@@ -249,9 +249,6 @@ class ScriptedGenerator(PicklableLock, Generator):
     ``prompt_token_limit`` rejects a prompt over it (``prompt_too_long``), like a real engine.
     ``capacity`` is what :attr:`Generator.capacity` reports (default 256). Subclasses
     (``counterpoint.testing.faults``) add faults in :meth:`before_call`.
-    ``sample_seeds="offset"`` draws sample ``i`` of a request seeded ``s`` as the one sample of the
-    same request seeded ``s + i`` (vLLM's rule for a request of ``n``), so :meth:`split_samples`
-    can promise the same samples; the default (``"request"``) keys every sample on the whole request.
     """
 
     kind = "scripted"
@@ -264,12 +261,8 @@ class ScriptedGenerator(PicklableLock, Generator):
         fail_on_substring: Optional[str] = None,
         prompt_token_limit: Optional[int] = None,
         capacity: Optional[int] = 256,
-        sample_seeds: str = "request",
     ):
         super().__init__()
-        if sample_seeds not in ("request", "offset"):
-            raise ValueError(f"sample_seeds must be 'request' or 'offset', got {sample_seeds!r}")
-        self.sample_seeds = sample_seeds
         self._capacity = capacity
         self.policy = policy or ChainPolicy()
         self._model_id = model_id
@@ -291,16 +284,6 @@ class ScriptedGenerator(PicklableLock, Generator):
 
     def _load(self) -> None:
         pass
-
-    def split_samples(self, request: GenerationRequest) -> Optional[List[GenerationRequest]]:
-        if self.sample_seeds != "offset" or request.n < 2:
-            return None
-        return [dataclasses.replace(request, n=1, seed=request.seed + j) for j in range(request.n)]
-
-    def _sample_rng(self, request: GenerationRequest, i: int) -> random.Random:
-        if self.sample_seeds == "offset":
-            return _rng(dataclasses.replace(request, n=1, seed=request.seed + i).cache_key(self.model_fingerprint), 0)
-        return _rng(request.cache_key(self.model_fingerprint), i)
 
     def before_call(self, call: int) -> None:
         """Runs before engine call number ``call`` (1-based): the hook fault-injecting subclasses use."""
@@ -325,7 +308,7 @@ class ScriptedGenerator(PicklableLock, Generator):
                 )
             comps = []
             for i in range(req.n):
-                sample = self.policy.sample(req, i, self._sample_rng(req, i))
+                sample = self.policy.sample(req, i, _rng(req.cache_key(self.model_fingerprint), i))
                 comps.append(
                     Completion(
                         text=sample.text,

@@ -96,8 +96,6 @@ CPU_BLOCK_SIZE = 32
 # speculation that fills the engine to its capacity makes every round of the search it serves up to
 # 4x slower (measured: the last tree of a 64-problem job went from ~15 s to ~85-120 s a round).
 CPU_SPECULATION_SEQS = 32
-#: vLLM takes request seeds as 31-bit non-negative ints.
-_SEED_MASK = 0x7FFFFFFF
 # CPU flags of native bf16 arithmetic (x86 AVX512_BF16 or AMX, Arm BF16). Without them vLLM's CPU backend
 # still runs bfloat16, emulated, and decoding collapses as the batch grows: on an AVX2-only AMD EPYC
 # (benchmarks/cpu_dtype.py, results/cpu_dtype.json) bfloat16 decodes 128 sequences at 38.8 tok/s, float32
@@ -345,17 +343,6 @@ class VLLMGenerator(Generator):
         """On a CPU, :data:`CPU_SPECULATION_SEQS` (a step's cost grows with the batch); on a GPU the capacity."""
         return min(CPU_SPECULATION_SEQS, self.capacity) if _on_cpu() else None
 
-    def split_samples(self, request: GenerationRequest) -> Optional[List[GenerationRequest]]:
-        """One-sample requests with seeds ``seed, seed + 1, ...``: vLLM samples a request of ``n`` as ``n``
-        child requests seeded exactly so (``vllm.v1.engine.parallel_sampling``), so they give the same
-        samples. Only with per-request seeds, and without a first-token ban (its own two-pass path)."""
-        if self.effective_seed_mode != "request" or request.n < 2 or request.ban_first_tokens:
-            return None
-        seed = request.seed & _SEED_MASK
-        if seed + request.n - 1 > _SEED_MASK:  # the children's seeds would wrap: no promise
-            return None
-        return [dataclasses.replace(request, n=1, seed=seed + j) for j in range(request.n)]
-
     @property
     def priorities(self) -> bool:
         """True with vLLM's priority scheduling (opt-in: ``engine_kwargs`` ``scheduling_policy="priority"``;
@@ -425,7 +412,7 @@ class VLLMGenerator(Generator):
             top_p=p.top_p,
             max_tokens=p.max_tokens,
             stop=list(p.stop) or None,
-            seed=(request.seed & _SEED_MASK) if self._resolved_seed_mode == "request" else None,
+            seed=(request.seed & 0x7FFFFFFF) if self._resolved_seed_mode == "request" else None,
             logprobs=0,  # the sampled token's logprob only: gives cumulative_logprob cheaply
             # vLLM clamps a bias to -100: after softmax the banned ids are never drawn
             logit_bias={int(t): -100.0 for t in request.ban_first_tokens} or None,

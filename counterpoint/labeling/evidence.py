@@ -70,12 +70,6 @@ class RolloutAsk:
     prefix is rolled out in doubling batches and stops as soon as its value is decided — one
     verified-correct rollout proves a positive, ``zero_after`` known verdicts with none correct
     declare a zero.
-
-    ``early`` (a fixed-``n`` ask whose caller only needs to know whether MC > 0 before it goes on): on
-    an engine that can return a request's samples one by one (``Generator.split_samples``) the ask is
-    answered with a :class:`ProvenPositive` at its first verified-correct rollout; its rollouts run on
-    and enter the store together when the last one ends, exactly as without ``early``. A zero is
-    never answered early (it needs every verdict).
     """
 
     prefix: str
@@ -83,22 +77,8 @@ class RolloutAsk:
     steps: Optional[Tuple[str, ...]] = None
     speculative: bool = False
     zero_after: Optional[int] = None
-    early: bool = False
 
     adaptive = property(lambda self: self.zero_after is not None)
-
-
-@dataclasses.dataclass(frozen=True)
-class ProvenPositive:
-    """The early answer to an ``early`` :class:`RolloutAsk`: a verified-correct rollout of ``prefix`` is
-    back, so MC(prefix) > 0 is proven; the other rollouts are still running. The :class:`Estimate`
-    (value, n) is whatever a plain ask of the same prefix and ``n`` returns once they are done: the
-    caller asks for it and must not read anything else from the store about the prefix before."""
-
-    prefix: str
-    resolved = True
-    positive = True
-    zero = False
 
 
 def adaptive_next_total(held: int, cap: int) -> int:

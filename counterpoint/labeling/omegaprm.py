@@ -70,7 +70,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from counterpoint.generators.base import SamplingParams
 from counterpoint.labeling.common import LabeledSolution, full_steps
-from counterpoint.labeling.evidence import ProvenPositive, step_key
+from counterpoint.labeling.evidence import step_key
 from counterpoint.labeling.scheduler import AskGroups, Estimate, ProblemContext, Rollout, RolloutAsk
 from counterpoint.schemas import records
 
@@ -83,7 +83,7 @@ CANDIDATES_PER_LEVEL = 2
 # Not copied as-is into labeler_params: throughput knobs (they change how full the engine is, never the
 # rows) and the fields recorded by their effective value.
 _NOT_COPIED = ("token_len", "max_trees", "parallel_searches", "max_inflight_samples", "rollout_params",
-          "min_known_verdicts", "adaptive", "zero_after", "selections_per_round", "early_positive")
+          "min_known_verdicts", "adaptive", "zero_after", "selections_per_round")
 #: Binary searches a tree runs side by side (a finished one's slot goes to the next selection); 1 is the
 #: paper's sequential loop. See ``OmegaPRMConfig``.
 DEFAULT_SELECTIONS_PER_ROUND = 16
@@ -149,12 +149,6 @@ class OmegaPRMConfig:
     p = 0.25; fixed k = 8: 0.4% and 10%); ``zero_after = k`` gives exactly fixed k's bound. The rule
     and its bound: ``evidence.adaptive_next_total``. ``k`` stays the cap. Off: every probe gets
     exactly ``k``. Value estimates (``step_values``) always keep a fixed ``k``.
-
-    ``early_positive`` (throughput; rows never depend on it): a fixed-k probe is asked ``early``
-    (``RolloutAsk.early``), so on an engine that returns samples one by one the binary search moves
-    on at the probe's first verified-correct rollout (its decision only needs MC > 0) while the
-    other rollouts finish; the probe's value enters the tree when they have, on the tree's logical
-    clock (:meth:`OmegaPRMTree.run`).
     """
 
     k: int = 8
@@ -172,7 +166,6 @@ class OmegaPRMConfig:
     adaptive: bool = False
     zero_after: Optional[int] = None
     selections_per_round: int = DEFAULT_SELECTIONS_PER_ROUND
-    early_positive: bool = True
 
     def __post_init__(self):
         if self.k < 1:
@@ -304,7 +297,6 @@ class OmegaPRMTree:
         self._seen_solutions: set = set()
         self._emitted: Optional[list] = None  # changes made by the search being stepped (see run)
         self._probe_rounds = 1  # rounds the probe it asks for lasts (see run)
-        self._awaited: List["_Pending"] = []  # probes answered early by the search being stepped (see run)
         root = root if root is not None else ctx.estimate("")
         if root is None:
             raise ValueError(f"{ctx.problem_id}: the root needs the sampled trajectories as rollouts")
@@ -313,8 +305,6 @@ class OmegaPRMTree:
     # -- tree bookkeeping -------------------------------------------------
     def _add_state(self, prefix: str, steps: Tuple[str, ...], parent: Optional[str], est: Estimate) -> TreeState:
         """The state of ``prefix`` (created under the state of prefix ``parent`` unless it exists)."""
-        if isinstance(est, _Pending):
-            est = est.filled()
         if prefix in self.by_prefix:
             return self.states[self.by_prefix[prefix]]
         parent_id = None if parent is None else self.by_prefix[parent]
@@ -422,18 +412,11 @@ class OmegaPRMTree:
             prefix = "".join(steps[: mid + 1])
             spec = self._speculation(steps, ends, d, good, bad, mid)
             self._probe_rounds = 1 + int((ends[-1] - ends[mid - d]) // ROUND_TOKENS)
-            ask = RolloutAsk(prefix, self.config.k, tuple(steps[: mid + 1]), zero_after=self.config.probe_zero_after,
-                             early=self.config.early_positive and not self.config.adaptive)
-            answers = yield [ask] + spec
+            answers = yield [RolloutAsk(prefix, self.config.k, tuple(steps[: mid + 1]),
+                                        zero_after=self.config.probe_zero_after)] + spec
             est = answers[0]
-            if isinstance(est, ProvenPositive):  # MC > 0 is proven; the estimate comes when all rollouts are back
-                self.ctx.stats["probes_answered_early"] += 1
-                est = _Pending(dataclasses.replace(ask, early=False), sol, len(sol.probes), mid)
-                self._awaited.append(est)
-                sol.probes.append(None)
-            else:
-                sol.n_rollouts += est.n_new
-                sol.probes.append((mid, est.value if est.resolved else None, est.n))
+            sol.n_rollouts += est.n_new
+            sol.probes.append((mid, est.value if est.resolved else None, est.n))
             if not est.resolved:
                 sol.resolved, sol.note = False, "unresolved_probe"
                 sol.search = (good + 1, bad)
@@ -550,10 +533,8 @@ class OmegaPRMTree:
         return run
 
     def _step(self, run: "_SearchRun", answers) -> list:
-        """Resumes ``run`` with the answers of its round; returns the mutations it made meanwhile (its
-        probes answered early wait in ``run.awaited``)."""
-        self._emitted, self._probe_rounds, self._awaited = [], 1, []
-        answered_round = run.round  # the round the answered probe ended in: its changes belong there
+        """Resumes ``run`` with the answers of its round; returns the mutations it made meanwhile."""
+        self._emitted, self._probe_rounds = [], 1
         try:
             run.asks = run.coro.send(answers)
             if answers is None:
@@ -565,9 +546,6 @@ class OmegaPRMTree:
             run.finished_round = run.round if answers is not None else None
         finally:
             emitted, self._emitted = self._emitted, None
-            for pending in self._awaited:
-                pending.round = answered_round
-            run.awaited.extend(self._awaited)
         return emitted
 
     def _slot_needs(self, chain: List["_SearchRun"], boundary: int) -> Optional[int]:
@@ -608,11 +586,6 @@ class OmegaPRMTree:
         same order, and the tree, its rows and their order are those of searches stepped in lockstep,
         whatever order the engine answers in.
 
-        A probe answered early (``early_positive``: MC > 0 proven by its first correct rollout) lets
-        its search go on at once; its estimate is awaited (asked again, plainly, beside the searches'
-        asks) and the change it makes is logged in the probe's own round, so no boundary past that
-        round is crossed before it is back: the view every selection sees is unchanged.
-
         Long: the slot bookkeeping, the clock and the commit log are one invariant; split apart they
         would have to share all three.
         """
@@ -624,11 +597,8 @@ class OmegaPRMTree:
         def live() -> List[_SearchRun]:
             return [r for r in runs if r.start is not None and not r.ended]
 
-        def awaited() -> List[_Pending]:
-            return [p for r in runs for p in r.awaited if p.est is None]
-
         while True:
-            while all(r.round >= boundary for r in live()) and all(p.round >= boundary for p in awaited()):
+            while all(r.round >= boundary for r in live()):
                 log = self._commit(log, boundary - 1)
                 needs = [(self._slot_needs(chain, boundary), slot) for slot, chain in enumerate(slots)]
                 for kind, slot in sorted((k, s) for k, s in needs if k is not None):
@@ -644,18 +614,10 @@ class OmegaPRMTree:
                         elif slots[slot][-2].ended:  # the search it follows already ended on the engine
                             run.begin(slots[slot][-2].finished_round + 1)
                         break
-                if not live() and not log and not awaited():  # (ended searches may still be ahead of the clock)
+                if not live() and not log:  # (ended searches may still be ahead of the clock)
                     return self._finish(runs)
                 boundary += 1
-            groups = []  # in selection order, a search's awaited estimates first: where its probe would be
-            for r in runs:
-                groups.extend((("estimate", r.number, p.probe), [p.ask]) for p in r.awaited if p.est is None)
-                if r.start is not None and not r.ended:
-                    groups.append((r.number, r.asks))
-            answers = yield AskGroups.of(groups)
-            for key in [key for key in answers if isinstance(key, tuple)]:
-                _, number, probe = key
-                next(p for p in runs[number].awaited if p.probe == probe).fill(answers.pop(key)[0])
+            answers = yield AskGroups.of((r.number, r.asks) for r in live())
             for number in sorted(answers):
                 run = runs[number]
                 done_round = run.round
@@ -696,35 +658,6 @@ class _SearchRun:
     finished_round: Optional[int] = None  # the round of its last probe (None: it had nothing to probe)
     result: Optional[LabeledSolution] = None
     first_rounds: int = 1  # rounds its first probe lasts
-    awaited: List["_Pending"] = dataclasses.field(default_factory=list)  # its probes answered early
 
     def begin(self, start: int) -> None:
         self.start, self.round = start, start + self.first_rounds - 1
-
-
-@dataclasses.dataclass(eq=False)
-class _Pending:
-    """A probe answered early (:class:`ProvenPositive`): the plain ask whose answer is its estimate, the
-    round its probe ended in, and where the estimate goes (the solution's probe record now; the tree
-    through the change logged with ``self`` as the estimate, committed only once it is filled)."""
-
-    ask: RolloutAsk
-    sol: LabeledSolution
-    probe: int  # its index in ``sol.probes``
-    mid: int
-    round: Optional[int] = None
-    est: Optional[Estimate] = None
-    resolved = True  # the decision the search goes on with: proven MC > 0
-    positive = True
-
-    def fill(self, est: Estimate) -> None:
-        if not est.positive:
-            raise RuntimeError(f"probe {self.ask.prefix[-40:]!r} was proven positive but its estimate is not")
-        self.est = est
-        self.sol.n_rollouts += est.n_new
-        self.sol.probes[self.probe] = (self.mid, est.value if est.resolved else None, est.n)
-
-    def filled(self) -> Estimate:
-        if self.est is None:
-            raise RuntimeError("a probe's change was committed before its rollouts were back")
-        return self.est

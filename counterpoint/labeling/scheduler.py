@@ -53,14 +53,6 @@ problem's tree starts as soon as its own samples are verified (``counterpoint.la
 **Adaptive asks** (``RolloutAsk.zero_after`` set): generated in doubling batches until decided
 (``evidence.adaptive_next_total``: the rule and its false-zero bound).
 
-**Early asks** (``RolloutAsk.early``): on a streaming engine that can split a request into one-sample
-requests with the same samples (``Generator.split_samples``; vLLM seeds a request's samples ``seed,
-seed + 1, ...``), the request goes out split and each sample is verified as it lands; the ask is answered
-with a :class:`ProvenPositive` as soon as one is verified correct, while the rest run on. The samples
-enter the store together when the last one lands, as one request's would: the store, the seeds and the
-rows are those of the unsplit request. A binary search so moves on at a probe's first correct rollout
-instead of its longest one (issue 18: the engine held 55-75 sequences of the ~105 requested in a tail).
-
 **Admission.** About ``max_inflight_samples`` samples are kept in flight (default:
 ``generator.capacity``, else 256): new problems are admitted from the batch (a
 sliding window) while the real samples in the engine are under the budget — by the
@@ -98,7 +90,7 @@ import hashlib
 from typing import Any, Callable, Dict, Generator as PyGenerator, List, Optional, Sequence, Tuple
 
 from counterpoint.generators.base import Completion, GenerationError, GenerationRequest, Generator, SamplingParams
-from counterpoint.labeling.evidence import Estimate, EvidenceStore, ProvenPositive, Rollout, RolloutAsk
+from counterpoint.labeling.evidence import Estimate, EvidenceStore, Rollout, RolloutAsk
 from counterpoint.schemas.records import VERDICT_INCORRECT, VERDICT_UNKNOWN, VERDICTS
 from counterpoint.verifiers.base import REASON_TRUNCATED
 
@@ -128,7 +120,6 @@ __all__ = [
     "PRIORITY_SEARCH",
     "PRIORITY_SPECULATIVE",
     "Estimate",
-    "ProvenPositive",
     "AskGroups",
     "ProblemContext",
     "Rollout",
@@ -243,19 +234,6 @@ class _Request:
     promoted: bool = False
     sample: Optional[SampleAsk] = None
     seq: int = 0  # submission order (the youngest speculative requests are aborted first)
-    split: Optional["_Split"] = None  # set on each one-sample part of a split request
-    part: int = 0  # its sample's index in the request
-
-
-@dataclasses.dataclass(eq=False)
-class _Split:
-    """A real request sent as one-sample parts (``Generator.split_samples``): their handles still in
-    flight, and each landed sample's rollout in request order."""
-
-    handles: List[Any]
-    rollouts: List[Optional[Rollout]]
-    first: Optional[Completion] = None  # part 0's completion: the request's prompt-token statistics
-    correct: bool = False  # a verified-correct rollout has landed
 
 
 class RoundScheduler:
@@ -289,7 +267,6 @@ class RoundScheduler:
         spec = getattr(generator, "speculation_capacity", None)
         self.speculation_budget = min(self.budget, int(spec)) if spec else self.budget
         self.priorities = bool(getattr(generator, "priorities", False))
-        self.streaming = bool(getattr(generator, "streaming", False))
         self.sampling_priority = PRIORITY_SAMPLING
         self.on_round = on_round
         self.on_done = on_done
@@ -401,17 +378,8 @@ class _Run:
 
     def _answered(self, i: int, asks) -> bool:
         store = self.ctx(i).store
-        return all(id(a) in self.sampled if isinstance(a, SampleAsk) else store.satisfied(a) or self._proven(i, a)
+        return all(id(a) in self.sampled if isinstance(a, SampleAsk) else store.satisfied(a)
                    for a in asks if not a.speculative)
-
-    def _proven(self, i: int, a) -> bool:
-        """An early ask of task ``i`` whose split request in flight has a verified-correct rollout back."""
-        if not getattr(a, "early", False):
-            return False
-        ctx = self.ctx(i)
-        handle = self.by_key.get((RoundScheduler._ask_key(ctx, a.prefix), ctx.store.missing(a)))
-        req = self.requests.get(handle) if handle is not None else None
-        return req is not None and req.split is not None and req.split.correct and i in req.waiting
 
     def satisfied(self, i: int) -> bool:
         """Task ``i`` can be resumed: all its asks answered (for groups: one group's)."""
@@ -435,9 +403,6 @@ class _Run:
                 continue
             if isinstance(a, SampleAsk):
                 out.append(self.sampled.pop(id(a)))
-                continue
-            if not ctx.store.satisfied(a):  # answered early (_proven): its rollouts are still running
-                out.append(ProvenPositive(a.prefix))
                 continue
             # New samples are attributed once, to the first ask that caused them (statistics only).
             out.append(ctx.estimate(a.prefix, self.generated.pop((i, a.prefix), 0)))
@@ -496,9 +461,9 @@ class _Run:
                 continue
             if self.real_keys[key]:
                 continue  # a real request for this prefix is in flight: re-checked (topped up) when it lands
-            if any(k == key for k, _, _, _ in new):
+            if any(k == key for k, _, _ in new):
                 continue
-            new.append((key, a.prefix, missing, a.early))
+            new.append((key, a.prefix, missing))
         if new:
             self.send(i, new, speculative=False)
 
@@ -515,27 +480,14 @@ class _Run:
         self.inflight_sampling += ask.request.n if ask.verify else 0
         self.real_keys[key] += 1
 
-    def send(self, i: int, asks: Sequence[Tuple[tuple, str, int, bool]], *, speculative: bool) -> None:
-        """Submits ``(ask key, prefix, n, early)`` requests; a real early one goes out split where the
-        engine can (see "Early asks" in the module docstring)."""
+    def send(self, i: int, asks: Sequence[Tuple[tuple, str, int]], *, speculative: bool) -> None:
         ctx = self.ctx(i)
-        split = getattr(self.s.generator, "split_samples", None) if self.s.streaming and not speculative else None
-        plan = []
-        for key, prefix, n, early in asks:
-            req = self.s.request_for(ctx, prefix, n)
-            parts = split(req) if early and split is not None else None
-            plan.append((key, prefix, n, parts or [req], parts is not None))
+        reqs = [self.s.request_for(ctx, prefix, n) for _, prefix, n in asks]
         priority = PRIORITY_SPECULATIVE if speculative else PRIORITY_SEARCH
-        handles = iter(self.s.submit([r for _, _, _, reqs, _ in plan for r in reqs], priority))
-        for key, prefix, n, reqs, is_split in plan:
-            got = [next(handles) for _ in reqs]
+        for (key, prefix, n), handle in zip(asks, self.s.submit(reqs, priority)):
             self.seq += 1
-            waiting = [] if speculative else [i]
-            group = _Split(list(got), [None] * n) if is_split else None
-            for j, handle in enumerate(got):
-                self.requests[handle] = _Request(key, prefix, n, i, waiting, speculative, seq=self.seq,
-                                                 split=group, part=j)
-            self.by_key[(key, n)] = got[0]
+            self.requests[handle] = _Request(key, prefix, n, i, [] if speculative else [i], speculative, seq=self.seq)
+            self.by_key[(key, n)] = handle
             self.inflight += n
             if not speculative:
                 self.inflight_real += n
@@ -591,7 +543,7 @@ class _Run:
                     continue
                 if self.inflight + missing > self.s.speculation_budget:
                     return
-                self.send(i, [(key, a.prefix, missing, False)], speculative=True)
+                self.send(i, [(key, a.prefix, missing)], speculative=True)
 
     # -- the loop ----------------------------------------------------------
     def run(self) -> List[Any]:
@@ -667,20 +619,6 @@ class _Run:
             req = self.requests.pop(handle, None)
             if req is None:
                 continue  # left over from an earlier, failed attempt on the same engine
-            if req.split is not None:  # one sample of a split request
-                if len(comps) != 1:
-                    raise GenerationError(f"engine returned {len(comps)} samples for a one-sample request")
-                parts = req.split.handles
-                parts.remove(handle)
-                self.inflight -= 1
-                self.inflight_real -= 1
-                if not parts:
-                    self.by_key.pop((req.key, req.n), None)
-                    self.real_keys[req.key] -= 1
-                elif self.by_key.get((req.key, req.n)) == handle:
-                    self.by_key[(req.key, req.n)] = parts[0]
-                done.append((req, comps))
-                continue
             if req.sample is not None and len(comps) != req.n:
                 raise GenerationError(f"engine returned {len(comps)} samples, asked for {req.n}")
             self.by_key.pop(req.key if req.sample is not None else (req.key, req.n), None)
@@ -732,20 +670,10 @@ class _Run:
                     counter["rollout_tokens"] += c.num_tokens
                     counter["truncated"] += int(c.truncated)
                     counter["unknown"] += int(v == VERDICT_UNKNOWN)
-            first = comps[0] if comps else None
-            if req.split is not None:
-                group = req.split
-                group.rollouts[req.part] = new[0]
-                group.correct = group.correct or new[0].is_correct  # (a truncated sample is incorrect here)
-                if req.part == 0:
-                    group.first = first
-                if any(r is None for r in group.rollouts):
-                    continue  # the rest are still running (or later in this poll): nothing enters the store yet
-                new, first = list(group.rollouts), group.first
             for counter in (stats, owner.stats):
                 counter["requests"] += 1
-                counter["prompt_tokens"] += first.num_prompt_tokens if first else 0
-                counter["cached_prompt_tokens"] += first.num_cached_prompt_tokens if first else 0
+                counter["prompt_tokens"] += comps[0].num_prompt_tokens if comps else 0
+                counter["cached_prompt_tokens"] += comps[0].num_cached_prompt_tokens if comps else 0
             if req.speculative:
                 stats["speculative_samples"] += len(new)
                 owner.stats["prefetched"] += len(new)

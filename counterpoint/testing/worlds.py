@@ -19,10 +19,9 @@ from counterpoint.testing.chain import chain_verdict
 
 
 def sampled_chain_items(policy, problems: Sequence[dict], k_f: int,
-                        seed_of: Callable[[int], int] = lambda i: i, **engine) -> List[ProblemForLabeling]:
-    """``k_f`` samples of each problem from ``policy`` (request seed ``seed_of(i)``), verified exactly;
-    ``engine``: options of the :class:`ScriptedGenerator` that samples them."""
-    outs = ScriptedGenerator(policy, **engine).generate(
+                        seed_of: Callable[[int], int] = lambda i: i) -> List[ProblemForLabeling]:
+    """``k_f`` samples of each problem from ``policy`` (request seed ``seed_of(i)``), verified exactly."""
+    outs = ScriptedGenerator(policy).generate(
         [GenerationRequest.chat(None, p["question"], n=k_f, seed=seed_of(i)) for i, p in enumerate(problems)])
     items = []
     for p, comps in zip(problems, outs):

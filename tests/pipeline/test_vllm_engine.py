@@ -22,7 +22,6 @@ Set COUNTERPOINT_SKIP_VLLM=1 to skip locally.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections import Counter
@@ -365,30 +364,6 @@ def test_abort_cancels_streamed_requests_and_the_rest_still_finish(engine):
     # the engine's own occupancy, step by step: at most the 4 sequences left after the abort, at least 1
     steps = meter.step_seconds - step_s
     assert steps > 0 and 1.0 <= (meter.running_seconds - running_s) / steps <= 4.0
-
-
-def test_a_request_split_into_one_sample_requests_gives_its_samples_in_order(engine):
-    # Issue 18: an early probe goes out as one-sample requests seeded seed, seed + 1, ... (vLLM's own rule
-    # for a request of n), so each sample is back the moment it ends and the samples are the request's.
-    from counterpoint.generators.base import GenerationRequest, SamplingParams
-
-    params = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=48)
-    whole = GenerationRequest.continuation(None, PROBLEMS[0][1], "Let me work it out.\n\n", n=4, params=params,
-                                           seed=12345)
-    parts = engine.split_samples(whole)
-    assert [(p.n, p.seed) for p in parts] == [(1, 12345 + j) for j in range(4)]
-    (expected,) = engine.generate([whole])
-    handles = engine.submit(parts)
-    done = {}
-    while len(done) < 4:
-        finished = engine.poll()
-        assert finished, "the engine stopped with requests pending"
-        done.update(finished)
-    got = [c for h in handles for c in done[h]]
-    assert [(c.text, c.num_tokens, c.finish_reason) for c in got] == \
-        [(c.text, c.num_tokens, c.finish_reason) for c in expected]
-    assert len({c.text for c in got}) > 1  # four different samples, not one seed four times
-    assert engine.split_samples(dataclasses.replace(whole, seed=2**31 - 2)) is None  # the seeds would wrap
 
 
 def test_a_better_priority_takes_the_next_slot_before_earlier_requests(engine):

@@ -231,24 +231,6 @@ def test_tree_searches_run_at_their_own_pace_and_build_one_tree_whatever_the_ans
         assert [s.first_error_index for s in sols] == [s.first_error_index for s in lock_sols]
 
 
-def test_probes_answered_at_their_first_correct_rollout_build_the_same_tree_whatever_the_answer_order():
-    """Issue 18: with early probes (one-sample requests, in random order) a search moves on before its probe's
-    other rollouts are back; the tree, its N counts and every labelled solution are still the reference's."""
-    item = _tree_world()
-    policy = ChainPolicy(step_error_rate=0.15)
-    lock_tree, lock_sols, _ = _searched_tree(ScriptedGenerator(policy, sample_seeds="offset"), item, lockstep=True)
-    assert lock_tree.ctx.stats["probes_answered_early"] == 0  # a round engine: nothing is split
-    strip = lambda s: dataclasses.replace(s, n_rollouts=0)  # noqa: E731
-    for order_seed in (0, 1, 2, 3):
-        engine = ShuffledStreamGenerator(policy, order_seed=order_seed, sample_seeds="offset")
-        tree, sols, _ = _searched_tree(engine, item)
-        assert tree.ctx.stats["probes_answered_early"] > 0
-        assert _tree_shape(tree) == _tree_shape(lock_tree)
-        assert [strip(s) for s in sols] == [strip(s) for s in lock_sols]
-        assert all(None not in s.probes for s in sols)  # every early probe's estimate was filled in
-        assert sum(s.n_rollouts for s in sols) == sum(s.n_rollouts for s in lock_sols)
-
-
 def test_side_by_side_resumes_each_search_when_its_own_asks_are_answered():
     def search(prefixes, log, name):
         for p in prefixes:
@@ -324,19 +306,18 @@ class _PriorityLog(SteppedStreamGenerator):
         return super().submit(requests, priority=priority)
 
 
-def _stream_job(engine, n=12, rate=0.25, early=True):
+def _stream_job(engine, n=12, rate=0.25):
     from counterpoint.labeling.stream import sample_and_label
 
     problems = [chain_problem(5, i, num_steps=8) for i in range(n)]
     requests = [GenerationRequest.chat(None, p["question"], n=8, seed=500 + i) for i, p in enumerate(problems)]
-    cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=4, search_limit=8, selections_per_round=4, early_positive=early),
+    cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=4, search_limit=8, selections_per_round=4),
                         compute_values=True, check_arithmetic=False, seed=3)
     back: list = []
 
     def on_sampled(i, sampled):
         back.append((i, engine.seconds))
-        (item,) = sampled_chain_items(ChainPolicy(step_error_rate=rate), [problems[i]], 8, seed_of=lambda _: 500 + i,
-                                      sample_seeds=engine.sample_seeds)
+        (item,) = sampled_chain_items(ChainPolicy(step_error_rate=rate), [problems[i]], 8, seed_of=lambda _: 500 + i)
         assert [t["completion"] for t in item.trajectories] == [c.text for c in sampled.completions]
         return item
 
@@ -384,48 +365,6 @@ def test_the_window_admits_problems_by_the_engines_own_sequence_count_and_rows_s
     assert seeing.mean_running > blind.mean_running, (seeing.mean_running, blind.mean_running)
     assert seeing.tokens / seeing.seconds > blind.tokens / blind.seconds
     assert back[-1][1] < blind_back[-1][1]
-
-
-def test_a_split_request_gives_the_samples_of_the_whole_request_in_order():
-    engine = ScriptedGenerator(ChainPolicy(step_error_rate=0.3), sample_seeds="offset")
-    problem = chain_problem(5, 0, num_steps=8)
-    request = GenerationRequest.continuation(None, problem["question"], "Start at", n=5, seed=2**31 - 2)
-    parts = engine.split_samples(request)
-    assert [(p.n, p.seed) for p in parts] == [(1, 2**31 - 2 + j) for j in range(5)]
-    assert engine.generate(parts) == [[c] for c in engine.generate([request])[0]]
-    assert ScriptedGenerator(ChainPolicy()).split_samples(request) is None  # keyed on the whole request: no promise
-
-
-class _SplitLog(SteppedStreamGenerator):
-    """The stepped engine, recording the one-sample rollout requests it was sent."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, sample_seeds="offset", **kwargs)
-        self.priorities = False
-        self.one_sample_rollouts = 0
-
-    def submit(self, requests, priority: int = 0):
-        self.one_sample_rollouts += sum(r.n == 1 and r.continue_final_message for r in requests)
-        return super().submit(requests, priority=priority)
-
-
-@pytest.mark.parametrize("capacity", [8, 64])
-def test_a_probe_answered_at_its_first_correct_rollout_moves_its_search_on_and_rows_stay_the_same(capacity):
-    """Issue 18: an early probe goes out as one-sample requests (the same samples), is answered at its
-    first correct one while the rest run on, and its value enters the tree on the tree's logical clock:
-    the tables equal those of probes answered when their longest rollout ends, and the engine is done sooner."""
-    policy = ChainPolicy(step_error_rate=0.25)
-    whole = _SplitLog(policy, capacity=capacity, length_factors=(0.5, 1, 2, 4), length_seed=1)
-    base, _ = _stream_job(whole, early=False)
-    early = _SplitLog(policy, capacity=capacity, length_factors=(0.5, 1, 2, 4), length_seed=1)
-    tables, back = _stream_job(early)
-    assert tables == base and any(labels for _, labels, _, _, _ in tables)
-    assert sorted(i for i, _ in back) == list(range(12))
-    assert whole.one_sample_rollouts == 0 < early.one_sample_rollouts
-    # the engine fuller and faster (the simulated lengths are drawn in submission order, so the work is not
-    # the same to the token: rates are compared)
-    assert early.mean_running > whole.mean_running, (early.mean_running, whole.mean_running)
-    assert early.tokens / early.seconds > whole.tokens / whole.seconds
 
 
 def test_the_request_cache_passes_priorities_and_the_speculation_capacity_to_its_engine(tmp_path):

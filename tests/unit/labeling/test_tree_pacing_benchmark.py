@@ -19,7 +19,7 @@ def test_tree_pacing_compares_three_drivers_of_the_same_trees(tmp_path):
     assert json.loads((tmp_path / "pacing.json").read_text())["cases"] == out["cases"]
     (case,) = out["cases"]
     drivers = case["drivers"]
-    assert set(drivers) == {"lockstep", "shipped", "early", "no_wait"}
+    assert set(drivers) == {"lockstep", "shipped", "no_wait"}
     # The same trees: every driver labels the same number of solutions (all candidates, limit 40 per tree).
     assert len({d["solutions"] for d in drivers.values()}) == 1 and drivers["shipped"]["solutions"] > 2
     # Waiting for every round's longest probe costs time and running sequences; the shipped rule waits less.
