@@ -29,8 +29,10 @@ discarded and counted (``prefetched`` / ``prefetch_used`` / ``prefetch_wasted``)
 So speculation changes how full the engine is, never what is stored.
 
 Speculation runs **only into idle capacity** (issue 18): it fills what the real asks leave of
-the budget, right before a poll; when real asks arrive later (a streaming engine) and the
-in-flight samples exceed the budget, the youngest speculative requests are cancelled with the
+the speculation budget, right before a poll — counted by the engine's own sequences where it
+has a count (a probe's finished rollouts free their slots while its longest one still runs);
+when real asks arrive later (a streaming engine) and the engine holds more than the budget,
+the youngest speculative requests are cancelled with the
 engine's ``abort`` to make room, and a speculative request the search has moved past (no longer
 among its owner's current speculative asks, or its owner is done) is cancelled at once. Aborted
 samples are counted (``speculative_aborted``), and so are the tokens of discarded prefetched
@@ -520,10 +522,23 @@ class _Run:
         speculative = self.inflight - self.inflight_real
         return max(0, engine - speculative) < self.s.budget and self.inflight_real < REQUEST_SLACK * self.s.budget
 
+    def engine_held(self) -> Tuple[int, int]:
+        """(sequences the engine holds, of them real work): by the engine's own count where it has one
+        (``generator.unfinished_sequences``), else by the samples of requests in flight. Counted by
+        requests, a probe of 8 rollouts holds 8 places until its longest rollout ends: in the tail of a
+        64-problem job the requests held 56 places while the engine decoded 21 sequences, so a speculation
+        budget of 32 was never under and speculation never ran (0 prefetched in the whole job)."""
+        engine = getattr(self.s.generator, "unfinished_sequences", None)
+        if engine is None:
+            return self.inflight, self.inflight_real
+        speculative = self.inflight - self.inflight_real  # at most this many of the engine's are speculative
+        return engine, max(0, engine - speculative)
+
     def speculate(self) -> None:
         """Fills the speculation budget left (``generator.speculation_capacity``, at most the budget) with
-        speculative asks, by priority rank, round-robin over problems."""
-        if self.inflight >= self.s.speculation_budget:
+        speculative asks, by priority rank, round-robin over problems. What the engine holds is its own
+        count (:meth:`engine_held`), read again after every request sent."""
+        if self.engine_held()[0] >= self.s.speculation_budget:
             return
         lists = {i: [a for a in asks if a.speculative] for i, asks in self.active.items()}
         depth = max((len(v) for v in lists.values()), default=0)
@@ -541,7 +556,7 @@ class _Run:
                 key = RoundScheduler._ask_key(ctx, a.prefix)
                 if (key, missing) in self.by_key or (key, missing) in self.buffer:
                     continue
-                if self.inflight + missing > self.s.speculation_budget:
+                if self.engine_held()[0] + missing > self.s.speculation_budget:
                     return
                 self.send(i, [(key, a.prefix, missing)], speculative=True)
 
@@ -586,8 +601,9 @@ class _Run:
         spec = sorted((r.seq, h) for h, r in self.requests.items() if r.speculative)
         stale = [h for _, h in spec if (self.requests[h].key, self.requests[h].n)
                  not in wanted.get(self.requests[h].owner, ())]
-        limit = max(self.s.speculation_budget, self.inflight_real)
-        over = self.inflight - sum(self.requests[h].n for h in stale) - limit
+        held, real = self.engine_held()
+        limit = max(self.s.speculation_budget, real)
+        over = held - sum(self.requests[h].n for h in stale) - limit
         for _, h in reversed(spec):
             if over <= 0:
                 break

@@ -124,8 +124,9 @@ class SteppedStreamGenerator(ScriptedGenerator):
 
     def __init__(self, *args, length_factors: Sequence[float] = (1.0,), length_seed: int = 0,
                  step_ms_fixed: float = STEP_MS_FIXED, step_ms_per_sequence: float = STEP_MS_PER_SEQUENCE,
-                 **kwargs):
+                 speculation_capacity: Optional[int] = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self._speculation_capacity = speculation_capacity
         if not self.capacity:
             raise ValueError("SteppedStreamGenerator needs a capacity")
         self.length_factors = tuple(length_factors)
@@ -139,6 +140,11 @@ class SteppedStreamGenerator(ScriptedGenerator):
         self._running: List[list] = []
         self._requests: Dict[int, list] = {}  # handle -> [completions, sequences left]
         self._handles = 0
+
+    @property
+    def speculation_capacity(self) -> Optional[int]:
+        """As given (a CPU engine's is ``vllm_local.CPU_SPECULATION_SEQS``); None: the capacity."""
+        return self._speculation_capacity
 
     @property
     def plain_tokens_per_s(self) -> float:

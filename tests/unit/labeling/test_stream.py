@@ -306,12 +306,13 @@ class _PriorityLog(SteppedStreamGenerator):
         return super().submit(requests, priority=priority)
 
 
-def _stream_job(engine, n=12, rate=0.25):
+def _stream_job(engine, n=12, rate=0.25, parallel_searches="auto"):
     from counterpoint.labeling.stream import sample_and_label
 
     problems = [chain_problem(5, i, num_steps=8) for i in range(n)]
     requests = [GenerationRequest.chat(None, p["question"], n=8, seed=500 + i) for i, p in enumerate(problems)]
-    cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=4, search_limit=8, selections_per_round=4),
+    cfg = LabelerConfig(omegaprm=OmegaPRMConfig(k=4, search_limit=8, selections_per_round=4,
+                                                parallel_searches=parallel_searches),
                         compute_values=True, check_arithmetic=False, seed=3)
     back: list = []
 
@@ -365,6 +366,43 @@ def test_the_window_admits_problems_by_the_engines_own_sequence_count_and_rows_s
     assert seeing.mean_running > blind.mean_running, (seeing.mean_running, blind.mean_running)
     assert seeing.tokens / seeing.seconds > blind.tokens / blind.seconds
     assert back[-1][1] < blind_back[-1][1]
+
+
+def test_speculation_fills_what_the_engines_own_count_leaves_idle_and_rows_stay_the_same(monkeypatch):
+    """A probe of k rollouts holds k places until its longest rollout ends: counted by requests, a speculation
+    budget is never under while the engine decodes a few stragglers (0 prefetched in a real 64-problem job).
+    Counted by the engine, speculation runs in that idle room — never past the speculation budget — and the
+    tables are those of a job without speculation."""
+    from counterpoint.labeling import scheduler as scheduler_mod
+
+    sends: list = []  # (speculative, engine's count before, samples in requests before, n)
+    send = scheduler_mod._Run.send
+
+    def logged(run, i, asks, *, speculative):
+        engine = run.s.generator.unfinished_sequences
+        sends.append((speculative, engine, run.inflight, sum(n for _, _, n in asks)))
+        return send(run, i, asks, speculative=speculative)
+
+    def engine(cls, spec=8):
+        e = cls(ChainPolicy(step_error_rate=0.25), capacity=32, length_factors=(0.5, 1, 2, 4), length_seed=1,
+                speculation_capacity=spec)
+        e.priorities = False
+        return e
+
+    monkeypatch.setattr(scheduler_mod._Run, "send", logged)
+    seeing = engine(SteppedStreamGenerator)
+    tables, _ = _stream_job(seeing)
+    speculative = [(held, requested, n) for spec, held, requested, n in sends if spec]
+    sends.clear()
+    blind_tables, _ = _stream_job(engine(RequestCountedStreamGenerator))
+    blind = [(held, requested, n) for spec, held, requested, n in sends if spec]
+    sends.clear()
+    plain_tables, _ = _stream_job(engine(SteppedStreamGenerator, spec=None), parallel_searches=1)
+    assert tables == blind_tables == plain_tables and any(labels for _, labels, _, _, _ in tables)
+    assert speculative and len(speculative) > len(blind)
+    assert all(held + n <= 8 for held, _, n in speculative), speculative
+    # sent where the samples of requests in flight left no room: only the engine's count saw it
+    assert any(requested + n > 8 for _, requested, n in speculative), speculative
 
 
 def test_the_request_cache_passes_priorities_and_the_speculation_capacity_to_its_engine(tmp_path):
