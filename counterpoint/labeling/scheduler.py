@@ -516,11 +516,8 @@ class _Run:
         samples in flight bound what is admitted when the engine's count says little (cache hits)."""
         if self.s.priorities:
             return True
-        engine = getattr(self.s.generator, "unfinished_sequences", None)
-        if engine is None:
-            return self.inflight_real < self.s.budget
-        speculative = self.inflight - self.inflight_real
-        return max(0, engine - speculative) < self.s.budget and self.inflight_real < REQUEST_SLACK * self.s.budget
+        _, real = self.engine_held()
+        return real < self.s.budget and self.inflight_real < REQUEST_SLACK * self.s.budget
 
     def engine_held(self) -> Tuple[int, int]:
         """(sequences the engine holds, of them real work): by the engine's own count where it has one
