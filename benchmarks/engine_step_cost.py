@@ -27,7 +27,7 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 
 def fit_step_cost(n_full: float, rate_full: float, n_tail: float, rate_tail: float) -> Dict[str, float]:
@@ -51,8 +51,9 @@ def sequences_for(fit: Dict[str, float], rate: float) -> Optional[float]:
     return rate * fit["fixed_s"] / room if room > 0 else None
 
 
-def analyse(result: Dict, target: float = 0.95) -> Dict:
-    """The step-cost fit of one ``engine_saturation.py`` result and the sequences its tail would need."""
+def analyse(result: Dict, target: float = 0.95) -> Tuple[Dict, Dict[str, float]]:
+    """The step-cost fit of one ``engine_saturation.py`` result (its report row, and the fit itself) and
+    the sequences its tail would need."""
     sampling = result["phases"]["sampling_window"]
     tail = result["phases"]["labelling_only_window"]
     plain = result["plain"]["tokens_per_s"]
@@ -61,7 +62,7 @@ def analyse(result: Dict, target: float = 0.95) -> Dict:
                         tail["engine_running_sequences"], tail["tokens_per_s"])
     predicted_plain = rate_at(fit, capacity)
     needed = sequences_for(fit, target * plain)
-    return {
+    row = {
         "problems": result["problems"],
         "engine_capacity": capacity,
         "fixed_ms_per_step": round(1e3 * fit["fixed_s"], 1),
@@ -75,8 +76,8 @@ def analyse(result: Dict, target: float = 0.95) -> Dict:
         "target": target,
         "sequences_for_target": None if needed is None else math.ceil(needed),
         "job_saturation": result["saturation"],
-        "_fit": fit,
     }
+    return row, fit
 
 
 def measured_share(concurrency: Dict, sequences: float, capacity: int) -> Optional[float]:
@@ -84,8 +85,10 @@ def measured_share(concurrency: Dict, sequences: float, capacity: int) -> Option
     ``capacity``; None when the windows do not cover both."""
     rows = sorted((row["window"], row["tokens_per_s"]) for row in concurrency["windows"])
     full = dict(rows).get(capacity)
+    if not full:
+        return None
     for (n0, r0), (n1, r1) in zip(rows, rows[1:]):
-        if full and n0 <= sequences <= n1:
+        if n0 <= sequences <= n1:
             return round((r0 + (r1 - r0) * (sequences - n0) / (n1 - n0)) / full, 3)
     return None
 
@@ -108,8 +111,7 @@ def main(argv=None) -> Dict:
     concurrency = json.loads(Path(args.concurrency).read_text()) if args.concurrency else None
     rows = []
     for path in args.results:
-        row = analyse(json.loads(Path(path).read_text()), args.target)
-        fit = row.pop("_fit")
+        row, fit = analyse(json.loads(Path(path).read_text()), args.target)
         row["result"] = Path(path).name
         if concurrency is not None:
             row["tail_reachable"] = measured_share(concurrency, row["tail_engine_sequences"], row["engine_capacity"])

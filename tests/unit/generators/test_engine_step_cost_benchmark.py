@@ -34,8 +34,7 @@ def saturation_result(problems=64):
 
 
 def test_fit_recovers_the_engine_and_bounds_the_tail():
-    row = bench.analyse(saturation_result())
-    fit = row.pop("_fit")
+    row, fit = bench.analyse(saturation_result())
     assert fit == pytest.approx({"fixed_s": 0.060, "per_sequence_s": 0.002})
     assert row == {
         "problems": 64, "engine_capacity": 128,
